@@ -1,0 +1,26 @@
+"""The Typer app and the options every stage command shares (`--params`, `--set`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from biomed_llama.config import Params, load_params
+
+app = typer.Typer(
+    name="biomed-llama",
+    help="Reproduce BioMed-LLaMA: extract, tokenize, pretrain, instruct-mix, finetune, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params YAML (default params.yaml).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a param: KEY=VALUE, e.g. pretrain.lr=3e-5.")]
+
+
+def load(params: Path, overrides: Optional[list[str]]) -> Params:
+    """Load and validate params for a command (a ConfigError becomes exit code 2 in `main`)."""
+    return load_params(params, overrides or [])

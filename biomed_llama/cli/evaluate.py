@@ -1,0 +1,1 @@
+"""evaluate commands (registered on the shared app)."""

@@ -1,0 +1,1 @@
+"""instruct commands (registered on the shared app)."""

@@ -1,0 +1,1 @@
+"""train commands (registered on the shared app)."""

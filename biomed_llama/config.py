@@ -1,0 +1,123 @@
+"""Typed params: every section of params.yaml as a pydantic model, loaded with `--set` overrides.
+
+`load_params` is the only way stages get their config. A problem (unknown key, wrong type,
+impossible value) becomes a ConfigError whose message is one line naming the key; the CLI
+prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from pydantic import Field, ValidationError
+
+from biomed_llama.data.config import ExtractConfig, TokenizeConfig
+from biomed_llama.errors import ConfigError
+from biomed_llama.eval.config import EvalConfig
+from biomed_llama.instruct.config import FinetuneConfig, InstructMixConfig
+from biomed_llama.launch.config import LaunchConfig
+from biomed_llama.schema import StrictModel
+from biomed_llama.train.config import ModelConfig, PretrainConfig
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Params(StrictModel):
+    """All params of the pipeline; `params.yaml` is the embedded demo, `configs/*.yaml` other profiles."""
+
+    seed: int = 1234
+    """Master seed: shuffles, initialisation and sampling derive their seeds from it."""
+    profile: str = "demo"
+    """Name of the profile, recorded in manifests and reports."""
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    """Pile extraction (stage `extract`)."""
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    """Tokenization (stage `tokenize`)."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The base model: a HF directory or a random init from shape params."""
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    """Continued pretraining (stage `pretrain`)."""
+    instruct_mix: InstructMixConfig = Field(default_factory=InstructMixConfig)
+    """Instruction mixture (stage `instruct-mix`)."""
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    """Instruction tuning and task fine-tuning (stage `finetune`)."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Evaluation (stages `prepare-eval`, `evaluate`)."""
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    """How the training stages are launched: local torchrun or Slurm."""
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into (["a","b","c"], value parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set pretrain.lr=3e-5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply `--set` overrides to a raw params dict (in place) and return it."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in first and not isinstance(first["input"], (dict, list)):
+        msg += f" (got {first['input']!r})"
+    more = len(err.errors()) - 1
+    return f"{source}: {key}: {msg}" + (f" (+{more} more)" if more else "")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a params YAML file into a dict; a missing or malformed file is a ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def validate_params(data: dict[str, Any], source: str = "params") -> Params:
+    """Validate a raw dict into Params; one-line ConfigError on failure."""
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: Sequence[str] = ()) -> Params:
+    """Load, override and validate params from `path` (default params.yaml)."""
+    path = Path(path)
+    return validate_params(apply_overrides(read_yaml(path), overrides), str(path))
+
+
+def section_dict(model: StrictModel) -> dict[str, Any]:
+    """Return a section as plain JSON-able data, for manifests."""
+    return model.model_dump(mode="json")

@@ -1,0 +1,1 @@
+"""Data stages: Pile extraction, tokenization, packing and the resumable training loader."""

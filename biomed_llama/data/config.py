@@ -1,0 +1,57 @@
+"""Params of the data stages (`extract`, `tokenize`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from biomed_llama.schema import StrictModel
+
+PUBMED_SUBSETS = ["PubMed Abstracts", "PubMed Central"]
+
+
+class ExtractConfig(StrictModel):
+    """Which Pile shards to read, which subsets to keep, and how to write them."""
+
+    train: list[str] = Field(default_factory=lambda: ["data/sample/pile/train/*.jsonl.zst"])
+    """Train shards: local paths or globs of Pile-format `*.jsonl.zst` files, read in sorted order."""
+    val: list[str] = Field(default_factory=lambda: ["data/sample/pile/val.jsonl.zst"])
+    """Validation shards (paths or globs)."""
+    test: list[str] = Field(default_factory=lambda: ["data/sample/pile/test.jsonl.zst"])
+    """Test shards (paths or globs); the perplexity rows of the table use this split."""
+    remote: str | None = None
+    """Optional remote source (an http(s) URL prefix or a Hub dataset path); only then is anything downloaded."""
+    subsets: list[str] = Field(default_factory=lambda: list(PUBMED_SUBSETS), min_length=1)
+    """Values of `meta.pile_set_name` to keep; each becomes an output folder."""
+    rows_per_shard: int = Field(100_000, ge=1)
+    """Target number of rows per output Parquet shard."""
+    on_bad_record: Literal["skip", "abort"] = "skip"
+    """What to do with a malformed line, a record without text or a corrupt zst file: count and skip, or abort."""
+    workers: int = Field(1, ge=1)
+    """Processes reading input files in parallel (output bytes do not depend on it)."""
+    output: str = "data/extracted"
+    """Output folder: `<subset-slug>/<split>/part-NNNNN.parquet` + manifest.json."""
+
+
+class TokenizeConfig(StrictModel):
+    """Which tokenizer to use and how to write the token stream."""
+
+    tokenizer: str = "data/sample/tokenizer"
+    """A Hugging Face tokenizer directory (the base model's for the paper profile)."""
+    input: str = "data/extracted"
+    """The extract stage's output folder."""
+    output: str = "data/tokens"
+    """Output folder: `<subset-slug>/<split>/tokens.bin` + `offsets.npy` + manifest.json."""
+    workers: int = Field(1, ge=1)
+    """Processes tokenizing in parallel (output bytes do not depend on it)."""
+    batch_size: int = Field(1000, ge=1)
+    """Documents per tokenizer call."""
+    append_eos: bool = True
+    """Append the tokenizer's EOS id after each document (the original's `text + </s>`)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "TokenizeConfig":
+        if self.input == self.output:
+            raise ValueError("tokenize.input and tokenize.output must differ")
+        return self

@@ -1,0 +1,1 @@
+"""Instruction data: source readers, templates, the mixture, and the fine-tuning datasets."""

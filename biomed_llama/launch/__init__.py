@@ -1,0 +1,1 @@
+"""Launching the training stages: local torchrun or Slurm sbatch, plus environment checks."""

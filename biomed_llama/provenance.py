@@ -1,0 +1,193 @@
+"""Environment fingerprint and per-folder manifests (sha256 + size of every file, inputs, params, env).
+
+Every stage writes `manifest.json` into each output folder with `write_manifest` and checks its
+input folders with `require_verified` before reading them; `biomed-llama verify PATH` runs `verify`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata as md
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from biomed_llama.errors import IntegrityError
+from biomed_llama.fsutil import atomic_write_json, sha256_file
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+# Which lock describes this environment: the image sets BIOMED_LOCK to its CUDA lock.
+DEFAULT_LOCK = Path("requirements/cpu.lock")
+# Apptainer writes the %labels of the image here; Docker images carry the same labels via env.
+APPTAINER_LABELS = Path("/.singularity.d/labels.json")
+
+
+def _git(*args: str, cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state(cwd: Path | None = None) -> dict[str, Any]:
+    """Return the commit of the checkout at `cwd` (or the image's baked commit) and whether it is dirty."""
+    commit = _git("rev-parse", "HEAD", cwd=cwd)
+    if commit is None:
+        return {"commit": os.environ.get("BIOMED_GIT_COMMIT"), "dirty": None}
+    # Untracked files are ignored: pipeline outputs appear there during every run.
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=cwd))
+    return {"commit": commit, "dirty": dirty}
+
+
+def lock_path() -> Path:
+    """Return the lock file that describes this environment (BIOMED_LOCK or requirements/cpu.lock)."""
+    return Path(os.environ.get("BIOMED_LOCK", DEFAULT_LOCK))
+
+
+def container_identity() -> dict[str, Any] | None:
+    """Return the Apptainer/Docker image identity when running inside one, else None."""
+    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    labels: dict[str, Any] = {}
+    if APPTAINER_LABELS.is_file():
+        try:
+            labels = json.loads(APPTAINER_LABELS.read_text())
+        except (OSError, ValueError):
+            labels = {}
+    if image is None and not labels and not os.environ.get("BIOMED_IMAGE"):
+        return None
+    ident: dict[str, Any] = {"image": image or os.environ.get("BIOMED_IMAGE"), "labels": labels}
+    if image and Path(image).is_file():
+        ident["sha256"] = sha256_file(image)
+    return ident
+
+
+def _torch_versions() -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        return {"torch": None}
+    nccl = None
+    if torch.cuda.is_available():
+        try:
+            nccl = ".".join(map(str, torch.cuda.nccl.version()))
+        except Exception:  # NCCL absent from this build
+            nccl = None
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "nccl": nccl,
+            "cuda_available": torch.cuda.is_available()}
+
+
+@functools.lru_cache(maxsize=1)
+def packages() -> dict[str, str]:
+    """Return {normalised name: version} of every installed distribution."""
+    out: dict[str, str] = {}
+    for dist in md.distributions():
+        name = dist.metadata.get("Name")
+        if name:
+            out[normalise(name)] = dist.version
+    return dict(sorted(out.items()))
+
+
+def normalise(name: str) -> str:
+    """PEP 503 name normalisation (`Foo_Bar.baz` → `foo-bar-baz`)."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def fingerprint() -> dict[str, Any]:
+    """Return the environment fingerprint stored in every manifest and printed by `biomed-llama env`."""
+    lock = lock_path()
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        **_torch_versions(),
+        "git": git_state(),
+        "lock": {"path": str(lock), "sha256": sha256_file(lock) if lock.is_file() else None},
+        "container": container_identity(),
+        "packages": packages(),
+    }
+
+
+def _hash_files(folder: Path) -> dict[str, dict[str, Any]]:
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith("."):
+            rel = p.relative_to(folder).as_posix()
+            files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return files
+
+
+def describe_inputs(inputs: Iterable[str | Path]) -> dict[str, Any]:
+    """Describe inputs: a folder with a manifest by that manifest's hash, any other file by its own hash.
+
+    Folders with a manifest are verified first: a tampered input raises IntegrityError.
+    """
+    out: dict[str, Any] = {}
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir() and (p / MANIFEST).is_file():
+            require_verified(p)
+            out[str(raw)] = {"manifest_sha256": sha256_file(p / MANIFEST)}
+        elif p.is_dir():
+            out[str(raw)] = {"files": _hash_files(p)}
+        elif p.is_file():
+            out[str(raw)] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        else:
+            raise IntegrityError(f"input {raw} does not exist")
+    return out
+
+
+def write_manifest(folder: str | Path, *, stage: str, params: dict[str, Any],
+                   inputs: Iterable[str | Path] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hash every file in `folder` and write `folder/manifest.json`; return the manifest."""
+    folder = Path(folder)
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "stage": stage,
+        "files": _hash_files(folder),
+        "inputs": describe_inputs(inputs),
+        "params": params,
+        "environment": fingerprint(),
+        **({"extra": extra} if extra else {}),
+    }
+    atomic_write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def verify(folder: str | Path) -> list[str]:
+    """Return a list of problems (missing, changed, extra files) of `folder` against its manifest."""
+    folder = Path(folder)
+    mpath = folder / MANIFEST
+    if not mpath.is_file():
+        return [f"{folder}: no {MANIFEST}"]
+    try:
+        manifest = json.loads(mpath.read_text())
+        expected = manifest["files"]
+    except (ValueError, KeyError) as e:
+        return [f"{mpath}: unreadable manifest ({e})"]
+    actual = _hash_files(folder)
+    problems = []
+    for rel, meta in expected.items():
+        got = actual.get(rel)
+        if got is None:
+            problems.append(f"{folder / rel}: missing")
+        elif got["bytes"] != meta["bytes"]:
+            problems.append(f"{folder / rel}: size {got['bytes']} != {meta['bytes']} in manifest")
+        elif got["sha256"] != meta["sha256"]:
+            problems.append(f"{folder / rel}: sha256 differs from manifest")
+    problems += [f"{folder / rel}: not in manifest" for rel in actual if rel not in expected]
+    return problems
+
+
+def require_verified(folder: str | Path) -> None:
+    """Raise IntegrityError (one line, naming the first bad file) if `folder` fails `verify`."""
+    problems = verify(folder)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IntegrityError(f"refusing input {folder}: {problems[0]}{more}; rerun the stage that made it")

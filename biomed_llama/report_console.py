@@ -1,0 +1,45 @@
+"""Console summary of a pipeline run: one rich table per metrics file, then the results table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts into dotted keys (`{"a": {"b": 1}}` → `{"a.b": 1}`)."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def print_summary(metrics_dir: Path, table: Path, console: Console | None = None) -> None:
+    """Print each `metrics_dir/**/*.json` as a key/value table, then `table` (Markdown) if present."""
+    console = console or Console()
+    files = sorted(metrics_dir.rglob("*.json")) if metrics_dir.is_dir() else []
+    if not files and not table.is_file():
+        console.print(f"no metrics under {metrics_dir} and no {table}: run `dvc repro evaluate` first")
+        return
+    for f in files:
+        t = Table(title=str(f), show_header=True, header_style="bold")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        for k, v in flatten(json.loads(f.read_text())).items():
+            t.add_row(k, _fmt(v))
+        console.print(t)
+    if table.is_file():
+        console.print(Markdown(table.read_text()))
