@@ -7,6 +7,7 @@ prints it and exits with code 2.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +23,7 @@ from biomed_llama.schema import StrictModel
 from biomed_llama.train.config import ModelConfig, PretrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class Params(StrictModel):
@@ -58,6 +60,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads `3e-5` (no dot) as a string
     return key.strip().split("."), value
 
 

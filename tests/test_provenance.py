@@ -1,0 +1,92 @@
+"""Manifests: every file hashed, tampering detected, inputs verified before use; atomic folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from biomed_llama.errors import IntegrityError
+from biomed_llama.fsutil import atomic_dir, sha256_file
+from biomed_llama.provenance import describe_inputs, fingerprint, require_verified, verify, write_manifest
+
+
+def _make(folder: Path) -> None:
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.bin").write_bytes(b"\x00\x01\x02")
+    (folder / "sub" / "b.txt").write_text("hello")
+
+
+def test_manifest_lists_every_file_with_hash_and_size(tmp_path: Path) -> None:
+    _make(tmp_path / "out")
+    m = write_manifest(tmp_path / "out", stage="unit", params={"k": 1})
+    assert m["files"] == {
+        "a.bin": {"sha256": sha256_file(tmp_path / "out" / "a.bin"), "bytes": 3},
+        "sub/b.txt": {"sha256": sha256_file(tmp_path / "out" / "sub" / "b.txt"), "bytes": 5},
+    }
+    on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert on_disk["params"] == {"k": 1} and on_disk["stage"] == "unit"
+    env = on_disk["environment"]
+    for key in ("python", "torch", "git", "lock", "packages", "container"):
+        assert key in env
+    assert verify(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("tamper", ["modify", "delete", "add"])
+def test_tampering_is_detected_and_refused(tmp_path: Path, tamper: str) -> None:
+    out = tmp_path / "out"
+    _make(out)
+    write_manifest(out, stage="unit", params={})
+    if tamper == "modify":
+        (out / "a.bin").write_bytes(b"\x00\x01\x03")
+    elif tamper == "delete":
+        (out / "sub" / "b.txt").unlink()
+    else:
+        (out / "extra.txt").write_text("x")
+    problems = verify(out)
+    assert len(problems) == 1
+    with pytest.raises(IntegrityError, match="refusing input"):
+        require_verified(out)
+    # A stage describing this folder as its input refuses it too.
+    with pytest.raises(IntegrityError):
+        describe_inputs([out])
+
+
+def test_input_manifest_hash_recorded(tmp_path: Path) -> None:
+    _make(tmp_path / "up")
+    write_manifest(tmp_path / "up", stage="up", params={})
+    (tmp_path / "raw.txt").write_text("raw")
+    (tmp_path / "down").mkdir()
+    m = write_manifest(tmp_path / "down", stage="down", params={}, inputs=[tmp_path / "up", tmp_path / "raw.txt"])
+    assert m["inputs"][str(tmp_path / "up")] == {"manifest_sha256": sha256_file(tmp_path / "up" / "manifest.json")}
+    assert m["inputs"][str(tmp_path / "raw.txt")]["bytes"] == 3
+
+
+def test_missing_input_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(IntegrityError, match="does not exist"):
+        describe_inputs([tmp_path / "nope"])
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    final = tmp_path / "final"
+    with atomic_dir(final) as tmp:
+        (tmp / "x").write_text("1")
+    assert (final / "x").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final) as tmp:
+            (tmp / "x").write_text("2")
+            raise RuntimeError("killed mid-write")
+    # The old complete output is untouched and no temporary folder is left behind.
+    assert (final / "x").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["final"]
+
+
+def test_fingerprint_reads_container_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPTAINER_CONTAINER", "/images/biomed.sif")
+    fp = fingerprint()
+    assert fp["container"]["image"] == "/images/biomed.sif"
+    monkeypatch.delenv("APPTAINER_CONTAINER")
+    monkeypatch.delenv("SINGULARITY_CONTAINER", raising=False)
+    monkeypatch.delenv("BIOMED_IMAGE", raising=False)
+    assert fingerprint()["container"] is None or Path("/.singularity.d/labels.json").exists()
