@@ -1,0 +1,210 @@
+"""Supervised fine-tuning examples: `{input, output}` text pairs → token ids with masked prompt labels.
+
+Public API (used by `biomed-llama finetune` and the pretrain engine it reuses):
+
+- `build_sft_dataset(params, mode, task, tokenizer) -> SFTDataset`: `mode="instruct"` reads the
+  verified instruct-mix output (`finetune.mixture`); `mode="task"` reads `finetune.tasks[task]`
+  in its published format and renders it with the fine-tune prompt.
+- `SFTDataset`: an indexable sequence; `ds[i]` is `{"input_ids": LongTensor[L], "labels": LongTensor[L]}`.
+  Order and resume belong to the engine's sampler; `ds.fingerprint()` identifies the content so a
+  resume can refuse a different dataset.
+- `SFTCollator(pad_id)`: right-pads a list of examples into `{"input_ids": [B,S], "labels": [B,S]}`,
+  padding with `pad_id` and label -100. No attention mask is needed: with right padding and causal
+  attention no real token ever attends to a pad, and pads carry no loss.
+
+Example layout (one sequence): `BOS + ids(input) + ids(output) + EOS`; labels are -100 on BOS and
+every prompt position and equal the ids on every output position and on EOS, so the loss
+(the model shifts labels by one) is on `output + </s>` only, as in the original.
+
+Input and output are tokenized separately (no special tokens) and concatenated. The original
+tokenized `input + output + "</s>"` as one string and masked the first len(tokenize(input))
+positions; with SentencePiece a token can straddle the boundary, so its mask could be off by one.
+Separate tokenization makes the boundary exact.
+
+Truncation to `finetune.max_length`: `right` (default) cuts the sequence's end like the original
+(`truncation=True`, right side, at 2048); an example whose prompt alone fills the window keeps no
+output token, would only add a zero-loss row, and is dropped (counted in `ds.n_dropped`).
+`prompt_left` drops prompt tokens from the left (keeping BOS and the prompt's end, nearest the
+answer) so the whole output + EOS survives; only an output longer than the window is cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+from biomed_llama.errors import UserError
+from biomed_llama.instruct.readers import read_source
+from biomed_llama.instruct.records import BadRecords
+from biomed_llama.instruct.templates import render_task
+
+IGNORE_INDEX = -100
+Truncation = Literal["right", "prompt_left"]
+
+
+def assemble(prompt_ids: Sequence[int], output_ids: Sequence[int], bos_id: int, eos_id: int,
+             max_length: int, truncation: Truncation = "right") -> tuple[list[int], int] | None:
+    """Join one example's ids and apply truncation.
+
+    Returns `(ids, n_masked)`, where the first `n_masked` positions (BOS + prompt) get label -100,
+    or None when no output token survives truncation.
+    """
+    prompt, target = list(prompt_ids), list(output_ids) + [eos_id]
+    if 1 + len(prompt) + len(target) > max_length and truncation == "prompt_left":
+        keep = max(0, max_length - 1 - len(target))
+        prompt = prompt[len(prompt) - keep:] if keep else []
+    ids = ([bos_id] + prompt + target)[:max_length]
+    n_masked = 1 + len(prompt)
+    return (ids, n_masked) if n_masked < len(ids) else None
+
+
+class SFTDataset:
+    """Tokenized SFT examples stored flat (ids, offsets, masked-prefix lengths); `ds[i]` builds tensors."""
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, n_masked: np.ndarray,
+                 sources: Sequence[str], n_dropped: int = 0):
+        assert offsets.ndim == 1 and len(offsets) == len(n_masked) + 1 == len(sources) + 1
+        self.tokens, self.offsets, self.n_masked = tokens, offsets, n_masked
+        self.sources = list(sources)
+        self.n_dropped = n_dropped
+        """Examples dropped because truncation left them no output token."""
+
+    def __len__(self) -> int:
+        return len(self.n_masked)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        ids = torch.from_numpy(self.tokens[self.offsets[i]:self.offsets[i + 1]].astype(np.int64))
+        labels = ids.clone()
+        labels[: int(self.n_masked[i])] = IGNORE_INDEX
+        return {"input_ids": ids, "labels": labels}
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Sequence length of every example (for length-grouped batching or token accounting)."""
+        return np.diff(self.offsets)
+
+    def n_label_tokens(self) -> int:
+        """Total supervised positions (output + EOS) over the dataset."""
+        return int(self.lengths.sum() - self.n_masked.sum())
+
+    def fingerprint(self) -> str:
+        """sha256 over ids, offsets and masks: equal iff the examples are identical."""
+        h = hashlib.sha256()
+        for a in (self.tokens.astype("<i4"), self.offsets.astype("<i8"), self.n_masked.astype("<i8")):
+            h.update(a.tobytes())
+        return h.hexdigest()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for metrics: examples, dropped, tokens, supervised tokens, longest sequence."""
+        lengths = self.lengths
+        return {"examples": len(self), "dropped": self.n_dropped, "tokens": int(lengths.sum()),
+                "label_tokens": self.n_label_tokens(), "max_length": int(lengths.max()) if len(self) else 0}
+
+
+@dataclass(frozen=True)
+class SFTCollator:
+    """Right-pad examples into a batch `{"input_ids": LongTensor[B,S], "labels": LongTensor[B,S]}`."""
+
+    pad_id: int
+    """Token id written into padded input positions (their labels are -100)."""
+    pad_to_multiple_of: int | None = None
+    """Round S up to a multiple of this (steadier kernel shapes); None pads to the longest example."""
+
+    def __call__(self, examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Stack examples, right-padded to the longest (rounded up if asked)."""
+        width = max(len(e["input_ids"]) for e in examples)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        for row, e in enumerate(examples):
+            n = len(e["input_ids"])
+            ids[row, :n] = e["input_ids"]
+            labels[row, :n] = e["labels"]
+        return {"input_ids": ids, "labels": labels}
+
+
+def special_ids(tokenizer: Any) -> tuple[int, int, int]:
+    """Return (bos, eos, pad) ids; pad falls back to EOS (its positions are ignored anyway)."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is None or eos is None:
+        raise UserError("the tokenizer has no BOS or EOS token; SFT examples need both")
+    pad = tokenizer.pad_token_id
+    return bos, eos, eos if pad is None else pad
+
+
+def tokenize_pairs(pairs: Sequence[tuple[str, str]], sources: Sequence[str], tokenizer: Any, max_length: int,
+                   truncation: Truncation = "right", batch_size: int = 1024) -> SFTDataset:
+    """Tokenize `(input, output)` pairs into an SFTDataset (see the module docstring for the layout)."""
+    bos, eos, _ = special_ids(tokenizer)
+    chunks: list[np.ndarray] = []
+    lengths, masked, kept_sources = [], [], []
+    dropped = 0
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start:start + batch_size]
+        p_ids = tokenizer([p for p, _ in batch], add_special_tokens=False)["input_ids"]
+        o_ids = tokenizer([o for _, o in batch], add_special_tokens=False)["input_ids"]
+        for k, (p, o) in enumerate(zip(p_ids, o_ids)):
+            got = assemble(p, o, bos, eos, max_length, truncation)
+            if got is None:
+                dropped += 1
+                continue
+            ids, n_masked = got
+            chunks.append(np.asarray(ids, dtype=np.int32))
+            lengths.append(len(ids))
+            masked.append(n_masked)
+            kept_sources.append(sources[start + k])
+    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return SFTDataset(tokens, offsets, np.asarray(masked, dtype=np.int64), kept_sources, dropped)
+
+
+def task_pairs(params: Any, task: str) -> list[tuple[str, str]]:
+    """Read task `task`'s train set (`finetune.tasks`) and render it with the fine-tune prompt.
+
+    Bad records follow `instruct_mix.on_bad_record`, the MedMCQA `cop` convention `instruct_mix.medmcqa_cop`.
+    """
+    tasks = params.finetune.tasks
+    if task not in tasks:
+        raise UserError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(tasks)}")
+    spec = tasks[task]
+    bad = BadRecords(params.instruct_mix.on_bad_record)
+    items = read_source(spec.format, spec.path, bad, medmcqa_cop=params.instruct_mix.medmcqa_cop)
+    if not items:
+        raise UserError(f"fine-tune task {task!r}: {spec.path} has no valid records")
+    return [render_task(item) for _, item in items]
+
+
+def instruct_pairs(params: Any) -> tuple[list[tuple[str, str]], list[str]]:
+    """Read the verified instruct-mix output: `(input, output)` pairs and each record's source."""
+    from biomed_llama.instruct.mixture import load_mixture
+
+    rows = load_mixture(params.finetune.mixture)
+    return [(r["input"], r["output"]) for r in rows], [r["source"] for r in rows]
+
+
+def build_sft_dataset(params: Any, mode: Literal["instruct", "task"], task: str | None,
+                      tokenizer: Any) -> SFTDataset:
+    """Build the fine-tuning dataset of `mode` (`task` names a `finetune.tasks` entry in task mode)."""
+    cfg = params.finetune
+    if mode == "instruct":
+        pairs, sources = instruct_pairs(params)
+    elif mode == "task":
+        if task is None:
+            raise UserError("finetune task mode needs a task name (one of finetune.tasks)")
+        pairs = task_pairs(params, task)
+        sources = [task] * len(pairs)
+    else:
+        raise UserError(f"unknown finetune mode {mode!r}; use instruct or task")
+    ds = tokenize_pairs(pairs, sources, tokenizer, cfg.max_length, cfg.truncation)
+    if len(ds) == 0:
+        raise UserError(f"finetune {mode}: every example was truncated away (finetune.max_length={cfg.max_length})")
+    return ds

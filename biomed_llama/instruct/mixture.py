@@ -1,0 +1,186 @@
+"""The instruction mixture: read every source, weight it, draw N records with a seed, write them.
+
+Weighting (the original's `instruct_dataset.py`): a source's weight is its sample count × its
+epoch factor; its share is the weight over the sum of weights.
+
+Drawing N records (seeded numpy `Generator(PCG64(seed))`; the original drew unseeded):
+1. Per-source counts. `proportional`: largest-remainder rounding of N × share (ties to the source
+   listed first), so the drawn percentages equal the table's MixtureP up to rounding of one record.
+   `multinomial`: one multinomial draw of N over the shares, the distribution the original's
+   `random.choices` over sources gave.
+2. Records within a source. A source of n records asked for c: ⌊c / n⌋ full passes, each a fresh
+   permutation of all n, then c mod n distinct records drawn without replacement. So a factor ≤ 1
+   never repeats a record, and a factor > 1 shows every record ⌊factor⌋ times before any a third
+   (the original drew each record with replacement: same expectation, more variance).
+3. The whole mixture is shuffled once, so the file is a ready-mixed stream.
+The generator is used in that fixed order, so the same sources, params and seed give the same
+mixture bytes on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from biomed_llama.errors import UserError
+from biomed_llama.instruct.config import InstructMixConfig, InstructSource
+from biomed_llama.instruct.readers import read_source
+from biomed_llama.instruct.records import BadRecord, BadRecords
+from biomed_llama.instruct.templates import render_instruct
+
+MIXTURE_FILE = "mixture.jsonl"
+BAD_FILE = "bad_records.jsonl"
+
+
+def source_shares(counts: dict[str, int], epochs: dict[str, float]) -> dict[str, float]:
+    """Return each source's share of the mixture: count × epoch factor over the sum (sums to 1)."""
+    weights = {name: counts[name] * epochs[name] for name in counts}
+    total = sum(weights.values())
+    if total <= 0:
+        raise UserError("instruction mixture: every source is empty")
+    return {name: w / total for name, w in weights.items()}
+
+
+def mixture_percentages(counts: dict[str, int], epochs: dict[str, float]) -> dict[str, float]:
+    """Return the MixtureP column: each source's share in percent."""
+    return {name: 100.0 * s for name, s in source_shares(counts, epochs).items()}
+
+
+def allocate(n: int, shares: dict[str, float], rng: np.random.Generator,
+             method: Literal["proportional", "multinomial"]) -> dict[str, int]:
+    """Split `n` records over sources by their shares (see the module docstring); counts sum to `n`."""
+    names = list(shares)
+    p = np.array([shares[k] for k in names], dtype=np.float64)
+    if method == "multinomial":
+        counts = rng.multinomial(n, p / p.sum())
+    else:
+        exact = n * p / p.sum()
+        counts = np.floor(exact).astype(np.int64)
+        # Largest remainders get the leftover records; a stable sort keeps ties in listed order.
+        order = np.argsort(-(exact - counts), kind="stable")
+        counts[order[: n - int(counts.sum())]] += 1
+    return {k: int(c) for k, c in zip(names, counts)}
+
+
+def draw_indices(n_available: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Pick `count` record indices of a source of `n_available`: full permutations, then a partial one."""
+    assert n_available > 0 or count == 0
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    full, rest = divmod(count, n_available)
+    parts = [rng.permutation(n_available) for _ in range(full)]
+    parts.append(rng.choice(n_available, size=rest, replace=False))
+    return np.concatenate(parts).astype(np.int64)
+
+
+@dataclass
+class SourceRecords:
+    """One source read and rendered: its `(input, output)` pairs in file order and its bad records."""
+
+    source: InstructSource
+    pairs: list[tuple[str, str]]
+    bad: list[BadRecord] = field(default_factory=list)
+
+
+def read_instruct_source(src: InstructSource, policy: Literal["skip", "abort"],
+                         medmcqa_cop: Literal["auto", "0-3", "1-4"] = "auto") -> SourceRecords:
+    """Read all files of a source and render each item with the instruct templates."""
+    bad = BadRecords(policy)
+    pairs = []
+    for path in src.paths:
+        for _, item in read_source(src.format, path, bad, cot=src.cot, medmcqa_cop=medmcqa_cop):
+            pairs.append(render_instruct(item, cot=src.cot))
+    if not pairs:
+        raise UserError(f"instruction source {src.name!r} has no valid records ({len(bad.found)} bad)")
+    return SourceRecords(src, pairs, bad.found)
+
+
+@dataclass
+class Mixture:
+    """A drawn mixture: the records in final order and the per-source figures for metrics."""
+
+    records: list[dict[str, str]]
+    sources: dict[str, dict[str, Any]]
+    bad: list[BadRecord]
+
+
+def draw_mixture(read: Sequence[SourceRecords], n: int, seed: int,
+                 allocation: Literal["proportional", "multinomial"]) -> Mixture:
+    """Weight the read sources, draw `n` records with `seed` and shuffle them (module docstring)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    counts = {r.source.name: len(r.pairs) for r in read}
+    epochs = {r.source.name: r.source.epochs for r in read}
+    shares = source_shares(counts, epochs)
+    quota = allocate(n, shares, rng, allocation)
+    records: list[dict[str, str]] = []
+    for r in read:
+        for i in draw_indices(len(r.pairs), quota[r.source.name], rng):
+            inp, out = r.pairs[i]
+            records.append({"source": r.source.name, "input": inp, "output": out})
+    order = rng.permutation(len(records))
+    records = [records[i] for i in order]
+    stats = {r.source.name: {
+        "available": counts[r.source.name],
+        "epochs": r.source.epochs,
+        "weight_percent": round(100.0 * shares[r.source.name], 6),
+        "count": quota[r.source.name],
+        "percent": round(100.0 * quota[r.source.name] / n, 6),
+        "bad_records": len(r.bad),
+    } for r in read}
+    return Mixture(records, stats, [b for r in read for b in r.bad])
+
+
+def build_mixture(cfg: InstructMixConfig) -> Mixture:
+    """Read every configured source and draw the mixture (no files written)."""
+    read = [read_instruct_source(s, cfg.on_bad_record, cfg.medmcqa_cop) for s in cfg.sources]
+    return draw_mixture(read, cfg.n_records, cfg.seed, cfg.allocation)
+
+
+def _jsonl(rows: Sequence[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+def mixture_metrics(cfg: InstructMixConfig, mix: Mixture) -> dict[str, Any]:
+    """The `metrics/instruct_mix.json` content: count and percentage per source, bad-record totals."""
+    return {"n_records": cfg.n_records, "seed": cfg.seed, "allocation": cfg.allocation,
+            "bad_records": len(mix.bad), "sources": mix.sources}
+
+
+def run_instruct_mix(params: Any) -> dict[str, Any]:
+    """Stage `instruct-mix`: write `<output>/mixture.jsonl`, `bad_records.jsonl`, manifest and metrics.
+
+    Returns the metrics dict. Bad records are listed (file, position, reason) in
+    `bad_records.jsonl` under `skip`, or abort the stage under `abort`.
+    """
+    from biomed_llama.config import section_dict
+    from biomed_llama.fsutil import atomic_dir, atomic_write_json, atomic_write_bytes
+    from biomed_llama.provenance import write_manifest
+
+    cfg: InstructMixConfig = params.instruct_mix
+    mix = build_mixture(cfg)
+    inputs = [p for s in cfg.sources for p in s.paths]
+    with atomic_dir(cfg.output) as tmp:
+        atomic_write_bytes(Path(tmp) / MIXTURE_FILE, _jsonl(mix.records))
+        atomic_write_bytes(Path(tmp) / BAD_FILE, _jsonl(
+            [{"path": b.path, "position": b.position, "reason": b.reason} for b in mix.bad]))
+        write_manifest(tmp, stage="instruct-mix", params={"instruct_mix": section_dict(cfg)}, inputs=inputs,
+                       extra={"sources": mix.sources})
+    metrics = mixture_metrics(cfg, mix)
+    atomic_write_json(cfg.metrics, metrics)
+    return metrics
+
+
+def load_mixture(folder: str | Path) -> list[dict[str, str]]:
+    """Read a verified instruct-mix output folder's records (`source`, `input`, `output`)."""
+    from biomed_llama.provenance import require_verified
+
+    require_verified(folder)
+    rows = []
+    with open(Path(folder) / MIXTURE_FILE, encoding="utf-8") as f:
+        for line in f:
+            rows.append(json.loads(line))
+    return rows
