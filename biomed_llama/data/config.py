@@ -21,7 +21,9 @@ class ExtractConfig(StrictModel):
     test: list[str] = Field(default_factory=lambda: ["data/sample/pile/test.jsonl.zst"])
     """Test shards (paths or globs); the perplexity rows of the table use this split."""
     remote: str | None = None
-    """Optional remote source (an http(s) URL prefix or a Hub dataset path); only then is anything downloaded."""
+    """Optional remote source, `https://…/prefix` or `hf://datasets/owner/name[@revision]`: then train/val/test are shard names under it (globs for the Hub), downloaded into `cache` before reading. Nothing is downloaded when null."""
+    cache: str = "data/pile-cache"
+    """Local folder that receives the shards of `remote` (an already-downloaded shard is not fetched again)."""
     subsets: list[str] = Field(default_factory=lambda: list(PUBMED_SUBSETS), min_length=1)
     """Values of `meta.pile_set_name` to keep; each becomes an output folder."""
     rows_per_shard: int = Field(100_000, ge=1)
@@ -32,6 +34,28 @@ class ExtractConfig(StrictModel):
     """Processes reading input files in parallel (output bytes do not depend on it)."""
     output: str = "data/extracted"
     """Output folder: `<subset-slug>/<split>/part-NNNNN.parquet` + manifest.json."""
+    metrics: str = "metrics/extract.json"
+    """Metrics JSON: documents, characters and bytes per subset and split, dropped and bad record counts."""
+    max_reported_bad: int = Field(100, ge=0)
+    """How many bad records (file, line, reason) are listed in the manifest; all of them are counted."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExtractConfig":
+        from biomed_llama.data.pile import is_remote_spec
+
+        if self.remote is not None and not is_remote_spec(self.remote):
+            raise ValueError(f"remote must be an http(s):// URL prefix or hf://datasets/owner/name (got {self.remote!r})")
+        slugs = [subset_slug(s) for s in self.subsets]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError(f"subsets map to clashing folder names {slugs}")
+        return self
+
+
+def subset_slug(subset: str) -> str:
+    """Folder name of a subset: lower-cased, runs of non-alphanumerics → `_` (`PubMed Central` → `pubmed_central`)."""
+    import re
+
+    return re.sub(r"[^0-9a-z]+", "_", subset.lower()).strip("_")
 
 
 class TokenizeConfig(StrictModel):
