@@ -68,11 +68,13 @@ class TokenizeConfig(StrictModel):
     output: str = "data/tokens"
     """Output folder: `<subset-slug>/<split>/tokens.bin` + `offsets.npy` + manifest.json."""
     workers: int = Field(1, ge=1)
-    """Processes tokenizing in parallel (output bytes do not depend on it)."""
+    """Processes tokenizing in parallel (output bytes do not depend on it); 1 = in-process, the Rust tokenizer then uses all cores per batch."""
     batch_size: int = Field(1000, ge=1)
-    """Documents per tokenizer call."""
+    """Documents per tokenizer call (and per chunk handed to a worker)."""
     append_eos: bool = True
     """Append the tokenizer's EOS id after each document (the original's `text + </s>`)."""
+    metrics: str = "metrics/tokenize.json"
+    """Metrics JSON: documents, tokens and text bytes per subset/split; totals with tokens/s and MB/s."""
 
     @model_validator(mode="after")
     def _check(self) -> "TokenizeConfig":
