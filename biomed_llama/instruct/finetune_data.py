@@ -8,7 +8,10 @@ Public API (used by `biomed-llama finetune` and the pretrain engine it reuses):
 - `SFTDataset`: an indexable sequence; `ds[i]` is `{"input_ids": LongTensor[L], "labels": LongTensor[L]}`.
   Order and resume belong to the engine's sampler; `ds.fingerprint()` identifies the content so a
   resume can refuse a different dataset.
-- `SFTCollator(pad_id)`: right-pads a list of examples into `{"input_ids": [B,S], "labels": [B,S]}`,
+- `ds.sequence(i) -> (input_ids, labels)`: int64 numpy arrays right-padded to `ds.seq_len`
+  (= `finetune.max_length`), the `PackedDataset.sequence` interface that
+  `biomed_llama.data.loader.DistributedLoader` stacks, so the pretrain loader serves SFT unchanged.
+- `SFTCollator(pad_id)`: dynamic padding instead: right-pads a list of examples into `{"input_ids": [B,S], "labels": [B,S]}`,
   padding with `pad_id` and label -100. No attention mask is needed: with right padding and causal
   attention no real token ever attends to a pad, and pads carry no loss.
 
@@ -66,10 +69,15 @@ class SFTDataset:
     """Tokenized SFT examples stored flat (ids, offsets, masked-prefix lengths); `ds[i]` builds tensors."""
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray, n_masked: np.ndarray,
-                 sources: Sequence[str], n_dropped: int = 0):
+                 sources: Sequence[str], *, seq_len: int, pad_id: int, n_dropped: int = 0):
         assert offsets.ndim == 1 and len(offsets) == len(n_masked) + 1 == len(sources) + 1
+        assert len(n_masked) == 0 or int(np.diff(offsets).max()) <= seq_len
         self.tokens, self.offsets, self.n_masked = tokens, offsets, n_masked
         self.sources = list(sources)
+        self.seq_len = seq_len
+        """Longest allowed example (`finetune.max_length`); `sequence(i)` pads to it."""
+        self.pad_id = pad_id
+        """Id written into padded positions (label -100)."""
         self.n_dropped = n_dropped
         """Examples dropped because truncation left them no output token."""
 
@@ -84,6 +92,15 @@ class SFTDataset:
         labels = ids.clone()
         labels[: int(self.n_masked[i])] = IGNORE_INDEX
         return {"input_ids": ids, "labels": labels}
+
+    def sequence(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (input_ids, labels) of example i as int64 arrays right-padded to `seq_len`."""
+        n = int(self.offsets[i + 1] - self.offsets[i])
+        ids = np.full(self.seq_len, self.pad_id, dtype=np.int64)
+        ids[:n] = self.tokens[self.offsets[i]:self.offsets[i + 1]]
+        labels = np.full(self.seq_len, IGNORE_INDEX, dtype=np.int64)
+        labels[int(self.n_masked[i]):n] = ids[int(self.n_masked[i]):n]
+        return ids, labels
 
     @property
     def lengths(self) -> np.ndarray:
@@ -143,7 +160,7 @@ def special_ids(tokenizer: Any) -> tuple[int, int, int]:
 def tokenize_pairs(pairs: Sequence[tuple[str, str]], sources: Sequence[str], tokenizer: Any, max_length: int,
                    truncation: Truncation = "right", batch_size: int = 1024) -> SFTDataset:
     """Tokenize `(input, output)` pairs into an SFTDataset (see the module docstring for the layout)."""
-    bos, eos, _ = special_ids(tokenizer)
+    bos, eos, pad = special_ids(tokenizer)
     chunks: list[np.ndarray] = []
     lengths, masked, kept_sources = [], [], []
     dropped = 0
@@ -164,7 +181,8 @@ def tokenize_pairs(pairs: Sequence[tuple[str, str]], sources: Sequence[str], tok
     tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return SFTDataset(tokens, offsets, np.asarray(masked, dtype=np.int64), kept_sources, dropped)
+    return SFTDataset(tokens, offsets, np.asarray(masked, dtype=np.int64), kept_sources,
+                      seq_len=max_length, pad_id=pad, n_dropped=dropped)
 
 
 def task_pairs(params: Any, task: str) -> list[tuple[str, str]]:

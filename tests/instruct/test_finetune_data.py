@@ -48,6 +48,11 @@ def test_every_prompt_position_ignored_every_output_position_and_eos_counted(tok
         assert (ex["labels"][:n_prompt] == IGNORE_INDEX).all()                       # BOS + prompt ignored
         assert ex["labels"][n_prompt:].tolist() == o + [EOS]                          # output + EOS counted
         assert tokenizer.decode(ex["labels"][n_prompt:-1]) == output
+    ids, labels = ds.sequence(0)  # the fixed-length form the pretrain loader stacks
+    n = len(ds[0]["input_ids"])
+    assert ids.shape == labels.shape == (512,) and ids.dtype == labels.dtype == np.int64
+    assert ids[:n].tolist() == ds[0]["input_ids"].tolist() and (ids[n:] == PAD).all()
+    assert labels[:n].tolist() == ds[0]["labels"].tolist() and (labels[n:] == IGNORE_INDEX).all()
     assert ds.n_label_tokens() == sum(int((ds[i]["labels"] != IGNORE_INDEX).sum()) for i in range(2))
 
 
@@ -112,3 +117,14 @@ def test_a_few_steps_on_task_examples_lower_the_masked_loss(params, tokenizer):
         opt.step()
         losses.append(loss.item())
     assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0]
+
+
+def test_the_pretrain_loader_serves_sft_examples(params, tokenizer):
+    loader_mod = pytest.importorskip("biomed_llama.data.loader")
+    ds = build_sft_dataset(params, "task", "medmcqa", tokenizer)
+    loader = loader_mod.DistributedLoader(ds, global_batch=8, micro_batch=4, dp_rank=0, dp_size=1, seed=0, shuffle=True)
+    micros = loader.next_batch()
+    idx = loader.global_indices(0)
+    assert len(micros) == 2 and micros[0].input_ids.shape == (4, ds.seq_len)
+    expected = sum(int(ds.lengths[i] - ds.n_masked[i]) for i in idx)
+    assert sum(m.n_targets() for m in micros) == expected
