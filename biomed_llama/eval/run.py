@@ -1,0 +1,143 @@
+"""The `evaluate` and `report` stages: models × suites × shots through lm-eval, metrics, table, figure."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from biomed_llama.config import Params
+from biomed_llama.errors import UserError
+from biomed_llama.eval import harness
+from biomed_llama.eval.config import EvalConfig
+from biomed_llama.eval.table import render_table
+from biomed_llama.fsutil import atomic_write_json, atomic_write_text
+from biomed_llama.provenance import require_verified
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), transient=False)
+
+
+def _check_model(name: str, path: str) -> None:
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise UserError(f"eval.models.{name}: {path} is not a HF model folder (no config.json); run the stage that exports it")
+    if (p / "manifest.json").is_file():
+        require_verified(p)
+
+
+def evaluate(params: Params) -> dict[str, dict[str, float]]:
+    """Run every configured (model, suite, task, shots); write metrics, full results, the table. Return metrics."""
+    cfg = params.eval
+    require_verified(cfg.output)
+    for name, m in cfg.models.items():
+        _check_model(name, m.path)
+    runs = harness.plan_runs(cfg)
+    tm = harness.task_manager(Path(cfg.output) / "tasks")
+    metrics: dict[str, dict[str, float]] = {}
+    with _progress(cfg.progress) as prog:
+        bar = prog.add_task("evaluate", total=len(runs)) if prog else None
+        for name, m in cfg.models.items():
+            mine = [r for r in runs if r.model == name]
+            if prog:
+                prog.update(bar, description=f"{name}: loading {m.path}")
+            lm = harness.load_lm(harness.hf_model_args(cfg, m.path))
+            metrics[name], timing = {}, {}
+            out_dir = Path(cfg.results_dir) / name
+            for run in mine:
+                if prog:
+                    prog.update(bar, description=f"{name}: {run.key}")
+                res = harness.run_one(lm, tm, run, cfg.limit)
+                metrics[name].update(harness.flat_metrics(run, res))
+                timing[run.key] = res["biomed_wall_s"]
+                harness.save_run(out_dir, run, res)
+                if prog:
+                    prog.advance(bar)
+            atomic_write_json(out_dir / "timing.json", timing)
+            atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
+            del lm
+    atomic_write_text(cfg.table, render_table(cfg, metrics))
+    return metrics
+
+
+def read_metrics(cfg: EvalConfig) -> dict[str, dict[str, float]]:
+    """The metrics files of the configured models that exist."""
+    out = {}
+    for name in cfg.models:
+        p = Path(cfg.metrics_dir) / f"{name}.json"
+        if p.is_file():
+            out[name] = json.loads(p.read_text())
+    return out
+
+
+def read_loss_tsv(path: Path) -> tuple[list[float], list[float]]:
+    """(steps, losses) from a DVC plots TSV: the `step` column and `loss` (else the last column)."""
+    import csv
+
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows:
+        return [], []
+    cols = list(rows[0])
+    ycol = "loss" if "loss" in cols else cols[-1]
+    xcol = "step" if "step" in cols else cols[0]
+    return [float(r[xcol]) for r in rows], [float(r[ycol]) for r in rows]
+
+
+def smooth(values: list[float], weight: float = 0.9) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard-style smoothing, as the seed's figure)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** i))
+    return out
+
+
+def draw_loss_figure(cfg: EvalConfig) -> list[str]:
+    """Draw `cfg.figure`: one panel per training stage with data (raw + smoothed loss); return the stages drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {}
+    for stage, tsv in cfg.loss_plots.items():
+        if Path(tsv).is_file():
+            steps, loss = read_loss_tsv(Path(tsv))
+            if steps:
+                curves[stage] = (steps, loss)
+    if not curves:
+        return []
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.05 * len(curves), 3.45), squeeze=False)
+    for ax, (stage, (steps, loss)) in zip(axes[0], curves.items()):
+        ax.plot(steps, loss, alpha=0.25, color="tab:blue", label="raw")
+        ax.plot(steps, smooth(loss), color="tab:blue", label="smoothed")
+        ax.set(title=f"{stage} training loss", xlabel="step", ylabel="loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    Path(cfg.figure).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(cfg.figure, dpi=120)
+    plt.close(fig)
+    return list(curves)
+
+
+def report(params: Params) -> dict[str, Any]:
+    """Re-render the table from the metrics files and draw the loss figure from the plots TSVs."""
+    cfg = params.eval
+    metrics = read_metrics(cfg)
+    if not metrics:
+        raise UserError(f"no metrics under {cfg.metrics_dir}: run `biomed-llama evaluate` first")
+    atomic_write_text(cfg.table, render_table(cfg, metrics))
+    t0 = time.perf_counter()
+    stages = draw_loss_figure(cfg)
+    return {"table": cfg.table, "figure": cfg.figure if stages else None, "stages": stages,
+            "figure_s": time.perf_counter() - t0}

@@ -1,0 +1,123 @@
+"""Shared fixtures of the eval tests: a tiny random LLaMA with the demo tokenizer, extracted Pile
+test shards (Parquet + manifest, as the extract stage writes them) and a prepared eval folder.
+All session-scoped: built once, read by every test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from biomed_llama.eval.config import BenchmarkFiles, EvalConfig, EvalModel
+
+# Text long enough that 64-token rolling windows roll several times per document.
+PUBMED_TEXTS = {
+    "pubmed_abstracts": [
+        "Background: Hypertension is common in older adults. Methods: We enrolled 412 patients "
+        "and measured blood pressure at baseline and after 12 weeks of treatment with lisinopril. "
+        "Results: Systolic pressure fell by 14 mmHg. Conclusions: Treatment was effective.",
+        "Sepsis remains a leading cause of death in intensive care units.  We review early "
+        "antibiotic therapy,\nfluid resuscitation and vasopressor use.",
+        "Short abstract.",
+    ],
+    "pubmed_central": [
+        "Introduction\n\nIron deficiency anemia affects millions of children worldwide. In this "
+        "cohort study we followed 1,204 infants from birth to two years of age, recording "
+        "hemoglobin, ferritin and dietary intake every three months. Anemia was defined by WHO "
+        "criteria. Multivariable models adjusted for maternal education and income.\n\nResults\n\n"
+        "The prevalence of anemia at 12 months was 18 percent.",
+        "Methods: randomised trial of doxycycline versus placebo in 88 adults with rosacea.",
+    ],
+}
+
+
+def make_extracted(root: Path) -> Path:
+    """Write `root/data/extracted/<slug>/test/part-00000.parquet` + manifest, the extract contract."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from biomed_llama.provenance import write_manifest
+
+    out = root / "extracted"
+    for slug, texts in PUBMED_TEXTS.items():
+        d = out / slug / "test"
+        d.mkdir(parents=True)
+        table = pa.table({"text": texts, "source": ["test.jsonl.zst"] * len(texts),
+                          "line": pa.array(range(1, len(texts) + 1), pa.int64())})
+        pq.write_table(table, d / "part-00000.parquet")
+    write_manifest(out, stage="extract", params={})
+    return out
+
+
+def make_tiny_model(dest: Path, repo: Path) -> Path:
+    """A random-init LlamaForCausalLM (hidden 32, 2 layers) + the demo tokenizer, saved as safetensors."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(repo / "data/sample/tokenizer")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def eval_root(tmp_path_factory, repo_root) -> Path:
+    """A workspace: tiny model in `model/`, extracted shards, prepared eval folder `eval/`."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    root = tmp_path_factory.mktemp("evalws")
+    make_tiny_model(root / "model", repo_root)
+    make_extracted(root)
+    return root
+
+
+def base_config(root: Path, repo: Path, **over) -> EvalConfig:
+    """An EvalConfig on the committed fixtures, the workspace's shards and tiny model, CPU float32."""
+    s = repo / "data/sample/eval"
+    bench = BenchmarkFiles(
+        medqa4_test=str(s / "medqa/US/4_options/phrases_no_exclude_test.jsonl"),
+        medqa4_train=str(s / "medqa/US/4_options/phrases_no_exclude_train.jsonl"),
+        medqa5_test=str(s / "medqa/US/test.jsonl"), medqa5_train=str(s / "medqa/US/train.jsonl"),
+        medmcqa_dev=str(s / "medmcqa/dev.json"), medmcqa_train=str(s / "medmcqa/train.json"),
+        pubmedqa_labeled=str(s / "pubmedqa/ori_pqal.json"), pile_extracted=str(root / "extracted"))
+    kw = dict(benchmarks=bench, output=str(root / "eval"), dtype="float32", device="cpu", batch_size=4,
+              max_length=48, max_new_tokens=8, progress=False,
+              models={"tiny": EvalModel(path=str(root / "model"), paper_row="BioMed-LLaMA-7B", suites=["seed"])},
+              metrics_dir=str(root / "metrics/eval"), results_dir=str(root / "reports/eval"),
+              table=str(root / "reports/table.md"), figure=str(root / "reports/loss.png"))
+    kw.update(over)
+    return EvalConfig(**kw)
+
+
+@pytest.fixture(scope="session")
+def prepared(eval_root, repo_root) -> EvalConfig:
+    """The prepared eval folder (prepare-eval run once) and the config that made it."""
+    from biomed_llama.eval.prepare import prepare_eval
+
+    cfg = base_config(eval_root, repo_root)
+    prepare_eval(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def pipeline(prepared, eval_root):
+    """One `evaluate` run over the tiny model (seed suite 0/few-shot, plus one task of every other
+    suite), limited to the first 8 documents per task; returns (config, metrics)."""
+    from biomed_llama.config import Params
+    from biomed_llama.eval.run import evaluate
+
+    path = str(eval_root / "model")
+    cfg = prepared.model_copy(update={"limit": 8, "models": {
+        "tiny": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["seed"]),
+        "tiny-modern": EvalModel(path=path, paper_row="LLaMA-7B", suites=["modern"], tasks=["medmcqa"]),
+        "tiny-instruct": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["instruct"], tasks=["pubmedqa"]),
+        "tiny-ft-medqa4": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["finetune"], tasks=["medqa4"]),
+    }})
+    metrics = evaluate(Params(eval=cfg))
+    return cfg, metrics
