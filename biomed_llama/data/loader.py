@@ -1,0 +1,195 @@
+"""Packing of the tokenized stream into training sequences, and a resumable data-parallel loader.
+
+A *sequence* is `max_seq_length` token ids plus labels (-100 where no target); HF causal-LM models
+shift labels inside, so position t's target is `labels[t + 1]`.
+
+Packing modes (REPRODUCTION.md "Data"):
+- `truncate`: sequence i is document i alone: BOS + its tokens (EOS included by tokenize), cut to
+  `max_seq_length` and right-padded; padding gets label -100, so no target ever crosses a document.
+- `concat`: the stream BOS doc₀ EOS BOS doc₁ EOS … of each subset is cut into full sequences
+  (the remainder shorter than one sequence is dropped); targets cross document boundaries.
+
+The global batch of step s is a fixed set of sequence indices that depends only on the seed and s
+(a per-epoch seeded permutation), never on the world size; data-parallel rank r takes the r-th
+contiguous slice of it and splits that into micro batches. The loader's whole state is the number
+of global batches consumed, so resuming is exact.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from biomed_llama.errors import UserError
+
+IGNORE_INDEX = -100
+
+
+class Store(Protocol):
+    """What the loader needs of a token store (`biomed_llama.data.tokens.TokenStore`)."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    meta: dict[str, Any]
+
+
+def open_stores(root: str | Path, subsets: Sequence[str], split: str) -> list[Store]:
+    """Open `<root>/<subset>/<split>` token stores in the given order; a missing one is a UserError."""
+    from biomed_llama.data.tokens import TokenStore
+
+    stores = []
+    for slug in subsets:
+        path = Path(root) / slug / split
+        if not (path / "tokens.bin").is_file():
+            raise UserError(f"no token store at {path}; run `biomed-llama tokenize` first")
+        stores.append(TokenStore(path))
+    return stores
+
+
+class PackedDataset:
+    """Random access to packed sequences over one or more token stores."""
+
+    def __init__(self, stores: Sequence[Store], seq_len: int, packing: str):
+        if not stores:
+            raise UserError("no token stores given")
+        if packing not in ("truncate", "concat"):
+            raise UserError(f"unknown packing {packing!r}")
+        self.stores, self.seq_len, self.packing = list(stores), seq_len, packing
+        meta = stores[0].meta
+        if meta.get("bos_id") is None or meta.get("eos_id") is None:
+            raise UserError("the token stores have no BOS/EOS id in meta.json; pretraining needs both")
+        self.bos_id, self.eos_id = int(meta["bos_id"]), int(meta["eos_id"])
+        # Padding only ever appears with label -100; EOS is a valid id for any vocabulary.
+        self.pad_id = self.eos_id
+        if packing == "truncate":
+            counts = [len(s.offsets) - 1 for s in stores]
+        else:
+            # One BOS per document joins the stream, so document d starts at offsets[d] + d.
+            self._stream_offsets = [np.asarray(s.offsets, dtype=np.int64) + np.arange(len(s.offsets)) for s in stores]
+            counts = [int(so[-1]) // seq_len for so in self._stream_offsets]
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        s = int(np.searchsorted(self._starts, i, side="right") - 1)
+        return s, i - int(self._starts[s])
+
+    def sequence(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (input_ids, labels) of sequence i, both int64 of length seq_len."""
+        s, j = self._locate(i)
+        store = self.stores[s]
+        if self.packing == "truncate":
+            doc = np.asarray(store.tokens[store.offsets[j]:store.offsets[j + 1]], dtype=np.int64)
+            ids = np.concatenate([[self.bos_id], doc[: self.seq_len - 1]])
+            n = len(ids)
+            out = np.full(self.seq_len, self.pad_id, dtype=np.int64)
+            out[:n] = ids
+            labels = out.copy()
+            labels[n:] = IGNORE_INDEX
+            return out, labels
+        ids = self._concat_slice(s, j * self.seq_len, (j + 1) * self.seq_len)
+        return ids, ids.copy()
+
+    def _concat_slice(self, s: int, start: int, end: int) -> np.ndarray:
+        """Stream positions [start, end) of store s, the stream being BOS + document per document."""
+        store, so = self.stores[s], self._stream_offsets[s]
+        out = np.empty(end - start, dtype=np.int64)
+        d = int(np.searchsorted(so, start, side="right") - 1)
+        pos = start
+        while pos < end:
+            doc_start = int(so[d])
+            take_end = min(end, int(so[d + 1]))
+            if pos == doc_start:  # the BOS slot of document d
+                out[pos - start] = self.bos_id
+                pos += 1
+                continue
+            # stream position p (> doc_start) is token p - doc_start - 1 of document d
+            lo = int(store.offsets[d]) + pos - doc_start - 1
+            hi = int(store.offsets[d]) + take_end - doc_start - 1
+            out[pos - start: take_end - start] = store.tokens[lo:hi]
+            pos = take_end
+            d += 1
+        return out
+
+
+@dataclass
+class MicroBatch:
+    """One forward/backward's inputs on one rank: `input_ids` and `labels`, both [micro, seq_len]."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+
+    def n_targets(self) -> int:
+        """Number of positions with a target (labels shifted by one, -100 excluded)."""
+        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+class DistributedLoader:
+    """Yields, per optimizer step, this data-parallel rank's micro batches of the global batch.
+
+    Same seed → same global batches for any `dp_size`; state is the count of global batches consumed.
+    """
+
+    def __init__(self, dataset: PackedDataset, *, global_batch: int, micro_batch: int, dp_rank: int,
+                 dp_size: int, seed: int, shuffle: bool):
+        if global_batch % (micro_batch * dp_size):
+            raise UserError(f"global batch {global_batch} is not a multiple of micro batch {micro_batch} × "
+                            f"data-parallel size {dp_size}; change pretrain.global_batch_size or micro_batch_size")
+        if len(dataset) < global_batch:
+            raise UserError(f"the data holds {len(dataset)} sequences, fewer than one global batch of {global_batch}")
+        self.dataset, self.global_batch, self.micro_batch = dataset, global_batch, micro_batch
+        self.dp_rank, self.dp_size, self.seed, self.shuffle = dp_rank, dp_size, seed, shuffle
+        self.accumulation = global_batch // (micro_batch * dp_size)
+        self.steps_per_epoch = len(dataset) // global_batch
+        self.step = 0
+
+    @functools.lru_cache(maxsize=2)
+    def _order(self, epoch: int) -> np.ndarray:
+        n = len(self.dataset)
+        if not self.shuffle:
+            return np.arange(n, dtype=np.int64)
+        return np.random.default_rng([self.seed, epoch]).permutation(n)
+
+    def global_indices(self, step: int) -> np.ndarray:
+        """Sequence indices of the global batch of optimizer step `step` (0-based), on every rank alike."""
+        epoch, b = divmod(step, self.steps_per_epoch)
+        return self._order(epoch)[b * self.global_batch:(b + 1) * self.global_batch]
+
+    def local_indices(self, step: int) -> np.ndarray:
+        """This rank's contiguous slice of the global batch of `step`."""
+        per_rank = self.global_batch // self.dp_size
+        return self.global_indices(step)[self.dp_rank * per_rank:(self.dp_rank + 1) * per_rank]
+
+    def next_batch(self) -> list[MicroBatch]:
+        """Return this rank's `accumulation` micro batches of the next step and advance."""
+        idx = self.local_indices(self.step)
+        self.step += 1
+        micros = []
+        for k in range(self.accumulation):
+            seqs = [self.dataset.sequence(int(i)) for i in idx[k * self.micro_batch:(k + 1) * self.micro_batch]]
+            ids = torch.from_numpy(np.stack([s[0] for s in seqs]))
+            labels = torch.from_numpy(np.stack([s[1] for s in seqs]))
+            micros.append(MicroBatch(ids, labels))
+        return micros
+
+    def state_dict(self) -> dict[str, int]:
+        """The resumable position (global batches consumed) and what it is only valid for."""
+        return {"step": self.step, "global_batch": self.global_batch, "n_sequences": len(self.dataset), "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the position; refuse a state written for other data, seed or global batch."""
+        for key in ("global_batch", "n_sequences", "seed"):
+            mine = self.state_dict()[key]
+            if state.get(key) != mine:
+                raise UserError(f"checkpoint's data loader has {key}={state.get(key)}, this run {mine}; "
+                                "resume with the same data and params or use a fresh checkpoint_dir")
+        self.step = int(state["step"])

@@ -1,0 +1,53 @@
+"""Export the trained (sharded) model as a Hugging Face directory with a manifest.
+
+Every rank takes part in gathering the full state dict (offloaded to CPU, kept on rank 0 only);
+rank 0 writes `config.json`, `model*.safetensors`, the tokenizer files and `manifest.json` into a
+temporary folder that replaces the output only when complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+from biomed_llama.fsutil import atomic_dir
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def gather_full_state_dict(model) -> dict[str, torch.Tensor]:
+    """Collective: the full (unsharded) state dict on CPU on rank 0, empty on other ranks."""
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=opts)
+
+
+def export_hf(model, config, out: str | Path, *, tokenizer: str | Path, dtype: str, params: dict[str, Any],
+              inputs: Iterable[str | Path], extra: dict[str, Any]) -> Path | None:
+    """Collective: write the HF model directory `out` from rank 0; returns `out` on rank 0, None elsewhere."""
+    state = gather_full_state_dict(model)
+    if dist.get_rank() != 0:
+        dist.barrier() if dist.get_world_size() > 1 else None
+        return None
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from biomed_llama.provenance import write_manifest
+
+    state = {k: v.to(_DTYPES[dtype]).contiguous() for k, v in state.items()}
+    config = config.__class__.from_dict(config.to_dict())
+    config.use_cache = True  # inference default for the exported model
+    config._attn_implementation = "sdpa"  # loaders pick their own kernel; xformers is ours, not HF's
+    config.dtype = dtype
+    with torch.device("meta"):
+        hf = LlamaForCausalLM(config)
+    hf.load_state_dict(state, assign=True, strict=True)
+    with atomic_dir(out) as tmp:
+        hf.save_pretrained(tmp, safe_serialization=True, max_shard_size="5GB")
+        AutoTokenizer.from_pretrained(str(tokenizer)).save_pretrained(tmp)
+        write_manifest(tmp, stage="pretrain", params=params, inputs=inputs, extra=extra)
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    return Path(out)

@@ -1,0 +1,94 @@
+"""Process group and the 2-D (`replicate`, `shard`) device mesh.
+
+Under `torchrun` the usual env vars (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE) are set; a
+plain `biomed-llama pretrain` without them runs as a world of one through an in-memory store.
+GPUs use NCCL for tensors on the device and gloo for the small CPU-side collectives.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from biomed_llama.errors import ConfigError, UserError
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: global rank/size, rank/size within its node, and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on global rank 0 (the one that logs, writes metrics and exports)."""
+        return self.rank == 0
+
+
+def pick_device(pref: str, local_rank: int) -> torch.device:
+    """Resolve `auto|cpu|cuda` to this rank's device; `cuda` without a GPU is a UserError."""
+    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("pretrain.device=cuda but no CUDA GPU is visible")
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"local rank {local_rank} but only {torch.cuda.device_count()} GPUs are visible")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(device_pref: str = "auto", timeout_min: int = 60) -> DistEnv:
+    """Initialise the default process group (once) and return this rank's DistEnv."""
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    device = pick_device(device_pref, local_rank)
+    if not dist.is_initialized():
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        timeout = datetime.timedelta(minutes=timeout_min)
+        if "MASTER_ADDR" in os.environ:
+            dist.init_process_group(backend, timeout=timeout, device_id=device if device.type == "cuda" else None)
+        else:  # not under torchrun: a world of one, no network rendezvous
+            if world != 1:
+                raise UserError("WORLD_SIZE > 1 needs MASTER_ADDR/MASTER_PORT; launch with torchrun")
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, local_world, device)
+
+
+def mesh_shape(world_size: int, local_world_size: int, shard_size: int | None) -> tuple[int, int]:
+    """(replicate, shard) sizes: shard over `shard_size` ranks (default: one node), replicate the rest."""
+    shard = shard_size or local_world_size
+    if shard > world_size or world_size % shard:
+        raise ConfigError(f"pretrain.shard_size={shard} does not divide the world size {world_size}")
+    return world_size // shard, shard
+
+
+def build_mesh(env: DistEnv, shard_size: int | None):
+    """The 2-D DeviceMesh named (`replicate`, `shard`) that FSDP2 shards over (HSDP when replicate > 1)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    shape = mesh_shape(env.world_size, env.local_world_size, shard_size)
+    return init_device_mesh(env.device.type, shape, mesh_dim_names=("replicate", "shard"))
+
+
+def all_reduce_cpu(values: list[float]) -> list[float]:
+    """Sum a few numbers over all ranks through a CPU tensor (gloo; no GPU sync)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def shutdown() -> None:
+    """Destroy the default process group if one is up."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,94 @@
+"""Shared fixtures of the train tests: a synthetic token store and tiny-model params.
+
+The token store is written directly in the tokenize stage's on-disk contract (tokens.bin,
+offsets.npy, meta.json + manifest), so these tests depend only on that contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+TOKENIZER = REPO / "data" / "sample" / "tokenizer"
+BOS, EOS = 1, 2
+
+
+def write_store(folder: Path, docs: list[np.ndarray], vocab_size: int = 4096) -> None:
+    """Write one `<slug>/<split>` token store: each doc's ids followed by EOS."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with_eos = [np.concatenate([d, [EOS]]).astype("<u2") for d in docs]
+    lengths = np.array([len(d) for d in with_eos], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype("<i8")
+    np.concatenate(with_eos).tofile(folder / "tokens.bin")
+    np.save(folder / "offsets.npy", offsets, allow_pickle=False)
+    meta = {"dtype": "uint16", "vocab_size": vocab_size, "bos_id": BOS, "eos_id": EOS,
+            "n_docs": len(docs), "n_tokens": int(offsets[-1])}
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def make_tokens(root: Path, n_docs: int = 80, seed: int = 0, min_len: int = 3, max_len: int = 70) -> Path:
+    """Two subsets of random documents (ids 3..999, varied lengths) with a manifest; returns `root`."""
+    from biomed_llama.provenance import write_manifest
+
+    rng = np.random.default_rng(seed)
+    for k, slug in enumerate(["pubmed_abstracts", "pubmed_central"]):
+        docs = [rng.integers(3, 1000, size=int(rng.integers(min_len, max_len))) for _ in range(n_docs // 2 + k)]
+        write_store(root / slug / "train", docs)
+    write_manifest(root, stage="tokenize", params={"test": True})
+    return root
+
+
+def tiny_params(tmp: Path, tokens: Path, **pretrain: Any) -> dict[str, Any]:
+    """Raw params dict of a tiny fp32 CPU run writing everything under `tmp`."""
+    p = {
+        "seed": 7,
+        "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4,
+                  "max_position_embeddings": 64},
+        "pretrain": {
+            "tokens": str(tokens), "tokenizer": str(TOKENIZER), "max_seq_length": 32, "packing": "concat",
+            "global_batch_size": 4, "micro_batch_size": 2, "max_steps": 6, "lr": 3e-3, "warmup_ratio": 0.2,
+            "device": "cpu", "checkpoint_every": 100, "keep_checkpoints": 2, "progress": False,
+            "checkpoint_dir": str(tmp / "ckpt"), "output": str(tmp / "model"),
+            "metrics": str(tmp / "metrics.json"), "plots": str(tmp / "plots"),
+        },
+    }
+    p["pretrain"].update(pretrain)
+    return p
+
+
+def validate(raw: dict[str, Any]):
+    """Params object from a raw dict."""
+    from biomed_llama.config import validate_params
+
+    return validate_params(raw, "test")
+
+
+def env_for_subprocess() -> dict[str, str]:
+    """Environment of spawned trainers: one thread each (2 shared cores), the repo importable."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=str(REPO))
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def write_params_file(path: Path, raw: dict[str, Any]) -> Path:
+    """Write params YAML for the CLI."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def torchrun(nproc: int, params_file: Path, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    """Run `torchrun --standalone --nproc-per-node N -m biomed_llama pretrain --params FILE` and return it."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "biomed_llama", "pretrain", "--params", str(params_file), *extra]
+    return subprocess.run(cmd, env=env_for_subprocess(), cwd=REPO, capture_output=True, text=True, timeout=timeout)

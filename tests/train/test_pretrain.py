@@ -1,0 +1,195 @@
+"""Pretraining engine on CPU (gloo): equivalence to a plain HF loop for 1, 2 and 2×2 processes,
+micro×accumulation invariance, exact resume after a kill, SIGTERM checkpoint, export."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import helpers as H
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory) -> Path:
+    return H.make_tokens(tmp_path_factory.mktemp("tokens"))
+
+
+def reference_losses(params) -> tuple[list[float], torch.nn.Module]:
+    """A plain single-process HF loop: LlamaForCausalLM, torch AdamW, transformers' cosine schedule."""
+    from transformers import AutoTokenizer, LlamaForCausalLM, get_cosine_schedule_with_warmup
+
+    from biomed_llama.data.loader import DistributedLoader, PackedDataset, open_stores
+    from biomed_llama.model.build import init_weights, llama_config
+
+    cfg = params.pretrain
+    config = llama_config(params.model, len(AutoTokenizer.from_pretrained(cfg.tokenizer)))
+    model = LlamaForCausalLM(config)
+    init_weights(model, params.seed, config.initializer_range)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    steps = cfg.max_steps
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(steps * cfg.warmup_ratio), steps, cfg.num_cycles)
+    data = PackedDataset(open_stores(cfg.tokens, cfg.subsets, cfg.split), cfg.max_seq_length, cfg.packing)
+    # the whole global batch in one forward: dp 1, micro = global
+    loader = DistributedLoader(data, global_batch=cfg.global_batch_size, micro_batch=cfg.global_batch_size,
+                               dp_rank=0, dp_size=1, seed=params.seed, shuffle=cfg.shuffle)
+    losses = []
+    for _ in range(steps):
+        (mb,) = loader.next_batch()
+        out = model(input_ids=mb.input_ids, labels=mb.labels)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(out.loss.item())
+    return losses, model
+
+
+@pytest.fixture(scope="module")
+def reference(tokens, tmp_path_factory):
+    params = H.validate(H.tiny_params(tmp_path_factory.mktemp("ref"), tokens))
+    return reference_losses(params)
+
+
+def _run(tmp: Path, tokens: Path, **kw):
+    from biomed_llama.train.pretrain import run_pretrain
+
+    return run_pretrain(H.validate(H.tiny_params(tmp, tokens, **kw)))
+
+
+def _curve(folder: Path) -> list[float]:
+    from biomed_llama.train.metrics import read_loss_curve
+
+    return [r["loss"] for r in read_loss_curve(folder)]
+
+
+def test_one_process_matches_hf_reference(tokens, reference, tmp_path):
+    ref, ref_model = reference
+    result = _run(tmp_path, tokens)
+    got = [result.losses[s] for s in sorted(result.losses)]
+    assert len(got) == len(ref) == 6
+    assert max(abs(a - b) for a, b in zip(got, ref)) < TOL, (got, ref)
+    assert got[-1] < got[0]  # it learns
+    assert _curve(tmp_path / "plots") == got
+    # the export loads with stock transformers and gives the reference model's logits
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    x = torch.randint(3, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (exported(x).logits - ref_model(x).logits).abs().max().item()
+    assert diff < 1e-4
+    assert (tmp_path / "model" / "manifest.json").is_file()
+    assert (tmp_path / "model" / "tokenizer.json").is_file()
+    metrics = result.metrics
+    assert metrics["tokens_seen"] == 6 * 4 * 32 and metrics["final_loss"] == got[-1] and metrics["mfu"] is None
+
+
+def test_micro_times_accumulation_invariance(tokens, tmp_path):
+    a = _run(tmp_path / "a", tokens, micro_batch_size=2)  # accumulation 2
+    b = _run(tmp_path / "b", tokens, micro_batch_size=4)  # accumulation 1
+    c = _run(tmp_path / "c", tokens, micro_batch_size=1)  # accumulation 4
+    for other in (b, c):
+        assert max(abs(a.losses[s] - other.losses[s]) for s in a.losses) < TOL
+
+
+@pytest.mark.parametrize("nproc,shard", [(2, 2), (4, 2)], ids=["fsdp-2", "hybrid-2x2"])
+def test_multi_process_matches_reference(tokens, reference, tmp_path, nproc, shard):
+    ref, ref_model = reference
+    raw = H.tiny_params(tmp_path, tokens, micro_batch_size=1, shard_size=shard)
+    proc = H.torchrun(nproc, H.write_params_file(tmp_path / "params.yaml", raw))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mesh = "2×2" if nproc == 4 else "1×2"
+    assert f"mesh (replicate×shard) {mesh}" in proc.stdout
+    got = _curve(tmp_path / "plots")
+    assert max(abs(a - b) for a, b in zip(got, ref)) < TOL, (got, ref)
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    x = torch.randint(3, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (exported(x).logits - ref_model(x).logits).abs().max().item() < 1e-4
+
+
+def _spawn_cli(params_file: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "biomed_llama", "pretrain", "--params", str(params_file)]
+    return subprocess.Popen(cmd, env=H.env_for_subprocess(), cwd=H.REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
+    lines, t0 = [], time.time()
+    while time.time() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"never saw {needle!r}: {''.join(lines)}{proc.stderr.read()[-2000:]}")
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+
+@pytest.fixture(scope="module")
+def straight(tokens, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("straight")
+    return _run(tmp, tokens, max_steps=10, checkpoint_every=5), tmp
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "sigterm"])
+def test_resume_is_exact(tokens, straight, tmp_path, sig):
+    from biomed_llama.train.checkpoint import list_checkpoints
+
+    full, full_dir = straight
+    raw = H.tiny_params(tmp_path, tokens, max_steps=10, checkpoint_every=5)
+    params_file = H.write_params_file(tmp_path / "params.yaml", raw)
+    proc = _spawn_cli(params_file)
+    # SIGKILL once step 6 is logged (the step-5 checkpoint is then complete); SIGTERM mid-run at step 3
+    _wait_for_line(proc, "step 6/10" if sig == signal.SIGKILL else "step 3/10")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    ckpts = list_checkpoints(tmp_path / "ckpt")
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+        assert "stopped by signal 15" in err and "Traceback" not in err
+        step, folder = ckpts[-1]
+        assert 3 <= step < 10
+        assert {"trainer.json", ".metadata", "rng-rank0.json"} <= {p.name for p in folder.iterdir()}
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        assert ckpts[-1][0] == 5
+    assert not list((tmp_path / "ckpt").glob("*.tmp"))
+    resumed = _run(tmp_path, tokens, max_steps=10, checkpoint_every=5)
+    # losses of the resumed steps and the whole curve equal the straight run's exactly
+    assert resumed.losses == {s: full.losses[s] for s in resumed.losses}
+    assert _curve(tmp_path / "plots") == [full.losses[s] for s in range(1, 11)]
+    a, b = _weights(full_dir / "model"), _weights(tmp_path / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [s for s, _ in list_checkpoints(tmp_path / "ckpt")][-1] == 10
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    from biomed_llama.train.checkpoint import latest_checkpoint
+
+    (tmp_path / "step-00000005").mkdir()
+    (tmp_path / "step-00000005" / "trainer.json").write_text("{}")
+    (tmp_path / "step-00000010.tmp").mkdir()  # crashed mid-save
+    (tmp_path / "step-00000015").mkdir()  # no trainer.json: never completed
+    assert latest_checkpoint(tmp_path).name == "step-00000005"
