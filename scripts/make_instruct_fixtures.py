@@ -212,10 +212,19 @@ def fixtures() -> dict[str, str]:
 
 
 def main() -> None:
-    """Write the fixtures (default data/sample/instruct)."""
+    """Write the fixtures (default data/sample/instruct), or check them with --check."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("data/sample/instruct"))
-    out = ap.parse_args().out
+    ap.add_argument("--check", action="store_true", help="Only compare with the files on disk; exit 1 if any differs.")
+    args = ap.parse_args()
+    out = args.out
+    if args.check:
+        stale = [rel for rel, text in fixtures().items()
+                 if not (out / rel).is_file() or (out / rel).read_text(encoding="utf-8") != text]
+        if stale:
+            raise SystemExit(f"{len(stale)} fixture file(s) differ from the generator, e.g. {out / stale[0]}")
+        print(f"ok: {len(fixtures())} files under {out} match the generator")
+        return
     for rel, text in fixtures().items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
