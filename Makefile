@@ -29,3 +29,24 @@ test: install
 
 clean-demo:
 	rm -rf data/extracted data/tokens data/eval data/instruct models checkpoints metrics plots reports dvc.lock
+
+# Both locks from pyproject.toml: requirements/cpu.lock (this setup, CI) and the hash-checked
+# requirements/cuda.lock (the image). The solver (uv) lives in its own tool venv, never in .venv.
+UV_VERSION := 0.13.9
+LOCK_VENV ?= $(HOME)/.cache/biomed-llama/lock-venv
+lock:
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"; }
+	$(PYTHON) scripts/lock.py --uv $(LOCK_VENV)/bin/uv
+
+# The Apptainer image (needs apptainer; singularity/biomed.def says what it holds). The package
+# goes in as a wheel built here; the labels record the lock hash, the version and the commit.
+SIF ?= biomed.sif
+sif:
+	command -v apptainer >/dev/null || { echo "make sif: apptainer not found (see docs/cluster.md)"; exit 1; }
+	rm -rf dist && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	apptainer build --force \
+	  --build-arg LOCK_SHA256=$$(sha256sum requirements/cuda.lock | cut -d' ' -f1) \
+	  --build-arg VERSION=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("biomed-llama"))') \
+	  --build-arg GIT_COMMIT=$$(git rev-parse HEAD) \
+	  $(SIF) singularity/biomed.def

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -20,3 +22,32 @@ def env(ctx: typer.Context) -> None:
         from biomed_llama.provenance import fingerprint
 
         typer.echo(json.dumps(fingerprint(), indent=2, sort_keys=True))
+
+
+@env_app.command("check")
+def env_check(
+    lock: Annotated[Optional[Path], typer.Option(help="Lock to compare with (default: BIOMED_LOCK or requirements/cpu.lock).")] = None,
+    allow_extra: Annotated[bool, typer.Option("--allow-extra", help="Do not count installed packages that the lock lacks.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the JSON report (with the image identity) here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a summary.")] = False,
+) -> None:
+    """Compare installed packages with the lock; exit 1 naming each drifted package."""
+    from biomed_llama.env_check import check
+    from biomed_llama.errors import UserError
+    from biomed_llama.fsutil import atomic_write_json
+
+    report = check(lock, allow_extra=allow_extra)
+    if out:
+        atomic_write_json(out, report)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+    image = report["container"]
+    if image:
+        typer.echo(f"image: {image.get('image')} sha256={image.get('sha256', 'n/a')}", err=True)
+    for line in report["problems"]:
+        typer.echo(f"drift: {line}", err=True)
+    if not report["ok"]:
+        names = ", ".join(d["name"] for d in report["drift"]) or "lock file"
+        raise UserError(f"environment differs from {report['lock']} ({len(report['problems'])}): {names}")
+    if not as_json:
+        typer.echo(f"ok: installed packages match {report['lock']} (sha256 {report['lock_sha256'][:12]}…)")

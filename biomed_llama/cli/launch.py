@@ -1,1 +1,31 @@
 """launch commands: run a training stage under local torchrun or Slurm sbatch (registered on the shared app)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from biomed_llama.cli.common import ParamsOpt, SetOpt, app, load
+
+
+@app.command("launch")
+def launch(
+    stage: Annotated[str, typer.Argument(help="Training stage: pretrain or finetune.")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command (and its BIOMED_* variables), run nothing.")] = False,
+) -> None:
+    """Run STAGE as `launch.mode` says: `torchrun --standalone` here, or `sbatch --wait` on Slurm."""
+    from biomed_llama.launch.commands import build, launch as run
+
+    cfg = load(params, set_).launch
+    if dry_run:
+        cmd = build(cfg, stage, params, set_ or [])
+        for k, v in sorted(cmd.env.items()):
+            typer.echo(f"{k}={shlex.quote(v)}")
+        typer.echo(shlex.join(cmd.argv))
+        return
+    raise typer.Exit(run(cfg, stage, params, set_ or []))

@@ -1,0 +1,83 @@
+"""The sbatch scripts: shellcheck-clean, and the srun/torchrun line they render for 2 nodes × 4 GPUs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = ["scripts/slurm/pretrain.sbatch", "scripts/slurm/finetune.sbatch", "scripts/slurm/common.sh"]
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None,
+                    reason="shellcheck not installed (Debian package `shellcheck`; .ci/run installs it)")
+def test_shellcheck(repo_root: Path):
+    proc = subprocess.run(["shellcheck", "--external-sources", "--severity=style", *SCRIPTS],
+                          cwd=repo_root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _render(repo_root: Path, tmp_path: Path, stage: str, extra_env: dict[str, str], *args: str) -> list[str]:
+    """Run the sbatch script as Slurm would (inside a 2-node allocation), in dry-run mode."""
+    shim = tmp_path / "bin"
+    shim.mkdir(exist_ok=True)
+    # scontrol expands the node list; this stand-in answers like `scontrol show hostnames gpu-a[01-02]`.
+    (shim / "scontrol").write_text('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] && printf "gpu-a01\\ngpu-a02\\n"\n')
+    (shim / "scontrol").chmod(0o755)
+    env = {"PATH": f"{shim}:{os.environ['PATH']}", "HOME": str(tmp_path), "SLURM_SUBMIT_DIR": str(repo_root),
+           "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu-a[01-02]", "SLURM_JOB_ID": "4242",
+           "SLURM_GPUS_ON_NODE": "4", "BIOMED_DRY_RUN": "1", **extra_env}
+    proc = subprocess.run(["bash", str(repo_root / f"scripts/slurm/{stage}.sbatch"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return shlex.split(proc.stdout)
+
+
+def _opt(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_pretrain_command_for_2_nodes_x_4_gpus(repo_root: Path, tmp_path: Path):
+    argv = _render(repo_root, tmp_path, "pretrain",
+                   {"BIOMED_SIF": "/images/biomed.sif", "BIOMED_BINDS": "/scratch/pile:/data/pile:ro,/models"},
+                   "--set", "pretrain.lr=1e-5")
+    srun, rest = argv[:argv.index("apptainer")], argv[argv.index("apptainer"):]
+    assert srun[0] == "srun" and _opt(srun, "--nodes") == "2" and _opt(srun, "--ntasks-per-node") == "1"
+    # apptainer exec --nv IMAGE, the checkout and the extra binds mounted, working dir = submit dir
+    assert rest[:3] == ["apptainer", "exec", "--nv"]
+    binds = [rest[i + 1] for i, a in enumerate(rest) if a == "--bind"]
+    assert binds == [str(repo_root), "/scratch/pile:/data/pile:ro", "/models"]
+    assert _opt(rest, "--pwd") == str(repo_root)
+    tr = rest[rest.index("torchrun"):]
+    assert rest[rest.index("torchrun") - 1] == "/images/biomed.sif"
+    # mesh: replicate = nodes (torchrun's nnodes), shard = GPUs per node (nproc + the shard param)
+    assert _opt(tr, "--nnodes") == "2" and _opt(tr, "--nproc-per-node") == "4"
+    assert _opt(tr, "--rdzv-backend") == "c10d"
+    assert _opt(tr, "--rdzv-endpoint") == "gpu-a01:29500" and _opt(tr, "--rdzv-id") == "4242"
+    assert "SIGUSR1" in _opt(tr, "--signals-to-handle").split(",")
+    stage = tr[tr.index("-m"):]
+    assert stage[:5] == ["-m", "biomed_llama", "pretrain", "--params", "params.yaml"]
+    sets = [stage[i + 1] for i, a in enumerate(stage) if a == "--set"]
+    assert sets == ["pretrain.shard_size=4", "pretrain.lr=1e-5"]
+
+
+def test_finetune_command_uses_the_job_sizes(repo_root: Path, tmp_path: Path):
+    argv = _render(repo_root, tmp_path, "finetune", {"BIOMED_GPUS_PER_NODE": "8", "BIOMED_RDZV_PORT": "29611",
+                                                      "BIOMED_PARAMS": "configs/paper.yaml"})
+    tr = argv[argv.index("torchrun"):]
+    assert _opt(tr, "--nproc-per-node") == "8" and _opt(tr, "--rdzv-endpoint") == "gpu-a01:29611"
+    assert tr[tr.index("-m"):][:5] == ["-m", "biomed_llama", "finetune", "--params", "configs/paper.yaml"]
+
+
+def test_sbatch_headers_one_task_per_node_signal_requeue(repo_root: Path):
+    for stage in ("pretrain", "finetune"):
+        text = (repo_root / f"scripts/slurm/{stage}.sbatch").read_text()
+        directives = dict(re.findall(r"^#SBATCH --([\w-]+)(?:=(\S+))?", text, re.M))
+        assert directives["ntasks-per-node"] == "1"
+        assert re.fullmatch(r"B:USR1@\d+", directives["signal"])
+        assert "requeue" in directives
