@@ -308,17 +308,20 @@ def committed_files(root: Path) -> list[Path]:
     return sorted(p.relative_to(root) for d in (PILE_DIR, TOKENIZER_DIR) for p in (root / d).rglob("*") if p.is_file())
 
 
+def compare(fresh: Path, repo: Path) -> list[str]:
+    """Return the differences (missing, unexpected, differing files) of `repo`'s sample against `fresh`'s."""
+    want, have = committed_files(fresh), committed_files(repo)
+    problems = [f"missing: {p}" for p in want if p not in have]
+    problems += [f"unexpected: {p}" for p in have if p not in want]
+    problems += [f"differs: {p}" for p in want if p in have and not filecmp.cmp(fresh / p, repo / p, shallow=False)]
+    return problems
+
+
 def check(repo: Path) -> list[str]:
     """Regenerate into a temporary folder; return the differences with the files under `repo`."""
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp)
-        generate(fresh)
-        want, have = committed_files(fresh), committed_files(repo)
-        problems = [f"missing: {p}" for p in want if p not in have]
-        problems += [f"unexpected: {p}" for p in have if p not in want]
-        problems += [f"differs: {p}" for p in want if p in have
-                     and not filecmp.cmp(fresh / p, repo / p, shallow=False)]
-    return problems
+        generate(Path(tmp))
+        return compare(Path(tmp), repo)
 
 
 def main(argv: list[str] | None = None) -> int:

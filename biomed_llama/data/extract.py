@@ -28,45 +28,24 @@ Outputs are written into a temporary folder and renamed into place when complete
 from __future__ import annotations
 
 import json
-import multiprocessing
 import shutil
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 from biomed_llama.config import Params, section_dict
 from biomed_llama.data.config import ExtractConfig, subset_slug
-from biomed_llama.data.pile import CorruptShard, MalformedRecord, expand, fetch, iter_lines, parse_record, remote_names
-from biomed_llama.data.shards import PartWriter, RowSink, iter_tables
-from biomed_llama.errors import BadRecordError, ConfigError, UserError
+from biomed_llama.data.pile import expand, fetch, remote_names
+from biomed_llama.data.scan import InputFile, ScanTask, scan_all
+from biomed_llama.data.shards import PartWriter, iter_tables
+from biomed_llama.errors import ConfigError, UserError
 from biomed_llama.fsutil import atomic_dir, atomic_write_json
 from biomed_llama.provenance import require_verified, write_manifest
 
 SPLITS = ("train", "val", "test")
 PARTS_SUFFIX = ".parts"
 SCAN_DIR = "files"  # per-input-file intermediates: files/<index>/<slug>.parquet
-
-
-@dataclass(frozen=True)
-class InputFile:
-    """One input shard: its position in the plan, its split and its local path."""
-
-    index: int
-    split: str
-    path: str
-
-
-@dataclass(frozen=True)
-class ScanTask:
-    """What a worker needs to scan one input file (picklable for spawned processes)."""
-
-    file: InputFile
-    subsets: tuple[str, ...]
-    dest: str
-    on_bad_record: str
-    max_reported_bad: int
 
 
 # --- planning --------------------------------------------------------------------------------
@@ -101,90 +80,6 @@ def _check_sharding(workers: int, num_shards: int, shard_index: int) -> None:
 def _data_params(cfg: ExtractConfig) -> dict[str, Any]:
     """The params that decide the output bytes (everything but the worker count)."""
     return cfg.model_dump(mode="json", exclude={"workers"})
-
-
-# --- scanning one file (runs in worker processes) ----------------------------------------------
-
-def _abort(msg: str) -> BadRecordError:
-    return BadRecordError(f"{msg}; with extract.on_bad_record=skip it would be counted and skipped")
-
-
-def scan_file(task: ScanTask) -> dict[str, Any]:
-    """Read one input file, write its kept rows to `task.dest/<slug>.parquet`, return its report.
-
-    The report: {index, split, file, lines, kept: {subset: {docs, chars, bytes}}, dropped:
-    {other subset: docs}, bad_records, bad_examples: [{file, line, reason}], corrupt: None or
-    {line, reason, rows_discarded}}. Raises BadRecordError on the first bad line or a corrupt
-    file when on_bad_record is abort.
-    """
-    f, dest = task.file, Path(task.dest)
-    kept = {s: {"docs": 0, "chars": 0, "bytes": 0} for s in task.subsets}
-    sinks: dict[str, RowSink] = {}
-    dropped: Counter[str] = Counter()
-    bad, examples, lines, corrupt = 0, [], 0, None
-    try:
-        for lines, raw in iter_lines(f.path):
-            try:
-                subset, text = parse_record(raw)
-            except MalformedRecord as e:
-                if task.on_bad_record == "abort":
-                    raise _abort(f"{f.path}:{lines}: {e}") from None
-                bad += 1
-                if len(examples) < task.max_reported_bad:
-                    examples.append({"file": f.path, "line": lines, "reason": str(e)})
-                continue
-            if subset not in kept:
-                dropped[subset] += 1
-                continue
-            if subset not in sinks:
-                sinks[subset] = RowSink(PartWriter(dest, None, name=f"{subset_slug(subset)}.parquet"))
-            sinks[subset].add(text, f.path, lines)
-            k = kept[subset]
-            k["docs"] += 1
-            k["chars"] += len(text)
-            k["bytes"] += len(text.encode("utf-8"))
-    except CorruptShard as e:
-        if task.on_bad_record == "abort":
-            raise _abort(str(e)) from None
-        lines = e.line
-        corrupt = {"line": e.line, "reason": e.reason, "rows_discarded": sum(k["docs"] for k in kept.values())}
-        kept = {s: {"docs": 0, "chars": 0, "bytes": 0} for s in task.subsets}
-    finally:
-        for sink in sinks.values():
-            sink.close()
-    if corrupt is not None:
-        shutil.rmtree(dest, ignore_errors=True)  # the whole file is dropped (see module docstring)
-    return {"index": f.index, "split": f.split, "file": f.path, "lines": lines, "kept": kept,
-            "dropped": dict(sorted(dropped.items())), "bad_records": bad, "bad_examples": examples,
-            "corrupt": corrupt}
-
-
-def scan_all(tasks: list[ScanTask], workers: int) -> dict[int, dict[str, Any]]:
-    """Scan every task (in `workers` spawned processes when > 1); return reports by input index."""
-    from rich.progress import Progress
-
-    from rich.console import Console
-
-    reports: dict[int, dict[str, Any]] = {}
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        bar = progress.add_task("extract: scanning shards", total=len(tasks))
-        if workers == 1 or len(tasks) <= 1:
-            for t in tasks:
-                reports[t.file.index] = scan_file(t)
-                progress.advance(bar)
-            return reports
-        ctx = multiprocessing.get_context("spawn")  # no fork: safe with threads, same on every OS
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-            futures = [pool.submit(scan_file, t) for t in tasks]
-            try:
-                for fut in as_completed(futures):
-                    r = fut.result()
-                    reports[r["index"]] = r
-                    progress.advance(bar)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    return reports
 
 
 # --- assembling the output ---------------------------------------------------------------------

@@ -35,8 +35,9 @@ def test_committed_sample_is_what_the_script_makes(repo_root: Path):
     assert "up to date" in out.stdout
 
 
-def test_check_detects_a_changed_file(repo_root: Path, make_sample, tmp_path: Path):
-    # Copy the committed sample, flip one byte, and --check must report exactly that file.
+def test_check_detects_changed_missing_and_extra_files(repo_root: Path, make_sample, tmp_path: Path):
+    # The comparison behind --check, on a copy of the committed sample with one byte flipped,
+    # one file removed and one added.
     import shutil
 
     for d in (make_sample.PILE_DIR, make_sample.TOKENIZER_DIR):
@@ -45,7 +46,13 @@ def test_check_detects_a_changed_file(repo_root: Path, make_sample, tmp_path: Pa
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
-    assert make_sample.check(tmp_path) == [f"differs: {make_sample.PILE_DIR / 'val.jsonl.zst'}"]
+    (tmp_path / make_sample.TOKENIZER_DIR / "tokenizer_config.json").unlink()
+    (tmp_path / make_sample.PILE_DIR / "stray.jsonl.zst").write_bytes(b"")
+    tok, pile = make_sample.TOKENIZER_DIR, make_sample.PILE_DIR
+    assert make_sample.compare(repo_root, tmp_path) == [
+        f"missing: {tok / 'tokenizer_config.json'}", f"unexpected: {pile / 'stray.jsonl.zst'}",
+        f"differs: {pile / 'val.jsonl.zst'}"]
+    assert make_sample.compare(repo_root, repo_root) == []
 
 
 def test_layout_subsets_and_malformed_lines(repo_root: Path, make_sample):
