@@ -109,6 +109,18 @@ def test_micro_times_accumulation_invariance(tokens, tmp_path):
 def test_multi_process_matches_reference(tokens, reference, tmp_path, nproc, shard):
     ref, ref_model = reference
     raw = H.tiny_params(tmp_path, tokens, micro_batch_size=1, shard_size=shard)
+    if nproc == 2:
+        # start from a HF directory holding the same initial weights: each rank loads only its shards
+        from transformers import AutoTokenizer, LlamaForCausalLM
+
+        from biomed_llama.model.build import init_weights, llama_config
+
+        params = H.validate(raw)
+        config = llama_config(params.model, len(AutoTokenizer.from_pretrained(H.TOKENIZER)))
+        base = LlamaForCausalLM(config)
+        init_weights(base, params.seed, config.initializer_range)
+        base.save_pretrained(tmp_path / "base", safe_serialization=True, max_shard_size="200KB")
+        raw["model"]["base"] = str(tmp_path / "base")
     proc = H.torchrun(nproc, H.write_params_file(tmp_path / "params.yaml", raw))
     assert proc.returncode == 0, proc.stderr[-3000:]
     mesh = "2×2" if nproc == 4 else "1×2"
