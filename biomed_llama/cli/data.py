@@ -30,12 +30,13 @@ def extract_merge(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     num_shards: Annotated[int, typer.Option(help="How many partial extract jobs to merge.")] = 1,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: extract.workers).")] = None,
 ) -> None:
     """Merge the partial outputs of `extract --num-shards N --shard-index i` into the final output."""
     cfg = load(params, set_)
     from biomed_llama.data.extract import merge_extract
 
-    merge_extract(cfg, num_shards=num_shards)
+    merge_extract(cfg, num_shards=num_shards, workers=workers)
 
 
 @app.command()

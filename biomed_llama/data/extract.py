@@ -8,11 +8,11 @@ Flow (the same for one process, many processes, or many Slurm jobs):
 2. `scan_file` reads ONE input file and writes its kept rows, per subset, to an intermediate
    Parquet file, returning a JSON-able report (counts, bad records). Workers get whole files.
 3. `assemble` concatenates the intermediates in input order and cuts each subset/split stream
-   into `part-NNNNN.parquet` files of `rows_per_shard` rows. Because the row order is fixed by
-   the plan and the writer's bytes depend only on the rows (see `shards.py`), the output is
-   byte-identical whatever the number of workers, and `--num-shards N` jobs + `extract-merge`
-   give the same bytes as one run (job i scans files i, i+N, … into
-   `<output>.parts/shard-i-of-N/`, the merge assembles all parts).
+   into `part-NNNNN.parquet` files of `rows_per_shard` rows, planned from the reports' row counts
+   and written in parallel. Because the row order is fixed by the plan and a file's bytes
+   depend only on its rows (see `shards.py`), the output is byte-identical whatever the number
+   of workers, and `--num-shards N` jobs + `extract-merge` give the same bytes as one run (job i
+   scans files i, i+N, … into `<output>.parts/shard-i-of-N/`, the merge assembles all parts).
 
 Bad input (never a silent loss): a malformed line (broken JSON, invalid UTF-8, no or empty text,
 no `meta.pile_set_name`) is counted and reported with file and line; a truncated or corrupt zst
@@ -38,7 +38,8 @@ from biomed_llama.config import Params, section_dict
 from biomed_llama.data.config import ExtractConfig, subset_slug
 from biomed_llama.data.pile import expand, fetch, remote_names
 from biomed_llama.data.scan import InputFile, ScanTask, scan_all
-from biomed_llama.data.shards import PartWriter, iter_tables
+from biomed_llama.data.shards import PartTask, part_name, plan_parts, write_part
+from biomed_llama.data.workers import map_ordered
 from biomed_llama.errors import ConfigError, UserError
 from biomed_llama.fsutil import atomic_dir, atomic_write_json
 from biomed_llama.provenance import require_verified, write_manifest
@@ -85,26 +86,27 @@ def _data_params(cfg: ExtractConfig) -> dict[str, Any]:
 # --- assembling the output ---------------------------------------------------------------------
 
 def assemble(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict[str, Any]],
-             scan_dir: Callable[[int], Path], out: Path) -> dict[str, dict[str, int]]:
-    """Concatenate the intermediates in input order into `out/<slug>/<split>/part-*.parquet`.
+             scan_dir: Callable[[int], Path], out: Path, workers: int) -> dict[str, dict[str, int]]:
+    """Cut the intermediates, concatenated in input order, into `out/<slug>/<split>/part-*.parquet`.
 
-    Returns {slug: {split: number of parts}}. Every subset/split gets at least one (maybe empty) part.
+    Parts are planned from the reports' row counts and written in parallel; every subset/split
+    gets at least one (maybe empty) part. Returns {slug: {split: number of parts}}.
     """
+    tasks: list[PartTask] = []
+    expected: list[int] = []
     nparts: dict[str, dict[str, int]] = {}
     for subset in cfg.subsets:
         slug = subset_slug(subset)
         for split in SPLITS:
-            writer = PartWriter(out / slug / split, cfg.rows_per_shard)
-            expected = 0
-            for f in files:
-                docs = reports[f.index]["kept"][subset]["docs"] if f.split == split else 0
-                expected += docs
-                if docs:
-                    for table in iter_tables(scan_dir(f.index) / f"{slug}.parquet"):
-                        writer.write(table)
-            parts = writer.close()
-            assert sum(n for _, n in parts) == expected, (slug, split, parts, expected)
+            sources = [(str(scan_dir(f.index) / f"{slug}.parquet"), reports[f.index]["kept"][subset]["docs"])
+                       for f in files if f.split == split]
+            parts = plan_parts([s for s in sources if s[1]], cfg.rows_per_shard)
+            for k, pieces in enumerate(parts):
+                tasks.append(PartTask(str(out / slug / split / part_name(k)), tuple(pieces)))
+                expected.append(sum(stop - start for _, start, stop in pieces))
             nparts.setdefault(slug, {})[split] = len(parts)
+    written = map_ordered(write_part, tasks, workers, "extract: writing parts")
+    assert written == expected, "intermediate row counts differ from the scan reports"
     return nparts
 
 
@@ -158,7 +160,7 @@ def _finish(params: Params, files: list[InputFile], reports: dict[int, dict[str,
             scan_dir: Callable[[int], Path], workers: int, tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Assemble into the temporary output folder `tmp` and write its manifest; return (metrics, manifest extra)."""
     cfg = params.extract
-    nparts = assemble(cfg, files, reports, scan_dir, tmp)
+    nparts = assemble(cfg, files, reports, scan_dir, tmp, workers)
     shutil.rmtree(tmp / SCAN_DIR, ignore_errors=True)  # a single run's intermediates are not part of the output
     metrics = build_metrics(cfg, files, reports, nparts)
     record = {**section_dict(cfg), "workers": workers, "seed": params.seed}
@@ -242,13 +244,14 @@ def _run_part(params: Params, mine: list[InputFile], workers: int, num_shards: i
     return {"part": str(dest), "input_files": len(mine), "docs": docs}
 
 
-def merge_extract(params: Params, *, num_shards: int) -> dict[str, Any]:
+def merge_extract(params: Params, *, num_shards: int, workers: int | None = None) -> dict[str, Any]:
     """Check that all `num_shards` parts exist, match the params and are intact, and assemble the final output.
 
     The result is byte-identical to a single `extract` run. The parts are left in place.
     """
     cfg = params.extract
-    _check_sharding(1, num_shards, 0)
+    workers = cfg.workers if workers is None else workers
+    _check_sharding(workers, num_shards, 0)
     files = plan_inputs(cfg)
     parts = [part_dir(cfg, num_shards, i) for i in range(num_shards)]
     missing = [p.name for p in parts if not (p / "manifest.json").is_file()]
@@ -266,7 +269,7 @@ def merge_extract(params: Params, *, num_shards: int) -> dict[str, Any]:
             reports[r["index"]] = r
             where[r["index"]] = part / SCAN_DIR / f"{r['index']:05d}"
     with atomic_dir(cfg.output) as tmp:
-        metrics, extra = _finish(params, files, reports, where.__getitem__, 1, tmp)
+        metrics, extra = _finish(params, files, reports, where.__getitem__, workers, tmp)
     atomic_write_json(cfg.metrics, metrics)
     print_summary(metrics, cfg.output, extra)
     return metrics

@@ -7,17 +7,16 @@ what a worker needs (no params loading, no CLI), so spawned workers start fast.
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from biomed_llama.data.config import subset_slug
 from biomed_llama.data.pile import CorruptShard, MalformedRecord, iter_lines, parse_record
-from biomed_llama.data.shards import PartWriter, RowSink
+from biomed_llama.data.shards import RowSink
+from biomed_llama.data.workers import map_ordered
 from biomed_llama.errors import BadRecordError
 
 
@@ -73,7 +72,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
                 dropped[subset] += 1
                 continue
             if subset not in sinks:
-                sinks[subset] = RowSink(PartWriter(dest, None, name=f"{subset_slug(subset)}.parquet"))
+                sinks[subset] = RowSink(dest / f"{subset_slug(subset)}.parquet")
             sinks[subset].add(text, f.path, lines)
             k = kept[subset]
             k["docs"] += 1
@@ -97,27 +96,5 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
 
 def scan_all(tasks: list[ScanTask], workers: int) -> dict[int, dict[str, Any]]:
     """Scan every task (in `workers` spawned processes when > 1); return reports by input index."""
-    from rich.progress import Progress
-
-    from rich.console import Console
-
-    reports: dict[int, dict[str, Any]] = {}
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        bar = progress.add_task("extract: scanning shards", total=len(tasks))
-        if workers == 1 or len(tasks) <= 1:
-            for t in tasks:
-                reports[t.file.index] = scan_file(t)
-                progress.advance(bar)
-            return reports
-        ctx = multiprocessing.get_context("spawn")  # no fork: safe with threads, same on every OS
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-            futures = [pool.submit(scan_file, t) for t in tasks]
-            try:
-                for fut in as_completed(futures):
-                    r = fut.result()
-                    reports[r["index"]] = r
-                    progress.advance(bar)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    return reports
+    reports = map_ordered(scan_file, tasks, workers, "extract: scanning shards")
+    return {r["index"]: r for r in reports}

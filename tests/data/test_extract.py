@@ -20,7 +20,7 @@ from biomed_llama.config import validate_params
 from biomed_llama.data import pile
 from biomed_llama.data.extract import merge_extract, part_dir, run_extract
 from biomed_llama.data.pile import CorruptShard, iter_lines
-from biomed_llama.data.shards import SCHEMA, PartWriter
+from biomed_llama.data.shards import SCHEMA, ParquetRows, PartTask, plan_parts, write_part
 from biomed_llama.errors import BadRecordError, ConfigError, IntegrityError, UserError
 from biomed_llama.provenance import require_verified, verify
 
@@ -364,7 +364,7 @@ def test_remote_resolution():
             validate_params({"extract": {"remote": bad}})
 
 
-def test_part_writer_bytes_do_not_depend_on_chunking(tmp_path: Path):
+def test_parquet_bytes_do_not_depend_on_chunking(tmp_path: Path):
     rows = [(f"doc {i} " * (i % 13), "src", i) for i in range(3000)]
 
     def table(rs):
@@ -372,12 +372,34 @@ def test_part_writer_bytes_do_not_depend_on_chunking(tmp_path: Path):
 
     outs = []
     for name, chunk in (("one", 3000), ("small", 7), ("odd", 1001)):
-        w = PartWriter(tmp_path / name, 1100)
+        w = ParquetRows(tmp_path / name / "x.parquet")
         for i in range(0, len(rows), chunk):
             w.write(table(rows[i:i + chunk]))
-        assert w.close() == [("part-00000.parquet", 1100), ("part-00001.parquet", 1100), ("part-00002.parquet", 800)]
-        outs.append(data_files(tmp_path / name))
+        assert w.close() == 3000
+        outs.append((tmp_path / name / "x.parquet").read_bytes())
     assert outs[0] == outs[1] == outs[2]
-    empty = PartWriter(tmp_path / "empty", 10)
-    assert empty.close() == [("part-00000.parquet", 0)]
-    assert pq.read_table(tmp_path / "empty" / "part-00000.parquet").schema == SCHEMA
+    meta = pq.ParquetFile(tmp_path / "one" / "x.parquet").metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [1024, 1024, 952]
+    assert ParquetRows(tmp_path / "empty.parquet").close() == 0
+    assert pq.read_table(tmp_path / "empty.parquet").schema == SCHEMA
+
+
+def test_parts_planned_from_counts_equal_one_sequential_pass(tmp_path: Path):
+    srcs = []
+    for k, n in enumerate([5, 0, 2500, 1, 1300]):
+        path = tmp_path / f"s{k}.parquet"
+        w = ParquetRows(path)
+        w.write(pa.table([[f"t{k}-{i}" for i in range(n)], ["s"] * n, list(range(n))], schema=SCHEMA))
+        w.close()
+        srcs.append((str(path), n))
+    plan = plan_parts([s for s in srcs if s[1]], 1500)
+    assert [sum(b - a for _, a, b in p) for p in plan] == [1500, 1500, 806]
+    assert plan[1] == [(srcs[2][0], 1495, 2500), (srcs[3][0], 0, 1), (srcs[4][0], 0, 494)]
+    got = []
+    for k, pieces in enumerate(plan):
+        out = tmp_path / f"p{k}.parquet"
+        assert write_part(PartTask(str(out), tuple(pieces))) == [1500, 1500, 806][k]
+        got.append(pq.read_table(out))
+    everything = pa.concat_tables([pq.read_table(p) for p, n in srcs])
+    assert pa.concat_tables(got).equals(everything)
+    assert plan_parts([], 10) == [[]]
