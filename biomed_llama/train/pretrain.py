@@ -8,6 +8,7 @@ export and the metrics. One process per GPU under torchrun; a world of one witho
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,31 @@ def _vocab_from_tokenizer(path: str) -> int:
     from transformers import AutoTokenizer
 
     return len(AutoTokenizer.from_pretrained(path))
+
+
+# Fields that change only speed or bookkeeping, not the numbers trained: a resume may change them.
+_RESUME_FREE = {"micro_batch_size", "device", "shard_size", "reshard_after_forward", "compile",
+                "activation_checkpointing", "log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_dir",
+                "output", "export_dtype", "metrics", "plots", "progress"}
+
+
+def run_fingerprint(params, total_steps: int) -> str:
+    """Hash of everything that determines the trained numbers (seed, model, data, optimisation, steps)."""
+    pre = {k: v for k, v in params.pretrain.model_dump(mode="json").items() if k not in _RESUME_FREE}
+    model = {k: v for k, v in params.model.model_dump(mode="json").items() if k != "attention"}
+    blob = json.dumps({"seed": params.seed, "model": model, "pretrain": pre, "steps": total_steps}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_resumable(checkpoint: Path, run_id: str) -> None:
+    """Refuse to resume a checkpoint written by a run with other params (one clear line)."""
+    from biomed_llama.errors import UserError
+    from biomed_llama.train.checkpoint import TRAINER_FILE
+
+    theirs = json.loads((checkpoint / TRAINER_FILE).read_text()).get("run")
+    if theirs != run_id:
+        raise UserError(f"{checkpoint} was written by a run with other params (run {theirs}, this one {run_id}); "
+                        "restore those params, or remove the folder / set another pretrain.checkpoint_dir")
 
 
 def build_everything(params, env, mesh):
@@ -105,14 +131,11 @@ def run_pretrain(params) -> PretrainResult | None:
         flops_tok = M.flops_per_token(n_params, n_embed, config.num_hidden_layers, config.hidden_size, cfg.max_seq_length)
         start, tokens_offset = 0, 0
         resume = C.latest_checkpoint(cfg.checkpoint_dir)
+        run_id = run_fingerprint(params, total)
         if resume is not None:
+            check_resumable(resume, run_id)
             reset_rotary(model)
             state = C.load_checkpoint(resume, model, optimizer)
-            if state.get("total_steps") != total:
-                from biomed_llama.errors import UserError
-
-                raise UserError(f"{resume} belongs to a run of {state.get('total_steps')} steps, this one has {total}; "
-                                "use the same params or another pretrain.checkpoint_dir")
             scheduler.load_state_dict(state["scheduler"])
             loader.load_state_dict(state["loader"])
             start = int(state["step"])
@@ -133,7 +156,7 @@ def run_pretrain(params) -> PretrainResult | None:
 
         def save(step: int) -> None:
             C.save_checkpoint(cfg.checkpoint_dir, step, model, optimizer,
-                              {"scheduler": scheduler.state_dict(), "loader": loader.state_dict(), "total_steps": total},
+                              {"scheduler": scheduler.state_dict(), "loader": loader.state_dict(), "run": run_id},
                               cfg.keep_checkpoints)
 
         with _progress(env.is_main and cfg.progress, total, start) as advance:

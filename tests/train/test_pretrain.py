@@ -205,3 +205,11 @@ def test_half_written_checkpoint_is_ignored(tmp_path):
     (tmp_path / "step-00000010.tmp").mkdir()  # crashed mid-save
     (tmp_path / "step-00000015").mkdir()  # no trainer.json: never completed
     assert latest_checkpoint(tmp_path).name == "step-00000005"
+
+
+def test_resume_refuses_other_params(tokens, straight):
+    from biomed_llama.errors import UserError
+
+    _, full_dir = straight
+    with pytest.raises(UserError, match="written by a run with other params"):
+        _run(full_dir, tokens, max_steps=10, checkpoint_every=5, lr=1e-3)
