@@ -88,7 +88,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         for sink in sinks.values():
             sink.close()
     if corrupt is not None:
-        shutil.rmtree(dest, ignore_errors=True)  # the whole file is dropped (see module docstring)
+        shutil.rmtree(dest, ignore_errors=True)  # a corrupt file is dropped whole (see biomed_llama.data.extract)
     return {"index": f.index, "split": f.split, "file": f.path, "lines": lines, "kept": kept,
             "dropped": dict(sorted(dropped.items())), "bad_records": bad, "bad_examples": examples,
             "corrupt": corrupt}
