@@ -78,8 +78,17 @@ def hf_model_args(cfg: EvalConfig, path: str) -> dict[str, Any]:
 
 
 def model_args_string(args: dict[str, Any]) -> str:
-    """`--model_args` for the stock lm_eval CLI (batch size goes to `--batch_size`)."""
-    return ",".join(f"{k}={v}" for k, v in args.items() if k not in ("batch_size",))
+    """`--model_args` for the stock lm_eval CLI (batch size and device go to `--batch_size`, `--device`)."""
+    return ",".join(f"{k}={v}" for k, v in args.items() if k not in ("batch_size", "device"))
+
+
+def lm_eval_command(cfg: EvalConfig, path: str, run: Run, output_path: str) -> list[str]:
+    """The stock `lm_eval` command line that reproduces `run` (used by the tests and printed for users)."""
+    args = hf_model_args(cfg, path)
+    cmd = ["lm_eval", "--model", "hf", "--model_args", model_args_string(args), "--tasks", run.lm_eval_task,
+           "--num_fewshot", str(run.shots), "--batch_size", str(cfg.batch_size), "--device", cfg.device,
+           "--include_path", str(Path(cfg.output) / "tasks"), "--output_path", output_path, "--log_samples"]
+    return cmd + (["--limit", str(cfg.limit)] if cfg.limit else [])
 
 
 def load_lm(args: dict[str, Any]):

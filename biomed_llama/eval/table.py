@@ -79,7 +79,9 @@ def _collect(cfg: EvalConfig, metrics: dict[str, dict[str, float]], suite: str, 
     shots: dict[str, int] = {}
     for name, m in metrics.items():
         for t in tasks:
-            k = cfg.fewshot.get(t, 0) if fewshot else 0
+            if fewshot and t not in cfg.fewshot:
+                continue  # perplexity has no few-shot setting
+            k = cfg.fewshot[t] if fewshot else 0
             v = _measured(m, suite, t, k, cfg)
             if v is not None:
                 ours[t] = v

@@ -18,7 +18,7 @@ PUBMED_TEXTS = {
         "and measured blood pressure at baseline and after 12 weeks of treatment with lisinopril. "
         "Results: Systolic pressure fell by 14 mmHg. Conclusions: Treatment was effective.",
         "Sepsis remains a leading cause of death in intensive care units.  We review early "
-        "antibiotic therapy,\nfluid resuscitation and vasopressor use.",
+        "antibiotic therapy,\nfluid resuscitation and vasopressor use.\n",
         "Short abstract.",
     ],
     "pubmed_central": [

@@ -1,0 +1,118 @@
+"""The evaluate stage's outputs (flat metrics, full results, per-sample logs, table), report, and
+the plan / config / integrity rules around them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from biomed_llama.config import Params, load_params
+from biomed_llama.errors import ConfigError, IntegrityError, UserError
+from biomed_llama.eval.config import EvalConfig, EvalModel
+from biomed_llama.eval.harness import Run, plan_runs
+from biomed_llama.eval.run import evaluate, read_loss_tsv, report, smooth
+
+
+def test_plan_covers_models_suites_and_shots():
+    cfg = EvalConfig(models={
+        "p": EvalModel(path="m", paper_row="BioMed-LLaMA-7B", suites=["seed", "instruct"]),
+        "ft": EvalModel(path="f", paper_row="LLaMA-7B", suites=["finetune"], tasks=["medmcqa"])})
+    runs = plan_runs(cfg)
+    seed = {(r.task, r.shots) for r in runs if r.suite == "seed"}
+    assert seed == {("pubmed_a", 0), ("pubmed_c", 0), ("medqa4", 0), ("medqa5", 0), ("medmcqa", 0), ("pubmedqa", 0),
+                    ("medqa4", 3), ("medqa5", 3), ("medmcqa", 10), ("pubmedqa", 1)}
+    assert {(r.task, r.shots) for r in runs if r.suite == "instruct"} == {("medqa4", 0), ("medmcqa", 0), ("pubmedqa", 0)}
+    assert [r for r in runs if r.model == "ft"] == [Run("ft", "finetune", "medmcqa", 0)]
+    only_few = cfg.model_copy(update={"shots": ["few"]})
+    assert all(r.shots > 0 for r in plan_runs(only_few) if r.suite == "seed")
+
+
+def test_metrics_files_are_flat_and_complete(pipeline):
+    cfg, metrics = pipeline
+    tiny = json.loads(Path(cfg.metrics_dir, "tiny.json").read_text())
+    assert tiny == metrics["tiny"]
+    assert all(isinstance(v, float) for v in tiny.values())
+    for t in ("pubmed_a", "pubmed_c"):
+        assert {f"seed.{t}.0shot.{m}" for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")} <= set(tiny)
+    for t, k in cfg.fewshot.items():
+        assert {f"seed.{t}.0shot.acc", f"seed.{t}.{k}shot.acc", f"seed.{t}.{k}shot.acc_norm"} <= set(tiny)
+    assert set(metrics["tiny-modern"]) == {"modern.medmcqa.0shot.acc", "modern.medmcqa.0shot.acc_norm",
+                                           "modern.medmcqa.10shot.acc", "modern.medmcqa.10shot.acc_norm"}
+    assert set(metrics["tiny-ft-medqa4"]) == {"finetune.medqa4.0shot.exact_match"}
+    runs = [r for r in plan_runs(cfg)]
+    for r in runs:
+        folder = Path(cfg.results_dir, r.model)
+        full = json.loads((folder / f"{r.key}.results.json").read_text())
+        assert r.lm_eval_task in full["results"]
+        n_docs = json.loads((Path(cfg.output) / f"{r.task}.test.jsonl").read_text().splitlines()[0])["n_docs"]
+        assert len((folder / f"{r.key}.samples.jsonl").read_text().splitlines()) == min(cfg.limit, n_docs)
+    assert set(json.loads(Path(cfg.results_dir, "tiny", "timing.json").read_text())) == \
+        {r.key for r in runs if r.model == "tiny"}
+
+
+def test_table_sets_paper_values_beside_measured_cells(pipeline):
+    cfg, metrics = pipeline
+    table = Path(cfg.table).read_text()
+    ppl = metrics["tiny"]["seed.pubmed_a.0shot.word_perplexity"]
+    assert f"| tiny → BioMed-LLaMA-7B | 0-shot | {ppl:.4f} (paper: 15.7774) |" in table
+    acc4, acc5 = metrics["tiny"]["seed.medqa4.3shot.acc"], metrics["tiny"]["seed.medqa5.3shot.acc"]
+    assert f"| tiny → BioMed-LLaMA-7B | few-shot | – | – | {acc4:.4f} (3) / {acc5:.4f} (3) (paper: 0.3668 / 0.3229) |" in table
+    assert "| tiny-ft-medqa4 → BioMed-LLaMA-7B | fine-tune | – | – | " in table
+    assert "(paper: 0.4072±0.012 / –)" in table
+    assert "| tiny-instruct → BioMed-LLaMA-7B | instructed | – | – |" in table and "(paper: 0.757)" in table
+    assert "NOT the paper's method" in table and "| tiny-modern → LLaMA-7B | few-shot |" in table
+
+
+def test_report_rerenders_table_and_draws_loss_curves(pipeline, tmp_path):
+    cfg, _ = pipeline
+    plots = {}
+    for stage, n in (("pretrain", 50), ("finetune", 20)):
+        p = tmp_path / f"{stage}.tsv"
+        p.write_text("step\tloss\tlr\n" + "".join(f"{i}\t{5 - i / n:.4f}\t1e-5\n" for i in range(n)))
+        plots[stage] = str(p)
+    before = Path(cfg.table).read_text()
+    rcfg = cfg.model_copy(update={"loss_plots": plots, "figure": str(tmp_path / "loss.png"),
+                                  "table": str(tmp_path / "table.md")})
+    out = report(Params(eval=rcfg))
+    assert out["stages"] == ["pretrain", "finetune"]
+    assert Path(rcfg.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(rcfg.table).read_text() == before
+    assert read_loss_tsv(Path(plots["finetune"]))[1][:2] == [5.0, 4.95]
+    assert smooth([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_evaluate_refuses_tampered_inputs_and_missing_models(prepared, tmp_path):
+    bad = tmp_path / "eval"
+    shutil.copytree(prepared.output, bad)
+    with open(bad / "medqa4.test.jsonl", "a") as f:
+        f.write("{}\n")
+    with pytest.raises(IntegrityError, match="medqa4.test.jsonl"):
+        evaluate(Params(eval=prepared.model_copy(update={"output": str(bad)})))
+    missing = prepared.model_copy(update={"models": {"x": EvalModel(path=str(tmp_path / "nope"), paper_row="LLaMA-7B")}})
+    with pytest.raises(UserError, match="eval.models.x: .* not a HF model folder"):
+        evaluate(Params(eval=missing))
+
+
+def test_prepared_folder_renders_runnable_tasks(prepared):
+    out = Path(prepared.output)
+    counts = json.loads((out / "manifest.json").read_text())["extra"]["counts"]
+    assert counts["medqa4.test"] == 40 and counts["pubmedqa.test"] == 30 and counts["pubmed_c.test"] == 2
+    yaml_text = (out / "tasks/seed/medqa4.yaml").read_text()
+    assert "@" not in yaml_text and str(out / "medqa4.test.jsonl") in yaml_text
+    utils = (out / "tasks/seed/utils.py").read_text()
+    assert f"sampler_medqa4 = v03_sampler({str(out / 'medqa4.train.jsonl')!r}, 42)" in utils
+    assert "sampler_pubmedqa = v03_sampler(None, 42)" in utils
+
+
+def test_eval_params_are_validated(repo_root, tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text((repo_root / "params.yaml").read_text())
+    with pytest.raises(ConfigError, match="eval.bogus: unknown key"):
+        load_params(p, ["eval.bogus=1"])
+    with pytest.raises(ConfigError, match="eval.models.x.suites"):
+        load_params(p, ["eval.models={x: {path: m, paper_row: LLaMA-7B, suites: [zero]}}"])
+    with pytest.raises(ConfigError, match="eval.batch_size"):
+        load_params(p, ["eval.batch_size=big"])
