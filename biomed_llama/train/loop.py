@@ -76,10 +76,13 @@ def train_step(model, optimizer, scheduler, micros: list[MicroBatch], n_targets:
     The returned loss is this rank's share: summed over ranks it is the global mean token loss.
     """
     local_loss = torch.zeros((), device=device, dtype=torch.float32)
+    # A tensor, not an int: the kwarg reaches every (compiled) decoder layer, and a Python int that
+    # changes per step (truncate packing) would make torch.compile recompile each step.
+    n_targets_t = torch.tensor(n_targets, device=device)
     for k, mb in enumerate(micros):
         _set_sync(model, k == len(micros) - 1)
         out = model(input_ids=mb.input_ids.to(device, non_blocking=True),
-                    labels=mb.labels.to(device, non_blocking=True), num_items_in_batch=n_targets)
+                    labels=mb.labels.to(device, non_blocking=True), num_items_in_batch=n_targets_t)
         (out.loss * dp_size).backward()
         local_loss += out.loss.detach().float()
     grad_norm = clip_grad_norm(model, max_grad_norm)

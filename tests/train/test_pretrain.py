@@ -213,3 +213,10 @@ def test_resume_refuses_other_params(tokens, straight):
     _, full_dir = straight
     with pytest.raises(UserError, match="written by a run with other params"):
         _run(full_dir, tokens, max_steps=10, checkpoint_every=5, lr=1e-3)
+
+
+def test_activation_checkpointing_keeps_the_losses(tokens, reference, tmp_path):
+    ref, _ = reference
+    for mode in ("full", "selective"):
+        got = _run(tmp_path / mode, tokens, activation_checkpointing=mode, max_steps=6)
+        assert max(abs(got.losses[s] - ref[s - 1]) for s in got.losses) < TOL, mode
