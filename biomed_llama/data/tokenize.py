@@ -20,6 +20,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -184,14 +185,18 @@ class ParallelEncoder:
             return
         assert self._pool is not None, "ParallelEncoder used outside its `with` block"
         pending: deque[tuple[Future, Any]] = deque()
-        for texts, tag in chunks:
-            pending.append((self._pool.submit(_encode_in_worker, texts), tag))
-            if len(pending) >= IN_FLIGHT_PER_WORKER * self.workers:
+        try:
+            for texts, tag in chunks:
+                pending.append((self._pool.submit(_encode_in_worker, texts), tag))
+                if len(pending) >= IN_FLIGHT_PER_WORKER * self.workers:
+                    fut, t = pending.popleft()
+                    yield (*fut.result(), t)
+            while pending:
                 fut, t = pending.popleft()
                 yield (*fut.result(), t)
-        while pending:
-            fut, t = pending.popleft()
-            yield (*fut.result(), t)
+        except BrokenProcessPool:
+            raise UserError(f"a tokenize worker process died (out of memory?); retry with fewer than "
+                            f"{self.workers} workers or a smaller tokenize.batch_size") from None
 
 
 def find_splits(root: str | Path) -> list[SplitInput]:
@@ -246,11 +251,12 @@ class TokenizeProgress:
     """A rich progress bar over documents that also shows MB/s of text; a no-op when disabled."""
 
     def __init__(self, total_docs: int, *, enabled: bool = True):
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(TextColumn("tokenize {task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("docs  {task.fields[mbps]:.2f} MB/s"), TimeRemainingColumn(),
-                                  disable=not enabled)
+                                  console=Console(stderr=True), disable=not enabled)
         self._task = self._progress.add_task("", total=total_docs, mbps=0.0)
         self._bytes = 0
         self._start = time.perf_counter()
