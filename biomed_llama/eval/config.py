@@ -76,6 +76,10 @@ class EvalConfig(StrictModel):
     """lm-eval batch size, or `auto` to probe the largest that fits."""
     max_length: int = Field(2048, ge=16)
     """Context length of the harness (rolling perplexity windows and truncation); the original's 2048."""
+    pair_encoding: Literal["joint", "separate"] = "joint"
+    """How a (context, continuation) pair is tokenized: `joint` = lm-eval 0.4's stock HF backend (the
+    stock `lm_eval --model hf` CLI gives the same numbers); `separate` = v0.3's two encodes (the
+    original's behaviour; matters for SentencePiece tokenizers, see eval/v03_model.py)."""
     max_new_tokens: int = Field(128, ge=1)
     """Greedy generation budget of the `finetune` scoring."""
     limit: int | None = Field(None, ge=1)

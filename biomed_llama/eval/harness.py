@@ -83,19 +83,26 @@ def model_args_string(args: dict[str, Any]) -> str:
 
 
 def lm_eval_command(cfg: EvalConfig, path: str, run: Run, output_path: str) -> list[str]:
-    """The stock `lm_eval` command line that reproduces `run` (used by the tests and printed for users)."""
+    """The stock `lm_eval` command line that reproduces `run` (used by the tests and printed for users).
+
+    With `pair_encoding: separate` the model name is `biomed-hf-v03`: run it through
+    `python -c "import biomed_llama.eval.v03_model as m; m.cli()"` instead of `lm_eval`."""
     args = hf_model_args(cfg, path)
-    cmd = ["lm_eval", "--model", "hf", "--model_args", model_args_string(args), "--tasks", run.lm_eval_task,
+    model = "hf" if cfg.pair_encoding == "joint" else "biomed-hf-v03"
+    cmd = ["lm_eval", "--model", model, "--model_args", model_args_string(args), "--tasks", run.lm_eval_task,
            "--num_fewshot", str(run.shots), "--batch_size", str(cfg.batch_size), "--device", cfg.device,
            "--include_path", str(Path(cfg.output) / "tasks"), "--output_path", output_path, "--log_samples"]
     return cmd + (["--limit", str(cfg.limit)] if cfg.limit else [])
 
 
-def load_lm(args: dict[str, Any]):
-    """Build lm-eval's stock HF backend from `hf_model_args` (or the same keys with a model object)."""
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(**args)
+def load_lm(args: dict[str, Any], pair_encoding: str = "joint"):
+    """Build lm-eval's stock HF backend from `hf_model_args` (or the same keys with a model object);
+    `pair_encoding="separate"` gives the v0.3-encoding subclass instead."""
+    if pair_encoding == "separate":
+        from biomed_llama.eval.v03_model import HFLMv03 as cls
+    else:
+        from lm_eval.models.huggingface import HFLM as cls
+    return cls(**args)
 
 
 def task_manager(tasks_dir: str | Path):

@@ -49,7 +49,7 @@ def evaluate(params: Params) -> dict[str, dict[str, float]]:
             mine = [r for r in runs if r.model == name]
             if prog:
                 prog.update(bar, description=f"{name}: loading {m.path}")
-            lm = harness.load_lm(harness.hf_model_args(cfg, m.path))
+            lm = harness.load_lm(harness.hf_model_args(cfg, m.path), cfg.pair_encoding)
             metrics[name], timing = {}, {}
             out_dir = Path(cfg.results_dir) / name
             for run in mine:
