@@ -312,6 +312,8 @@ def run_tokenize(params: "Params", workers: int | None = None) -> dict[str, Any]
 
     cfg = params.tokenize
     workers = cfg.workers if workers is None else workers
+    if workers < 1:
+        raise UserError(f"--workers must be ≥ 1 (got {workers})")
     require_verified(cfg.input)
     spec = load_tokenizer_spec(cfg.tokenizer, append_eos=cfg.append_eos)
     splits = find_splits(cfg.input)

@@ -181,6 +181,12 @@ def test_input_without_split_folders_is_a_user_error(tmp_path):
         find_splits(tmp_path)
 
 
+def test_zero_workers_is_refused_before_any_work(tmp_path, tokenizer_dir):
+    with pytest.raises(UserError, match="must be ≥ 1"):
+        run_tokenize(params_for(tmp_path, tokenizer_dir, "tokens", 1), workers=0)
+    assert not (tmp_path / "tokens").exists()
+
+
 def test_cli_tokenize_runs_the_stage(runs, tokenizer_dir, tmp_path, monkeypatch):
     import yaml
     from typer.testing import CliRunner
