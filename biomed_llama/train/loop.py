@@ -114,13 +114,24 @@ class LoopResult:
     tokens_per_s: list[float] = field(default_factory=list)
     interrupted_by: int = 0
 
+    def history(self) -> dict:
+        """JSON-able record of the run so far, kept in checkpoints so final metrics cover a resumed run."""
+        return {"losses": {str(k): v for k, v in self.losses.items()}, "tokens_per_s": list(self.tokens_per_s)}
+
+    @classmethod
+    def from_history(cls, step: int, history: dict | None) -> "LoopResult":
+        """Rebuild the record at `step` from `history()` output (or a fresh one)."""
+        history = history or {}
+        return cls(step=step, losses={int(k): v for k, v in history.get("losses", {}).items()},
+                   tokens_per_s=list(history.get("tokens_per_s", [])))
+
 
 def train_loop(model, optimizer, scheduler, loader: DistributedLoader, env: DistEnv, cfg: LoopConfig, *,
-               start_step: int, stop: StopFlag, save: Callable[[int], None],
+               result: LoopResult, stop: StopFlag, save: Callable[[int], None],
                on_log: Callable[[dict], None]) -> LoopResult:
-    """Run steps `start_step+1 … total_steps`; log, checkpoint via `save(step)`, stop cleanly on a signal."""
-    result = LoopResult(step=start_step)
-    step, t_last, steps_since = start_step, time.perf_counter(), 0
+    """Run steps `result.step+1 … total_steps`, recording into `result` (restored from a checkpoint
+    on resume); log, checkpoint via `save(step)`, stop cleanly on a signal."""
+    step, t_last, steps_since = result.step, time.perf_counter(), 0
     while step < cfg.total_steps:
         micros = loader.next_batch()
         local_targets = sum(mb.n_targets() for mb in micros)

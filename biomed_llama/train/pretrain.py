@@ -114,7 +114,7 @@ def run_pretrain(params) -> PretrainResult | None:
     from biomed_llama.provenance import require_verified
     from biomed_llama.train import checkpoint as C
     from biomed_llama.train.export import export_hf
-    from biomed_llama.train.loop import LoopConfig, StopFlag, TrainingInterrupted, print_line, train_loop
+    from biomed_llama.train.loop import LoopConfig, LoopResult, StopFlag, TrainingInterrupted, print_line, train_loop
     from biomed_llama.train.mesh import build_mesh, init_distributed, shutdown
 
     cfg, mcfg = params.pretrain, params.model
@@ -129,7 +129,7 @@ def run_pretrain(params) -> PretrainResult | None:
         loader, model, config, optimizer, scheduler, total = build_everything(params, env, mesh)
         n_params, n_embed = count_params(model)
         flops_tok = M.flops_per_token(n_params, n_embed, config.num_hidden_layers, config.hidden_size, cfg.max_seq_length)
-        start, tokens_offset = 0, 0
+        start, history = 0, None
         resume = C.latest_checkpoint(cfg.checkpoint_dir)
         run_id = run_fingerprint(params, total)
         if resume is not None:
@@ -138,7 +138,7 @@ def run_pretrain(params) -> PretrainResult | None:
             state = C.load_checkpoint(resume, model, optimizer)
             scheduler.load_state_dict(state["scheduler"])
             loader.load_state_dict(state["loader"])
-            start = int(state["step"])
+            start, history = int(state["step"]), state.get("history")
         elif mcfg.base:
             load_hf_weights(model, mcfg.base)
         else:
@@ -149,6 +149,7 @@ def run_pretrain(params) -> PretrainResult | None:
                        f"{env.device.type}, accumulation {loader.accumulation}, steps {total}"
                        + (f", resumed from {resume.name}" if resume is not None else ""))
         curve = M.LossCurve(cfg.plots, start) if env.is_main else None
+        record = LoopResult.from_history(start, history)
         loop_cfg = LoopConfig(total_steps=total, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                               max_grad_norm=cfg.max_grad_norm,
                               tokens_per_step=cfg.global_batch_size * cfg.max_seq_length,
@@ -156,7 +157,8 @@ def run_pretrain(params) -> PretrainResult | None:
 
         def save(step: int) -> None:
             C.save_checkpoint(cfg.checkpoint_dir, step, model, optimizer,
-                              {"scheduler": scheduler.state_dict(), "loader": loader.state_dict(), "run": run_id},
+                              {"scheduler": scheduler.state_dict(), "loader": loader.state_dict(), "run": run_id,
+                               "history": record.history()},
                               cfg.keep_checkpoints)
 
         with _progress(env.is_main and cfg.progress, total, start) as advance:
@@ -172,7 +174,7 @@ def run_pretrain(params) -> PretrainResult | None:
 
             if env.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(env.device)
-            result = train_loop(model, optimizer, scheduler, loader, env, loop_cfg, start_step=start, stop=stop,
+            result = train_loop(model, optimizer, scheduler, loader, env, loop_cfg, result=record, stop=stop,
                                 save=save, on_log=on_log)
         if result.interrupted_by:
             raise TrainingInterrupted(f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint "

@@ -220,3 +220,10 @@ def test_activation_checkpointing_keeps_the_losses(tokens, reference, tmp_path):
     for mode in ("full", "selective"):
         got = _run(tmp_path / mode, tokens, activation_checkpointing=mode, max_steps=6)
         assert max(abs(got.losses[s] - ref[s - 1]) for s in got.losses) < TOL, mode
+
+
+def test_rerun_of_a_finished_run_trains_nothing_and_keeps_metrics(tokens, straight):
+    full, full_dir = straight
+    again = _run(full_dir, tokens, max_steps=10, checkpoint_every=5)
+    assert again.losses == full.losses and again.metrics["final_loss"] == full.metrics["final_loss"]
+    assert again.metrics["steps"] == 10 and again.metrics["tokens_per_s"] == full.metrics["tokens_per_s"]
