@@ -280,16 +280,24 @@ def main() -> int:
         print(f"{run.key:<28} docs {n:>5}/{full_n:<5} wall {row['wall_s']:>8.1f}s  "
               f"(full set ≈ {row['est_full_s']:.0f}s)  " + " ".join(f"{k.split('.')[-1]}={v:.4g}" for k, v in metrics.items()),
               flush=True)
-    total = sum(r["wall_s"] for r in rows)
-    zero = sum(r["wall_s"] for r in rows if r["shots"] == 0)
-    full_est = zero + sum(r["est_full_s"] for r in rows if r["shots"])
-    print(f"total eval wall {total:.1f}s (zero-shot, full sets: {zero:.1f}s; zero + full few-shot ≈ {full_est:.0f}s)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_eval.json").write_text(json.dumps(
-        {"card": info, "sizes": sizes, "few_limit": few_limit, "batch_size": bs, "prepare_s": t_prep,
-         "model_build_s": t_model, "params": n_params, "ppl_tokens": n_ppl_tokens, "runs": rows, "total_s": total,
-         "zero_shot_s": zero, "full_estimate_s": full_est}, indent=2))
+        summary = summarise(rows)
+        # Written after every task, so a run cut short by a time limit still leaves its numbers.
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_eval.json").write_text(json.dumps(
+            {"card": info, "sizes": sizes, "few_limit": few_limit, "batch_size": bs, "prepare_s": t_prep,
+             "model_build_s": t_model, "params": n_params, "ppl_tokens": n_ppl_tokens, "runs": rows,
+             **summary}, indent=2))
+    s = summarise(rows)
+    print(f"total eval wall {s['total_s']:.1f}s (zero-shot, full sets: {s['zero_shot_s']:.1f}s; "
+          f"zero + full few-shot ≈ {s['full_estimate_s']:.0f}s)")
     return 0
+
+
+def summarise(rows: list[dict]) -> dict[str, float]:
+    """Total wall, zero-shot wall, and zero-shot + few-shot scaled to the full sets."""
+    zero = sum(r["wall_s"] for r in rows if r["shots"] == 0)
+    return {"total_s": sum(r["wall_s"] for r in rows), "zero_shot_s": zero,
+            "full_estimate_s": zero + sum(r["est_full_s"] for r in rows if r["shots"])}
 
 
 if __name__ == "__main__":

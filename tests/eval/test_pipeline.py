@@ -116,3 +116,18 @@ def test_eval_params_are_validated(repo_root, tmp_path):
         load_params(p, ["eval.models={x: {path: m, paper_row: LLaMA-7B, suites: [zero]}}"])
     with pytest.raises(ConfigError, match="eval.batch_size"):
         load_params(p, ["eval.batch_size=big"])
+
+
+def test_cli_errors_are_one_line(repo_root, tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "biomed_llama", *args], cwd=repo_root,
+                              capture_output=True, text=True, timeout=120)
+
+    out = run("prepare-eval", "--set", f"eval.benchmarks.medqa4_test={tmp_path}/none.jsonl",
+              "--set", f"eval.output={tmp_path}/eval")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [f"error: benchmark file {tmp_path}/none.jsonl not found"]
+    out = run("report", "--set", f"eval.metrics_dir={tmp_path}/nothing")
+    assert out.returncode == 1 and "run `biomed-llama evaluate` first" in out.stderr and "Traceback" not in out.stderr
