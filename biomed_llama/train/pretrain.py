@@ -57,6 +57,25 @@ _RESUME_FREE = {"micro_batch_size", "device", "shard_size", "reshard_after_forwa
                 "output", "export_dtype", "metrics", "plots", "progress"}
 
 
+def verify_inputs_on_main(env, tokens: str) -> None:
+    """Rank 0 checks the token store against its manifest; every rank fails together if it does not match."""
+    from biomed_llama.errors import IntegrityError
+    from biomed_llama.provenance import require_verified
+    from biomed_llama.train.mesh import all_reduce_cpu
+
+    problem = None
+    if env.is_main:
+        try:
+            require_verified(tokens)
+        except IntegrityError as e:
+            problem = e
+    (failed,) = all_reduce_cpu([1.0 if problem else 0.0])
+    if problem:
+        raise problem
+    if failed:
+        raise IntegrityError(f"rank 0 refused the input {tokens} (see its error)")
+
+
 def run_fingerprint(params, total_steps: int) -> str:
     """Hash of everything that determines the trained numbers (seed, model, data, optimisation, steps)."""
     pre = {k: v for k, v in params.pretrain.model_dump(mode="json").items() if k not in _RESUME_FREE}
@@ -86,6 +105,8 @@ def build_everything(params, env, mesh):
     from biomed_llama.train.parallelize import parallelize
 
     cfg, mcfg = params.pretrain, params.model
+    if not (Path(cfg.tokenizer) / "tokenizer_config.json").is_file():
+        raise UserError(f"pretrain.tokenizer={cfg.tokenizer}: not a HF tokenizer directory (no tokenizer_config.json)")
     stores = open_stores(cfg.tokens, cfg.subsets, cfg.split)
     dataset = PackedDataset(stores, cfg.max_seq_length, cfg.packing)
     loader = DistributedLoader(dataset, global_batch=cfg.global_batch_size, micro_batch=cfg.micro_batch_size,
@@ -111,7 +132,6 @@ def run_pretrain(params) -> PretrainResult | None:
     """Run (or resume) pretraining as `params` say; export the HF model and write metrics on rank 0."""
     from biomed_llama.config import section_dict
     from biomed_llama.model.build import count_params, init_weights, load_hf_weights, reset_rotary
-    from biomed_llama.provenance import require_verified
     from biomed_llama.train import checkpoint as C
     from biomed_llama.train.export import export_hf
     from biomed_llama.train.loop import LoopConfig, LoopResult, StopFlag, TrainingInterrupted, print_line, train_loop
@@ -123,8 +143,7 @@ def run_pretrain(params) -> PretrainResult | None:
     try:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if env.is_main:
-            require_verified(cfg.tokens)
+        verify_inputs_on_main(env, cfg.tokens)
         mesh = build_mesh(env, cfg.shard_size)
         loader, model, config, optimizer, scheduler, total = build_everything(params, env, mesh)
         n_params, n_embed = count_params(model)

@@ -227,3 +227,15 @@ def test_rerun_of_a_finished_run_trains_nothing_and_keeps_metrics(tokens, straig
     again = _run(full_dir, tokens, max_steps=10, checkpoint_every=5)
     assert again.losses == full.losses and again.metrics["final_loss"] == full.metrics["final_loss"]
     assert again.metrics["steps"] == 10 and again.metrics["tokens_per_s"] == full.metrics["tokens_per_s"]
+
+
+def test_tampered_tokens_are_refused(tmp_path):
+    from biomed_llama.errors import IntegrityError
+
+    tokens = H.make_tokens(tmp_path / "tokens")
+    path = tokens / "pubmed_central" / "train" / "tokens.bin"
+    data = bytearray(path.read_bytes())
+    data[10] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="tokens.bin: sha256 differs"):
+        _run(tmp_path, tokens)
