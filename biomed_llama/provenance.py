@@ -84,12 +84,14 @@ def _torch_versions() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def packages() -> dict[str, str]:
-    """Return {normalised name: version} of every installed distribution."""
+    """Return {normalised name: version} of every installed distribution (the one import would load)."""
     out: dict[str, str] = {}
     for dist in md.distributions():
         name = dist.metadata.get("Name")
+        # distributions() follows sys.path: where a name is installed twice (PYTHONPATH over the
+        # interpreter's site-packages) the first one is what `import` uses, so it is the one kept.
         if name:
-            out[normalise(name)] = dist.version
+            out.setdefault(normalise(name), dist.version)
     return dict(sorted(out.items()))
 
 
