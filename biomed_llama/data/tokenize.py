@@ -199,6 +199,17 @@ class ParallelEncoder:
                             f"{self.workers} workers or a smaller tokenize.batch_size") from None
 
 
+# The files of a HF tokenizer directory that define the tokenizer (a model directory also holds
+# weights, which must not be hashed or depended on just to record the tokenizer).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "tokenizer.model", "vocab.json", "merges.txt", "config.json")
+
+
+def tokenizer_files(path: str | Path) -> list[Path]:
+    """The tokenizer-defining files present in a tokenizer (or model) directory, for the manifest."""
+    return [Path(path) / name for name in TOKENIZER_FILES if (Path(path) / name).is_file()]
+
+
 def find_splits(root: str | Path) -> list[SplitInput]:
     """List the `<root>/<slug>/<split>/part-*.parquet` shards, sorted by slug, split and file name."""
     root = Path(root)
@@ -237,13 +248,13 @@ def tokenize_split(split: SplitInput, encoder: ParallelEncoder, out_dir: Path, b
                    on_chunk: Callable[[int, int], None] = lambda docs, nbytes: None) -> dict[str, int]:
     """Tokenize one subset/split into the token store `out_dir`; return its docs/tokens/bytes counts."""
     spec = encoder.spec
-    writer = TokenWriter(out_dir, vocab_size=spec.vocab_size, bos_id=spec.bos_id, eos_id=spec.eos_id)
     text_bytes = 0
-    for ids, lengths, nbytes in encoder.map(read_text_chunks(split.files, batch_size)):
-        writer.append(ids, lengths)
-        text_bytes += nbytes
-        on_chunk(len(lengths), nbytes)
-    meta = writer.close()
+    with TokenWriter(out_dir, vocab_size=spec.vocab_size, bos_id=spec.bos_id, eos_id=spec.eos_id) as writer:
+        for ids, lengths, nbytes in encoder.map(read_text_chunks(split.files, batch_size)):
+            writer.append(ids, lengths)
+            text_bytes += nbytes
+            on_chunk(len(lengths), nbytes)
+    meta = writer.meta
     return {"docs": meta["n_docs"], "tokens": meta["n_tokens"], "text_bytes": text_bytes}
 
 
@@ -320,7 +331,7 @@ def run_tokenize(params: "Params", workers: int | None = None) -> dict[str, Any]
     recorded = {k: v for k, v in section_dict(cfg).items() if k not in NOT_RECORDED}
     with atomic_dir(cfg.output) as tmp:
         metrics = tokenize_tree(splits, spec, tmp, workers=workers, batch_size=cfg.batch_size)
-        write_manifest(tmp, stage="tokenize", params=recorded, inputs=[cfg.input, cfg.tokenizer])
+        write_manifest(tmp, stage="tokenize", params=recorded, inputs=[cfg.input, *tokenizer_files(cfg.tokenizer)])
     atomic_write_json(cfg.metrics, metrics)
     t = metrics["total"]
     Console(stderr=True).print(

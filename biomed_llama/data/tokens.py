@@ -35,6 +35,7 @@ class TokenWriter:
     """Append documents' ids to a new token store folder, then `close()` writes the index and meta.
 
     Memory holds only the per-chunk document lengths (8 bytes a document); ids go straight to disk.
+    As a context manager it closes on success (then `.meta` is set) and only releases the file on error.
     """
 
     def __init__(self, folder: str | Path, *, vocab_size: int, bos_id: int | None, eos_id: int | None):
@@ -46,6 +47,16 @@ class TokenWriter:
         self._lengths: list[np.ndarray] = []
         self.n_tokens = 0
         self.n_docs = 0
+        self.meta: dict[str, Any] | None = None
+
+    def __enter__(self) -> "TokenWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()  # a failed store is left incomplete; its whole folder is discarded
 
     def append(self, ids: np.ndarray, lengths: np.ndarray) -> None:
         """Append a chunk: `ids` (flat, every document's ids in order), `lengths` (tokens per document)."""
@@ -65,6 +76,7 @@ class TokenWriter:
         meta = {"dtype": self.dtype.name, "vocab_size": self.vocab_size, "bos_id": self.bos_id,
                 "eos_id": self.eos_id, "n_docs": self.n_docs, "n_tokens": self.n_tokens}
         atomic_write_json(self.folder / META, meta)
+        self.meta = meta
         return meta
 
 

@@ -160,10 +160,14 @@ def test_tampered_input_is_refused_and_leaves_no_output(runs, tokenizer_dir, tmp
     assert not (tmp_path / "tokens").exists()
 
 
-def test_changed_tokenize_params_change_the_manifest_but_workers_do_not(runs):
+def test_manifest_records_params_but_not_workers_and_the_tokenizer_files(runs):
     params = [json.loads((runs["out"][w] / "manifest.json").read_text())["params"] for w in (1, 2)]
     assert params[0] == params[1]
     assert params[0]["batch_size"] == 7 and "workers" not in params[0] and params[0]["append_eos"] is True
+    # Inputs: the extract output (by its manifest) and the tokenizer's own files, never model weights.
+    inputs = json.loads((runs["out"][1] / "manifest.json").read_text())["inputs"]
+    assert "manifest_sha256" in inputs[str(runs["tmp"] / "extracted")]
+    assert {Path(k).name for k in inputs} >= {"tokenizer.json", "tokenizer_config.json"}
 
 
 def test_bad_tokenizer_directory_is_a_one_line_user_error(tmp_path):
@@ -239,3 +243,13 @@ def test_chunk_encoder_matches_hf_call_for_a_llama_style_tokenizer(tmp_path):
     bare_ids, bare_lengths = ChunkEncoder(load_tokenizer_spec(folder, append_eos=False))(texts)
     assert bare_lengths.tolist() == [len(x) - 1 for x in expected]
     assert bare_ids.tolist() == [t for x in expected for t in x[:-1]]
+
+
+def test_a_failure_midway_leaves_no_output(tmp_path, tokenizer_dir):
+    write_extracted(tmp_path / "extracted", {("pubmed_abstracts", "train"): [make_docs(8, 10)]})
+    shard = tmp_path / "extracted" / "pubmed_abstracts" / "train" / "part-00001.parquet"
+    pq.write_table(pa.table({"text": pa.array(["fine", None], pa.string())}), shard)
+    write_manifest(tmp_path / "extracted", stage="extract", params={})
+    with pytest.raises(UserError, match="part-00001.parquet: 1 rows with null text"):
+        run_tokenize(params_for(tmp_path, tokenizer_dir, "tokens", 1))
+    assert not (tmp_path / "tokens").exists() and not list(tmp_path.glob(".tokens.*"))
