@@ -42,7 +42,7 @@ lock:
 # The Apptainer image (needs apptainer; singularity/biomed.def says what it holds). The package
 # goes in as a wheel built here; the labels record the lock hash, the version and the commit.
 SIF ?= biomed.sif
-sif:
+sif: install
 	command -v apptainer >/dev/null || { echo "make sif: apptainer not found (see docs/cluster.md)"; exit 1; }
 	rm -rf dist && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 	apptainer build --force \
