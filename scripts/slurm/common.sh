@@ -54,7 +54,9 @@ biomed_build_command() {
     if [[ -n ${BIOMED_SHARD_PARAM:-} ]]; then
         mesh=(--set "$BIOMED_SHARD_PARAM=$gpus")
     fi
-    BIOMED_CMD=(srun --nodes "$nnodes" --ntasks-per-node 1 --kill-on-bad-exit=1 --cpu-bind=none
+    # srun does not inherit the job's --cpus-per-task (Slurm ≥ 22.05): pass it on explicitly.
+    BIOMED_CMD=(srun --nodes "$nnodes" --ntasks-per-node 1 --cpus-per-task "${SLURM_CPUS_PER_TASK:-1}"
+        --kill-on-bad-exit=1 --cpu-bind=none
         apptainer exec --nv "${binds[@]}" --pwd "$PWD" "$sif"
         torchrun --nnodes "$nnodes" --nproc-per-node "$gpus"
         --rdzv-backend c10d --rdzv-endpoint "$head:$port" --rdzv-id "${SLURM_JOB_ID:?}"
