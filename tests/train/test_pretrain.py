@@ -162,7 +162,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def straight(tokens, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("straight")
-    return _run(tmp, tokens, max_steps=10, checkpoint_every=5), tmp
+    return _run(tmp, tokens, max_steps=10, checkpoint_every=5, keep_checkpoints=1), tmp
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "sigterm"])
@@ -223,7 +223,10 @@ def test_activation_checkpointing_keeps_the_losses(tokens, reference, tmp_path):
 
 
 def test_rerun_of_a_finished_run_trains_nothing_and_keeps_metrics(tokens, straight):
+    from biomed_llama.train.checkpoint import list_checkpoints
+
     full, full_dir = straight
+    assert [s for s, _ in list_checkpoints(full_dir / "ckpt")] == [10]  # keep_checkpoints=1 pruned step 5
     again = _run(full_dir, tokens, max_steps=10, checkpoint_every=5)
     assert again.losses == full.losses and again.metrics["final_loss"] == full.metrics["final_loss"]
     assert again.metrics["steps"] == 10 and again.metrics["tokens_per_s"] == full.metrics["tokens_per_s"]
