@@ -77,7 +77,7 @@ def text_tokens(rnd: random.Random, n_tokens: int, tok) -> str:
     splits words ~1.8x finer than LLaMA's, so word counts would overstate the work)."""
     out, n = [], 0
     while n < n_tokens:
-        s = sentence(rnd, 8, 24)
+        s = sentence(rnd, 4, 10)  # short sentences: the last one overshoots the target by little
         out.append(s)
         n += len(tok.encode(" " + s, add_special_tokens=False))
     return " ".join(out)
