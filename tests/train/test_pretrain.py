@@ -165,7 +165,7 @@ def straight(tokens, tmp_path_factory):
     return _run(tmp, tokens, max_steps=10, checkpoint_every=5, keep_checkpoints=1), tmp
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "sigterm"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGUSR1], ids=["kill", "sigusr1"])
 def test_resume_is_exact(tokens, straight, tmp_path, sig):
     from biomed_llama.train.checkpoint import list_checkpoints
 
@@ -173,14 +173,14 @@ def test_resume_is_exact(tokens, straight, tmp_path, sig):
     raw = H.tiny_params(tmp_path, tokens, max_steps=10, checkpoint_every=5)
     params_file = H.write_params_file(tmp_path / "params.yaml", raw)
     proc = _spawn_cli(params_file)
-    # SIGKILL once step 6 is logged (the step-5 checkpoint is then complete); SIGTERM mid-run at step 3
+    # SIGKILL once step 6 is logged (the step-5 checkpoint is then complete); SIGUSR1 (Slurm's warning) at step 3
     _wait_for_line(proc, "step 6/10" if sig == signal.SIGKILL else "step 3/10")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     ckpts = list_checkpoints(tmp_path / "ckpt")
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
-        assert "stopped by signal 15" in err and "Traceback" not in err
+    if sig == signal.SIGUSR1:
+        assert proc.returncode == 128 + signal.SIGUSR1, err[-2000:]
+        assert f"stopped by signal {int(signal.SIGUSR1)}" in err and "Traceback" not in err
         step, folder = ckpts[-1]
         assert 3 <= step < 10
         assert {"trainer.json", ".metadata", "rng-rank0.json"} <= {p.name for p in folder.iterdir()}
@@ -242,3 +242,27 @@ def test_tampered_tokens_are_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="tokens.bin: sha256 differs"):
         _run(tmp_path, tokens)
+
+
+def test_sigterm_under_torchrun_saves_and_resumes_on_another_world_size(tokens, straight, tmp_path):
+    """2 ranks get SIGTERM (torchrun forwards it), agree, save one complete checkpoint, exit; a
+    1-process rerun reshards it and ends where the straight run ends."""
+    from biomed_llama.train.checkpoint import list_checkpoints
+
+    full, _ = straight
+    raw = H.tiny_params(tmp_path, tokens, max_steps=10, checkpoint_every=5, micro_batch_size=1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "biomed_llama", "pretrain", "--params", str(H.write_params_file(tmp_path / "params.yaml", raw))]
+    proc = subprocess.Popen(cmd, env=H.env_for_subprocess(), cwd=H.REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_line(proc, "step 2/10")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "stopped by signal 15" in err, err[-3000:]
+    step, folder = list_checkpoints(tmp_path / "ckpt")[-1]
+    assert 2 <= step < 10
+    assert {"trainer.json", ".metadata", "rng-rank0.json", "rng-rank1.json"} <= {p.name for p in folder.iterdir()}
+    assert not list((tmp_path / "ckpt").glob("*.tmp"))
+    resumed = _run(tmp_path, tokens, max_steps=10, checkpoint_every=5, micro_batch_size=1)
+    assert max(abs(resumed.losses[s] - full.losses[s]) for s in range(1, 11)) < TOL
