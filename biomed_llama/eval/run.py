@@ -92,8 +92,13 @@ def read_loss_tsv(path: Path) -> tuple[list[float], list[float]]:
     return [float(r[xcol]) for r in rows], [float(r[ycol]) for r in rows]
 
 
-def smooth(values: list[float], weight: float = 0.9) -> list[float]:
-    """Exponential moving average with bias correction (TensorBoard-style smoothing, as the seed's figure)."""
+def smooth(values: list[float], weight: float | None = None) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard-style smoothing, as the seed's figure).
+
+    The default weight spans about a tenth of the curve (0.9 at most), so a short demo curve is not
+    dragged behind its points."""
+    if weight is None:
+        weight = min(0.9, max(0.0, 1 - 10 / max(len(values), 1)))
     out, avg = [], 0.0
     for i, v in enumerate(values, 1):
         avg = weight * avg + (1 - weight) * v
