@@ -26,6 +26,16 @@ def _progress(enabled: bool):
                     TimeElapsedColumn(), transient=False)
 
 
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _check_model(name: str, path: str) -> None:
     p = Path(path)
     if not (p / "config.json").is_file():
@@ -63,7 +73,8 @@ def evaluate(params: Params) -> dict[str, dict[str, float]]:
                     prog.advance(bar)
             atomic_write_json(out_dir / "timing.json", timing)
             atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
-            del lm
+            del lm  # one model in memory at a time (the paper profile evaluates six 7B models)
+            _free_accelerator_memory()
     atomic_write_text(cfg.table, render_table(cfg, metrics))
     return metrics
 
