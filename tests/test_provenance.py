@@ -90,3 +90,19 @@ def test_fingerprint_reads_container_labels(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("SINGULARITY_CONTAINER", raising=False)
     monkeypatch.delenv("BIOMED_IMAGE", raising=False)
     assert fingerprint()["container"] is None or Path("/.singularity.d/labels.json").exists()
+
+
+def test_atomic_outputs_have_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    from biomed_llama.fsutil import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "y").write_text("y")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
