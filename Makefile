@@ -43,7 +43,7 @@ lock:
 # goes in as a wheel built here; the labels record the lock hash, the version and the commit.
 SIF ?= biomed.sif
 sif: install
-	command -v apptainer >/dev/null || { echo "make sif: apptainer not found (see docs/cluster.md)"; exit 1; }
+	command -v apptainer >/dev/null || { echo "make sif: apptainer not found (see README: Full reproduction on a cluster)"; exit 1; }
 	rm -rf dist && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 	apptainer build --force \
 	  --build-arg LOCK_SHA256=$$(sha256sum requirements/cuda.lock | cut -d' ' -f1) \

@@ -91,6 +91,6 @@ def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequenc
     if shutil.which("sbatch") is None:
         raise UserError("launch.mode=slurm: sbatch not found; run on a Slurm login node or set launch.mode=local")
     if not Path(cfg.image).is_file():
-        raise UserError(f"launch.image {cfg.image} not found; build it with `make sif` or pull it (docs/cluster.md)")
+        raise UserError(f"launch.image {cfg.image} not found; build it with `make sif` or pull it (README: Full reproduction on a cluster)")
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)  # Slurm does not create the log folder
     return subprocess.run(cmd.argv, env={**os.environ, **cmd.env}).returncode
