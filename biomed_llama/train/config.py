@@ -112,6 +112,9 @@ class PretrainConfig(StrictModel):
     """The exported HF model directory (safetensors + tokenizer + config + manifest)."""
     export_dtype: Literal["float32", "bfloat16"] = "float32"
     """Dtype of the exported weights."""
+    export_init: Optional[str] = None
+    """Also export the starting weights (the random init, or `model.base`) before training as a HF directory
+    here, e.g. `models/base` (the demo's stand-in for the untrained LLaMA-7B row of the eval table); null: don't."""
     metrics: str = "metrics/pretrain.json"
     """Final metrics JSON (DVC metrics)."""
     plots: str = "plots/pretrain"

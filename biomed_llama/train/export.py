@@ -26,7 +26,7 @@ def gather_full_state_dict(model) -> dict[str, torch.Tensor]:
 
 
 def export_hf(model, config, out: str | Path, *, tokenizer: str | Path, dtype: str, params: dict[str, Any],
-              inputs: Iterable[str | Path], extra: dict[str, Any]) -> Path | None:
+              inputs: Iterable[str | Path], extra: dict[str, Any], stage: str = "pretrain") -> Path | None:
     """Collective: write the HF model directory `out` from rank 0; returns `out` on rank 0, None elsewhere."""
     state = gather_full_state_dict(model)
     if dist.get_rank() != 0:
@@ -47,7 +47,7 @@ def export_hf(model, config, out: str | Path, *, tokenizer: str | Path, dtype: s
     with atomic_dir(out) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True, max_shard_size="5GB")
         AutoTokenizer.from_pretrained(str(tokenizer)).save_pretrained(tmp)
-        write_manifest(tmp, stage="pretrain", params=params, inputs=inputs, extra=extra)
+        write_manifest(tmp, stage=stage, params=params, inputs=inputs, extra=extra)
     if dist.get_world_size() > 1:
         dist.barrier()
     return Path(out)

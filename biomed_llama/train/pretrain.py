@@ -1,8 +1,12 @@
-"""`biomed-llama pretrain`: continued pretraining of a LLaMA on the tokenized PubMed stream.
+"""The training engine, and `biomed-llama pretrain`: continued pretraining on the tokenized PubMed stream.
 
 Wires the pieces together: process group and mesh, data, model (meta build → parallelize →
 materialise → init / load base weights / resume), optimizer and schedule, the loop, then the HF
 export and the metrics. One process per GPU under torchrun; a world of one without it.
+
+`run_training(spec)` is the engine; a `TrainSpec` says what differs between stages (the effective
+engine and model params, the dataset, the fingerprint's data part, the manifest). `run_pretrain`
+builds the pretrain spec (packed token stream); `biomed_llama.train.finetune` builds the SFT one.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -28,7 +32,35 @@ class PretrainResult:
     output: Path | None
 
 
-def _progress(enabled: bool, total: int, start: int):
+@dataclass
+class TrainSpec:
+    """What one training stage gives the engine (everything else comes from `cfg`)."""
+
+    stage: str
+    """Stage name: log prefix, progress label and the exported manifest's `stage`."""
+    seed: int
+    """Seeds the init and the data order."""
+    cfg: Any
+    """Effective `PretrainConfig` (a fine-tune run: `params.pretrain.model_copy(update=…)`)."""
+    model: Any
+    """Effective `ModelConfig`; `base` is the HF directory to start from (null: random init)."""
+    dataset: Callable[[], tuple[Any, int | None]]
+    """Called on every rank: (dataset with `len()` and `.sequence(i)`, largest token id + 1 it holds or None)."""
+    verify: list[str] = field(default_factory=list)
+    """Input folders rank 0 checks against their manifests before anything is built."""
+    inputs: list[str] = field(default_factory=list)
+    """Inputs recorded in the exported model's manifest."""
+    manifest_params: dict[str, Any] = field(default_factory=dict)
+    """Params recorded in the exported model's manifest."""
+    data_fingerprint: dict[str, Any] | None = None
+    """Extra run-fingerprint material identifying the data (None: the data params of `cfg` do)."""
+    extra_metrics: dict[str, Any] = field(default_factory=dict)
+    """Merged into the final metrics."""
+    resume_hint: str = "pretrain.checkpoint_dir"
+    """The param to name when a checkpoint of other params is refused."""
+
+
+def _progress(enabled: bool, total: int, start: int, label: str = "pretrain"):
     """A rich progress bar (rank 0, stderr) or a null context; yields an `advance(n)` callable."""
     if not enabled:
         return contextlib.nullcontext(lambda n: None)
@@ -37,9 +69,9 @@ def _progress(enabled: bool, total: int, start: int):
 
     @contextlib.contextmanager
     def bar():
-        with Progress("pretrain", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        with Progress(label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=Console(stderr=True), redirect_stdout=False, transient=False) as p:
-            task = p.add_task("pretrain", total=total, completed=start)
+            task = p.add_task(label, total=total, completed=start)
             yield lambda n: p.advance(task, n)
 
     return bar()
@@ -54,37 +86,51 @@ def _vocab_from_tokenizer(path: str) -> int:
 # Fields that change only speed or bookkeeping, not the numbers trained: a resume may change them.
 _RESUME_FREE = {"micro_batch_size", "device", "shard_size", "reshard_after_forward", "compile",
                 "activation_checkpointing", "log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_dir",
-                "output", "export_dtype", "metrics", "plots", "progress"}
+                "output", "export_dtype", "export_init", "metrics", "plots", "progress"}
+# Fields that only say where the packed token stream comes from: a run with its own dataset
+# fingerprint (fine-tuning) leaves them out.
+_STREAM_FIELDS = {"tokens", "subsets", "split", "packing"}
 
 
-def verify_inputs_on_main(env, tokens: str) -> None:
-    """Rank 0 checks the token store against its manifest; every rank fails together if it does not match."""
+def verify_inputs_on_main(env, tokens: str | list[str]) -> None:
+    """Rank 0 checks input folders against their manifests; every rank fails together if one does not match."""
     from biomed_llama.errors import IntegrityError
     from biomed_llama.provenance import require_verified
     from biomed_llama.train.mesh import all_reduce_cpu
 
+    folders = [tokens] if isinstance(tokens, str) else list(tokens)
     problem = None
     if env.is_main:
         try:
-            require_verified(tokens)
+            for folder in folders:
+                require_verified(folder)
         except IntegrityError as e:
             problem = e
     (failed,) = all_reduce_cpu([1.0 if problem else 0.0])
     if problem:
         raise problem
     if failed:
-        raise IntegrityError(f"rank 0 refused the input {tokens} (see its error)")
+        raise IntegrityError(f"rank 0 refused an input of {', '.join(folders)} (see its error)")
 
 
 def run_fingerprint(params, total_steps: int) -> str:
     """Hash of everything that determines the trained numbers (seed, model, data, optimisation, steps)."""
-    pre = {k: v for k, v in params.pretrain.model_dump(mode="json").items() if k not in _RESUME_FREE}
-    model = {k: v for k, v in params.model.model_dump(mode="json").items() if k != "attention"}
-    blob = json.dumps({"seed": params.seed, "model": model, "pretrain": pre, "steps": total_steps}, sort_keys=True)
+    return spec_fingerprint(params.seed, params.model, params.pretrain, total_steps)
+
+
+def spec_fingerprint(seed: int, model_cfg, cfg, total_steps: int, data: dict[str, Any] | None = None) -> str:
+    """The run fingerprint from the effective params; `data` (if given) replaces the token-stream fields."""
+    skip = _RESUME_FREE | (_STREAM_FIELDS if data is not None else set())
+    pre = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in skip}
+    model = {k: v for k, v in model_cfg.model_dump(mode="json").items() if k != "attention"}
+    what = {"seed": seed, "model": model, "pretrain": pre, "steps": total_steps}
+    if data is not None:
+        what["data"] = data
+    blob = json.dumps(what, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def check_resumable(checkpoint: Path, run_id: str) -> None:
+def check_resumable(checkpoint: Path, run_id: str, hint: str = "pretrain.checkpoint_dir") -> None:
     """Refuse to resume a checkpoint written by a run with other params (one clear line)."""
     from biomed_llama.errors import UserError
     from biomed_llama.train.checkpoint import TRAINER_FILE
@@ -92,33 +138,53 @@ def check_resumable(checkpoint: Path, run_id: str) -> None:
     theirs = json.loads((checkpoint / TRAINER_FILE).read_text()).get("run")
     if theirs != run_id:
         raise UserError(f"{checkpoint} was written by a run with other params (run {theirs}, this one {run_id}); "
-                        "restore those params, or remove the folder / set another pretrain.checkpoint_dir")
+                        f"restore those params, or remove the folder / set another {hint}")
 
 
-def build_everything(params, env, mesh):
-    """Data loader, sharded model and its HF config, optimizer, scheduler and step count (no weights yet)."""
-    from biomed_llama.data.loader import DistributedLoader, PackedDataset, open_stores
+def pretrain_spec(params) -> TrainSpec:
+    """The pretrain stage: the packed PubMed token stream, from a random init or `model.base`."""
+    from biomed_llama.config import section_dict
+    from biomed_llama.errors import UserError
+
+    cfg, mcfg = params.pretrain, params.model
+
+    def dataset():
+        from biomed_llama.data.loader import PackedDataset, open_stores
+
+        if not (Path(cfg.tokenizer) / "tokenizer_config.json").is_file():
+            raise UserError(f"pretrain.tokenizer={cfg.tokenizer}: not a HF tokenizer directory (no tokenizer_config.json)")
+        stores = open_stores(cfg.tokens, cfg.subsets, cfg.split)
+        return PackedDataset(stores, cfg.max_seq_length, cfg.packing), int(stores[0].meta["vocab_size"])
+
+    return TrainSpec(stage="pretrain", seed=params.seed, cfg=cfg, model=mcfg, dataset=dataset, verify=[cfg.tokens],
+                     inputs=[cfg.tokens] + ([mcfg.base] if mcfg.base else []),
+                     manifest_params={"seed": params.seed, "model": section_dict(mcfg), "pretrain": section_dict(cfg)})
+
+
+def build_everything(params, env, mesh, spec: TrainSpec | None = None):
+    """Data loader, sharded model and its HF config, optimizer, scheduler and step count (no weights yet).
+
+    `spec` defaults to the pretrain stage of `params`.
+    """
+    from biomed_llama.data.loader import DistributedLoader
     from biomed_llama.errors import UserError
     from biomed_llama.model.attention import check_attention
     from biomed_llama.model.build import build_meta_model, llama_config
     from biomed_llama.train.optim import build_optimizer, build_scheduler
     from biomed_llama.train.parallelize import parallelize
 
-    cfg, mcfg = params.pretrain, params.model
-    if not (Path(cfg.tokenizer) / "tokenizer_config.json").is_file():
-        raise UserError(f"pretrain.tokenizer={cfg.tokenizer}: not a HF tokenizer directory (no tokenizer_config.json)")
-    stores = open_stores(cfg.tokens, cfg.subsets, cfg.split)
-    dataset = PackedDataset(stores, cfg.max_seq_length, cfg.packing)
+    spec = spec or pretrain_spec(params)
+    cfg, mcfg = spec.cfg, spec.model
+    dataset, data_vocab = spec.dataset()
     loader = DistributedLoader(dataset, global_batch=cfg.global_batch_size, micro_batch=cfg.micro_batch_size,
-                               dp_rank=env.rank, dp_size=env.world_size, seed=params.seed, shuffle=cfg.shuffle)
+                               dp_rank=env.rank, dp_size=env.world_size, seed=spec.seed, shuffle=cfg.shuffle)
     total = cfg.max_steps or loader.steps_per_epoch
     check_attention(mcfg.attention, env.device)
     config = llama_config(mcfg, None if (mcfg.base or mcfg.vocab_size) else _vocab_from_tokenizer(cfg.tokenizer))
-    data_vocab = int(stores[0].meta["vocab_size"])
-    if data_vocab > config.vocab_size:
+    if data_vocab is not None and data_vocab > config.vocab_size:
         raise UserError(f"tokens were made with a vocabulary of {data_vocab}, the model has {config.vocab_size}")
     if cfg.max_seq_length > config.max_position_embeddings:
-        raise UserError(f"pretrain.max_seq_length {cfg.max_seq_length} exceeds the model's "
+        raise UserError(f"{spec.stage}: sequence length {cfg.max_seq_length} exceeds the model's "
                         f"max_position_embeddings {config.max_position_embeddings}")
     model = build_meta_model(config)
     parallelize(model, mesh, cfg)
@@ -130,41 +196,60 @@ def build_everything(params, env, mesh):
 
 def run_pretrain(params) -> PretrainResult | None:
     """Run (or resume) pretraining as `params` say; export the HF model and write metrics on rank 0."""
-    from biomed_llama.config import section_dict
-    from biomed_llama.model.build import count_params, init_weights, load_hf_weights, reset_rotary
+    return run_training(pretrain_spec(params))
+
+
+def _starting_weights(spec: TrainSpec, model, config) -> None:
+    """Fill the materialised model with its starting weights: `model.base`, or the seeded random init."""
+    from biomed_llama.model.build import init_weights, load_hf_weights
+
+    if spec.model.base:
+        load_hf_weights(model, spec.model.base)
+    else:
+        init_weights(model, spec.seed, config.initializer_range)
+
+
+def run_training(spec: TrainSpec) -> PretrainResult | None:
+    """Run (or resume) one training stage as `spec` says; export the HF model and write metrics on rank 0."""
+    from biomed_llama.model.build import count_params, reset_rotary
     from biomed_llama.train import checkpoint as C
     from biomed_llama.train.export import export_hf
     from biomed_llama.train.loop import LoopConfig, LoopResult, StopFlag, TrainingInterrupted, print_line, train_loop
     from biomed_llama.train.mesh import build_mesh, init_distributed, shutdown
 
-    cfg, mcfg = params.pretrain, params.model
+    cfg, mcfg, stage = spec.cfg, spec.model, spec.stage
     env = init_distributed(cfg.device)
     stop = StopFlag().install()
     try:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        verify_inputs_on_main(env, cfg.tokens)
+        verify_inputs_on_main(env, spec.verify)
         mesh = build_mesh(env, cfg.shard_size)
-        loader, model, config, optimizer, scheduler, total = build_everything(params, env, mesh)
+        loader, model, config, optimizer, scheduler, total = build_everything(None, env, mesh, spec)
         n_params, n_embed = count_params(model)
         flops_tok = M.flops_per_token(n_params, n_embed, config.num_hidden_layers, config.hidden_size, cfg.max_seq_length)
         start, history = 0, None
         resume = C.latest_checkpoint(cfg.checkpoint_dir)
-        run_id = run_fingerprint(params, total)
+        run_id = spec_fingerprint(spec.seed, mcfg, cfg, total, spec.data_fingerprint)
         if resume is not None:
-            check_resumable(resume, run_id)
+            check_resumable(resume, run_id, spec.resume_hint)
+        if resume is None or cfg.export_init:
+            _starting_weights(spec, model, config)
+        if cfg.export_init:
+            # The starting weights as a HF model (the demo's stand-in for the untrained base row);
+            # exporting reads the weights only, so training from here is unchanged.
+            export_hf(model, config, cfg.export_init, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
+                      params={"seed": spec.seed, "model": spec.manifest_params.get("model")},
+                      inputs=[mcfg.base] if mcfg.base else [], extra={"init_of": cfg.output}, stage="init")
+        if resume is not None:
             reset_rotary(model)
             state = C.load_checkpoint(resume, model, optimizer)
             scheduler.load_state_dict(state["scheduler"])
             loader.load_state_dict(state["loader"])
             start, history = int(state["step"]), state.get("history")
-        elif mcfg.base:
-            load_hf_weights(model, mcfg.base)
-        else:
-            init_weights(model, params.seed, config.initializer_range)
         if env.is_main:
             mesh_desc = "×".join(str(s) for s in mesh.shape)
-            print_line(f"pretrain: {n_params:,} params ({n_embed:,} embedding), mesh (replicate×shard) {mesh_desc} on "
+            print_line(f"{stage}: {n_params:,} params ({n_embed:,} embedding), mesh (replicate×shard) {mesh_desc} on "
                        f"{env.device.type}, accumulation {loader.accumulation}, steps {total}"
                        + (f", resumed from {resume.name}" if resume is not None else ""))
         curve = M.LossCurve(cfg.plots, start) if env.is_main else None
@@ -180,7 +265,7 @@ def run_pretrain(params) -> PretrainResult | None:
                                "history": record.history()},
                               cfg.keep_checkpoints)
 
-        with _progress(env.is_main and cfg.progress, total, start) as advance:
+        with _progress(env.is_main and cfg.progress, total, start, stage) as advance:
             shown = [start]
 
             def on_log(row: dict) -> None:
@@ -210,16 +295,14 @@ def run_pretrain(params) -> PretrainResult | None:
             "flops_per_token": flops_tok, "peak_memory_gib": M.memory_gib(env.device),
             "world_size": env.world_size, "mesh": list(mesh.shape), "device": env.device.type,
             "device_name": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu",
-            "n_params": n_params, "n_embedding_params": n_embed,
+            "n_params": n_params, "n_embedding_params": n_embed, **spec.extra_metrics,
         }
-        inputs = [cfg.tokens] + ([mcfg.base] if mcfg.base else [])
         out = export_hf(model, config, cfg.output, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
-                        params={"seed": params.seed, "model": section_dict(mcfg), "pretrain": section_dict(cfg)},
-                        inputs=inputs, extra={"metrics": metrics})
+                        params=spec.manifest_params, inputs=spec.inputs, extra={"metrics": metrics}, stage=stage)
         if not env.is_main:
             return None
         M.write_final_metrics(cfg.metrics, metrics)
-        print_line("pretrain: done " + json.dumps({k: metrics[k] for k in ("final_loss", "tokens_seen", "mfu")}))
+        print_line(f"{stage}: done " + json.dumps({k: metrics[k] for k in ("final_loss", "tokens_seen", "mfu")}))
         return PretrainResult(metrics=metrics, losses=result.losses, output=out)
     finally:
         stop.uninstall()

@@ -30,7 +30,8 @@ def demo_losses(tmp: Path) -> dict[int, float]:
     tokens = H.make_tokens(tmp / "tokens", n_docs=120, seed=1, min_len=20, max_len=200)
     raw["pretrain"].update(tokens=str(tokens), max_steps=STEPS, log_every=1, checkpoint_every=STEPS, progress=False,
                            device="cpu", tokenizer=str(H.TOKENIZER), checkpoint_dir=str(tmp / "ckpt"),
-                           output=str(tmp / "model"), metrics=str(tmp / "metrics.json"), plots=str(tmp / "plots"))
+                           output=str(tmp / "model"), metrics=str(tmp / "metrics.json"), plots=str(tmp / "plots"),
+                           export_init=str(tmp / "init"))  # the demo exports its init first: losses unchanged
     return run_pretrain(H.validate(raw)).losses
 
 
