@@ -11,21 +11,25 @@ import typer
 from biomed_llama.cli.common import ParamsOpt, SetOpt, app, load
 
 
-@app.command("launch")
+@app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def launch(
+    ctx: typer.Context,
     stage: Annotated[str, typer.Argument(help="Training stage: pretrain or finetune.")],
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command (and its BIOMED_* variables), run nothing.")] = False,
 ) -> None:
-    """Run STAGE as `launch.mode` says: `torchrun --standalone` here, or `sbatch --wait` on Slurm."""
+    """Run STAGE as `launch.mode` says: `torchrun --standalone` here, or `sbatch --wait` on Slurm.
+
+    Further arguments go to the stage command unchanged, e.g. `launch finetune --mode task --task medqa`.
+    """
     from biomed_llama.launch.commands import build, launch as run
 
     cfg = load(params, set_).launch
     if dry_run:
-        cmd = build(cfg, stage, params, set_ or [])
+        cmd = build(cfg, stage, params, set_ or [], ctx.args)
         for k, v in sorted(cmd.env.items()):
             typer.echo(f"{k}={shlex.quote(v)}")
         typer.echo(shlex.join(cmd.argv))
         return
-    raise typer.Exit(run(cfg, stage, params, set_ or []))
+    raise typer.Exit(run(cfg, stage, params, set_ or [], ctx.args))

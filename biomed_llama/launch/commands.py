@@ -29,14 +29,15 @@ class Command:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def stage_args(stage: str, params: str | Path, overrides: Sequence[str]) -> list[str]:
-    """`STAGE --params P --set …`: the stage command every rank runs (overrides passed on unchanged)."""
+def stage_args(stage: str, params: str | Path, overrides: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """`STAGE --params P --set … EXTRA…`: the stage command every rank runs (overrides and extra args passed on unchanged)."""
     if stage not in STAGES:
         raise UserError(f"launch: unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
-    return [stage, "--params", str(params), *(a for o in overrides for a in ("--set", o))]
+    return [stage, "--params", str(params), *(a for o in overrides for a in ("--set", o)), *extra]
 
 
-def torchrun_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = ()) -> Command:
+def torchrun_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
+                     extra: Sequence[str] = ()) -> Command:
     """Local mode: `torchrun --standalone --nproc-per-node N -m biomed_llama STAGE …`.
 
     torchrun is run as `python -m torch.distributed.run` with this interpreter, so the venv's
@@ -44,11 +45,12 @@ def torchrun_command(cfg: LaunchConfig, stage: str, params: str | Path, override
     """
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
             "--nproc-per-node", str(cfg.nproc_per_node), "-m", "biomed_llama",
-            *stage_args(stage, params, overrides)]
+            *stage_args(stage, params, overrides, extra)]
     return Command(argv)
 
 
-def sbatch_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = ()) -> Command:
+def sbatch_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
+                   extra: Sequence[str] = ()) -> Command:
     """Slurm mode: `sbatch --wait … scripts/slurm/STAGE.sbatch --set …` plus the BIOMED_* variables.
 
     Sizes and limits go as sbatch options (they override the script's #SBATCH defaults); what the
@@ -64,7 +66,7 @@ def sbatch_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides:
                                           ("qos", cfg.qos)) if v]
     script = str(Path(cfg.sbatch_dir) / f"{stage}.sbatch")
     argv = ["sbatch", "--wait", *opts, *cfg.extra_sbatch, script,
-            *(a for o in overrides for a in ("--set", o))]
+            *(a for o in overrides for a in ("--set", o)), *extra]  # the script passes them to the stage
     env = {"BIOMED_SIF": cfg.image, "BIOMED_PARAMS": str(params),
            "BIOMED_GPUS_PER_NODE": str(cfg.gpus_per_node), "BIOMED_BINDS": ",".join(cfg.binds),
            "BIOMED_RDZV_PORT": str(cfg.rdzv_port), "BIOMED_SHUTDOWN_TIMEOUT": str(cfg.shutdown_timeout),
@@ -73,19 +75,21 @@ def sbatch_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides:
     return Command(argv, env)
 
 
-def build(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = ()) -> Command:
-    """The command of `cfg.mode` for `stage`."""
+def build(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
+          extra: Sequence[str] = ()) -> Command:
+    """The command of `cfg.mode` for `stage`; `extra` arguments follow the stage's own (e.g. `--mode task`)."""
     make = torchrun_command if cfg.mode == "local" else sbatch_command
-    return make(cfg, stage, params, overrides)
+    return make(cfg, stage, params, overrides, extra)
 
 
-def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = ()) -> int:
+def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
+           extra: Sequence[str] = ()) -> int:
     """Run `stage` as `cfg.mode` says and return its exit status.
 
     Local mode replaces this process with torchrun (signals from DVC or the shell reach it
     directly). Slurm mode checks the submission host first, then waits for the job to end.
     """
-    cmd = build(cfg, stage, params, overrides)
+    cmd = build(cfg, stage, params, overrides, extra)
     if cfg.mode == "local":
         os.execve(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
     if shutil.which("sbatch") is None:

@@ -1,0 +1,82 @@
+"""`biomed-llama finetune`: instruction tuning (`instruct`) or full fine-tuning on one benchmark (`task`).
+
+The pretrain engine (`run_training`) runs it unchanged: same sharding, checkpoints, resume,
+metrics and export. What differs is the `TrainSpec`:
+
+- data: the SFT dataset of `biomed_llama.instruct.finetune_data` (BOS + prompt + output + EOS,
+  right-padded to `finetune.max_length`, labels -100 on BOS, prompt and padding). The engine's loss
+  normaliser counts only positions with a label, so the loss is the mean over output + EOS tokens;
+- start: the HF weights of `finetune.model` (loaded shard by shard), its tokenizer copied into the export;
+- params: `params.pretrain` with the fields of `FinetuneConfig.engine_overrides` replaced
+  (optimiser, schedule, batch, steps, sequence length, output / checkpoint / metrics / plot paths);
+- fingerprint: the dataset's content hash and the start model's manifest hash join the run
+  fingerprint, so a checkpoint of another dataset or start model is refused on resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from biomed_llama.errors import UserError
+from biomed_llama.train.pretrain import PretrainResult, TrainSpec, run_training
+
+Mode = Literal["instruct", "task"]
+
+
+def _start_model_id(folder: str) -> str | None:
+    """sha256 of the start model's manifest (None when it has none, e.g. a downloaded base model)."""
+    from biomed_llama.fsutil import sha256_file
+    from biomed_llama.provenance import MANIFEST
+
+    path = Path(folder) / MANIFEST
+    return sha256_file(path) if path.is_file() else None
+
+
+def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
+    """The engine spec of a fine-tune run of `mode` (and `task` in task mode)."""
+    from biomed_llama.config import section_dict
+
+    ft = params.finetune
+    if mode not in ("instruct", "task"):
+        raise UserError(f"unknown finetune mode {mode!r}; use instruct or task")
+    if mode == "task" and task is None:
+        raise UserError(f"finetune --mode task needs --task (one of {', '.join(sorted(ft.tasks))})")
+    if mode == "instruct" and task is not None:
+        raise UserError("finetune --task is for --mode task only")
+    try:
+        name = ft.run_name(mode, task)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not (Path(ft.model) / "config.json").is_file() or not (Path(ft.model) / "tokenizer_config.json").is_file():
+        raise UserError(f"finetune.model={ft.model}: not a HF model directory with its tokenizer "
+                        "(run the pretrain stage first)")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ft.model)
+    from biomed_llama.instruct.finetune_data import build_sft_dataset
+
+    # Built here (every rank, the same deterministic tokenization) for the step count; the engine asks for it again.
+    ds = build_sft_dataset(params, mode, task, tokenizer)
+    update = {**ft.engine_overrides(mode, task, len(ds)), "export_init": None}
+    cfg = params.pretrain.model_copy(update=update)
+    model = params.model.model_copy(update={"base": ft.model})
+    data_input = ft.mixture if mode == "instruct" else ft.tasks[name].path
+    stats = ds.stats()
+    return TrainSpec(
+        stage="finetune", seed=params.seed, cfg=cfg, model=model,
+        dataset=lambda: (ds, int(ds.tokens.max()) + 1 if len(ds.tokens) else None),
+        verify=[ft.model] + ([ft.mixture] if mode == "instruct" else []),
+        inputs=[ft.model, data_input],
+        manifest_params={"seed": params.seed, "mode": mode, "task": task, "model": section_dict(model),
+                         "finetune": section_dict(ft), "engine": cfg.model_dump(mode="json")},
+        data_fingerprint={"mode": mode, "task": task, "examples": ds.fingerprint(),
+                          "start_model": _start_model_id(ft.model)},
+        extra_metrics={"mode": mode, "task": task, **{f"data_{k}": v for k, v in stats.items()}},
+        resume_hint="finetune.checkpoints",
+    )
+
+
+def run_finetune(params, mode: Mode, task: str | None = None) -> PretrainResult | None:
+    """Fine-tune `finetune.model` in `mode` through the pretrain engine; export, metrics and plots on rank 0."""
+    return run_training(finetune_spec(params, mode, task))
