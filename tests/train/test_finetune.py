@@ -87,6 +87,23 @@ def test_export_init_is_the_seeded_init(pretrained):
     assert any(not torch.equal(trained[k], v) for k, v in _weights(pretrained / "init").items())
 
 
+def test_rerun_after_resume_exports_the_same_init(pretrained):
+    """A rerun that resumes (here: of the finished run) re-creates the init export before loading the checkpoint."""
+    import shutil
+
+    from biomed_llama.train.pretrain import run_pretrain
+
+    before_init, before_model = _weights(pretrained / "init"), _weights(pretrained / "model")
+    shutil.rmtree(pretrained / "init")
+    raw = H.tiny_params(pretrained, pretrained / "tokens", max_steps=2, export_init=str(pretrained / "init"))
+    raw["model"]["max_position_embeddings"] = 256
+    again = run_pretrain(H.validate(raw))
+    assert sorted(again.losses) == [1, 2]  # from the checkpoint's history: nothing retrained
+    for before, folder in ((before_init, "init"), (before_model, "model")):
+        after = _weights(pretrained / folder)
+        assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before), folder
+
+
 def test_first_loss_is_the_masked_mean_over_output_tokens(straight):
     """Step 1's loss equals a direct CE of the start model over the first global batch, counting only
     output + EOS positions (prompt, BOS and padding excluded)."""
