@@ -66,7 +66,8 @@ def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
     return TrainSpec(
         stage="finetune", seed=params.seed, cfg=cfg, model=model,
         dataset=lambda: (ds, int(ds.tokens.max()) + 1 if len(ds.tokens) else None),
-        verify=[ft.model] + ([ft.mixture] if mode == "instruct" else []),
+        # a stage's output carries a manifest and is checked; a downloaded model has none (its files are hashed below)
+        verify=([ft.model] if _start_model_id(ft.model) else []) + ([ft.mixture] if mode == "instruct" else []),
         inputs=[ft.model, data_input],
         manifest_params={"seed": params.seed, "mode": mode, "task": task, "model": section_dict(model),
                          "finetune": section_dict(ft), "engine": cfg.model_dump(mode="json")},
