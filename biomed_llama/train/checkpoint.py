@@ -1,6 +1,6 @@
 """Distributed checkpoints with torch.distributed.checkpoint (DCP): save, keep the last K, resume.
 
-Layout of `<dir>/step-00001000/`:
+Layout of `<dir>/step-00001000/` (the engine's `<dir>` is one run's folder, `<checkpoint_dir>/<run_id>`):
 - DCP files of {"model", "optim"} (sharded state dicts; each rank writes its shards, any world
   size can load them),
 - `rng-rank<r>.json`: that rank's torch/CUDA/numpy/python RNG states,

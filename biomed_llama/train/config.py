@@ -105,9 +105,9 @@ class PretrainConfig(StrictModel):
     checkpoint_every: int = Field(1000, ge=1)
     """Save a distributed checkpoint every this many steps (3000 in the released script)."""
     keep_checkpoints: int = Field(3, ge=1)
-    """Keep only the newest this many checkpoints."""
+    """Keep only the newest this many checkpoints of the run's own folder (other runs' folders are never pruned)."""
     checkpoint_dir: str = "checkpoints/pretrain"
-    """Folder of `step-NNNNNNNN` checkpoints; a rerun resumes from the newest complete one."""
+    """Root of run folders `<run_id>/step-NNNNNNNN/`; `run_id` fingerprints seed, model, numeric params, steps and the data's content. A rerun with the same params and data resumes from the newest complete checkpoint of its folder; other params or data start fresh in a new folder, leaving the others untouched."""
     output: str = "models/pretrained"
     """The exported HF model directory (safetensors + tokenizer + config + manifest)."""
     export_dtype: Literal["float32", "bfloat16"] = "float32"

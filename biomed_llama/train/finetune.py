@@ -9,8 +9,9 @@ metrics and export. What differs is the `TrainSpec`:
 - start: the HF weights of `finetune.model` (loaded shard by shard), its tokenizer copied into the export;
 - params: `params.pretrain` with the fields of `FinetuneConfig.engine_overrides` replaced
   (optimiser, schedule, batch, steps, sequence length, output / checkpoint / metrics / plot paths);
-- fingerprint: the dataset's content hash and the start model's manifest hash join the run
-  fingerprint, so a checkpoint of another dataset or start model is refused on resume.
+- fingerprint: the dataset's content hash and the start model's file hashes join the run
+  fingerprint, so other examples or another start model train in a run folder of their own
+  (`<finetune.checkpoints>/<instruct|task-NAME>/<run_id>/`) instead of resuming a stale checkpoint.
 """
 
 from __future__ import annotations
@@ -19,18 +20,28 @@ from pathlib import Path
 from typing import Literal
 
 from biomed_llama.errors import UserError
-from biomed_llama.train.pretrain import PretrainResult, TrainSpec, run_training
+from biomed_llama.provenance import MANIFEST
+from biomed_llama.train.pretrain import PretrainResult, TrainSpec, manifest_files_id, run_training
 
 Mode = Literal["instruct", "task"]
 
 
 def _start_model_id(folder: str) -> str | None:
-    """sha256 of the start model's manifest (None when it has none, e.g. a downloaded base model)."""
-    from biomed_llama.fsutil import sha256_file
-    from biomed_llama.provenance import MANIFEST
+    """The start model's content identity: sha256 over its manifest's file hashes (None without a manifest)."""
+    return manifest_files_id(folder)
 
-    path = Path(folder) / MANIFEST
-    return sha256_file(path) if path.is_file() else None
+
+def _downloaded_model_id(folder: str) -> str:
+    """sha256 over (name, sha256) of every file of a model without a manifest (e.g. a downloaded base model)."""
+    import hashlib
+
+    from biomed_llama.fsutil import sha256_file
+
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            h.update(f"{p.relative_to(folder).as_posix()}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
 
 
 def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
@@ -63,16 +74,18 @@ def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
     model = params.model.model_copy(update={"base": ft.model})
     data_input = ft.mixture if mode == "instruct" else ft.tasks[name].path
     stats = ds.stats()
+    start_id = _start_model_id(ft.model)
     return TrainSpec(
         stage="finetune", seed=params.seed, cfg=cfg, model=model,
         dataset=lambda: (ds, int(ds.tokens.max()) + 1 if len(ds.tokens) else None),
         # a stage's output carries a manifest and is checked; a downloaded model has none (its files are hashed below)
-        verify=([ft.model] if _start_model_id(ft.model) else []) + ([ft.mixture] if mode == "instruct" else []),
+        verify=([ft.model] if (Path(ft.model) / MANIFEST).is_file() else [])
+        + ([ft.mixture] if mode == "instruct" else []),
         inputs=[ft.model, data_input],
         manifest_params={"seed": params.seed, "mode": mode, "task": task, "model": section_dict(model),
                          "finetune": section_dict(ft), "engine": cfg.model_dump(mode="json")},
         data_fingerprint={"mode": mode, "task": task, "examples": ds.fingerprint(),
-                          "start_model": _start_model_id(ft.model)},
+                          "start_model": start_id or _downloaded_model_id(ft.model)},
         extra_metrics={"mode": mode, "task": task, **{f"data_{k}": v for k, v in stats.items()}},
         resume_hint="finetune.checkpoints",
     )

@@ -7,6 +7,13 @@ export and the metrics. One process per GPU under torchrun; a world of one witho
 `run_training(spec)` is the engine; a `TrainSpec` says what differs between stages (the effective
 engine and model params, the dataset, the fingerprint's data part, the manifest). `run_pretrain`
 builds the pretrain spec (packed token stream); `biomed_llama.train.finetune` builds the SFT one.
+
+Checkpoints live in run folders (as OLMo / torchtitan do): `<checkpoint_dir>/<run_id>/step-NNNNNNNN/`,
+where `run_id` is the run fingerprint (`spec_fingerprint`: seed, model, numeric params, steps and the
+CONTENT identity of the data). A rerun with the same params and data (a Slurm requeue, `dvc repro`
+after an interruption) finds its own folder and resumes; a run with other params or data starts
+fresh in a folder of its own and leaves the other runs' checkpoints alone. So a DVC stage whose
+checkpoint folder is a `persist: true` out reruns correctly after any param or upstream change.
 """
 
 from __future__ import annotations
@@ -53,11 +60,12 @@ class TrainSpec:
     manifest_params: dict[str, Any] = field(default_factory=dict)
     """Params recorded in the exported model's manifest."""
     data_fingerprint: dict[str, Any] | None = None
-    """Extra run-fingerprint material identifying the data (None: the data params of `cfg` do)."""
+    """Run-fingerprint material identifying the data by content; replaces the token-stream fields of `cfg`
+    (None: those fields, paths included, stand for the data)."""
     extra_metrics: dict[str, Any] = field(default_factory=dict)
     """Merged into the final metrics."""
     resume_hint: str = "pretrain.checkpoint_dir"
-    """The param to name when a checkpoint of other params is refused."""
+    """The param to name when a checkpoint's recorded run does not match its run folder."""
 
 
 def _progress(enabled: bool, total: int, start: int, label: str = "pretrain"):
@@ -115,7 +123,34 @@ def verify_inputs_on_main(env, tokens: str | list[str]) -> None:
 
 def run_fingerprint(params, total_steps: int) -> str:
     """Hash of everything that determines the trained numbers (seed, model, data, optimisation, steps)."""
-    return spec_fingerprint(params.seed, params.model, params.pretrain, total_steps)
+    return spec_fingerprint(params.seed, params.model, params.pretrain, total_steps, stream_fingerprint(params.pretrain))
+
+
+def manifest_files_id(folder: str | Path) -> str | None:
+    """sha256 over the `files` section (path → sha256, bytes) of `folder/manifest.json`; None without one.
+
+    Only the file hashes: the rest of a manifest (environment, params) changes with every commit
+    while the data stays the same.
+    """
+    from biomed_llama.provenance import MANIFEST
+
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return None  # the input check (`require_verified`) names the problem
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def stream_fingerprint(cfg) -> dict[str, Any]:
+    """The packed token stream's identity: its content (the tokenize manifest's file hashes) and how it is cut.
+
+    The `tokens` path itself is left out: moving the folder does not change the run, new content does.
+    """
+    return {"tokens_files": manifest_files_id(cfg.tokens), "subsets": list(cfg.subsets), "split": cfg.split,
+            "packing": cfg.packing}
 
 
 def spec_fingerprint(seed: int, model_cfg, cfg, total_steps: int, data: dict[str, Any] | None = None) -> str:
@@ -131,14 +166,33 @@ def spec_fingerprint(seed: int, model_cfg, cfg, total_steps: int, data: dict[str
 
 
 def check_resumable(checkpoint: Path, run_id: str, hint: str = "pretrain.checkpoint_dir") -> None:
-    """Refuse to resume a checkpoint written by a run with other params (one clear line)."""
+    """Refuse a checkpoint in this run's folder whose trainer.json records another run (moved or edited by hand)."""
     from biomed_llama.errors import UserError
     from biomed_llama.train.checkpoint import TRAINER_FILE
 
     theirs = json.loads((checkpoint / TRAINER_FILE).read_text()).get("run")
     if theirs != run_id:
-        raise UserError(f"{checkpoint} was written by a run with other params (run {theirs}, this one {run_id}); "
-                        f"restore those params, or remove the folder / set another {hint}")
+        raise UserError(f"{checkpoint} lies in the folder of run {run_id} but was written by run {theirs}; "
+                        f"remove that folder (or restore it) under {hint}")
+
+
+def run_folder(root: str | Path, run_id: str, stage: str, is_main: bool) -> tuple[Path, Path | None]:
+    """This run's checkpoint folder `root/run_id` and its newest complete checkpoint (None: a fresh start).
+
+    On a fresh start rank 0 prints one line naming the folder and the other runs' folders beside it
+    (left untouched: checkpoints of other params or data are never resumed nor pruned).
+    """
+    from biomed_llama.train.checkpoint import latest_checkpoint
+    from biomed_llama.train.loop import print_line
+
+    root = Path(root)
+    folder = root / run_id
+    resume = latest_checkpoint(folder)
+    if resume is None and is_main:
+        others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != run_id) if root.is_dir() else []
+        print_line(f"{stage}: new run {run_id}, checkpoints in {folder}"
+                   + (f"; other runs' folders there, left untouched: {', '.join(others)}" if others else ""))
+    return folder, resume
 
 
 def pretrain_spec(params) -> TrainSpec:
@@ -158,7 +212,8 @@ def pretrain_spec(params) -> TrainSpec:
 
     return TrainSpec(stage="pretrain", seed=params.seed, cfg=cfg, model=mcfg, dataset=dataset, verify=[cfg.tokens],
                      inputs=[cfg.tokens] + ([mcfg.base] if mcfg.base else []),
-                     manifest_params={"seed": params.seed, "model": section_dict(mcfg), "pretrain": section_dict(cfg)})
+                     manifest_params={"seed": params.seed, "model": section_dict(mcfg), "pretrain": section_dict(cfg)},
+                     data_fingerprint=stream_fingerprint(cfg))
 
 
 def build_everything(params, env, mesh, spec: TrainSpec | None = None):
@@ -210,7 +265,8 @@ def _starting_weights(spec: TrainSpec, model, config) -> None:
 
 
 def run_training(spec: TrainSpec) -> PretrainResult | None:
-    """Run (or resume) one training stage as `spec` says; export the HF model and write metrics on rank 0."""
+    """Run (or resume, from its own run folder) one training stage as `spec` says; export the HF model and
+    write metrics on rank 0."""
     from biomed_llama.model.build import count_params, reset_rotary
     from biomed_llama.train import checkpoint as C
     from biomed_llama.train.export import export_hf
@@ -229,8 +285,8 @@ def run_training(spec: TrainSpec) -> PretrainResult | None:
         n_params, n_embed = count_params(model)
         flops_tok = M.flops_per_token(n_params, n_embed, config.num_hidden_layers, config.hidden_size, cfg.max_seq_length)
         start, history = 0, None
-        resume = C.latest_checkpoint(cfg.checkpoint_dir)
         run_id = spec_fingerprint(spec.seed, mcfg, cfg, total, spec.data_fingerprint)
+        run_dir, resume = run_folder(cfg.checkpoint_dir, run_id, stage, env.is_main)
         if resume is not None:
             check_resumable(resume, run_id, spec.resume_hint)
         if resume is None or cfg.export_init:
@@ -251,7 +307,7 @@ def run_training(spec: TrainSpec) -> PretrainResult | None:
             mesh_desc = "×".join(str(s) for s in mesh.shape)
             print_line(f"{stage}: {n_params:,} params ({n_embed:,} embedding), mesh (replicate×shard) {mesh_desc} on "
                        f"{env.device.type}, accumulation {loader.accumulation}, steps {total}"
-                       + (f", resumed from {resume.name}" if resume is not None else ""))
+                       + (f", resumed from {run_id}/{resume.name}" if resume is not None else ""))
         curve = M.LossCurve(cfg.plots, start) if env.is_main else None
         record = LoopResult.from_history(start, history)
         loop_cfg = LoopConfig(total_steps=total, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
@@ -260,7 +316,7 @@ def run_training(spec: TrainSpec) -> PretrainResult | None:
                               flops_per_token=flops_tok, peak_flops=M.peak_flops(env.device))
 
         def save(step: int) -> None:
-            C.save_checkpoint(cfg.checkpoint_dir, step, model, optimizer,
+            C.save_checkpoint(run_dir, step, model, optimizer,
                               {"scheduler": scheduler.state_dict(), "loader": loader.state_dict(), "run": run_id,
                                "history": record.history()},
                               cfg.keep_checkpoints)
@@ -282,7 +338,7 @@ def run_training(spec: TrainSpec) -> PretrainResult | None:
                                 save=save, on_log=on_log)
         if result.interrupted_by:
             raise TrainingInterrupted(f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint "
-                                      f"saved in {cfg.checkpoint_dir}; rerun to resume", result.interrupted_by)
+                                      f"saved in {run_dir}; rerun the same command to resume", result.interrupted_by)
         # Throughput: skip the first sample (compile, allocator warm-up) when there are others.
         samples = result.tokens_per_s[1:] or result.tokens_per_s
         tok_s = sum(samples) / len(samples) if samples else None

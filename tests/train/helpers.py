@@ -92,3 +92,24 @@ def torchrun(nproc: int, params_file: Path, *extra: str, timeout: int = 240) -> 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "biomed_llama", "pretrain", "--params", str(params_file), *extra]
     return subprocess.run(cmd, env=env_for_subprocess(), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """The run folders (`<run_id>/`) under a checkpoint_dir."""
+    return sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
+
+
+def run_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of the one run folder under `root` (asserts there is exactly one)."""
+    from biomed_llama.train.checkpoint import list_checkpoints
+
+    (only,) = run_dirs(root)
+    return list_checkpoints(only)
+
+
+def tree_digest(folder: Path) -> dict[str, tuple[int, str]]:
+    """rel path → (mtime_ns, sha256) of every file under `folder`: equal iff nothing was touched."""
+    from biomed_llama.fsutil import sha256_file
+
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, sha256_file(p))
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}

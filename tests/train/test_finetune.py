@@ -1,6 +1,6 @@
 """Fine-tuning through the pretrain engine on CPU: the loss counts output + EOS tokens only, a short
-run learns (instruct and task mode), a killed run resumes exactly, a checkpoint of other examples
-is refused, and the pretrain stage exports its starting weights (`pretrain.export_init`)."""
+run learns (instruct and task mode), a killed run resumes exactly, other examples train fresh in a
+run folder of their own, and the pretrain stage exports its starting weights (`pretrain.export_init`)."""
 
 from __future__ import annotations
 
@@ -162,8 +162,6 @@ def test_instruct_finetune_learns(pretrained, tmp_path):
 
 
 def test_kill_and_resume_is_exact(straight, tmp_path):
-    from biomed_llama.train.checkpoint import list_checkpoints
-
     full, full_dir, full_raw = straight
     raw = ft_params(tmp_path, Path(full_raw["finetune"]["model"]))
     params_file = H.write_params_file(tmp_path / "params.yaml", raw)
@@ -174,7 +172,7 @@ def test_kill_and_resume_is_exact(straight, tmp_path):
     _wait_for_line(proc, f"step 6/{STEPS}")  # the step-5 checkpoint is complete
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    assert [s for s, _ in list_checkpoints(tmp_path / "ckpt" / "task-medqa")][-1] == 5
+    assert [s for s, _ in H.run_checkpoints(tmp_path / "ckpt" / "task-medqa")][-1] == 5
     resumed = _finetune(raw)
     assert resumed.losses == full.losses  # history from the checkpoint + the resumed steps, bit for bit
     assert _curve(tmp_path / "plots" / "medqa") == [full.losses[s] for s in range(1, STEPS + 1)]
@@ -182,10 +180,12 @@ def test_kill_and_resume_is_exact(straight, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_checkpoint_of_other_examples_is_refused(straight, tmp_path):
-    from biomed_llama.errors import UserError
+def test_other_examples_train_fresh_beside_the_first_run(straight, tmp_path):
+    """The task file changed (same params): the persisted checkpoints of the first run are neither
+    resumed nor refused; the new run starts at step 1 in its own folder and leaves them untouched."""
+    import shutil
 
-    _, full_dir, full_raw = straight
+    full, full_dir, full_raw = straight
     # same count of records, one answer text changed: only the dataset fingerprint differs
     rows = [json.loads(line) for line in (SAMPLE / "medqa" / "train_4opt.jsonl").read_text().splitlines() if line]
     first = rows[0]
@@ -196,8 +196,16 @@ def test_checkpoint_of_other_examples_is_refused(straight, tmp_path):
     changed.write_text("".join(json.dumps(r) + "\n" for r in rows))
     raw = json.loads(json.dumps(full_raw))
     raw["finetune"]["tasks"]["medqa"]["path"] = str(changed)
-    with pytest.raises(UserError, match="written by a run with other params"):
-        _finetune(raw)
+    for key in ("checkpoints", "plots", "task_output_prefix", "metrics_prefix"):  # only the checkpoints are shared
+        raw["finetune"][key] = raw["finetune"][key].replace(str(full_dir), str(tmp_path))
+    shutil.copytree(full_dir / "ckpt", tmp_path / "ckpt")
+    (first,) = H.run_dirs(tmp_path / "ckpt" / "task-medqa")
+    before = H.tree_digest(first)
+    other = _finetune(raw)
+    assert sorted(other.losses) == list(range(1, STEPS + 1))  # trained from step 1, not resumed
+    assert other.losses != full.losses
+    assert _curve(tmp_path / "plots" / "medqa") == [other.losses[s] for s in range(1, STEPS + 1)]
+    assert len(H.run_dirs(tmp_path / "ckpt" / "task-medqa")) == 2 and H.tree_digest(first) == before
 
 
 def test_bad_mode_or_task_is_one_line_error(straight):

@@ -1,9 +1,12 @@
 """Pretraining engine on CPU (gloo): equivalence to a plain HF loop for 1, 2 and 2×2 processes,
-micro×accumulation invariance, exact resume after a kill, SIGTERM checkpoint, export."""
+micro×accumulation invariance, exact resume after a kill, SIGTERM checkpoint, export, and run
+folders: other params or other token content train fresh beside the first run's checkpoints."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,8 +170,6 @@ def straight(tokens, tmp_path_factory):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGUSR1], ids=["kill", "sigusr1"])
 def test_resume_is_exact(tokens, straight, tmp_path, sig):
-    from biomed_llama.train.checkpoint import list_checkpoints
-
     full, full_dir = straight
     raw = H.tiny_params(tmp_path, tokens, max_steps=10, checkpoint_every=5)
     params_file = H.write_params_file(tmp_path / "params.yaml", raw)
@@ -177,7 +178,7 @@ def test_resume_is_exact(tokens, straight, tmp_path, sig):
     _wait_for_line(proc, "step 6/10" if sig == signal.SIGKILL else "step 3/10")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    ckpts = list_checkpoints(tmp_path / "ckpt")
+    ckpts = H.run_checkpoints(tmp_path / "ckpt")
     if sig == signal.SIGUSR1:
         assert proc.returncode == 128 + signal.SIGUSR1, err[-2000:]
         assert f"stopped by signal {int(signal.SIGUSR1)}" in err and "Traceback" not in err
@@ -187,14 +188,14 @@ def test_resume_is_exact(tokens, straight, tmp_path, sig):
     else:
         assert proc.returncode == -signal.SIGKILL
         assert ckpts[-1][0] == 5
-    assert not list((tmp_path / "ckpt").glob("*.tmp"))
+    assert not list((tmp_path / "ckpt").glob("*/*.tmp"))
     resumed = _run(tmp_path, tokens, max_steps=10, checkpoint_every=5)
     # losses of the resumed steps and the whole curve equal the straight run's exactly
     assert resumed.losses == {s: full.losses[s] for s in resumed.losses}
     assert _curve(tmp_path / "plots") == [full.losses[s] for s in range(1, 11)]
     a, b = _weights(full_dir / "model"), _weights(tmp_path / "model")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [s for s, _ in list_checkpoints(tmp_path / "ckpt")][-1] == 10
+    assert [s for s, _ in H.run_checkpoints(tmp_path / "ckpt")][-1] == 10  # same run folder, resumed
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):
@@ -207,12 +208,77 @@ def test_half_written_checkpoint_is_ignored(tmp_path):
     assert latest_checkpoint(tmp_path).name == "step-00000005"
 
 
-def test_resume_refuses_other_params(tokens, straight):
+def test_other_params_start_a_fresh_run_beside_the_first(tokens, straight, tmp_path, capsys):
+    """`dvc repro` after a param change: the persisted checkpoint_dir holds the first run's folder; the
+    new run neither resumes nor refuses it: it trains from step 1 in its own folder, leaving it untouched."""
+    from biomed_llama.train.checkpoint import list_checkpoints
+
+    full, full_dir = straight
+    shutil.copytree(full_dir / "ckpt", tmp_path / "ckpt")
+    (first,) = H.run_dirs(tmp_path / "ckpt")
+    before = H.tree_digest(first)
+    other = _run(tmp_path, tokens, max_steps=10, checkpoint_every=5, lr=1e-3)
+    assert sorted(other.losses) == list(range(1, 11))
+    assert other.losses[1] == full.losses[1]  # the same init and first batch; lr acts from step 2 on
+    assert other.losses[10] != full.losses[10]
+    assert _curve(tmp_path / "plots") == [other.losses[s] for s in range(1, 11)]
+    out = capsys.readouterr().out
+    assert f"other runs' folders there, left untouched: {first.name}" in out and "resumed" not in out
+    second = [d for d in H.run_dirs(tmp_path / "ckpt") if d != first]
+    assert len(second) == 1 and [s for s, _ in list_checkpoints(second[0])] == [5, 10]  # keep 2, own folder
+    assert H.tree_digest(first) == before
+    # the rerun of that second command resumes its own folder: nothing retrained, same numbers
+    again = _run(tmp_path, tokens, max_steps=10, checkpoint_every=5, lr=1e-3)
+    assert again.losses == other.losses and "resumed from" in capsys.readouterr().out
+
+
+def test_checkpoint_of_another_run_in_a_run_folder_is_refused(tokens, straight, tmp_path):
+    """A trainer.json whose recorded run is not its folder's (moved or edited by hand) is not resumed."""
     from biomed_llama.errors import UserError
 
     _, full_dir = straight
-    with pytest.raises(UserError, match="written by a run with other params"):
-        _run(full_dir, tokens, max_steps=10, checkpoint_every=5, lr=1e-3)
+    shutil.copytree(full_dir / "ckpt", tmp_path / "ckpt")
+    (_, folder), = H.run_checkpoints(tmp_path / "ckpt")
+    state = json.loads((folder / "trainer.json").read_text())
+    (folder / "trainer.json").write_text(json.dumps({**state, "run": "0123456789abcdef"}))
+    with pytest.raises(UserError, match="was written by run 0123456789abcdef"):
+        _run(tmp_path, tokens, max_steps=10, checkpoint_every=5)
+
+
+def test_new_token_content_trains_fresh_with_the_same_params(tmp_path, capsys):
+    """Tokenize reran (e.g. `tokenize.append_eos` flipped) and wrote other tokens at the same path: the
+    same params must not resume (and re-export) the checkpoint of the old stream."""
+    tokens = H.make_tokens(tmp_path / "tokens", n_docs=40)
+    first = _run(tmp_path, tokens, max_steps=2, checkpoint_every=1, keep_checkpoints=1)
+    (old_run,) = H.run_dirs(tmp_path / "ckpt")
+    before = H.tree_digest(old_run)
+    shutil.rmtree(tokens)
+    H.make_tokens(tokens, n_docs=40, seed=1)
+    capsys.readouterr()
+    second = _run(tmp_path, tokens, max_steps=2, checkpoint_every=1, keep_checkpoints=1)
+    assert sorted(second.losses) == [1, 2] and second.losses[1] != first.losses[1]  # trained on the new stream
+    assert "resumed" not in capsys.readouterr().out
+    assert len(H.run_dirs(tmp_path / "ckpt")) == 2 and H.tree_digest(old_run) == before
+
+
+def test_run_id_follows_token_file_hashes_not_the_manifest_environment(tokens, tmp_path):
+    """Rewriting the tokenize manifest with another environment/params (a new commit) keeps the run id;
+    a changed file hash changes it."""
+    from biomed_llama.train.pretrain import run_fingerprint
+
+    copy = tmp_path / "tokens"
+    shutil.copytree(tokens, copy)
+    params = H.validate(H.tiny_params(tmp_path, copy))
+    run_id = run_fingerprint(params, 6)
+    assert run_fingerprint(H.validate(H.tiny_params(tmp_path, tokens)), 6) == run_id  # path moved, same content
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "environment": {"git": "another"}, "params": {}}))
+    assert run_fingerprint(params, 6) == run_id
+    name = next(iter(manifest["files"]))
+    manifest["files"][name]["sha256"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert run_fingerprint(params, 6) != run_id
+    assert run_fingerprint(H.validate(H.tiny_params(tmp_path, copy, subsets=["pubmed_central"])), 6) != run_id
 
 
 def test_activation_checkpointing_keeps_the_losses(tokens, reference, tmp_path):
@@ -223,10 +289,8 @@ def test_activation_checkpointing_keeps_the_losses(tokens, reference, tmp_path):
 
 
 def test_rerun_of_a_finished_run_trains_nothing_and_keeps_metrics(tokens, straight):
-    from biomed_llama.train.checkpoint import list_checkpoints
-
     full, full_dir = straight
-    assert [s for s, _ in list_checkpoints(full_dir / "ckpt")] == [10]  # keep_checkpoints=1 pruned step 5
+    assert [s for s, _ in H.run_checkpoints(full_dir / "ckpt")] == [10]  # keep_checkpoints=1 pruned step 5
     again = _run(full_dir, tokens, max_steps=10, checkpoint_every=5)
     assert again.losses == full.losses and again.metrics["final_loss"] == full.metrics["final_loss"]
     assert again.metrics["steps"] == 10 and again.metrics["tokens_per_s"] == full.metrics["tokens_per_s"]
@@ -247,8 +311,6 @@ def test_tampered_tokens_are_refused(tmp_path):
 def test_sigterm_under_torchrun_saves_and_resumes_on_another_world_size(tokens, straight, tmp_path):
     """2 ranks get SIGTERM (torchrun forwards it), agree, save one complete checkpoint, exit; a
     1-process rerun reshards it and ends where the straight run ends."""
-    from biomed_llama.train.checkpoint import list_checkpoints
-
     full, _ = straight
     raw = H.tiny_params(tmp_path, tokens, max_steps=10, checkpoint_every=5, micro_batch_size=1)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
@@ -260,9 +322,10 @@ def test_sigterm_under_torchrun_saves_and_resumes_on_another_world_size(tokens, 
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "stopped by signal 15" in err, err[-3000:]
-    step, folder = list_checkpoints(tmp_path / "ckpt")[-1]
+    step, folder = H.run_checkpoints(tmp_path / "ckpt")[-1]  # same params (micro size aside): one run folder
     assert 2 <= step < 10
     assert {"trainer.json", ".metadata", "rng-rank0.json", "rng-rank1.json"} <= {p.name for p in folder.iterdir()}
-    assert not list((tmp_path / "ckpt").glob("*.tmp"))
+    assert not list((tmp_path / "ckpt").glob("*/*.tmp"))
     resumed = _run(tmp_path, tokens, max_steps=10, checkpoint_every=5, micro_batch_size=1)
+    assert len(H.run_dirs(tmp_path / "ckpt")) == 1
     assert max(abs(resumed.losses[s] - full.losses[s]) for s in range(1, 11)) < TOL
