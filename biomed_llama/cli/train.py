@@ -14,7 +14,7 @@ from biomed_llama.cli.common import ParamsOpt, SetOpt, app, load
 def pretrain(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Continue pretraining a LLaMA on the token stream (run under torchrun: one process per GPU).
 
-    Resumes from the newest checkpoint in pretrain.checkpoint_dir; SIGTERM/SIGUSR1 save one and exit.
+    Resumes from the newest checkpoint in its run folder under pretrain.checkpoint_dir; SIGTERM/SIGUSR1 save one and exit.
     """
     cfg = load(params, set_)
     from biomed_llama.train.pretrain import run_pretrain

@@ -191,5 +191,5 @@ class DistributedLoader:
             mine = self.state_dict()[key]
             if state.get(key) != mine:
                 raise UserError(f"checkpoint's data loader has {key}={state.get(key)}, this run {mine}; "
-                                "resume with the same data and params or use a fresh checkpoint_dir")
+                                "the run folder holds a checkpoint of other data (tampered?); remove that run folder")
         self.step = int(state["step"])
