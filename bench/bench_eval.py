@@ -212,6 +212,8 @@ def main() -> int:
     ap.add_argument("--batch-size", default=None, help="lm-eval batch size (int or auto); default 32 GPU, 8 tiny")
     ap.add_argument("--few-limit", type=int, default=None, help="docs per task in the few-shot pass (default 100; 0 skips)")
     ap.add_argument("--ppl-bytes", type=int, default=None, help="bytes of text per PubMed subset (default 5 MB)")
+    ap.add_argument("--only", default=None,
+                    help="run only these TASK:SHOTS keys, comma-separated (e.g. medmcqa:10), to split the suite over GPUs")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", REPO / ".bench/eval")))
     args = ap.parse_args()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -266,6 +268,11 @@ def main() -> int:
     plan = [harness.Run("bench", "seed", t, 0) for t in harness.SUITE_TASKS["seed"]]
     if few_limit:
         plan += [harness.Run("bench", "seed", t, k) for t, k in cfg.fewshot.items()]
+    if args.only:
+        wanted = {tuple(k.split(":")) for k in args.only.split(",")}
+        plan = [r for r in plan if (r.task, str(r.shots)) in wanted]
+        if not plan:
+            ap.error(f"--only {args.only} matches no task of the seed suite")
     for run in plan:
         limit = few_limit if run.shots else None
         if device == "cuda":
