@@ -20,8 +20,9 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+# The stages call `biomed-llama` and `torchrun`: the venv's bin goes first on PATH.
 demo: install
-	$(BIN)/dvc repro evaluate
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro evaluate
 	$(BIN)/biomed-llama show
 
 test: install
