@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 
 
@@ -28,9 +27,15 @@ def _fmt(v: Any) -> str:
 
 
 def print_summary(metrics_dir: Path, table: Path, console: Console | None = None) -> None:
-    """Print each `metrics_dir/**/*.json` as a key/value table, then `table` (Markdown) if present."""
+    """Print each stage's `metrics_dir/**/*.json` as a key/value table, then the results `table`.
+
+    The per-cell evaluation metrics (`metrics_dir/eval/`) are what the results table shows, so
+    they are not listed twice. The table is printed as its Markdown text: it stays readable at
+    any terminal width and in CI logs, where a rendered table would wrap.
+    """
     console = console or Console()
-    files = sorted(metrics_dir.rglob("*.json")) if metrics_dir.is_dir() else []
+    files = sorted(f for f in metrics_dir.rglob("*.json") if "eval" not in f.relative_to(metrics_dir).parts[:-1]) \
+        if metrics_dir.is_dir() else []
     if not files and not table.is_file():
         console.print(f"no metrics under {metrics_dir} and no {table}: run `dvc repro evaluate` first")
         return
@@ -42,4 +47,5 @@ def print_summary(metrics_dir: Path, table: Path, console: Console | None = None
             t.add_row(k, _fmt(v))
         console.print(t)
     if table.is_file():
-        console.print(Markdown(table.read_text()))
+        console.rule(str(table))
+        console.print(table.read_text(), markup=False, highlight=False, soft_wrap=True)
