@@ -224,6 +224,7 @@ def main() -> int:
 
     from biomed_llama.eval import harness
     from biomed_llama.eval.config import BenchmarkFiles, EvalConfig, EvalModel
+    from biomed_llama.benchmarks.config import ReadersConfig
     from biomed_llama.eval.prepare import prepare_eval
 
     sizes = dict(TINY if args.tiny else REAL)
@@ -243,12 +244,14 @@ def main() -> int:
     bench = write_benchmarks(work / "bench", sizes, rnd, tok)
     extracted = write_extracted(work, sizes["ppl_bytes"], rnd)
     cfg = EvalConfig(
-        benchmarks=BenchmarkFiles(medqa4_test=bench["medqa4"], medqa4_train=None, medqa5_test=bench["medqa5"],
-                                  medqa5_train=None, medmcqa_dev=bench["medmcqa"], medmcqa_train=None,
-                                  pubmedqa_labeled=bench["pubmedqa"], pile_extracted=str(extracted)),
+        # No train files are generated: each test file is its own few-shot pool (the cost is the same).
+        benchmarks=BenchmarkFiles(medqa4_test=bench["medqa4"], medqa4_train=bench["medqa4"], medqa5_test=bench["medqa5"],
+                                  medqa5_train=bench["medqa5"], medmcqa_dev=bench["medmcqa"],
+                                  medmcqa_train=bench["medmcqa"], pubmedqa_labeled=bench["pubmedqa"],
+                                  pile_extracted=str(extracted)),
         output=str(work / "eval"), dtype="bfloat16", device=device, batch_size=bs, max_length=2048,
         models={"bench": EvalModel(path="unused", paper_row="LLaMA-7B")}, progress=False)
-    counts = prepare_eval(cfg)
+    counts = prepare_eval(cfg, ReadersConfig(medmcqa_cop="1-4"))  # the generated MedMCQA counts 1-4
     t_prep = time.perf_counter() - t0
     n_ppl_tokens = ppl_tokens(extracted, tok)
     print(f"generated + prepared in {t_prep:.1f}s: {counts}; perplexity tokens {n_ppl_tokens}")

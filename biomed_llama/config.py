@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import yaml
 from pydantic import Field, ValidationError
 
+from biomed_llama.benchmarks.config import ReadersConfig
 from biomed_llama.data.config import ExtractConfig, TokenizeConfig
 from biomed_llama.errors import ConfigError
 from biomed_llama.eval.config import EvalConfig
@@ -41,6 +42,8 @@ class Params(StrictModel):
     """The base model: a HF directory or a random init from shape params."""
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     """Continued pretraining (stage `pretrain`)."""
+    readers: ReadersConfig = Field(default_factory=ReadersConfig)
+    """How published benchmark files are read; used by instruct-mix, finetune task mode and prepare-eval."""
     instruct_mix: InstructMixConfig = Field(default_factory=InstructMixConfig)
     """Instruction mixture (stage `instruct-mix`)."""
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)

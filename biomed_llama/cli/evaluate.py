@@ -15,7 +15,7 @@ def prepare_eval(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -
     cfg = load(params, set_)
     from biomed_llama.eval.prepare import prepare_eval as run
 
-    counts = run(cfg.eval)
+    counts = run(cfg.eval, cfg.readers)
     typer.echo(f"prepare-eval: {cfg.eval.output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 

@@ -11,29 +11,41 @@ from biomed_llama.schema import StrictModel
 SUITES = ("seed", "instruct", "modern", "finetune")
 MC_TASKS = ("medqa4", "medqa5", "medmcqa", "pubmedqa")
 PPL_TASKS = ("pubmed_a", "pubmed_c")
+# The MC tasks whose seed-suite few-shot examples come from a train file, and the key naming it.
+POOL_KEYS = {"medqa4": "medqa4_train", "medqa5": "medqa5_train", "medmcqa": "medmcqa_train"}
 
 
 class BenchmarkFiles(StrictModel):
-    """The benchmark files in the formats they are published in (paths relative to the repo root)."""
+    """The benchmark files in the formats they are published in (paths relative to the repo root).
+
+    How they are parsed (MedMCQA's `cop` convention) is the top-level `readers` section. The
+    few-shot pools have no default: a seed-suite few-shot run of a task whose pool is unset is a
+    ConfigError naming the key, never a silent fall-back to other files.
+    """
 
     medqa4_test: str = "data/sample/eval/medqa/US/4_options/phrases_no_exclude_test.jsonl"
-    """MedQA-USMLE 4-option test set (JSON lines with `question`, `options` {A..D}, `answer_idx`)."""
-    medqa4_train: str | None = "data/sample/eval/medqa/US/4_options/phrases_no_exclude_train.jsonl"
-    """MedQA-USMLE 4-option train set, the few-shot pool (None: examples come from the test set, minus the item)."""
+    """MedQA-USMLE 4-option test set (JSON lines with `question`, `answer`, `options` {A..D}, `answer_idx`)."""
+    medqa4_train: str | None = None
+    """MedQA-USMLE 4-option train set: the seed suite's few-shot pool (required when its few-shot run is asked for)."""
     medqa5_test: str = "data/sample/eval/medqa/US/test.jsonl"
     """MedQA-USMLE 5-option test set (JSON lines, options {A..E})."""
-    medqa5_train: str | None = "data/sample/eval/medqa/US/train.jsonl"
-    """MedQA-USMLE 5-option train set, the few-shot pool (None: from the test set)."""
+    medqa5_train: str | None = None
+    """MedQA-USMLE 5-option train set: the few-shot pool (required when its few-shot run is asked for)."""
     medmcqa_dev: str = "data/sample/eval/medmcqa/dev.json"
-    """MedMCQA validation set as released (JSON lines, `opa`..`opd`, `cop` 1–4; 0–3 accepted with `medmcqa_cop_base`)."""
-    medmcqa_train: str | None = "data/sample/eval/medmcqa/train.json"
-    """MedMCQA train set, the few-shot pool (None: from the validation set)."""
-    medmcqa_cop_base: Literal[0, 1] = 1
-    """Index of the first option in `cop`: 1 in the original release, 0 in the Hugging Face copy."""
+    """MedMCQA validation set as released (JSON lines, `opa`..`opd`, `cop`: see `readers.medmcqa_cop`)."""
+    medmcqa_train: str | None = None
+    """MedMCQA train set: the few-shot pool (required when its few-shot run is asked for)."""
     pubmedqa_labeled: str = "data/sample/eval/pubmedqa/ori_pqal.json"
-    """PubMedQA `ori_pqal.json` (one object keyed by PMID); all items are the test set (the original's 1,000)."""
+    """PubMedQA `ori_pqal.json` (one object keyed by PMID); all items are the test set (the original's 1,000),
+    and its few-shot examples come from it too (v0.3's rule for a task without training docs)."""
     pile_extracted: str = "data/extracted"
-    """The extract stage's output; the Pile **test** split of PubMed Abstracts / Central gives the perplexity rows."""
+    """The extract stage's output; the Pile **test** split of PubMed Abstracts / Central gives the perplexity rows
+    (read, and its manifest verified, only when a model's suites ask for a perplexity task)."""
+
+    def pool(self, task: str) -> tuple[str, str | None]:
+        """The few-shot pool of an MC task: `(param key, path or None)`; PubMedQA has none (`("", None)`)."""
+        key = POOL_KEYS.get(task)
+        return (f"eval.benchmarks.{key}", getattr(self, key)) if key else ("", None)
 
 
 class EvalModel(StrictModel):

@@ -1,9 +1,12 @@
 """prepare-eval: benchmark files (published formats) → task JSON-lines + rendered lm-eval task folders.
 
-Output folder (default `data/eval/`):
+The benchmark files are parsed by the shared readers (`biomed_llama.benchmarks`, as the
+`readers` params say), the same that instruct-mix and task fine-tuning use; a bad record aborts
+(`read_docs` says why). Output folder (default `data/eval/`):
 - `<task>.test.jsonl` (and `<task>.train.jsonl`, the few-shot pool, where a train file is given)
-  for medqa4, medqa5, medmcqa, pubmedqa; `pubmed_a.test.jsonl`, `pubmed_c.test.jsonl`;
-- `tasks/<suite>/<task>.yaml`: the package's task templates with the data paths filled in, and
+  for medqa4, medqa5, medmcqa, pubmedqa; `pubmed_a.test.jsonl`, `pubmed_c.test.jsonl` when a
+  model's suites ask for perplexity (only then is `pile_extracted` read and verified);
+- `tasks/<suite>/<task>.yaml`: the package's task templates of the prepared tasks with the data paths filled in, and
   a generated `tasks/<suite>/utils.py` binding each task's v0.3 sampler to its pool file, so
   `lm_eval --include_path <out>/tasks` and our runner load the very same tasks;
 - `manifest.json` (hashes, inputs, params, environment).
@@ -18,43 +21,93 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from biomed_llama.eval import formats
+from biomed_llama.benchmarks.config import ReadersConfig
+from biomed_llama.benchmarks.jsonio import require_file
+from biomed_llama.benchmarks.readers import BenchmarkFormat, read_benchmark
+from biomed_llama.benchmarks.records import BadRecords
+from biomed_llama.errors import ConfigError
 from biomed_llama.eval.config import MC_TASKS, PPL_TASKS, EvalConfig
+from biomed_llama.eval.formats import mc_docs, read_pile_test
 from biomed_llama.fsutil import atomic_dir
 from biomed_llama.provenance import require_verified, write_manifest
 
 TEMPLATES = "tasks"
-# The eval params prepare-eval depends on (the dvc.yaml stage lists the same keys).
-PREPARE_PARAMS = {"benchmarks", "output", "ppl_max_docs", "max_new_tokens", "fewshot_seed"}
+# The eval params prepare-eval depends on (the dvc.yaml stage lists the same keys, and `readers`):
+# models, shots and fewshot decide which pools and perplexity sets are needed.
+PREPARE_PARAMS = {"benchmarks", "output", "ppl_max_docs", "max_new_tokens", "fewshot_seed", "models", "shots",
+                  "fewshot"}
+# Each MC task's test file and format (MedQA: its option count).
+MC_FILES: dict[str, tuple[str, BenchmarkFormat, int | None]] = {
+    "medqa4": ("medqa4_test", "medqa", 4), "medqa5": ("medqa5_test", "medqa", 5),
+    "medmcqa": ("medmcqa_dev", "medmcqa", None), "pubmedqa": ("pubmedqa_labeled", "pubmedqa", None)}
+TaskData = dict[str, dict[str, list[dict[str, Any]]]]
 
 
-def read_benchmarks(cfg: EvalConfig) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Read every benchmark into {task: {"test": records, ["train": records]}}."""
+def read_docs(task: str, path: str, readers: ReadersConfig) -> list[dict[str, Any]]:
+    """Read one benchmark file of MC task `task` into lm-eval documents, every item kept.
+
+    An evaluation set never loses an item: a skipped record would change the denominator of every
+    score. So a bad record always aborts prepare-eval (BadRecordError naming file and line, exit
+    code 4), whatever `instruct_mix.on_bad_record` says for training data.
+    """
+    _, fmt, n_options = MC_FILES[task]
+    bad = BadRecords("abort", advice="an evaluation set keeps every item: fix or replace the file")
+    items = read_benchmark(fmt, require_file(path, "benchmark file"), bad,
+                           medmcqa_cop=readers.medmcqa_cop, n_options=n_options)
+    return mc_docs(items)
+
+
+def requested(cfg: EvalConfig) -> tuple[set[str], dict[str, int]]:
+    """What `eval.models` × suites × shots ask for: the tasks run, and the seed suite's few-shot counts per task."""
+    from biomed_llama.eval.harness import plan_runs  # harness imports this module
+
+    runs = plan_runs(cfg)
+    return {r.task for r in runs}, {r.task: r.shots for r in runs if r.suite == "seed" and r.shots}
+
+
+def check_pools(cfg: EvalConfig, fewshot: dict[str, int]) -> None:
+    """A pool that a seed-suite few-shot run needs (`fewshot`: task → shots) but that is unset is a ConfigError."""
+    for task, shots in fewshot.items():
+        key, path = cfg.benchmarks.pool(task)
+        if key and not path:
+            raise ConfigError(f"{key}: not set, but the seed suite's {shots}-shot {task} run draws its "
+                              "examples from it (the task's train file)")
+
+
+def read_benchmarks(cfg: EvalConfig, readers: ReadersConfig | None = None) -> TaskData:
+    """Read what the config asks for into {task: {"test": docs, ["train": docs]}}.
+
+    The four MC test sets always; the few-shot pools that are set (a needed one must be); the
+    Pile test split (`pile_extracted`, verified) only when a perplexity task is asked for.
+    """
+    readers = readers or ReadersConfig()
     b = cfg.benchmarks
-    out: dict[str, dict[str, list[dict[str, Any]]]] = {
-        "medqa4": {"test": formats.read_medqa(b.medqa4_test, 4)},
-        "medqa5": {"test": formats.read_medqa(b.medqa5_test, 5)},
-        "medmcqa": {"test": formats.read_medmcqa(b.medmcqa_dev, b.medmcqa_cop_base)},
-        "pubmedqa": {"test": formats.read_pubmedqa(b.pubmedqa_labeled)},
-    }
-    if b.medqa4_train:
-        out["medqa4"]["train"] = formats.read_medqa(b.medqa4_train, 4)
-    if b.medqa5_train:
-        out["medqa5"]["train"] = formats.read_medqa(b.medqa5_train, 5)
-    if b.medmcqa_train:
-        out["medmcqa"]["train"] = formats.read_medmcqa(b.medmcqa_train, b.medmcqa_cop_base)
-    require_verified(b.pile_extracted)
-    for task in PPL_TASKS:
-        out[task] = {"test": formats.read_pile_test(b.pile_extracted, task, cfg.ppl_max_docs)}
+    wanted, fewshot = requested(cfg)
+    check_pools(cfg, fewshot)
+    out: TaskData = {task: {"test": read_docs(task, getattr(b, MC_FILES[task][0]), readers)} for task in MC_TASKS}
+    for task in MC_TASKS:
+        pool = b.pool(task)[1]
+        if pool:
+            out[task]["train"] = read_docs(task, pool, readers)
+    ppl = [task for task in PPL_TASKS if task in wanted]
+    if ppl:
+        require_verified(b.pile_extracted)
+    for task in ppl:
+        out[task] = {"test": read_pile_test(b.pile_extracted, task, cfg.ppl_max_docs)}
     return out
 
 
-def benchmark_inputs(cfg: EvalConfig) -> list[str]:
-    """The input files/folders prepare-eval reads (for the manifest)."""
+def benchmark_inputs(cfg: EvalConfig, data: TaskData) -> list[str]:
+    """The input files/folders prepare-eval read (for the manifest)."""
     b = cfg.benchmarks
-    files = [b.medqa4_test, b.medqa4_train, b.medqa5_test, b.medqa5_train, b.medmcqa_dev,
-             b.medmcqa_train, b.pubmedqa_labeled, b.pile_extracted]
-    return [f for f in files if f]
+    files = []
+    for task in MC_TASKS:
+        files.append(getattr(b, MC_FILES[task][0]))
+        if "train" in data[task]:
+            files.append(b.pool(task)[1])
+    if any(task in data for task in PPL_TASKS):
+        files.append(b.pile_extracted)
+    return files
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -69,34 +122,42 @@ def data_file(out: Path, task: str, split: str) -> str:
     return (out / f"{task}.{split}.jsonl").as_posix()
 
 
-def render_utils(final: Path, suite_tasks: list[str], pools: dict[str, bool], seed: int) -> str:
-    """The generated `utils.py` of one suite folder: the package helpers plus one bound sampler per task."""
+def render_utils(final: Path, suite_tasks: list[str], cfg: EvalConfig, pools: dict[str, bool]) -> str:
+    """The generated `utils.py` of one suite folder: the package helpers plus one bound sampler per task.
+
+    A task with a pool key but no prepared pool gets a sampler that refuses few-shot requests
+    (naming the key), so the stock CLI cannot silently draw its examples from elsewhere.
+    """
     lines = ['"""Generated by `biomed-llama prepare-eval`: the package\'s task helpers, and each task\'s',
              'v0.3 example sampler bound to its few-shot pool (a train file, or None: the test set)."""',
              "from biomed_llama.eval.task_utils import *  # noqa: F401,F403",
              "from biomed_llama.eval.task_utils import v03_sampler", ""]
     for task in suite_tasks:
+        key = cfg.benchmarks.pool(task)[0]
         pool = repr(data_file(final, task, "train")) if pools.get(task) else "None"
-        lines.append(f"sampler_{task} = v03_sampler({pool}, {seed})")
+        missing = f", missing={key!r}" if key and not pools.get(task) else ""
+        lines.append(f"sampler_{task} = v03_sampler({pool}, {cfg.fewshot_seed}{missing})")
     return "\n".join(lines) + "\n"
 
 
-def render_tasks(tmp: Path, final: Path, cfg: EvalConfig, pools: dict[str, bool]) -> list[str]:
-    """Fill the package's task templates into `tmp/tasks/<suite>/`; return the task names."""
+def render_tasks(tmp: Path, final: Path, cfg: EvalConfig, data: TaskData) -> list[str]:
+    """Fill the package's task templates of the prepared tasks into `tmp/tasks/<suite>/`; return the task names."""
     names = []
+    pools = {task: "train" in splits for task, splits in data.items()}
     root = resources.files("biomed_llama.eval") / TEMPLATES
     for suite_dir in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
         dest = tmp / "tasks" / suite_dir.name
         dest.mkdir(parents=True)
-        tasks = sorted(p.name[: -len(".yaml")] for p in suite_dir.iterdir() if p.name.endswith(".yaml"))
+        tasks = sorted(p.name[: -len(".yaml")] for p in suite_dir.iterdir()
+                       if p.name.endswith(".yaml") and p.name[: -len(".yaml")] in data)
         for task in tasks:
             files = {"test": data_file(final, task, "test")}
             text = (suite_dir / f"{task}.yaml").read_text(encoding="utf-8")
             text = text.replace("@DATA_FILES@", json.dumps(files)).replace("@MAX_NEW_TOKENS@", str(cfg.max_new_tokens))
             (dest / f"{task}.yaml").write_text(text, encoding="utf-8")
             names.append(task_name(suite_dir.name, task))
-        (dest / "utils.py").write_text(render_utils(final, [t for t in tasks if t in MC_TASKS], pools,
-                                                    cfg.fewshot_seed), encoding="utf-8")
+        (dest / "utils.py").write_text(render_utils(final, [t for t in tasks if t in MC_TASKS], cfg, pools),
+                                       encoding="utf-8")
     return names
 
 
@@ -105,9 +166,11 @@ def task_name(suite: str, task: str) -> str:
     return f"biomed_{suite}_{task}"
 
 
-def prepare_eval(cfg: EvalConfig) -> dict[str, Any]:
-    """Run prepare-eval: convert, render and write `cfg.output` atomically; return counts per file."""
-    data = read_benchmarks(cfg)
+def prepare_eval(cfg: EvalConfig, readers: ReadersConfig | None = None) -> dict[str, Any]:
+    """Run prepare-eval: read (`readers`: how; default auto), convert, render and write `cfg.output`
+    atomically; return counts per file."""
+    readers = readers or ReadersConfig()
+    data = read_benchmarks(cfg, readers)
     final = Path(cfg.output)
     counts: dict[str, int] = {}
     with atomic_dir(final) as tmp:
@@ -115,8 +178,9 @@ def prepare_eval(cfg: EvalConfig) -> dict[str, Any]:
             for split, records in splits.items():
                 write_jsonl(tmp / f"{task}.{split}.jsonl", records)
                 counts[f"{task}.{split}"] = len(records)
-        pools = {task: "train" in splits for task, splits in data.items()}
-        names = render_tasks(tmp, final, cfg, pools)
-        write_manifest(tmp, stage="prepare-eval", params=cfg.model_dump(mode="json", include=PREPARE_PARAMS),
-                       inputs=benchmark_inputs(cfg), extra={"counts": counts, "tasks": names})
+        names = render_tasks(tmp, final, cfg, data)
+        params = {"eval": cfg.model_dump(mode="json", include=PREPARE_PARAMS),
+                  "readers": readers.model_dump(mode="json")}
+        write_manifest(tmp, stage="prepare-eval", params=params, inputs=benchmark_inputs(cfg, data),
+                       extra={"counts": counts, "tasks": names})
     return counts

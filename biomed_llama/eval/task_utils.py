@@ -2,7 +2,7 @@
 
 The rendered task folders (`data/eval/tasks/<suite>/utils.py`, written by prepare-eval) re-export
 this module, so `!function utils.<name>` in the YAMLs resolves here, for our runner and for the
-stock `lm_eval` CLI alike. Records are the shape `formats.py` writes:
+stock `lm_eval` CLI alike. Records are the shape `formats.py` makes:
 `{"idx", "n_docs", "id", "context", "question", "options", "label"}`.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from lm_eval.api.samplers import ContextSampler
 
-from biomed_llama.instruct.records import LETTERS, MCItem, YesNoItem
+from biomed_llama.benchmarks.records import LETTERS, MCItem, YesNoItem
 from biomed_llama.instruct.templates import mc_prompt, pubmedqa_prompt, render_task
 
 
@@ -135,6 +135,8 @@ class V03Sampler(ContextSampler):
 
     POOL: str | None = None
     SEED: int = 42
+    MISSING: str | None = None
+    """The param naming a pool that was not prepared: few-shot requests are refused, naming it."""
 
     def __init__(self, df=None, **kwargs) -> None:
         super().__init__(df, **kwargs)
@@ -154,12 +156,17 @@ class V03Sampler(ContextSampler):
             return []
         if eval_doc is None:
             raise ValueError("V03Sampler needs fewshot_split == test_split so lm-eval passes eval_doc")
+        if self.MISSING:
+            raise ValueError(f"no few-shot pool was prepared for this task: set {self.MISSING} and rerun prepare-eval")
         pool = self._pool_docs()
         if n not in self._picks:
             self._picks[n] = v03_fewshot_picks(eval_doc["n_docs"], len(pool), n, self.POOL is None, self.SEED)
         return [pool[j] for j in self._picks[n][eval_doc["idx"]]]
 
 
-def v03_sampler(pool: str | None, seed: int = 42) -> type[V03Sampler]:
-    """A V03Sampler subclass bound to one task's pool file (None: the eval set) and seed."""
-    return type("V03Sampler_bound", (V03Sampler,), {"POOL": pool, "SEED": seed})
+def v03_sampler(pool: str | None, seed: int = 42, missing: str | None = None) -> type[V03Sampler]:
+    """A V03Sampler subclass bound to one task's pool file (None: the eval set) and seed.
+
+    `missing` names the unset pool param of a task that needs one: such a sampler refuses few-shot.
+    """
+    return type("V03Sampler_bound", (V03Sampler,), {"POOL": pool, "SEED": seed, "MISSING": missing})

@@ -71,9 +71,6 @@ class InstructMixConfig(StrictModel):
     on_bad_record: Literal["skip", "abort"] = "skip"
     """A record missing a field or whose answer is not one of its options: count, report and skip, or abort
     (also applies to `finetune` task mode's train sets)."""
-    medmcqa_cop: Literal["auto", "0-3", "1-4"] = "auto"
-    """MedMCQA `cop` convention: `1-4` original release, `0-3` HF copy, `auto` detects it per file
-    (a file mixing 0 and 4 is refused; a file with only 1–3 needs this set explicitly). Also used by task mode."""
     output: str = "data/instruct"
     """Output folder: `mixture.jsonl` + `bad_records.jsonl` + `manifest.json`."""
     metrics: str = "metrics/instruct_mix.json"

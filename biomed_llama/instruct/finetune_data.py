@@ -40,9 +40,9 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from biomed_llama.benchmarks.records import BadRecords
 from biomed_llama.errors import UserError
 from biomed_llama.instruct.readers import read_source
-from biomed_llama.instruct.records import BadRecords
 from biomed_llama.instruct.templates import render_task
 
 IGNORE_INDEX = -100
@@ -188,14 +188,14 @@ def tokenize_pairs(pairs: Sequence[tuple[str, str]], sources: Sequence[str], tok
 def task_pairs(params: Any, task: str) -> list[tuple[str, str]]:
     """Read task `task`'s train set (`finetune.tasks`) and render it with the fine-tune prompt.
 
-    Bad records follow `instruct_mix.on_bad_record`, the MedMCQA `cop` convention `instruct_mix.medmcqa_cop`.
+    Bad records follow `instruct_mix.on_bad_record`, the MedMCQA `cop` convention `readers.medmcqa_cop`.
     """
     tasks = params.finetune.tasks
     if task not in tasks:
         raise UserError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(tasks)}")
     spec = tasks[task]
     bad = BadRecords(params.instruct_mix.on_bad_record)
-    items = read_source(spec.format, spec.path, bad, medmcqa_cop=params.instruct_mix.medmcqa_cop)
+    items = read_source(spec.format, spec.path, bad, medmcqa_cop=params.readers.medmcqa_cop)
     if not items:
         raise UserError(f"fine-tune task {task!r}: {spec.path} has no valid records")
     return [render_task(item) for _, item in items]

@@ -26,10 +26,12 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from biomed_llama.benchmarks.config import ReadersConfig
+from biomed_llama.benchmarks.readers import CopConvention
+from biomed_llama.benchmarks.records import BadRecord, BadRecords
 from biomed_llama.errors import UserError
 from biomed_llama.instruct.config import InstructMixConfig, InstructSource
 from biomed_llama.instruct.readers import read_source
-from biomed_llama.instruct.records import BadRecord, BadRecords
 from biomed_llama.instruct.templates import render_instruct
 
 MIXTURE_FILE = "mixture.jsonl"
@@ -87,7 +89,7 @@ class SourceRecords:
 
 
 def read_instruct_source(src: InstructSource, policy: Literal["skip", "abort"],
-                         medmcqa_cop: Literal["auto", "0-3", "1-4"] = "auto") -> SourceRecords:
+                         medmcqa_cop: CopConvention = "auto") -> SourceRecords:
     """Read all files of a source and render each item with the instruct templates."""
     bad = BadRecords(policy)
     pairs = []
@@ -134,9 +136,9 @@ def draw_mixture(read: Sequence[SourceRecords], n: int, seed: int,
     return Mixture(records, stats, [b for r in read for b in r.bad])
 
 
-def build_mixture(cfg: InstructMixConfig) -> Mixture:
-    """Read every configured source and draw the mixture (no files written)."""
-    read = [read_instruct_source(s, cfg.on_bad_record, cfg.medmcqa_cop) for s in cfg.sources]
+def build_mixture(cfg: InstructMixConfig, readers: ReadersConfig) -> Mixture:
+    """Read every configured source (benchmark files as `readers` says) and draw the mixture (no files written)."""
+    read = [read_instruct_source(s, cfg.on_bad_record, readers.medmcqa_cop) for s in cfg.sources]
     return draw_mixture(read, cfg.n_records, cfg.seed, cfg.allocation)
 
 
@@ -161,14 +163,14 @@ def run_instruct_mix(params: Any) -> dict[str, Any]:
     from biomed_llama.provenance import write_manifest
 
     cfg: InstructMixConfig = params.instruct_mix
-    mix = build_mixture(cfg)
+    mix = build_mixture(cfg, params.readers)
     inputs = [p for s in cfg.sources for p in s.paths]
     with atomic_dir(cfg.output) as tmp:
         atomic_write_bytes(Path(tmp) / MIXTURE_FILE, _jsonl(mix.records))
         atomic_write_bytes(Path(tmp) / BAD_FILE, _jsonl(
             [{"path": b.path, "position": b.position, "reason": b.reason} for b in mix.bad]))
-        write_manifest(tmp, stage="instruct-mix", params={"instruct_mix": section_dict(cfg)}, inputs=inputs,
-                       extra={"sources": mix.sources})
+        write_manifest(tmp, stage="instruct-mix", inputs=inputs, extra={"sources": mix.sources},
+                       params={"instruct_mix": section_dict(cfg), "readers": section_dict(params.readers)})
     metrics = mixture_metrics(cfg, mix)
     atomic_write_json(cfg.metrics, metrics)
     return metrics

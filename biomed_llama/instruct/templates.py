@@ -22,7 +22,7 @@ One deliberate difference: the original's instruct MC template zipped options wi
 
 from __future__ import annotations
 
-from biomed_llama.instruct.records import LETTERS, InstructionItem, Item, MCItem, OpenItem, YesNoItem
+from biomed_llama.benchmarks.records import LETTERS, InstructionItem, Item, MCItem, OpenItem, YesNoItem
 
 MC_INSTRUCTION = (
     "The following is a multiple-choice question (with options) about medical knowledge. "

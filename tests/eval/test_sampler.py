@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from biomed_llama.eval.task_utils import V03Sampler, v03_fewshot_picks, v03_sampler
 
 
@@ -52,3 +54,11 @@ def test_sampler_returns_the_docs_for_each_eval_doc(tmp_path):
     for d in eval_docs:
         assert [x["idx"] for x in s.sample(2, eval_doc=d)] == picks[d["idx"]]
     assert s.sample(0, eval_doc=eval_docs[0]) == []
+
+
+def test_a_sampler_without_its_pool_refuses_few_shot_naming_the_key():
+    eval_docs = _docs(5)
+    s = v03_sampler(None, 42, missing="eval.benchmarks.medqa4_train")(eval_docs)
+    assert s.sample(0, eval_doc=eval_docs[0]) == []  # zero-shot still works
+    with pytest.raises(ValueError, match="set eval.benchmarks.medqa4_train and rerun prepare-eval"):
+        s.sample(3, eval_doc=eval_docs[0])

@@ -74,11 +74,11 @@ def test_draw_indices_full_passes_then_distinct_remainder():
 
 
 def test_draw_is_seeded_and_matches_the_weights(params):
-    mix_a = build_mixture(params.instruct_mix)
-    mix_b = build_mixture(params.instruct_mix)
+    mix_a = build_mixture(params.instruct_mix, params.readers)
+    mix_b = build_mixture(params.instruct_mix, params.readers)
     assert mix_a.records == mix_b.records
     params.instruct_mix.seed = 99
-    assert build_mixture(params.instruct_mix).records != mix_a.records
+    assert build_mixture(params.instruct_mix, params.readers).records != mix_a.records
     n = params.instruct_mix.n_records
     assert len(mix_a.records) == n
     for name, s in mix_a.sources.items():

@@ -1,12 +1,16 @@
-"""Each reader on its fixture in the published format, both MedMCQA cop conventions, every bad-record case."""
+"""The instruction-source readers: the benchmark formats through `read_source` (rendered with the
+instruct / task templates), the Alpaca and `examples` lists, their bad-record cases.
+
+The benchmark readers themselves (conventions, every MedQA / MedMCQA / PubMedQA bad record) are
+tested in tests/benchmarks/test_readers.py."""
 
 from __future__ import annotations
 
 import pytest
 
+from biomed_llama.benchmarks.records import BadRecords, InstructionItem, MCItem, OpenItem, YesNoItem
 from biomed_llama.errors import BadRecordError, UserError
 from biomed_llama.instruct.readers import read_source
-from biomed_llama.instruct.records import BadRecords, InstructionItem, MCItem, OpenItem, YesNoItem
 from biomed_llama.instruct.templates import render_instruct, render_task
 
 
@@ -27,27 +31,14 @@ def test_medqa_4_and_5_options(fixtures_dir, name, n_opt, n):
     assert out == f"{item.answer}) {item.answer_text}"
 
 
-def test_medmcqa_both_cop_conventions_give_the_same_answers(fixtures_dir):
-    one, bad1 = _read("medmcqa", fixtures_dir / "medmcqa" / "train_cop1.jsonl")
-    zero, bad0 = _read("medmcqa", fixtures_dir / "medmcqa" / "train_cop0.jsonl")
-    assert len(one) == 60 and len(zero) == 40 and not bad1 and not bad0
-    # Every fixture record's explanation names its gold option: the detected base picked the right one.
-    for _, item in one + zero:
-        assert item.explanation.endswith(f"because of {item.answer_text}.")
-    assert {it.answer for _, it in one} == {it.answer for _, it in zero} == set("ABCD")
-
-
-def test_medmcqa_explicit_convention_overrides_detection(fixtures_dir):
+def test_medmcqa_source_passes_the_cop_convention_on(fixtures_dir):
     path = fixtures_dir / "bad" / "medmcqa_ambiguous_cop.jsonl"
-    with pytest.raises(UserError, match="cannot tell the MedMCQA cop convention"):
+    with pytest.raises(UserError, match="set readers.medmcqa_cop"):
         _read("medmcqa", path)
-    items, bad = _read("medmcqa", path, medmcqa_cop="1-4")
-    assert [it.answer for _, it in items] == ["A", "B", "C"] and not bad
-
-
-def test_medmcqa_file_mixing_conventions_is_refused(fixtures_dir):
-    with pytest.raises(UserError, match="mixes cop conventions"):
-        _read("medmcqa", fixtures_dir / "bad" / "medmcqa_mixed_cop.jsonl")
+    items, bad = _read("medmcqa", path, medmcqa_cop="0-3")
+    assert [it.answer for _, it in items] == ["B", "C", "D"] and not bad
+    inp, out = render_instruct(items[0][1])
+    assert inp.endswith("### Answer:(") and out == f"B) {items[0][1].options[1]}"
 
 
 def test_pubmedqa_labeled_and_artificial(fixtures_dir):
@@ -88,24 +79,9 @@ def test_examples_sets(fixtures_dir):
     assert out.endswith(f"({cot[0][1].answer}) {cot[0][1].answer_text}.")
 
 
-# Every bad-record case: (format, file, kwargs, expected [(position, reason fragment)], good records left)
+# Every bad-record case of the instruction-only formats: (format, file, kwargs, expected [(position,
+# reason fragment)], good records left)
 BAD_CASES = [
-    ("medqa", "medqa_bad.jsonl", {}, [
-        ("line 2", "missing field 'answer_idx'"),
-        ("line 3", "answer_idx 'E' is not one of the options"),
-        ("line 4", "is not option"),
-        ("line 5", "'options' is not an object"),
-        ("line 6", "not valid JSON"),
-    ], 2),
-    ("medmcqa", "medmcqa_bad.jsonl", {}, [
-        ("line 2", "missing field 'opc'"),
-        ("line 3", "cop 7 is not one of the options (0–3)"),
-        ("line 4", "missing field 'cop'"),
-    ], 2),
-    ("pubmedqa", "pubmedqa_bad.json", {}, [
-        ("PMID 30000008", "missing field 'CONTEXTS'"),
-        ("PMID 30000015", "final_decision 'perhaps'"),
-    ], 2),
     ("alpaca", "alpaca_bad.json", {}, [
         ("record 2", "missing field 'output'"),
         ("record 3", "field 'instruction' is int"),
@@ -135,8 +111,10 @@ def test_bad_records_are_reported_with_file_and_position(fixtures_dir, fmt, name
 
 
 def test_missing_and_malformed_files(tmp_path):
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match=f"^instruction source {tmp_path}/nope.json not found$"):
         _read("alpaca", tmp_path / "nope.json")
+    with pytest.raises(UserError, match="^instruction source .* not found$"):
+        _read("medmcqa", tmp_path / "nope.jsonl")
     broken = tmp_path / "broken.json"
     broken.write_text("[{")
     with pytest.raises(UserError, match="not valid JSON"):

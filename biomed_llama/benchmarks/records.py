@@ -1,8 +1,8 @@
-"""Parsed source items (before templating) and the bad-record policy shared by every reader.
+"""Parsed items (before templating or scoring) and the bad-record policy shared by every reader.
 
-A reader turns each published record into one of the item types below; `templates.py` turns an
-item into the `{source, input, output}` text pair. Keeping the two apart lets the same parsed
-MedQA record become an instruction (`instruct` mode) or a fine-tune example (`task` mode).
+A reader turns each published record into one of the item types below. The same parsed MedQA
+record then becomes an instruction (`instruct.templates.render_instruct`), a fine-tune example
+(`render_task`) or an evaluation document (`eval.formats.eval_docs`): parsing is done once, here.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ class MCItem:
     options: tuple[str, ...]
     answer: str
     explanation: str | None = None
+    id: str | None = None
+    """The record's id: its own where the format has one (MedMCQA `id`), else `<file stem>-<line>`."""
 
     @property
     def answer_text(self) -> str:
@@ -39,6 +41,8 @@ class YesNoItem:
     contexts: tuple[str, ...]
     answer: Literal["yes", "no", "maybe"]
     explanation: str | None = None
+    id: str | None = None
+    """The record's id (PubMedQA: its PMID)."""
 
     @property
     def context(self) -> str:
@@ -81,14 +85,16 @@ class BadRecord:
 
 @dataclass
 class BadRecords:
-    """Applies `on_bad_record`: `abort` raises BadRecordError at the first one, `skip` collects them."""
+    """Applies a bad-record policy: `abort` raises BadRecordError at the first one, `skip` collects them."""
 
     policy: Literal["skip", "abort"]
+    advice: str = "on_bad_record: abort; set skip to drop such records"
+    """Appended to the abort message in parentheses: what the user can do about it."""
     found: list[BadRecord] = field(default_factory=list)
 
     def report(self, path: str, position: str, reason: str) -> None:
         """Record a bad record, or raise BadRecordError naming file and position under `abort`."""
         bad = BadRecord(str(path), position, reason)
         if self.policy == "abort":
-            raise BadRecordError(f"{bad} (on_bad_record: abort; set skip to drop such records)")
+            raise BadRecordError(f"{bad} ({self.advice})")
         self.found.append(bad)

@@ -1,0 +1,56 @@
+"""prepare-eval through the real CLI: few-shot pools are explicit params, the Pile test split is read
+only when perplexity is asked for, and each refusal is one line with its exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MC_ONLY = "eval.models={m: {path: models/none, paper_row: LLaMA-7B, suites: [modern, instruct]}}"
+
+
+def prepare_eval(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`biomed-llama prepare-eval` on the demo params (run from the repo root), writing into `out`."""
+    args = [a for o in (f"eval.output={out}", *overrides) for a in ("--set", o)]
+    return subprocess.run([sys.executable, "-m", "biomed_llama", "prepare-eval", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def error_line(out: subprocess.CompletedProcess) -> str:
+    """The CLI's single stderr line, without the `error: ` prefix."""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    return lines[0][len("error: "):]
+
+
+def test_an_unset_pool_that_few_shot_needs_is_one_error_naming_the_key(tmp_path):
+    out = prepare_eval(tmp_path / "eval", "eval.benchmarks.medqa4_train=null")
+    assert out.returncode == 2
+    assert error_line(out) == ("eval.benchmarks.medqa4_train: not set, but the seed suite's 3-shot medqa4 run "
+                               "draws its examples from it (the task's train file)")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_multiple_choice_only_needs_neither_the_pile_nor_unused_pools(tmp_path):
+    out = prepare_eval(tmp_path / "eval", MC_ONLY, f"eval.benchmarks.pile_extracted={tmp_path}/no-extract",
+                       "eval.benchmarks.medqa4_train=null")
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "eval"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["extra"]["counts"]) == {"medqa4.test", "medqa5.test", "medqa5.train", "medmcqa.test",
+                                                "medmcqa.train", "pubmedqa.test"}
+    assert not list(folder.glob("pubmed_*")) and not list(folder.glob("tasks/seed/pubmed_*.yaml"))
+    assert not any("no-extract" in i for i in manifest["inputs"])
+    # the stock CLI asking for few-shot medqa4 is refused by its sampler, naming the key
+    utils = (folder / "tasks/seed/utils.py").read_text()
+    assert "sampler_medqa4 = v03_sampler(None, 42, missing='eval.benchmarks.medqa4_train')" in utils
+
+
+def test_perplexity_asked_for_needs_a_verified_extract(tmp_path):
+    none = tmp_path / "no-extract"
+    out = prepare_eval(tmp_path / "eval", f"eval.benchmarks.pile_extracted={none}")
+    assert out.returncode == 3
+    assert error_line(out) == f"refusing input {none}: {none}: no manifest.json; rerun the stage that made it"
