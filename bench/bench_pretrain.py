@@ -1,10 +1,10 @@
 """Benchmark of the pretrain engine: loss agreement across meshes, and throughput / MFU.
 
 One rank per GPU under torchrun (gloo on CPU with `--shape tiny` for a smoke run). It uses the
-engine itself: `build_meta_model` → `parallelize` (AC, per-block compile, FSDP2 on the
-(`replicate`, `shard`) mesh) → `init_weights` → fused AdamW + cosine schedule → `train_step`
-fed by `DistributedLoader` over a synthetic dataset (deterministic repeated motifs, so the loss
-moves within a few steps). Writes one JSON per run into `--out`; `summarize` prints the table.
+engine itself: `biomed_llama.train.engine.build` (meta model → `parallelize` (AC, per-block
+compile, FSDP2 on the (`replicate`, `shard`) mesh) → materialise → fused AdamW + cosine schedule,
+`DistributedLoader` over a synthetic dataset of deterministic repeated motifs, so the loss moves
+within a few steps), the seeded init, and the engine's step (`Trainer.step`). Writes one JSON per run into `--out`; `summarize` prints the table.
 
     torchrun --nproc-per-node 4 bench/bench_pretrain.py run --shape 7b --micro 4 --compile --name 7b --out DIR
     python bench/bench_pretrain.py summarize DIR
@@ -52,48 +52,43 @@ class MotifDataset:
         return ids, ids.copy()
 
 
+def bench_spec(args: argparse.Namespace, world_size: int, cuda: bool):
+    """The engine spec of a benchmark run: the shape, mesh and options of `args` on the synthetic data."""
+    from biomed_llama.model.config import ModelConfig
+    from biomed_llama.train.config import OptimConfig, PretrainConfig
+    from biomed_llama.train.engine import TrainSpec
+
+    hidden, ffn, layers, heads, vocab, seq = SHAPES[args.shape]
+    mcfg = ModelConfig(hidden_size=hidden, intermediate_size=ffn, num_layers=layers, num_heads=heads,
+                       vocab_size=vocab, max_position_embeddings=seq, attention=args.attention)
+    global_batch = args.micro * args.acc * world_size
+    cfg = PretrainConfig(max_seq_length=seq, global_batch_size=global_batch, micro_batch_size=args.micro,
+                         max_steps=args.steps, shuffle=False,
+                         optim=OptimConfig(lr=args.lr, warmup_ratio=0.1, num_cycles=0.5),
+                         param_dtype="bfloat16" if cuda else "float32",
+                         reduce_dtype=args.reduce_dtype if cuda else "float32", shard_size=args.shard,
+                         reshard_after_forward=not args.no_reshard, compile=args.compile,
+                         activation_checkpointing=args.ac, device="auto")
+    return TrainSpec(stage="bench", seed=1234, cfg=cfg, model=mcfg,
+                     dataset=lambda: (MotifDataset(global_batch * args.steps, seq, vocab), None))
+
+
 def run(args: argparse.Namespace) -> None:
     """Train `--steps` steps of the chosen shape/mesh/options; rank 0 writes `<out>/<name>.json`."""
     import torch
     import torch.distributed as dist
 
-    from biomed_llama.data.loader import DistributedLoader
-    from biomed_llama.model.attention import check_attention
-    from biomed_llama.model.build import build_meta_model, count_params, init_weights, llama_config
     from biomed_llama.train import metrics as M
-    from biomed_llama.train.config import ModelConfig, PretrainConfig
-    from biomed_llama.train.loop import train_step
-    from biomed_llama.train.mesh import all_reduce_cpu, build_mesh, init_distributed, shutdown
-    from biomed_llama.train.optim import build_optimizer, build_scheduler
-    from biomed_llama.train.parallelize import parallelize
+    from biomed_llama.train.engine import build, starting_weights
+    from biomed_llama.train.mesh import all_reduce_cpu, init_distributed, shutdown
 
-    hidden, ffn, layers, heads, vocab, seq = SHAPES[args.shape]
-    env = init_distributed("auto")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    env = init_distributed("auto")  # the world size sets the global batch; `build` finds the group up
     cuda = env.device.type == "cuda"
-    mcfg = ModelConfig(hidden_size=hidden, intermediate_size=ffn, num_layers=layers, num_heads=heads,
-                       vocab_size=vocab, max_position_embeddings=seq, attention=args.attention)
-    dtype = "bfloat16" if cuda else "float32"
-    global_batch = args.micro * args.acc * env.world_size
-    cfg = PretrainConfig(max_seq_length=seq, global_batch_size=global_batch, micro_batch_size=args.micro,
-                         max_steps=args.steps, lr=args.lr, warmup_ratio=0.1, num_cycles=0.5,
-                         param_dtype=dtype, reduce_dtype=args.reduce_dtype if cuda else "float32",
-                         shard_size=args.shard, reshard_after_forward=not args.no_reshard, compile=args.compile,
-                         activation_checkpointing=args.ac, device="auto")
-    check_attention(args.attention, env.device)
-    mesh = build_mesh(env, cfg.shard_size)
-    config = llama_config(mcfg)
-    model = build_meta_model(config)
-    parallelize(model, mesh, cfg)
-    model.to_empty(device=env.device)
-    init_weights(model, 1234, config.initializer_range)
-    optimizer = build_optimizer(model, cfg, env.device)
-    scheduler = build_scheduler(optimizer, cfg, args.steps)
-    loader = DistributedLoader(MotifDataset(global_batch * args.steps, seq, vocab), global_batch=global_batch,
-                               micro_batch=args.micro, dp_rank=env.rank, dp_size=env.world_size, seed=0, shuffle=False)
-    n_params, n_embed = count_params(model)
-    flops_tok = M.flops_per_token(n_params, n_embed, layers, hidden, seq)
+    spec = bench_spec(args, env.world_size, cuda)
+    cfg = spec.cfg
+    tr = build(spec)  # the engine's own build: mesh, loader, meta model → parallelize → materialise, AdamW, schedule
+    starting_weights(tr)
+    mesh, n_params, flops_tok = tr.mesh, tr.n_params, tr.flops_per_token
     losses, t0 = [], None
     for step in range(args.steps):
         if step == args.warmup:
@@ -102,16 +97,16 @@ def run(args: argparse.Namespace) -> None:
                 torch.cuda.reset_peak_memory_stats()
             dist.barrier()
             t0 = time.perf_counter()
-        micros = loader.next_batch()
-        (n_targets,) = all_reduce_cpu([float(sum(mb.n_targets() for mb in micros))])
-        loss, gnorm = train_step(model, optimizer, scheduler, micros, int(n_targets), env.world_size, env.device, 1.0)
+        micros = tr.loader.next_batch()
+        (total,) = all_reduce_cpu([float(tr.step.count(micros))])
+        loss, gnorm = tr.step(micros, int(total))  # the engine's step
         if env.world_size > 1:
             dist.all_reduce(loss)
         losses.append(float(loss))  # one sync per step, as the engine's log_every=1
     if cuda:
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / (args.steps - args.warmup)
-    tok_s_dev = global_batch * seq / dt / env.world_size
+    tok_s_dev = tr.tokens_per_step / dt / env.world_size
     peak = M.peak_flops(env.device)
     row = {
         "name": args.name, "shape": args.shape, "params": n_params, "world": env.world_size, "mesh": list(mesh.shape),

@@ -18,10 +18,11 @@ from biomed_llama.benchmarks.config import ReadersConfig
 from biomed_llama.data.config import ExtractConfig, TokenizeConfig
 from biomed_llama.errors import ConfigError
 from biomed_llama.eval.config import EvalConfig
-from biomed_llama.instruct.config import FinetuneConfig, InstructMixConfig
+from biomed_llama.instruct.config import InstructMixConfig
 from biomed_llama.launch.config import LaunchConfig
+from biomed_llama.model.config import ModelConfig
 from biomed_llama.schema import StrictModel
-from biomed_llama.train.config import ModelConfig, PretrainConfig
+from biomed_llama.train.config import FinetuneConfig, PretrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -58,7 +59,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     """Split `a.b.c=value` into (["a","b","c"], value parsed as YAML)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set pretrain.lr=3e-5")
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set pretrain.optim.lr=3e-5")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -84,7 +85,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def _describe(err: ValidationError, source: str) -> str:
+def describe_error(err: ValidationError, source: str) -> str:
+    """One line naming the first invalid key of `err` (and how many more there are), prefixed by `source`."""
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"]
@@ -116,7 +118,7 @@ def validate_params(data: dict[str, Any], source: str = "params") -> Params:
     try:
         return Params.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, source)) from None
+        raise ConfigError(describe_error(e, source)) from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: Sequence[str] = ()) -> Params:

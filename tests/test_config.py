@@ -44,7 +44,7 @@ def test_every_field_has_a_docstring() -> None:
 
 
 def test_override_parses_yaml_values() -> None:
-    assert parse_override("pretrain.lr=3e-5") == (["pretrain", "lr"], 3e-5)
+    assert parse_override("pretrain.optim.lr=3e-5") == (["pretrain", "optim", "lr"], 3e-5)
     assert parse_override("extract.subsets=[A, B]") == (["extract", "subsets"], ["A", "B"])
     data = apply_overrides({"extract": {"workers": 1}}, ["extract.workers=3", "seed=7"])
     assert data == {"extract": {"workers": 3}, "seed": 7}
@@ -56,6 +56,29 @@ def test_override_reaches_the_model(tmp_path: Path) -> None:
     assert load_params(p, ["extract.workers=4"]).extract.workers == 4
 
 
+def test_override_reaches_the_optimiser_sections() -> None:
+    params = load_params(REPO / "params.yaml", ["pretrain.optim.lr=1e-4", "finetune.task.optim.betas=[0.9, 0.99]",
+                                               "finetune.instruct.optim.num_cycles=0.25"])
+    assert params.pretrain.optim.lr == 1e-4 and params.finetune.task.optim.betas == (0.9, 0.99)
+    assert params.finetune.instruct.optim.num_cycles == 0.25
+    assert params.finetune.instruct.optim.lr == 1e-3  # the rest as params.yaml says
+
+
+def test_validating_params_imports_no_io_library() -> None:
+    """Validators are pure: loading the params of every profile imports none of the readers' or trainers'
+    heavy libraries (the CLI loads params before a stage imports what it needs)."""
+    import subprocess
+    import sys
+
+    heavy = ["zstandard", "torch", "transformers", "pyarrow", "datasets"]
+    code = ("import sys, biomed_llama.config as c\n"
+            f"for f in {[str(p) for p in PROFILES]!r}: c.load_params(f)\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
@@ -65,6 +88,9 @@ def test_override_reaches_the_model(tmp_path: Path) -> None:
         ({"extract": {"on_bad_record": "ignore"}}, "extract.on_bad_record"),
         ({"tokenize": {"input": "x", "output": "x"}}, "tokenize"),
         ({"nonsense": 1}, "nonsense: unknown key"),
+        ({"pretrain": {"lr": 1e-3}}, "pretrain.lr: unknown key"),  # the optimiser's keys live in pretrain.optim
+        ({"pretrain": {"optim": {"betas": [0.9, 1.0]}}}, "pretrain.optim: Value error, betas must lie in [0, 1)"),
+        ({"finetune": {"task": {"optim": {"lrr": 1}}}}, "finetune.task.optim.lrr: unknown key"),
     ],
 )
 def test_bad_values_are_one_line_errors(data: dict, needle: str) -> None:

@@ -45,7 +45,7 @@ def _opt(argv: list[str], name: str) -> str:
 def test_pretrain_command_for_2_nodes_x_4_gpus(repo_root: Path, tmp_path: Path):
     argv = _render(repo_root, tmp_path, "pretrain",
                    {"BIOMED_SIF": "/images/biomed.sif", "BIOMED_BINDS": "/scratch/pile:/data/pile:ro,/models"},
-                   "--set", "pretrain.lr=1e-5")
+                   "--set", "pretrain.optim.lr=1e-5")
     srun, rest = argv[:argv.index("apptainer")], argv[argv.index("apptainer"):]
     assert srun[0] == "srun" and _opt(srun, "--nodes") == "2" and _opt(srun, "--ntasks-per-node") == "1"
     # apptainer exec --nv IMAGE, the checkout and the extra binds mounted, working dir = submit dir
@@ -63,7 +63,7 @@ def test_pretrain_command_for_2_nodes_x_4_gpus(repo_root: Path, tmp_path: Path):
     stage = tr[tr.index("-m"):]
     assert stage[:5] == ["-m", "biomed_llama", "pretrain", "--params", "params.yaml"]
     sets = [stage[i + 1] for i, a in enumerate(stage) if a == "--set"]
-    assert sets == ["pretrain.shard_size=4", "pretrain.lr=1e-5"]
+    assert sets == ["pretrain.shard_size=4", "pretrain.optim.lr=1e-5"]
 
 
 def test_finetune_command_uses_the_job_sizes(repo_root: Path, tmp_path: Path):

@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params YAML (default params.yaml).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a param: KEY=VALUE, e.g. pretrain.lr=3e-5.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a param: KEY=VALUE, e.g. pretrain.optim.lr=3e-5.")]
 
 
 def load(params: Path, overrides: Optional[list[str]]) -> Params:

@@ -1,4 +1,4 @@
-"""Params of the data stages (`extract`, `tokenize`)."""
+"""Params of the data stages (`extract`, `tokenize`): validation only, no reader imports (zstandard, pyarrow)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from biomed_llama.schema import StrictModel
 
 PUBMED_SUBSETS = ["PubMed Abstracts", "PubMed Central"]
+HUB_PREFIX = "hf://datasets/"
 
 
 class ExtractConfig(StrictModel):
@@ -41,14 +42,18 @@ class ExtractConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ExtractConfig":
-        from biomed_llama.data.pile import is_remote_spec
-
         if self.remote is not None and not is_remote_spec(self.remote):
             raise ValueError(f"remote must be an http(s):// URL prefix or hf://datasets/owner/name (got {self.remote!r})")
         slugs = [subset_slug(s) for s in self.subsets]
         if len(set(slugs)) != len(slugs):
             raise ValueError(f"subsets map to clashing folder names {slugs}")
         return self
+
+
+def is_remote_spec(remote: str) -> bool:
+    """True for the remote forms extract accepts: `http(s)://prefix` or `hf://datasets/owner/name[@revision]`."""
+    return remote.startswith(("http://", "https://")) or (
+        remote.startswith(HUB_PREFIX) and remote[len(HUB_PREFIX):].count("/") == 1)
 
 
 def subset_slug(subset: str) -> str:

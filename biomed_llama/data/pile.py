@@ -22,10 +22,10 @@ from typing import Iterator
 
 import zstandard
 
+from biomed_llama.data.config import HUB_PREFIX
 from biomed_llama.errors import UserError
 
 READ_CHUNK = 1 << 20  # compressed bytes per read
-HUB_PREFIX = "hf://datasets/"
 GLOB_CHARS = set("*?[")
 
 
@@ -128,12 +128,6 @@ def expand(patterns: list[str], what: str) -> list[str]:
 
 
 # --- remote sources (only used when extract.remote is set) -----------------------------------
-
-def is_remote_spec(remote: str) -> bool:
-    """True for the remote forms extract accepts: `http(s)://prefix` or `hf://datasets/owner/name[@revision]`."""
-    return remote.startswith(("http://", "https://")) or (
-        remote.startswith(HUB_PREFIX) and remote[len(HUB_PREFIX):].count("/") == 1)
-
 
 def remote_url(remote: str, name: str) -> str:
     """Resolve a shard `name` (e.g. `train/00.jsonl.zst`) against an http(s) URL prefix."""

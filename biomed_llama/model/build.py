@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from biomed_llama.errors import UserError
-from biomed_llama.train.config import ModelConfig
+from biomed_llama.model.config import ModelConfig
 
 # Wrapper prefixes that activation checkpointing / torch.compile put into parameter names.
 _WRAPPER_PARTS = ("_checkpoint_wrapped_module.", "_orig_mod.")

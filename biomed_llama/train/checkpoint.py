@@ -1,12 +1,19 @@
-"""Distributed checkpoints with torch.distributed.checkpoint (DCP): save, keep the last K, resume.
+"""Distributed checkpoints: a registry of named stateful parts, saved with DCP (tensors) and JSON (the rest).
 
-Layout of `<dir>/step-00001000/` (the engine's `<dir>` is one run's folder, `<checkpoint_dir>/<run_id>`):
-- DCP files of {"model", "optim"} (sharded state dicts; each rank writes its shards, any world
-  size can load them),
-- `rng-rank<r>.json`: that rank's torch/CUDA/numpy/python RNG states,
-- `trainer.json` (written last by rank 0): step, scheduler, data-loader position, extras.
-All of it is written under `step-00001000.tmp` and renamed once every rank is done, so a crash
-mid-save leaves only a `.tmp` folder, which discovery ignores and the next save removes.
+Every piece of training state is a `Part` of the registry `training_state` builds: an object with
+`state_dict()` / `load_state_dict()` and where it is stored (the idea of torchtitan's
+`CheckpointManager.states`). A new piece of state is one more entry there; `Checkpointer` saves and
+restores whatever the registry holds. Layout of `<dir>/step-00001000/` (the engine's `<dir>` is one
+run's folder, `<checkpoint_dir>/<run_id>`):
+- DCP files of the `dcp` parts, {"model", "optim"} (sharded state dicts; each rank writes its
+  shards, any world size can load them),
+- `<name>-rank<r>.json` per `rank` part, e.g. `rng-rank<r>.json`: that rank's torch/CUDA/numpy/python
+  RNG states (restored only on a rank that has its file: same world size),
+- `trainer.json` (written last by rank 0): step, the run's metadata (`run`) and every `trainer` part
+  (scheduler, data-loader position, history).
+No pickles: tensors go through DCP, everything else is JSON. All of it is written under
+`step-00001000.tmp` and renamed once every rank is done, so a crash mid-save leaves only a `.tmp`
+folder, which discovery ignores and the next save removes.
 """
 
 from __future__ import annotations
@@ -17,15 +24,18 @@ import os
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
 
+from biomed_llama.errors import IntegrityError
 from biomed_llama.fsutil import atomic_write_json
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -92,31 +102,6 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def save_checkpoint(root: str | Path, step: int, model, optimizer, trainer_state: dict[str, Any], keep: int) -> Path:
-    """Collectively save model + optimizer (DCP) + RNG + `trainer_state` at `step`; keep the newest `keep`."""
-    rank = dist.get_rank()
-    final = step_dir(root, step)
-    tmp = final.with_name(final.name + ".tmp")
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
-        tmp.mkdir(parents=True)
-    _barrier()
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
-    atomic_write_json(tmp / f"rng-rank{rank}.json", rng_state())
-    _barrier()
-    if rank == 0:
-        atomic_write_json(tmp / TRAINER_FILE, {"step": step, **trainer_state})
-        if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-        for _, old in list_checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    _barrier()
-    return final
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -125,17 +110,129 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | Path, model, optimizer) -> dict[str, Any]:
-    """Collectively load a checkpoint folder into the (sharded) model and optimizer; return trainer state.
+class Stateful(Protocol):
+    """What a checkpointed part is: a state to save and a way to restore it."""
 
-    Restores this rank's RNG states when the checkpoint has them for this rank (same world size).
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Part:
+    """One named piece of checkpointed state and where it is stored."""
+
+    obj: Stateful
+    store: Literal["dcp", "trainer", "rank"]
+    """`dcp`: tensors, sharded by torch.distributed.checkpoint; `trainer`: JSON in trainer.json (the same
+    on every rank; rank 0 writes it); `rank`: JSON per rank in `<name>-rank<r>.json`."""
+
+
+class ModelState:
+    """The (sharded) model's parameters and buffers as a DCP state dict."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        return get_model_state_dict(self.model)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_model_state_dict(self.model, state)
+
+
+class OptimizerState:
+    """The optimizer's state keyed by parameter name (so any sharding can load it)."""
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return get_optimizer_state_dict(self.model, self.optimizer)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_optimizer_state_dict(self.model, self.optimizer, state)
+
+
+class RNGState:
+    """This process's RNG states (`rng_state`)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return rng_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_state(state)
+
+
+def training_state(model, optimizer, scheduler, loader, history) -> dict[str, Part]:
+    """The registry of everything a checkpoint holds: add a new piece of state here (and only here)."""
+    return {
+        "model": Part(ModelState(model), "dcp"),
+        "optim": Part(OptimizerState(model, optimizer), "dcp"),
+        "scheduler": Part(scheduler, "trainer"),
+        "loader": Part(loader, "trainer"),
+        "history": Part(history, "trainer"),
+        "rng": Part(RNGState(), "rank"),
+    }
+
+
+class Checkpointer:
+    """Collective save / load of the registry `parts` in the step folders under `root`, keeping the newest `keep`.
+
+    `meta` (e.g. the run id) is written into every trainer.json beside the step.
     """
-    path = Path(path)
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    rng_file = path / f"rng-rank{dist.get_rank()}.json"
-    if rng_file.is_file():
-        set_rng_state(json.loads(rng_file.read_text()))
-    return json.loads((path / TRAINER_FILE).read_text())
+
+    def __init__(self, root: str | Path, parts: dict[str, Part], *, keep: int, meta: dict[str, Any]):
+        self.root, self.parts, self.keep, self.meta = Path(root), parts, keep, meta
+
+    def _of(self, store: str) -> dict[str, Stateful]:
+        return {name: p.obj for name, p in self.parts.items() if p.store == store}
+
+    def save(self, step: int) -> Path:
+        """Collectively save every part at `step` (under a `.tmp` name, renamed when complete); prune old ones."""
+        final = step_dir(self.root, step)
+        tmp = final.with_name(final.name + ".tmp")
+        rank = dist.get_rank()
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
+            tmp.mkdir(parents=True)
+        _barrier()
+        dcp.save({name: obj.state_dict() for name, obj in self._of("dcp").items()}, checkpoint_id=str(tmp))
+        for name, obj in self._of("rank").items():
+            atomic_write_json(tmp / f"{name}-rank{rank}.json", obj.state_dict())
+        _barrier()
+        if rank == 0:
+            trainer = {name: obj.state_dict() for name, obj in self._of("trainer").items()}
+            atomic_write_json(tmp / TRAINER_FILE, {"step": step, **self.meta, **trainer})
+            self._commit(tmp, final)
+        _barrier()
+        return final
+
+    def _commit(self, tmp: Path, final: Path) -> None:
+        """Rank 0: the complete `tmp` becomes `final`; only the newest `keep` checkpoints stay."""
+        if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        for _, old in list_checkpoints(self.root)[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, path: str | Path) -> int:
+        """Collectively restore every part from the checkpoint folder `path`; return its step.
+
+        A `rank` part is restored only where the checkpoint has this rank's file (same world size).
+        """
+        path = Path(path)
+        trainer = json.loads((path / TRAINER_FILE).read_text())
+        tensors = {name: obj.state_dict() for name, obj in self._of("dcp").items()}
+        dcp.load(tensors, checkpoint_id=str(path))  # in place, into this run's sharding
+        for name, part in self.parts.items():
+            if part.store == "dcp":
+                part.obj.load_state_dict(tensors[name])
+            elif part.store == "trainer":
+                if name not in trainer:
+                    raise IntegrityError(f"{path / TRAINER_FILE} has no {name!r} state; remove that checkpoint")
+                part.obj.load_state_dict(trainer[name])
+            elif (own := path / f"{name}-rank{dist.get_rank()}.json").is_file():
+                part.obj.load_state_dict(json.loads(own.read_text()))
+        return int(trainer["step"])

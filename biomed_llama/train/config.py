@@ -1,52 +1,63 @@
-"""Params of the base model and of continued pretraining."""
+"""Params of the training engine: the shared optimiser section, continued pretraining and fine-tuning.
+
+`OptimConfig` is declared once and used by every stage (`pretrain.optim`, `finetune.instruct.optim`,
+`finetune.task.optim`); fine-tuning's defaults (`FinetuneOptim`) are the original's HF Trainer
+arguments. The engine runs on a `PretrainConfig`: a fine-tune run's is built by
+`FinetuneConfig.engine_config`, validated like a params file (a wrong key or value fails there).
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
+from biomed_llama.instruct.config import FIXTURES
 from biomed_llama.schema import StrictModel
 
-AttentionBackend = Literal["sdpa", "flash_attention_2", "xformers", "eager"]
+TaskFormat = Literal["medqa", "medmcqa", "pubmedqa"]
 
 
-class ModelConfig(StrictModel):
-    """The base model: a HF LLaMA directory, or a tiny random init built from these shape params."""
+class OptimConfig(StrictModel):
+    """AdamW with HF Trainer's decay groups, then linear warmup + cosine decay of the learning rate.
 
-    base: Optional[str] = None
-    """A Hugging Face LLaMA directory (config.json + safetensors), e.g. `models/llama-7b`; null builds a random init from the shape below."""
-    hidden_size: int = Field(64, ge=8)
-    """Width of the residual stream (random init only; a `base` directory brings its own)."""
-    intermediate_size: int = Field(172, ge=8)
-    """Width of the SwiGLU MLP (random init only)."""
-    num_layers: int = Field(2, ge=1)
-    """Number of decoder layers (random init only)."""
-    num_heads: int = Field(4, ge=1)
-    """Attention heads (random init only); must divide hidden_size."""
-    num_kv_heads: Optional[int] = None
-    """Key/value heads for grouped-query attention; null = num_heads (LLaMA-7B)."""
-    vocab_size: Optional[int] = None
-    """Vocabulary size; null = `len(tokenizer)` of `tokenize.tokenizer` (random init only)."""
-    max_position_embeddings: int = Field(2048, ge=1)
-    """Longest position the rotary embedding is configured for (random init only)."""
-    rms_norm_eps: float = Field(1e-6, gt=0)
-    """Epsilon of RMSNorm (random init only)."""
-    rope_theta: float = Field(10000.0, gt=0)
-    """Rotary embedding base (random init only)."""
-    initializer_range: float = Field(0.02, gt=0)
-    """Std of the normal init of linear and embedding weights (random init only)."""
-    attention: AttentionBackend = "sdpa"
-    """Attention kernel: `sdpa` (PyTorch), `flash_attention_2` (flash-attn package), `xformers` (memory-efficient, causal; the original's choice) or `eager`."""
+    The defaults are continued pretraining's (the paper's README); `FinetuneOptim` has fine-tuning's.
+    """
+
+    lr: float = Field(3.0e-5, gt=0)
+    """Peak learning rate (pretraining: README 3e-5; released multi-node script 1e-5)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas, each in [0, 1) (pretraining: the paper's 0.9, 0.95)."""
+    eps: float = Field(1e-8, gt=0)
+    """AdamW epsilon (HF Trainer default)."""
+    weight_decay: float = Field(0.1, ge=0)
+    """AdamW weight decay; norms and biases get none (as HF Trainer)."""
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    """Fraction of steps of linear warmup (warmup steps = ceil(ratio × steps), as HF Trainer)."""
+    num_cycles: float = Field(0.39758361765043326, ge=0)
+    """Cosine cycles after warmup (pretraining: the released script's 0.3975…, stopping above 0; 0.5 decays to 0)."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Clip the global gradient norm (over all shards) to this."""
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelConfig":
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"model.num_heads ({self.num_heads}) must divide model.hidden_size ({self.hidden_size})")
-        kv = self.num_kv_heads or self.num_heads
-        if self.num_heads % kv:
-            raise ValueError(f"model.num_kv_heads ({kv}) must divide model.num_heads ({self.num_heads})")
+    def _check(self) -> "OptimConfig":
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must lie in [0, 1) (got {list(self.betas)})")
         return self
+
+
+class FinetuneOptim(OptimConfig):
+    """`OptimConfig` with the original fine-tuning's defaults: its HF Trainer arguments (evaluation/train.sh:42-45)."""
+
+    lr: float = Field(2e-5, gt=0)
+    """Peak learning rate (the original's fine-tuning: 2e-5)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas, each in [0, 1) (HF Trainer defaults, as the original)."""
+    weight_decay: float = Field(1e-4, ge=0)
+    """AdamW weight decay (the original's fine-tuning: 1e-4); norms and biases get none."""
+    num_cycles: float = Field(0.5, ge=0)
+    """Cosine cycles after warmup: 0.5 = HF `lr_scheduler_type cosine`, decaying to 0 (the original's setting)."""
 
 
 class PretrainConfig(StrictModel):
@@ -72,20 +83,8 @@ class PretrainConfig(StrictModel):
     """Sequences per rank per forward/backward; the code derives gradient accumulation from it."""
     max_steps: Optional[int] = Field(None, ge=1)
     """Optimizer steps; null = one epoch (every full global batch of the data once)."""
-    lr: float = Field(3.0e-5, gt=0)
-    """Peak learning rate (README 3e-5; released multi-node script 1e-5)."""
-    betas: tuple[float, float] = (0.9, 0.95)
-    """AdamW betas (paper: 0.9, 0.95)."""
-    eps: float = Field(1e-8, gt=0)
-    """AdamW epsilon (HF Trainer default)."""
-    weight_decay: float = Field(0.1, ge=0)
-    """AdamW weight decay; norms and biases get none (as HF Trainer)."""
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    """Fraction of steps of linear warmup (warmup steps = ceil(ratio × steps), as HF Trainer)."""
-    num_cycles: float = Field(0.39758361765043326, ge=0)
-    """Cosine cycles after warmup (released script: 0.3975…, which stops above 0; 0.5 decays to 0)."""
-    max_grad_norm: float = Field(1.0, gt=0)
-    """Clip the global gradient norm (over all shards) to this."""
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """AdamW and the LR schedule (defaults: the paper's README pretraining)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: CUDA with NCCL when a GPU is visible, else CPU with gloo."""
     param_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -127,6 +126,108 @@ class PretrainConfig(StrictModel):
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(f"pretrain.micro_batch_size ({self.micro_batch_size}) must divide "
                              f"pretrain.global_batch_size ({self.global_batch_size})")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"pretrain.betas must lie in [0, 1) (got {list(self.betas)})")
         return self
+
+
+class TaskTrainSet(StrictModel):
+    """A benchmark's train set for task fine-tuning (a fine-tune row of the table)."""
+
+    format: TaskFormat
+    """Published format of the file (`medqa`, `medmcqa` or `pubmedqa`)."""
+    path: str
+    """The train file (PubMedQA: `ori_pqaa.json`, the artificial set, as in the original)."""
+
+
+class FinetuneHparams(StrictModel):
+    """Optimiser, schedule and batch settings of one fine-tune mode (the original's HF Trainer arguments)."""
+
+    optim: FinetuneOptim = Field(default_factory=FinetuneOptim)
+    """AdamW and the LR schedule; unset keys: lr 2e-5, wd 1e-4, betas (0.9, 0.999), warmup 0.03, cosine to 0."""
+    epochs: float = Field(3, gt=0)
+    """Passes over the training examples; steps = ceil(epochs × examples / global_batch_size)."""
+    global_batch_size: int = Field(128, ge=1)
+    """Sequences per optimiser step over all ranks (the original: 1 per device × 16 accumulation × 8 GPUs)."""
+    micro_batch_size: int = Field(1, ge=1)
+    """Sequences per rank per forward pass; accumulation steps = global / (micro × world)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "FinetuneHparams":
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must divide "
+                             f"global_batch_size ({self.global_batch_size})")
+        return self
+
+    def steps(self, n_examples: int) -> int:
+        """Optimiser steps for `n_examples` examples: ceil(epochs × n / global batch), at least 1."""
+        return max(1, math.ceil(self.epochs * n_examples / self.global_batch_size))
+
+
+class FinetuneConfig(StrictModel):
+    """Instruction tuning (`instruct`) and per-task full fine-tuning (`task`).
+
+    Everything the engine needs beyond these (device, dtypes, sharding, compile, logging, keep-K)
+    comes from the `pretrain` section: `engine_config` says what a fine-tune run replaces.
+    """
+
+    model: str = "models/pretrained"
+    """Model to fine-tune: a HF directory (the pretrain stage's export by default)."""
+    instruct_output: str = "models/instruct"
+    """HF directory written by instruction tuning."""
+    task_output_prefix: str = "models/ft-"
+    """Task fine-tuning writes `<prefix><task>` (e.g. `models/ft-medqa`)."""
+    checkpoints: str = "checkpoints/finetune"
+    """Distributed checkpoints, one sub-folder per run (`instruct`, `task-<name>`)."""
+    metrics_prefix: str = "metrics/finetune_"
+    """Metrics JSON per run: `<prefix>instruct.json`, `<prefix><task>.json`."""
+    plots: str = "plots/finetune"
+    """Loss-curve folders per run: `<plots>/instruct/`, `<plots>/<task>/`."""
+    checkpoint_every: int = Field(300, ge=1)
+    """Save a distributed checkpoint every this many steps (the original: 300, keeping 3)."""
+    max_length: int = Field(256, ge=4)
+    """Longest sequence in tokens (BOS + prompt + output + EOS); 2048 in the paper."""
+    truncation: Literal["right", "prompt_left"] = "right"
+    """Over-long examples: `right` cuts the end like the original (an example left without any output
+    token is dropped and counted); `prompt_left` drops prompt tokens from the left so the output survives."""
+    mixture: str = "data/instruct"
+    """The instruct-mix output folder read in `instruct` mode."""
+    instruct: FinetuneHparams = Field(default_factory=lambda: FinetuneHparams(epochs=1))
+    """Instruction tuning: the original trained 1 pass over its 150,000 drawn records (its 3 epochs
+    × 50,000 were folded into the draw), lr 2e-5, wd 1e-4, warmup 0.03, cosine, batch 128."""
+    task: FinetuneHparams = Field(default_factory=FinetuneHparams)
+    """Task fine-tuning (the table's fine-tune rows): lr 2e-5, wd 1e-4, warmup 0.03, cosine, 3 epochs, batch 128."""
+    tasks: dict[str, TaskTrainSet] = Field(default_factory=lambda: {
+        "medqa": TaskTrainSet(format="medqa", path=f"{FIXTURES}/medqa/train_4opt.jsonl"),
+        "medmcqa": TaskTrainSet(format="medmcqa", path=f"{FIXTURES}/medmcqa/train_cop1.jsonl"),
+        "pubmedqa": TaskTrainSet(format="pubmedqa", path=f"{FIXTURES}/pubmedqa/ori_pqaa.json"),
+    })
+    """Train sets of `task` mode by task name (the name picks the output folder `<prefix><name>`)."""
+
+    def run_name(self, mode: Literal["instruct", "task"], task: str | None = None) -> str:
+        """`instruct`, or the task name in task mode (names checkpoints, metrics and plots)."""
+        if mode == "instruct":
+            return "instruct"
+        if task not in self.tasks:
+            raise ValueError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(self.tasks)}")
+        return task  # type: ignore[return-value]
+
+    def engine_config(self, pretrain: PretrainConfig, mode: Literal["instruct", "task"], task: str | None,
+                      n_examples: int) -> PretrainConfig:
+        """The engine config of one fine-tune run: `pretrain` (device, dtypes, sharding, compile, logging,
+        keep-K) with this mode's optimiser, batch, step count, sequence length and paths in place.
+
+        Validated as a whole (`model_validate`), so a wrong key or value fails here, not later. The
+        model to start from is `model` (the caller sets `model.base` to it); `tokenizer` is the same
+        folder, whose tokenizer files the export copies. Raises pydantic's ValidationError.
+        """
+        hp = self.instruct if mode == "instruct" else self.task
+        name = self.run_name(mode, task)
+        output = self.instruct_output if mode == "instruct" else f"{self.task_output_prefix}{name}"
+        replaced = {
+            "optim": hp.optim.model_dump(), "global_batch_size": hp.global_batch_size,
+            "micro_batch_size": hp.micro_batch_size, "max_steps": hp.steps(n_examples),
+            "max_seq_length": self.max_length, "shuffle": True, "checkpoint_every": self.checkpoint_every,
+            "checkpoint_dir": f"{self.checkpoints}/{'instruct' if mode == 'instruct' else 'task-' + name}",
+            "tokenizer": self.model, "output": output, "metrics": f"{self.metrics_prefix}{name}.json",
+            "plots": f"{self.plots}/{name}", "export_init": None,
+        }
+        return PretrainConfig.model_validate({**pretrain.model_dump(), **replaced})

@@ -1,14 +1,14 @@
 """`biomed-llama finetune`: instruction tuning (`instruct`) or full fine-tuning on one benchmark (`task`).
 
-The pretrain engine (`run_training`) runs it unchanged: same sharding, checkpoints, resume,
-metrics and export. What differs is the `TrainSpec`:
+The engine (`biomed_llama.train.engine.run_training`) runs it as it runs pretraining: same sharding,
+checkpoints, resume, metrics and export. What differs is the `TrainSpec`:
 
 - data: the SFT dataset of `biomed_llama.instruct.finetune_data` (BOS + prompt + output + EOS,
   right-padded to `finetune.max_length`, labels -100 on BOS, prompt and padding). The engine's loss
   normaliser counts only positions with a label, so the loss is the mean over output + EOS tokens;
 - start: the HF weights of `finetune.model` (loaded shard by shard), its tokenizer copied into the export;
-- params: `params.pretrain` with the fields of `FinetuneConfig.engine_overrides` replaced
-  (optimiser, schedule, batch, steps, sequence length, output / checkpoint / metrics / plot paths);
+- params: `FinetuneConfig.engine_config`: `params.pretrain` with the mode's optimiser section, batch,
+  steps, sequence length and output / checkpoint / metrics / plot paths in place, validated as a whole;
 - fingerprint: the dataset's content hash and the start model's file hashes join the run
   fingerprint, so other examples or another start model train in a run folder of their own
   (`<finetune.checkpoints>/<instruct|task-NAME>/<run_id>/`) instead of resuming a stale checkpoint.
@@ -19,9 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from biomed_llama.errors import UserError
+from biomed_llama.errors import ConfigError, UserError
 from biomed_llama.provenance import MANIFEST
-from biomed_llama.train.pretrain import PretrainResult, TrainSpec, manifest_files_id, run_training
+from biomed_llama.train.engine import TrainResult, TrainSpec, run_training
+from biomed_llama.train.runs import manifest_files_id
 
 Mode = Literal["instruct", "task"]
 
@@ -46,7 +47,10 @@ def _downloaded_model_id(folder: str) -> str:
 
 def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
     """The engine spec of a fine-tune run of `mode` (and `task` in task mode)."""
-    from biomed_llama.config import section_dict
+    from pydantic import ValidationError
+
+    from biomed_llama.config import describe_error, section_dict
+    from biomed_llama.model.config import ModelConfig
 
     ft = params.finetune
     if mode not in ("instruct", "task"):
@@ -69,9 +73,11 @@ def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
 
     # Built here (every rank, the same deterministic tokenization) for the step count; the engine asks for it again.
     ds = build_sft_dataset(params, mode, task, tokenizer)
-    update = {**ft.engine_overrides(mode, task, len(ds)), "export_init": None}
-    cfg = params.pretrain.model_copy(update=update)
-    model = params.model.model_copy(update={"base": ft.model})
+    try:
+        cfg = ft.engine_config(params.pretrain, mode, task, len(ds))
+        model = ModelConfig.model_validate({**params.model.model_dump(), "base": ft.model})
+    except ValidationError as e:
+        raise ConfigError(describe_error(e, f"finetune --mode {mode}: effective engine params")) from None
     data_input = ft.mixture if mode == "instruct" else ft.tasks[name].path
     stats = ds.stats()
     start_id = _start_model_id(ft.model)
@@ -91,6 +97,6 @@ def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
     )
 
 
-def run_finetune(params, mode: Mode, task: str | None = None) -> PretrainResult | None:
-    """Fine-tune `finetune.model` in `mode` through the pretrain engine; export, metrics and plots on rank 0."""
+def run_finetune(params, mode: Mode, task: str | None = None) -> TrainResult | None:
+    """Fine-tune `finetune.model` in `mode` through the engine; export, metrics and plots on rank 0."""
     return run_training(finetune_spec(params, mode, task))

@@ -1,27 +1,25 @@
-"""The training loop: one optimizer step (`train_step`), and the loop around it with logging,
-periodic checkpoints and graceful stop on SIGTERM / SIGUSR1.
+"""The training loop: steps until the budget is spent or a signal arrives, calling its callbacks.
 
-Loss normalisation: every micro batch's summed token loss is divided by the number of target
-tokens in the whole global batch (all ranks, all micro batches), so the gradient is that of the
-global mean token loss whatever the world size, micro batch or accumulation. FSDP averages
-gradients over the data-parallel ranks, so the backward loss is scaled by their number.
+The loop owns only the order of things: fetch a batch, agree with every rank on the normaliser and on
+whether to stop, run the step (`biomed_llama.train.step`), tell the callbacks. Logging, loss curves,
+progress and checkpoints are callbacks (`biomed_llama.train.hooks`), as in OLMo-core's trainer.
+A SIGTERM / SIGUSR1 (Slurm's pre-timeout warning) on any rank stops every rank at the same step
+boundary; the callbacks' `on_interrupt` saves a checkpoint there.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
-import torch.distributed as dist
 
-from biomed_llama.data.loader import DistributedLoader, MicroBatch
+from biomed_llama.data.loader import DistributedLoader
 from biomed_llama.errors import UserError
-from biomed_llama.train import metrics as M
-from biomed_llama.train.mesh import DistEnv, all_reduce_cpu
+from biomed_llama.train.mesh import all_reduce_cpu
+from biomed_llama.train.step import TrainStep
 
 
 class TrainingInterrupted(UserError):
@@ -57,116 +55,64 @@ class StopFlag:
         self.signum = signum
 
 
-def _set_sync(model, enabled: bool) -> None:
-    if hasattr(model, "set_requires_gradient_sync"):
-        model.set_requires_gradient_sync(enabled)
-
-
-def clip_grad_norm(model, max_norm: float) -> torch.Tensor:
-    """Clip gradients to `max_norm` by their norm over all shards; return the (pre-clip) total norm."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-
-
-def train_step(model, optimizer, scheduler, micros: list[MicroBatch], n_targets: int, dp_size: int,
-               device: torch.device, max_grad_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward/backward each micro batch (gradient sync only on the last), clip, step; return (loss part, grad norm).
-
-    The returned loss is this rank's share: summed over ranks it is the global mean token loss.
-    """
-    local_loss = torch.zeros((), device=device, dtype=torch.float32)
-    # A tensor, not an int: the kwarg reaches every (compiled) decoder layer, and a Python int that
-    # changes per step (truncate packing) would make torch.compile recompile each step.
-    n_targets_t = torch.tensor(n_targets, device=device)
-    for k, mb in enumerate(micros):
-        _set_sync(model, k == len(micros) - 1)
-        out = model(input_ids=mb.input_ids.to(device, non_blocking=True),
-                    labels=mb.labels.to(device, non_blocking=True), num_items_in_batch=n_targets_t)
-        (out.loss * dp_size).backward()
-        local_loss += out.loss.detach().float()
-    grad_norm = clip_grad_norm(model, max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return local_loss, grad_norm
-
-
 @dataclass
-class LoopConfig:
-    """What the loop needs beyond the model: step budget, cadence and throughput constants."""
-
-    total_steps: int
-    log_every: int
-    checkpoint_every: int
-    max_grad_norm: float
-    tokens_per_step: int
-    flops_per_token: float
-    peak_flops: float | None
-
-
-@dataclass
-class LoopResult:
-    """Outcome of `train_loop`: last step, logged losses, throughput samples, and whether it was stopped."""
+class StepOutput:
+    """What one optimizer step gives the callbacks."""
 
     step: int
-    losses: dict[int, float] = field(default_factory=dict)
-    tokens_per_s: list[float] = field(default_factory=list)
+    """The step just done (1-based)."""
+    loss: torch.Tensor
+    """This rank's share of the step's loss (summed over ranks: the global batch's loss); not yet synced."""
+    grad_norm: torch.Tensor
+    """Total gradient norm before clipping."""
+    lr: float
+    """The learning rate this step used."""
+
+
+class Callback:
+    """Hooks of the loop (each a no-op here); side effects live in subclasses, not in the loop."""
+
+    def pre_step(self, step: int) -> None:
+        """Before step `step + 1` fetches its batch."""
+
+    def post_step(self, out: StepOutput) -> None:
+        """After the optimizer step `out.step`."""
+
+    def on_interrupt(self, step: int) -> None:
+        """Every rank stops after `step` steps on a signal (the batch it had fetched is given back)."""
+
+
+@dataclass
+class LoopEnd:
+    """Where `train_loop` stopped: the last step done, and the signal that stopped it (0: the budget was spent)."""
+
+    step: int
     interrupted_by: int = 0
 
-    def history(self) -> dict:
-        """JSON-able record of the run so far, kept in checkpoints so final metrics cover a resumed run."""
-        return {"losses": {str(k): v for k, v in self.losses.items()}, "tokens_per_s": list(self.tokens_per_s)}
 
-    @classmethod
-    def from_history(cls, step: int, history: dict | None) -> "LoopResult":
-        """Rebuild the record at `step` from `history()` output (or a fresh one)."""
-        history = history or {}
-        return cls(step=step, losses={int(k): v for k, v in history.get("losses", {}).items()},
-                   tokens_per_s=list(history.get("tokens_per_s", [])))
-
-
-def train_loop(model, optimizer, scheduler, loader: DistributedLoader, env: DistEnv, cfg: LoopConfig, *,
-               result: LoopResult, stop: StopFlag, save: Callable[[int], None],
-               on_log: Callable[[dict], None]) -> LoopResult:
-    """Run steps `result.step+1 … total_steps`, recording into `result` (restored from a checkpoint
-    on resume); log, checkpoint via `save(step)`, stop cleanly on a signal."""
-    step, t_last, steps_since = result.step, time.perf_counter(), 0
-    while step < cfg.total_steps:
+def train_loop(step_fn: TrainStep, loader: DistributedLoader, *, start: int, total_steps: int, stop: StopFlag,
+               callbacks: Sequence[Callback]) -> LoopEnd:
+    """Run steps `start+1 … total_steps`, calling `callbacks` in order; stop cleanly on a signal."""
+    step = start
+    while step < total_steps:
+        for cb in callbacks:
+            cb.pre_step(step)
         micros = loader.next_batch()
-        local_targets = sum(mb.n_targets() for mb in micros)
-        # One CPU all-reduce per step: the global target count, and whether any rank got a signal.
-        n_targets, votes = all_reduce_cpu([float(local_targets), float(stop.signum)])
+        # One CPU all-reduce per step: the global loss normaliser, and whether any rank got a signal.
+        total, votes = all_reduce_cpu([float(step_fn.count(micros)), float(stop.signum)])
         if votes > 0:
             loader.step -= 1  # that batch was not trained on
-            save(step)
+            for cb in callbacks:
+                cb.on_interrupt(step)
             # ranks that did not get the signal themselves report SIGTERM's code
-            result.interrupted_by = stop.signum or signal.SIGTERM
-            return result
-        lr = scheduler.get_last_lr()[0]  # the rate this step uses
-        loss, grad_norm = train_step(model, optimizer, scheduler, micros, int(n_targets), loader.dp_size,
-                                     env.device, cfg.max_grad_norm)
+            return LoopEnd(step, stop.signum or signal.SIGTERM)
+        lr = step_fn.lr()
+        loss, grad_norm = step_fn(micros, int(total))
         step += 1
-        steps_since += 1
-        result.step = step
-        if step % cfg.log_every == 0 or step == cfg.total_steps:
-            if env.world_size > 1:
-                dist.all_reduce(loss)
-            loss_value, gnorm = float(loss), float(grad_norm)  # syncs the device
-            now = time.perf_counter()
-            tok_s = cfg.tokens_per_step * steps_since / (now - t_last)
-            t_last, steps_since = now, 0
-            result.losses[step] = loss_value
-            result.tokens_per_s.append(tok_s)
-            per_dev = tok_s / env.world_size
-            on_log({"step": step, "loss": loss_value, "grad_norm": gnorm, "lr": lr,
-                    "tokens_per_s": tok_s, "tokens_per_s_per_device": per_dev,
-                    "mfu": M.mfu(per_dev, cfg.flops_per_token, cfg.peak_flops), "memory_gib": M.memory_gib(env.device)})
-        if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-            save(step)
-            if steps_since == 0:  # keep the save's time out of the next throughput sample
-                t_last = time.perf_counter()
-    return result
+        out = StepOutput(step, loss, grad_norm, lr)
+        for cb in callbacks:
+            cb.post_step(out)
+    return LoopEnd(step)
 
 
 def print_line(line: str) -> None:

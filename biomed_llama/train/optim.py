@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from biomed_llama.train.config import PretrainConfig
+from biomed_llama.train.config import OptimConfig
 
 
 def no_decay(name: str, param: torch.Tensor) -> bool:
@@ -25,8 +25,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": skip, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with the params' lr/betas/eps/decay; the fused CUDA kernel on GPU, foreach on CPU."""
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the section's lr/betas/eps/decay over `param_groups`; fused CUDA kernel on GPU, foreach on CPU."""
     fused = device.type == "cuda"
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                              fused=fused, foreach=None if fused else True)
@@ -55,7 +55,7 @@ class CosineWithWarmup:
         return cosine_with_warmup(step, warmup=self.warmup, total=self.total, num_cycles=self.num_cycles)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, total_steps: int) -> LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> LambdaLR:
     """LambdaLR: linear warmup over ceil(warmup_ratio × steps), then cosine with `num_cycles`."""
     fn = CosineWithWarmup(warmup_steps(total_steps, cfg.warmup_ratio), total_steps, cfg.num_cycles)
     return LambdaLR(optimizer, fn)

@@ -15,7 +15,7 @@
 #   BIOMED_SHUTDOWN_TIMEOUT  seconds workers get to checkpoint after USR1 (default 480)
 #   BIOMED_REQUEUE        1: requeue the job after the pre-limit checkpoint (default 1)
 #   BIOMED_DRY_RUN        non-empty: print the srun command line and exit (tests, debugging)
-# Arguments after the script name go to the stage command (e.g. --set pretrain.lr=1e-5).
+# Arguments after the script name go to the stage command (e.g. --set pretrain.optim.lr=1e-5).
 #
 # NCCL: the image carries NCCL (the nvidia-nccl wheel of the lock) and the InfiniBand verbs
 # libraries (libibverbs1, ibverbs-providers, librdmacm1); apptainer passes the host's /dev and

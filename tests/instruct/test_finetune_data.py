@@ -128,21 +128,3 @@ def test_the_pretrain_loader_serves_sft_examples(params, tokenizer):
     assert len(micros) == 2 and micros[0].input_ids.shape == (4, ds.seq_len)
     expected = sum(int(ds.lengths[i] - ds.n_masked[i]) for i in idx)
     assert sum(m.n_targets() for m in micros) == expected
-
-
-def test_engine_overrides_map_each_mode_onto_pretrain_fields(repo_root):
-    from biomed_llama.config import load_params
-
-    paper = load_params(repo_root / "configs" / "paper.yaml")
-    ft = paper.finetune
-    task = ft.engine_overrides("task", "medqa", 10178)
-    assert (task["lr"], task["weight_decay"], task["warmup_ratio"], task["num_cycles"]) == (2e-5, 1e-4, 0.03, 0.5)
-    assert task["global_batch_size"] == 128 and task["max_seq_length"] == 2048
-    assert task["max_steps"] == -(-3 * 10178 // 128) == 239  # 3 epochs
-    assert task["output"] == "models/ft-medqa" and task["checkpoint_dir"] == "checkpoints/finetune/task-medqa"
-    inst = ft.engine_overrides("instruct", None, 150_000)
-    assert inst["max_steps"] == 1172 and inst["output"] == "models/instruct"  # one pass over the draw
-    merged = paper.pretrain.model_copy(update=inst)
-    assert set(inst) <= set(type(paper.pretrain).model_fields) and merged.lr == 2e-5
-    with pytest.raises(ValueError, match="unknown fine-tune task"):
-        ft.engine_overrides("task", "nope", 10)

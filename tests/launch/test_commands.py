@@ -14,16 +14,16 @@ from biomed_llama.launch.config import LaunchConfig
 
 
 def test_local_is_torchrun_standalone():
-    cmd = torchrun_command(LaunchConfig(nproc_per_node=2), "pretrain", "params.yaml", ["pretrain.lr=1e-4"])
+    cmd = torchrun_command(LaunchConfig(nproc_per_node=2), "pretrain", "params.yaml", ["pretrain.optim.lr=1e-4"])
     assert cmd.argv == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "biomed_llama", "pretrain", "--params", "params.yaml", "--set", "pretrain.lr=1e-4"]
+                        "-m", "biomed_llama", "pretrain", "--params", "params.yaml", "--set", "pretrain.optim.lr=1e-4"]
 
 
 def test_slurm_is_sbatch_wait_with_sizes_and_signal():
     cfg = LaunchConfig(mode="slurm", nnodes=2, gpus_per_node=4, partition="gpu", account="bio", time="12:00:00",
                        signal_seconds=900, shutdown_timeout=600, binds=["/a:/b", "/c"], image="/img/biomed.sif",
                        extra_sbatch=["--exclusive"])
-    cmd = sbatch_command(cfg, "pretrain", "configs/paper.yaml", ["pretrain.lr=1e-5"])
+    cmd = sbatch_command(cfg, "pretrain", "configs/paper.yaml", ["pretrain.optim.lr=1e-5"])
     argv = cmd.argv
     assert argv[:2] == ["sbatch", "--wait"]
     for opt in ("--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=4", "--time=12:00:00",
@@ -31,7 +31,7 @@ def test_slurm_is_sbatch_wait_with_sizes_and_signal():
         assert opt in argv, opt
     script = argv.index("scripts/slurm/pretrain.sbatch")
     assert all(a.startswith("--") for a in argv[2:script])  # options before the script, stage args after
-    assert argv[script + 1:] == ["--set", "pretrain.lr=1e-5"]
+    assert argv[script + 1:] == ["--set", "pretrain.optim.lr=1e-5"]
     assert cmd.env["BIOMED_SIF"] == "/img/biomed.sif" and cmd.env["BIOMED_BINDS"] == "/a:/b,/c"
     assert cmd.env["BIOMED_GPUS_PER_NODE"] == "4" and cmd.env["BIOMED_PARAMS"] == "configs/paper.yaml"
     assert cmd.env["BIOMED_SHARD_PARAM"] == "pretrain.shard_size"

@@ -8,7 +8,7 @@ import torch
 from biomed_llama.errors import UserError
 from biomed_llama.model.attention import check_attention
 from biomed_llama.model.build import build_meta_model, init_weights, llama_config, load_hf_weights
-from biomed_llama.train.config import ModelConfig
+from biomed_llama.model.config import ModelConfig
 
 CFG = ModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                   vocab_size=100, max_position_embeddings=64)

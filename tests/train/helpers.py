@@ -46,20 +46,26 @@ def make_tokens(root: Path, n_docs: int = 80, seed: int = 0, min_len: int = 3, m
 
 
 def tiny_params(tmp: Path, tokens: Path, **pretrain: Any) -> dict[str, Any]:
-    """Raw params dict of a tiny fp32 CPU run writing everything under `tmp`."""
+    """Raw params dict of a tiny fp32 CPU run writing everything under `tmp`.
+
+    `pretrain` overrides its `pretrain` section; optimiser keys (`lr=…`) go into `pretrain.optim`.
+    """
+    from biomed_llama.train.config import OptimConfig
+
     p = {
         "seed": 7,
         "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4,
                   "max_position_embeddings": 64},
         "pretrain": {
             "tokens": str(tokens), "tokenizer": str(TOKENIZER), "max_seq_length": 32, "packing": "concat",
-            "global_batch_size": 4, "micro_batch_size": 2, "max_steps": 6, "lr": 3e-3, "warmup_ratio": 0.2,
+            "global_batch_size": 4, "micro_batch_size": 2, "max_steps": 6, "optim": {"lr": 3e-3, "warmup_ratio": 0.2},
             "device": "cpu", "checkpoint_every": 100, "keep_checkpoints": 2, "progress": False,
             "checkpoint_dir": str(tmp / "ckpt"), "output": str(tmp / "model"),
             "metrics": str(tmp / "metrics.json"), "plots": str(tmp / "plots"),
         },
     }
-    p["pretrain"].update(pretrain)
+    for key, value in pretrain.items():
+        (p["pretrain"]["optim"] if key in OptimConfig.model_fields else p["pretrain"])[key] = value
     return p
 
 

@@ -42,7 +42,7 @@ def ft_params(tmp: Path, start: Path, **finetune) -> dict:
         src["paths"] = [str(H.REPO / p) for p in src["paths"]]
     raw["instruct_mix"] = {**mix, "n_records": 40, "output": str(tmp / "instruct"),
                            "metrics": str(tmp / "mix.json")}
-    hp = {"lr": 3e-3, "weight_decay": 0.0, "warmup_ratio": 0.1, "epochs": 1, "global_batch_size": 4,
+    hp = {"optim": {"lr": 3e-3, "weight_decay": 0.0, "warmup_ratio": 0.1}, "epochs": 1, "global_batch_size": 4,
           "micro_batch_size": 2}
     raw["finetune"] = {
         "model": str(start), "instruct_output": str(tmp / "instruct-model"), "task_output_prefix": str(tmp / "ft-"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from biomed_llama.train.config import PretrainConfig
+from biomed_llama.train.config import OptimConfig
 from biomed_llama.train.optim import build_optimizer, build_scheduler, param_groups, warmup_steps
 
 
@@ -22,7 +22,7 @@ def _lrs(opt, sched, steps):
 def test_schedule_matches_transformers(total, ratio, cycles):
     from transformers import get_cosine_schedule_with_warmup
 
-    cfg = PretrainConfig(lr=3e-5, warmup_ratio=ratio, num_cycles=cycles)
+    cfg = OptimConfig(lr=3e-5, warmup_ratio=ratio, num_cycles=cycles)
     p = torch.nn.Parameter(torch.zeros(2, 2))
     ours = torch.optim.AdamW([p], lr=cfg.lr)
     theirs = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2, 2))], lr=cfg.lr)
@@ -50,7 +50,7 @@ def test_no_decay_on_norms_and_biases():
                        "model.layers.0.self_attn.q_proj.bias", "model.norm.weight"]
     assert skip["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
     assert "model.embed_tokens.weight" in {names[id(p)] for p in decay["params"]}
-    opt = build_optimizer(model, PretrainConfig(betas=(0.9, 0.95), weight_decay=0.1), torch.device("cpu"))
+    opt = build_optimizer(model, OptimConfig(betas=(0.9, 0.95), weight_decay=0.1), torch.device("cpu"))
     assert opt.defaults["betas"] == (0.9, 0.95) and not opt.defaults["fused"]
 
 

@@ -33,16 +33,16 @@ def reference_losses(params) -> tuple[list[float], torch.nn.Module]:
     from biomed_llama.data.loader import DistributedLoader, PackedDataset, open_stores
     from biomed_llama.model.build import init_weights, llama_config
 
-    cfg = params.pretrain
+    cfg, hp = params.pretrain, params.pretrain.optim
     config = llama_config(params.model, len(AutoTokenizer.from_pretrained(cfg.tokenizer)))
     model = LlamaForCausalLM(config)
     init_weights(model, params.seed, config.initializer_range)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=hp.betas, eps=hp.eps)
     steps = cfg.max_steps
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(steps * cfg.warmup_ratio), steps, cfg.num_cycles)
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(steps * hp.warmup_ratio), steps, hp.num_cycles)
     data = PackedDataset(open_stores(cfg.tokens, cfg.subsets, cfg.split), cfg.max_seq_length, cfg.packing)
     # the whole global batch in one forward: dp 1, micro = global
     loader = DistributedLoader(data, global_batch=cfg.global_batch_size, micro_batch=cfg.global_batch_size,
@@ -52,7 +52,7 @@ def reference_losses(params) -> tuple[list[float], torch.nn.Module]:
         (mb,) = loader.next_batch()
         out = model(input_ids=mb.input_ids, labels=mb.labels)
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad()
