@@ -54,10 +54,12 @@ class Module:
 
     @property
     def is_package(self) -> bool:
+        """Whether this is a package's `__init__.py`."""
         return self.path.name == "__init__.py"
 
     @property
     def package(self) -> str:
+        """The package the module lives in (itself for a package)."""
         return self.name if self.is_package else self.name.rpartition(".")[0]
 
 
