@@ -25,8 +25,20 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro evaluate
 	$(BIN)/biomed-llama show
 
+# Two test tiers (pyproject.toml: the `integration` marker). `make test`: the fast tier, every test
+# but the integration ones (a couple of minutes on 2 cores). `make test-integration`: multi-process
+# torchrun, a fresh venv, the stock lm_eval CLI, DVC runs on a copy of the checkout.
+.PHONY: test-integration stage-deps
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not integration"
+
+test-integration: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m integration
+
+# After moving or adding modules: rewrite each dvc.yaml stage's `biomed_llama/…` deps from its
+# command's import closure (tests/test_stage_deps.py fails until this is run).
+stage-deps: install
+	$(BIN)/python scripts/stage_deps.py --write
 
 clean-demo:
 	rm -rf data/extracted data/tokens data/eval data/instruct models checkpoints metrics plots reports dvc.lock

@@ -18,6 +18,7 @@ from biomed_llama.benchmarks.config import ReadersConfig
 from biomed_llama.data.config import ExtractConfig, TokenizeConfig
 from biomed_llama.errors import ConfigError
 from biomed_llama.eval.config import EvalConfig
+from biomed_llama.inputs import InputRoots, check_roots
 from biomed_llama.instruct.config import InstructMixConfig
 from biomed_llama.launch.config import LaunchConfig
 from biomed_llama.model.config import ModelConfig
@@ -35,6 +36,8 @@ class Params(StrictModel):
     """Master seed: shuffles, initialisation and sampling derive their seeds from it."""
     profile: str = "demo"
     """Name of the profile, recorded in manifests and reports."""
+    inputs: InputRoots = Field(default_factory=InputRoots)
+    """The folders the raw inputs lie under (DVC tracks them; every input path must lie inside its root)."""
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     """Pile extraction (stage `extract`)."""
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
@@ -122,9 +125,16 @@ def validate_params(data: dict[str, Any], source: str = "params") -> Params:
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: Sequence[str] = ()) -> Params:
-    """Load, override and validate params from `path` (default params.yaml)."""
+    """Load, override and validate params from `path` (default params.yaml), every input path against its `inputs` root."""
     path = Path(path)
-    return validate_params(apply_overrides(read_yaml(path), overrides), str(path))
+    params = validate_params(apply_overrides(read_yaml(path), overrides), str(path))
+    # The roots matter for the params file DVC reads, so they are checked where a file is loaded
+    # (every stage command), not in the model: relative and absolute paths are compared through
+    # the working directory, which is the checkout when a stage runs.
+    problem = check_roots(params)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    return params
 
 
 def section_dict(model: StrictModel) -> dict[str, Any]:

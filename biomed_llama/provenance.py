@@ -116,11 +116,18 @@ def fingerprint() -> dict[str, Any]:
     }
 
 
+# Every file of a folder is hashed, dotfiles included (a file slipped into an output must fail
+# `verify` whatever its name), except its own top-level manifest and the files DVC and git keep
+# beside the outputs they track: DVC writes `.gitignore` into the folder holding a tracked output
+# and reads `.dvcignore`; no stage reads either.
+NOT_CONTENT = frozenset({".gitignore", ".dvcignore"})
+
+
 def _hash_files(folder: Path) -> dict[str, dict[str, Any]]:
     files = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith("."):
-            rel = p.relative_to(folder).as_posix()
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and rel != MANIFEST and p.name not in NOT_CONTENT:
             files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     return files
 
@@ -162,28 +169,75 @@ def write_manifest(folder: str | Path, *, stage: str, params: dict[str, Any],
     return manifest
 
 
-def verify(folder: str | Path) -> list[str]:
-    """Return a list of problems (missing, changed, extra files) of `folder` against its manifest."""
-    folder = Path(folder)
+def _read_manifest(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """(manifest, []) or (None, [the one problem]) for `folder/manifest.json`."""
     mpath = folder / MANIFEST
     if not mpath.is_file():
-        return [f"{folder}: no {MANIFEST}"]
+        return None, [f"{folder}: no {MANIFEST}"]
     try:
         manifest = json.loads(mpath.read_text())
-        expected = manifest["files"]
-    except (ValueError, KeyError) as e:
-        return [f"{mpath}: unreadable manifest ({e})"]
-    actual = _hash_files(folder)
+        if not isinstance(manifest.get("files"), dict):
+            raise KeyError("files")
+    except (ValueError, KeyError, AttributeError) as e:
+        return None, [f"{mpath}: unreadable manifest ({e!r})"]
+    return manifest, []
+
+
+def _compare_files(where: Path, expected: dict[str, Any], actual: dict[str, Any], what: str) -> list[str]:
+    """Problems of the files `actual` against `expected` ({rel: {sha256, bytes}}), `where/rel` named."""
     problems = []
     for rel, meta in expected.items():
         got = actual.get(rel)
         if got is None:
-            problems.append(f"{folder / rel}: missing")
+            problems.append(f"{where / rel}: missing")
         elif got["bytes"] != meta["bytes"]:
-            problems.append(f"{folder / rel}: size {got['bytes']} != {meta['bytes']} in manifest")
+            problems.append(f"{where / rel}: size {got['bytes']} != {meta['bytes']} in {what}")
         elif got["sha256"] != meta["sha256"]:
-            problems.append(f"{folder / rel}: sha256 differs from manifest")
-    problems += [f"{folder / rel}: not in manifest" for rel in actual if rel not in expected]
+            problems.append(f"{where / rel}: sha256 differs from {what}")
+    problems += [f"{where / rel}: not in {what}" for rel in actual if rel not in expected]
+    return problems
+
+
+def verify(folder: str | Path) -> list[str]:
+    """Return a list of problems (missing, changed, extra files) of `folder` against its manifest."""
+    folder = Path(folder)
+    manifest, problems = _read_manifest(folder)
+    if manifest is None:
+        return problems
+    return _compare_files(folder, manifest["files"], _hash_files(folder), "manifest")
+
+
+def _input_problems(raw: str, recorded: dict[str, Any]) -> list[str]:
+    """Problems of one recorded input (as `describe_inputs` wrote it) against the path as it is now."""
+    p = Path(raw)
+    if not p.exists():
+        return [f"input {raw}: missing"]
+    if "manifest_sha256" in recorded:
+        if not (p / MANIFEST).is_file() or sha256_file(p / MANIFEST) != recorded["manifest_sha256"]:
+            return [f"input {raw}: its {MANIFEST} differs from the one recorded (the stage that made it reran)"]
+        return [f"input {x}" for x in verify(p)]
+    if "files" in recorded:
+        if not p.is_dir():
+            return [f"input {raw}: no longer a folder"]
+        return [f"input {x}" for x in _compare_files(p, recorded["files"], _hash_files(p), "the recorded inputs")]
+    if not p.is_file():
+        return [f"input {raw}: no longer a file"]
+    if p.stat().st_size != recorded.get("bytes") or sha256_file(p) != recorded.get("sha256"):
+        return [f"input {raw}: sha256 differs from the one recorded"]
+    return []
+
+
+def verify_inputs(folder: str | Path) -> list[str]:
+    """Return the problems of `folder`'s recorded inputs (manifest `inputs`) against those paths as they are now.
+
+    Paths are read as recorded: relative ones from the directory the stage ran in (the checkout).
+    """
+    folder = Path(folder)
+    manifest, problems = _read_manifest(folder)
+    if manifest is None:
+        return problems
+    for raw, recorded in (manifest.get("inputs") or {}).items():
+        problems += _input_problems(raw, recorded)
     return problems
 
 
@@ -193,3 +247,13 @@ def require_verified(folder: str | Path) -> None:
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise IntegrityError(f"refusing input {folder}: {problems[0]}{more}; rerun the stage that made it")
+
+
+def require_current_inputs(folder: str | Path) -> int:
+    """Raise IntegrityError (one line, the first stale input) if `folder`'s recorded inputs changed; return their number."""
+    problems = verify_inputs(folder)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IntegrityError(f"{folder} is stale: {problems[0]}{more}; rerun the stage that made it")
+    manifest, _ = _read_manifest(Path(folder))
+    return len(manifest.get("inputs") or {}) if manifest else 0

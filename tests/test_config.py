@@ -9,8 +9,8 @@ import yaml
 
 from biomed_llama.config import Params, apply_overrides, load_params, parse_override, validate_params
 from biomed_llama.errors import ConfigError
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PROFILES = [REPO / "params.yaml", *sorted((REPO / "configs").glob("*.yaml"))]
 
 

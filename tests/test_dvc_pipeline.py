@@ -1,43 +1,30 @@
-"""The DVC pipeline on a copy of the checkout: stages wired to params, a rerun is a no-op, and a
-changed tokenize param reruns tokenize only (extract stays cached)."""
+"""The DVC pipeline: stages wired to params, data deps that follow the profile, and, on a copy of the
+checkout, a rerun is a no-op and a changed tokenize param reruns tokenize only (extract stays cached)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-DVC = Path(sys.executable).with_name("dvc")
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+from biomed_llama.config import load_params
+from tests.helpers import REPO
+from tests.helpers.dvc import DVC, copy_checkout
+from tests.helpers.dvc import run as _run_proc
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, **GIT_ENV, "PATH": f"{DVC.parent}{os.pathsep}{os.environ['PATH']}"}
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = _run_proc(cmd, cwd)
     return out.stdout + out.stderr
 
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git checkout holding the committed tree (what a user clones), with DVC ready."""
-    dst = tmp_path_factory.mktemp("clone") / "repo"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for rel in filter(None, files.decode().split("\0")):
-        src = REPO / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    _run(["git", "init", "-q"], dst)
-    _run(["git", "add", "-A"], dst)
-    _run(["git", "commit", "-qm", "snapshot"], dst)
-    return dst
+    return copy_checkout(tmp_path_factory.mktemp("clone") / "repo")
 
 
 def test_every_stage_reads_its_params_and_the_lock() -> None:
@@ -55,6 +42,37 @@ def test_dvc_is_offline_and_quiet() -> None:
     assert "site_cache_dir = .dvc/site-cache" in cfg
 
 
+def _resolved_deps(tmp: Path, profile: Path) -> dict[str, list[str]]:
+    """Stage → its deps as DVC resolves dvc.yaml with `profile` as params.yaml (no git needed)."""
+    from dvc.repo import Repo
+
+    (tmp / ".dvc").mkdir(parents=True)
+    (tmp / ".dvc" / "config").write_text("[core]\n    no_scm = true\n    analytics = false\n")
+    shutil.copy(REPO / "dvc.yaml", tmp / "dvc.yaml")
+    shutil.copy(profile, tmp / "params.yaml")
+    with Repo(str(tmp)) as repo:
+        return {s.addressing.rpartition(":")[2]: [d.def_path for d in s.deps] for s in repo.index.stages}
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "configs/paper.yaml"])
+def test_data_deps_follow_the_profile(tmp_path: Path, profile: str) -> None:
+    deps = _resolved_deps(tmp_path, REPO / profile)
+    p = load_params(REPO / profile)
+    want = {
+        "extract": [p.inputs.pile], "tokenize": [p.tokenize.input, p.tokenize.tokenizer],
+        "pretrain": [p.pretrain.tokens, p.pretrain.tokenizer], "instruct-mix": [p.inputs.instruct],
+        "finetune-instruct": [p.finetune.mixture, p.finetune.model],
+        **{f"finetune-task@{t}": [f"{p.inputs.instruct}/{t}", p.finetune.model] for t in ("medqa", "medmcqa", "pubmedqa")},
+        "prepare-eval": [p.inputs.benchmarks, p.eval.benchmarks.pile_extracted], "evaluate": [p.eval.output],
+    }
+    assert set(deps) == set(want)
+    for stage, paths in want.items():
+        assert set(paths) <= set(deps[stage]), (stage, deps[stage])
+    if p.profile != "demo":
+        assert not [d for ds in deps.values() for d in ds if d.startswith("data/sample")]
+
+
+@pytest.mark.integration
 def test_rerun_is_a_noop_and_a_tokenize_param_reruns_tokenize_only(checkout: Path) -> None:
     first = _run([str(DVC), "repro", "tokenize"], checkout)
     assert "Running stage 'extract'" in first and "Running stage 'tokenize'" in first

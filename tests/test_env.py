@@ -100,6 +100,7 @@ def _wheelhouse(repo_root: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_fresh_venv_from_cpu_lock_passes_env_check(repo_root: Path, tmp_path: Path):
     """`make install` (the commands `make demo` runs) into a fresh venv, then `env check` there.
 

@@ -9,7 +9,8 @@ import pytest
 
 from biomed_llama.errors import IntegrityError
 from biomed_llama.fsutil import atomic_dir, sha256_file
-from biomed_llama.provenance import describe_inputs, fingerprint, require_verified, verify, write_manifest
+from biomed_llama.provenance import (describe_inputs, fingerprint, require_current_inputs, require_verified, verify,
+                                     verify_inputs, write_manifest)
 
 
 def _make(folder: Path) -> None:
@@ -51,6 +52,74 @@ def test_tampering_is_detected_and_refused(tmp_path: Path, tamper: str) -> None:
     # A stage describing this folder as its input refuses it too.
     with pytest.raises(IntegrityError):
         describe_inputs([out])
+
+
+@pytest.mark.parametrize("name", [".hidden", "sub/.env", ".cache/x.bin", "sub/manifest.json"])
+def test_an_added_dotfile_or_nested_manifest_fails_verify(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "out"
+    _make(out)
+    write_manifest(out, stage="unit", params={})
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text("slipped in")
+    assert verify(out) == [f"{out / name}: not in manifest"]
+
+
+def test_dotfiles_written_by_the_stage_are_hashed_and_dvc_files_are_not(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _make(out)
+    (out / ".config").write_text("part of the output")
+    m = write_manifest(out, stage="unit", params={})
+    assert ".config" in m["files"]
+    (out / ".config").write_text("part of the outpuT")
+    assert verify(out) == [f"{out / '.config'}: sha256 differs from manifest"]
+    (out / ".config").write_text("part of the output")
+    # DVC writes .gitignore beside the outputs it tracks; no stage reads it or .dvcignore.
+    (out / ".gitignore").write_text("/tracked\n")
+    (out / "sub" / ".dvcignore").write_text("*.tmp\n")
+    assert verify(out) == []
+
+
+def _stage_with_inputs(tmp_path: Path) -> Path:
+    """`down` made from a manifest folder `up`, a plain folder `raw/` and a file `one.txt`."""
+    _make(tmp_path / "up")
+    write_manifest(tmp_path / "up", stage="up", params={})
+    (tmp_path / "raw" / "deep").mkdir(parents=True)
+    (tmp_path / "raw" / "deep" / "r.txt").write_text("r")
+    (tmp_path / "one.txt").write_text("one")
+    (tmp_path / "down").mkdir()
+    write_manifest(tmp_path / "down", stage="down", params={},
+                   inputs=[tmp_path / "up", tmp_path / "raw", tmp_path / "one.txt"])
+    return tmp_path / "down"
+
+
+@pytest.mark.parametrize("change, problem", [
+    ("file", "one.txt: sha256 differs from the one recorded"),
+    ("raw-file", "raw/deep/r.txt: sha256 differs from the recorded inputs"),
+    ("raw-added", "raw/.new: not in the recorded inputs"),
+    ("upstream-rerun", "up: its manifest.json differs from the one recorded (the stage that made it reran)"),
+    ("upstream-tampered", "up/a.bin: sha256 differs from manifest"),
+    ("missing", "one.txt: missing"),
+])
+def test_verify_inputs_names_the_input_that_changed(tmp_path: Path, change: str, problem: str) -> None:
+    down = _stage_with_inputs(tmp_path)
+    assert verify_inputs(down) == [] and require_current_inputs(down) == 3
+    if change == "file":
+        (tmp_path / "one.txt").write_text("two")
+    elif change == "raw-file":
+        (tmp_path / "raw" / "deep" / "r.txt").write_text("R")
+    elif change == "raw-added":
+        (tmp_path / "raw" / ".new").write_text("n")
+    elif change == "upstream-rerun":
+        write_manifest(tmp_path / "up", stage="up", params={"other": True})
+    elif change == "upstream-tampered":
+        (tmp_path / "up" / "a.bin").write_bytes(b"xyz")
+    else:
+        (tmp_path / "one.txt").unlink()
+    problems = verify_inputs(down)
+    assert len(problems) == 1 and problems[0] == f"input {tmp_path}/{problem}"
+    assert verify(down) == []  # the folder itself is intact: only its inputs moved on
+    with pytest.raises(IntegrityError, match="is stale: input"):
+        require_current_inputs(down)
 
 
 def test_input_manifest_hash_recorded(tmp_path: Path) -> None:

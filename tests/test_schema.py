@@ -39,9 +39,9 @@ def test_scalar_for_a_list_field_is_a_one_item_list():
 
 
 def test_scalar_override_of_every_kind_of_list_param():
-    params = load_params(REPO / "params.yaml", ["extract.train=data/one.jsonl.zst", "extract.subsets=PubMed Central",
+    params = load_params(REPO / "params.yaml", ["extract.train=data/sample/pile/one.jsonl.zst", "extract.subsets=PubMed Central",
                                                 "pretrain.subsets=pubmed_central", "eval.shots=zero"])
-    assert params.extract.train == ["data/one.jsonl.zst"] and params.extract.subsets == ["PubMed Central"]
+    assert params.extract.train == ["data/sample/pile/one.jsonl.zst"] and params.extract.subsets == ["PubMed Central"]
     assert params.pretrain.subsets == ["pubmed_central"] and params.eval.shots == ["zero"]
     with pytest.raises(ConfigError, match=r"extract.subsets.0: Input should be a valid string \(got 7\)"):
         load_params(REPO / "params.yaml", ["extract.subsets=7"])
@@ -51,7 +51,7 @@ def test_extract_train_takes_one_path_on_the_cli(tmp_path):
     """`biomed-llama extract --set extract.train=PATH` reads that one shard (it was refused: not a list)."""
     pile = REPO / "data" / "sample" / "pile"
     shard, val, test = pile / "train" / "00.jsonl.zst", pile / "val.jsonl.zst", pile / "test.jsonl.zst"
-    sets = [f"extract.train={shard}", f"extract.val={val}", f"extract.test={test}", "extract.workers=1",
+    sets = [f"inputs.pile={pile}", f"extract.train={shard}", f"extract.val={val}", f"extract.test={test}", "extract.workers=1",
             f"extract.output={tmp_path / 'out'}", f"extract.metrics={tmp_path / 'metrics.json'}"]
     cmd = [sys.executable, "-m", "biomed_llama", "extract", "--params", str(REPO / "params.yaml")]
     for item in sets:

@@ -53,9 +53,16 @@ def tokenize(
 
 
 @app.command()
-def verify(path: Annotated[Path, typer.Argument(help="An output folder with a manifest.json.")]) -> None:
-    """Check every file of PATH against its manifest; exit 3 naming the first mismatch."""
-    from biomed_llama.provenance import require_verified
+def verify(
+    path: Annotated[Path, typer.Argument(help="An output folder with a manifest.json.")],
+    inputs: Annotated[bool, typer.Option("--inputs", help="Also check the inputs the manifest recorded against those paths now (run from the checkout).")] = False,
+) -> None:
+    """Check every file of PATH against its manifest (and, with --inputs, its recorded inputs); exit 3 naming the first mismatch."""
+    from biomed_llama.provenance import require_current_inputs, require_verified
 
     require_verified(path)
-    typer.echo(f"ok: {path} matches its manifest")
+    if not inputs:
+        typer.echo(f"ok: {path} matches its manifest")
+        return
+    n = require_current_inputs(path)
+    typer.echo(f"ok: {path} matches its manifest, and its {n} recorded inputs are unchanged")

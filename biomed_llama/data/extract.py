@@ -34,13 +34,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from biomed_llama.config import Params, section_dict
+from biomed_llama.config import Params
 from biomed_llama.data.config import ExtractConfig, subset_slug
 from biomed_llama.data.pile import expand, fetch, remote_names
 from biomed_llama.data.scan import InputFile, ScanTask, scan_all
 from biomed_llama.data.shards import PartTask, part_name, plan_parts, write_part
 from biomed_llama.data.workers import map_ordered
-from biomed_llama.errors import ConfigError, UserError
+from biomed_llama.errors import ConfigError, IntegrityError, UserError
 from biomed_llama.fsutil import atomic_dir, atomic_write_json
 from biomed_llama.provenance import require_verified, write_manifest
 
@@ -106,7 +106,9 @@ def assemble(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict
                 expected.append(sum(stop - start for _, start, stop in pieces))
             nparts.setdefault(slug, {})[split] = len(parts)
     written = map_ordered(write_part, tasks, workers, "extract: writing parts")
-    assert written == expected, "intermediate row counts differ from the scan reports"
+    if written != expected:  # the per-file intermediates changed between the scan and now
+        raise IntegrityError(f"extract: the intermediate files hold {sum(written)} rows where the scan counted "
+                             f"{sum(expected)} (changed during the run?); rerun extract")
     return nparts
 
 
@@ -163,7 +165,8 @@ def _finish(params: Params, files: list[InputFile], reports: dict[int, dict[str,
     nparts = assemble(cfg, files, reports, scan_dir, tmp, workers)
     shutil.rmtree(tmp / SCAN_DIR, ignore_errors=True)  # a single run's intermediates are not part of the output
     metrics = build_metrics(cfg, files, reports, nparts)
-    record = {**section_dict(cfg), "workers": workers, "seed": params.seed}
+    # The worker count is left out: it does not change the output, so it must not change the manifest's bytes.
+    record = {**_data_params(cfg), "seed": params.seed}
     extra = _manifest_extra(cfg, files, reports, metrics)
     write_manifest(tmp, stage="extract", params=record, inputs=[f.path for f in files], extra=extra)
     return metrics, extra
@@ -236,7 +239,7 @@ def _run_part(params: Params, mine: list[InputFile], workers: int, num_shards: i
         atomic_write_json(tmp / "plan.json", {"num_shards": num_shards, "shard_index": shard_index,
                                               "params": _data_params(cfg), "files": [asdict(f) for f in mine]})
         atomic_write_json(tmp / "reports.json", [reports[f.index] for f in mine])
-        write_manifest(tmp, stage="extract-part", params={**section_dict(cfg), "workers": workers},
+        write_manifest(tmp, stage="extract-part", params=_data_params(cfg),
                        inputs=[f.path for f in mine], extra={"num_shards": num_shards, "shard_index": shard_index})
     docs = sum(k["docs"] for r in reports.values() for k in r["kept"].values())
     print(f"extract: part {shard_index + 1}/{num_shards} → {dest}: {len(mine)} files, {docs} docs kept; "

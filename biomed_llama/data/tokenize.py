@@ -146,7 +146,7 @@ def _init_worker(spec: TokenizerSpec) -> None:
 
 
 def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    assert _WORKER_ENCODER is not None, "worker used before its initializer ran"
+    assert _WORKER_ENCODER is not None, "worker used before its initializer ran"  # the pool runs it first
     return _WORKER_ENCODER(texts)
 
 
@@ -183,7 +183,7 @@ class ParallelEncoder:
             for texts, tag in chunks:
                 yield (*self._local(texts), tag)
             return
-        assert self._pool is not None, "ParallelEncoder used outside its `with` block"
+        assert self._pool is not None, "ParallelEncoder used outside its `with` block"  # a caller's bug
         pending: deque[tuple[Future, Any]] = deque()
         try:
             for texts, tag in chunks:

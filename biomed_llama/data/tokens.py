@@ -60,6 +60,7 @@ class TokenWriter:
 
     def append(self, ids: np.ndarray, lengths: np.ndarray) -> None:
         """Append a chunk: `ids` (flat, every document's ids in order), `lengths` (tokens per document)."""
+        # Internal invariant: the encoder returns ids and lengths of the same encodings.
         assert int(lengths.sum()) == len(ids), "lengths must add up to the chunk's ids"
         self._file.write(np.ascontiguousarray(ids, dtype=self.dtype).tobytes())
         self._lengths.append(np.asarray(lengths, dtype=np.int64))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from biomed_llama.errors import UserError
 from biomed_llama.eval.config import MC_TASKS, PPL_TASKS, EvalConfig
 from biomed_llama.eval.prepare import task_name
 
@@ -119,7 +120,9 @@ def run_one(lm, tm, run: Run, limit: int | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     res = simple_evaluate(model=lm, tasks=[run.lm_eval_task], num_fewshot=run.shots, task_manager=tm,
                           log_samples=True, limit=limit)
-    assert res is not None, "simple_evaluate returns results on rank 0"
+    if res is None:  # lm-eval returns results on rank 0 only
+        raise UserError(f"{run.lm_eval_task}: lm-eval returned no results: run `evaluate` as one process "
+                        f"(not under torchrun or accelerate launch)")
     res["biomed_wall_s"] = time.perf_counter() - t0
     return res
 

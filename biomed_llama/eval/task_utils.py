@@ -16,6 +16,7 @@ from typing import Any
 from lm_eval.api.samplers import ContextSampler
 
 from biomed_llama.benchmarks.records import LETTERS, MCItem, YesNoItem
+from biomed_llama.errors import IntegrityError
 from biomed_llama.instruct.templates import mc_prompt, pubmedqa_prompt, render_task
 
 
@@ -146,7 +147,11 @@ class V03Sampler(ContextSampler):
     def _pool_docs(self) -> list[dict[str, Any]]:
         if self._pool is None:
             pool = read_jsonl(self.POOL) if self.POOL else sorted(self.df, key=lambda d: d["idx"])
-            assert [d["idx"] for d in pool] == list(range(len(pool))), "pool docs must be in file order"
+            # The v0.3 picks are indices into the pool as prepare-eval wrote it: `idx` 0, 1, … in order.
+            if [d.get("idx") for d in pool] != list(range(len(pool))):
+                where = self.POOL or "the task's test file"
+                raise IntegrityError(f"{where}: the few-shot pool's `idx` fields are not 0..{len(pool) - 1} in "
+                                     f"order (edited after prepare-eval?); rerun prepare-eval")
             self._pool = pool
         return self._pool
 

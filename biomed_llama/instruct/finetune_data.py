@@ -70,6 +70,8 @@ class SFTDataset:
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray, n_masked: np.ndarray,
                  sources: Sequence[str], *, seq_len: int, pad_id: int, n_dropped: int = 0):
+        # Internal invariants: `tokenize_pairs` builds all three arrays from one list of examples,
+        # each cut to `max_length` by `assemble`; no file or param reaches them otherwise.
         assert offsets.ndim == 1 and len(offsets) == len(n_masked) + 1 == len(sources) + 1
         assert len(n_masked) == 0 or int(np.diff(offsets).max()) <= seq_len
         self.tokens, self.offsets, self.n_masked = tokens, offsets, n_masked

@@ -70,7 +70,8 @@ def allocate(n: int, shares: dict[str, float], rng: np.random.Generator,
 
 def draw_indices(n_available: int, count: int, rng: np.random.Generator) -> np.ndarray:
     """Pick `count` record indices of a source of `n_available`: full permutations, then a partial one."""
-    assert n_available > 0 or count == 0
+    if n_available <= 0 and count > 0:
+        raise UserError(f"cannot draw {count} records from an instruction source with no records")
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     full, rest = divmod(count, n_available)

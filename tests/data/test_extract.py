@@ -18,7 +18,8 @@ import zstandard
 
 from biomed_llama.config import validate_params
 from biomed_llama.data import pile
-from biomed_llama.data.extract import merge_extract, part_dir, run_extract
+from biomed_llama.data.extract import SCAN_DIR, _tasks, assemble, merge_extract, part_dir, plan_inputs, run_extract
+from biomed_llama.data.scan import scan_all
 from biomed_llama.data.pile import CorruptShard, iter_lines
 from biomed_llama.data.shards import SCHEMA, ParquetRows, PartTask, plan_parts, write_part
 from biomed_llama.errors import BadRecordError, ConfigError, IntegrityError, UserError
@@ -198,6 +199,27 @@ def test_merge_refuses_missing_tampered_or_foreign_parts(tmp_path: Path):
     with pytest.raises(IntegrityError, match="reports.json"):
         merge_extract(params, num_shards=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_manifest_bytes_do_not_depend_on_workers(tmp_path: Path):
+    params = _two_file_params(tmp_path)
+    run_extract(params, workers=1)
+    one = (tmp_path / "out" / "manifest.json").read_bytes()
+    shutil.rmtree(tmp_path / "out")
+    run_extract(params, workers=2)
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == one
+    assert b'"workers"' not in one
+
+
+def test_an_intermediate_changed_during_the_run_is_an_integrity_error(tmp_path: Path):
+    params = _two_file_params(tmp_path)
+    files = plan_inputs(params.extract)
+    reports = scan_all(_tasks(params.extract, files, tmp_path / "scan"), 1)
+    inter = tmp_path / "scan" / SCAN_DIR / "00000" / "pubmed_abstracts.parquet"
+    pq.write_table(pq.read_table(inter).slice(0, 1), inter)  # 3 kept rows → 1
+    with pytest.raises(IntegrityError, match="^extract: the intermediate files hold 3 rows where the scan counted 5"):
+        assemble(params.extract, files, reports, lambda i: tmp_path / "scan" / SCAN_DIR / f"{i:05d}",
+                 tmp_path / "out", 1)
 
 
 def test_bad_sharding_arguments_are_config_errors(tmp_path: Path):

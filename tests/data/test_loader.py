@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-import helpers as H  # noqa: E402
-
-from biomed_llama.data.loader import IGNORE_INDEX, DistributedLoader, PackedDataset, open_stores  # noqa: E402
-from biomed_llama.errors import UserError  # noqa: E402
+from biomed_llama.data.loader import IGNORE_INDEX, DistributedLoader, PackedDataset, open_stores
+from biomed_llama.errors import UserError
+from tests.helpers import train as H
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from biomed_llama.data.tokenize import find_splits, load_tokenizer_spec, run_tok
 from biomed_llama.data.tokens import open_token_stores
 from biomed_llama.errors import IntegrityError, UserError
 from biomed_llama.provenance import verify, write_manifest
+from tests.helpers.data import write_extracted
 
 # Documents meant to stress the contract: unicode, an empty document, whitespace runs, a special
 # token's text inside a document (tokenized exactly as the HF tokenizer does) and a long one.
@@ -34,19 +35,6 @@ def make_docs(seed: int, n: int) -> list[str]:
     """Deterministic pseudo-abstracts of varying length."""
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 80)))) + "." for _ in range(n)]
-
-
-def write_extracted(root: Path, tree: dict[tuple[str, str], list[list[str]]]) -> None:
-    """Write an extract-stage output: one Parquet file per inner list, then its manifest."""
-    for (slug, split), shards in tree.items():
-        folder = root / slug / split
-        folder.mkdir(parents=True)
-        for k, texts in enumerate(shards):
-            table = pa.table({"text": pa.array(texts, pa.string()),
-                              "source": pa.array(["00.jsonl.zst"] * len(texts), pa.string()),
-                              "line": pa.array(np.arange(1, len(texts) + 1), pa.int64())})
-            pq.write_table(table, folder / f"part-{k:05d}.parquet")
-    write_manifest(root, stage="extract", params={})
 
 
 TREE = {

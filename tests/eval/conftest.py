@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from biomed_llama.eval.config import BenchmarkFiles, EvalConfig, EvalModel
+from tests.helpers.data import write_extracted
+from tests.helpers.models import make_tiny_model
 
 # Text long enough that 64-token rolling windows roll several times per document.
 PUBMED_TEXTS = {
@@ -33,37 +35,9 @@ PUBMED_TEXTS = {
 
 
 def make_extracted(root: Path) -> Path:
-    """Write `root/data/extracted/<slug>/test/part-00000.parquet` + manifest, the extract contract."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from biomed_llama.provenance import write_manifest
-
-    out = root / "extracted"
-    for slug, texts in PUBMED_TEXTS.items():
-        d = out / slug / "test"
-        d.mkdir(parents=True)
-        table = pa.table({"text": texts, "source": ["test.jsonl.zst"] * len(texts),
-                          "line": pa.array(range(1, len(texts) + 1), pa.int64())})
-        pq.write_table(table, d / "part-00000.parquet")
-    write_manifest(out, stage="extract", params={})
-    return out
-
-
-def make_tiny_model(dest: Path, repo: Path) -> Path:
-    """A random-init LlamaForCausalLM (hidden 32, 2 layers) + the demo tokenizer, saved as safetensors."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(repo / "data/sample/tokenizer")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    model.save_pretrained(dest, safe_serialization=True)
-    tok.save_pretrained(dest)
-    return dest
+    """Write `root/extracted/<slug>/test/part-00000.parquet` + manifest, the extract contract."""
+    tree = {(slug, "test"): [texts] for slug, texts in PUBMED_TEXTS.items()}
+    return write_extracted(root / "extracted", tree, source="test.jsonl.zst")
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +46,7 @@ def eval_root(tmp_path_factory, repo_root) -> Path:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     root = tmp_path_factory.mktemp("evalws")
-    make_tiny_model(root / "model", repo_root)
+    make_tiny_model(root / "model", repo_root / "data/sample/tokenizer")
     make_extracted(root)
     return root
 

@@ -12,8 +12,17 @@ import pytest
 from biomed_llama.config import Params, load_params
 from biomed_llama.errors import ConfigError, IntegrityError, UserError
 from biomed_llama.eval.config import EvalConfig, EvalModel
-from biomed_llama.eval.harness import Run, plan_runs
+from biomed_llama.eval.harness import Run, plan_runs, run_one
 from biomed_llama.eval.run import evaluate, read_loss_tsv, report, smooth
+
+
+def test_no_results_from_lm_eval_is_one_user_error(monkeypatch):
+    # lm-eval returns None on every rank but 0: what `evaluate` started as several processes gets.
+    import lm_eval
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda **kw: None)
+    with pytest.raises(UserError, match="biomed_seed_medqa4: lm-eval returned no results: run `evaluate` as one process"):
+        run_one(None, None, Run("m", "seed", "medqa4", 0))
 
 
 def test_plan_covers_models_suites_and_shots():
@@ -126,8 +135,9 @@ def test_cli_errors_are_one_line(repo_root, tmp_path):
         return subprocess.run([sys.executable, "-m", "biomed_llama", *args], cwd=repo_root,
                               capture_output=True, text=True, timeout=120)
 
-    out = run("prepare-eval", "--set", f"eval.benchmarks.medqa4_test={tmp_path}/none.jsonl",
+    # (a missing file under inputs.benchmarks: one outside it is a params error, exit 2)
+    out = run("prepare-eval", "--set", "eval.benchmarks.medqa4_test=data/sample/eval/none.jsonl",
               "--set", f"eval.output={tmp_path}/eval")
-    assert out.returncode == 1 and out.stderr.strip().splitlines() == [f"error: benchmark file {tmp_path}/none.jsonl not found"]
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == ["error: benchmark file data/sample/eval/none.jsonl not found"]
     out = run("report", "--set", f"eval.metrics_dir={tmp_path}/nothing")
     assert out.returncode == 1 and "run `biomed-llama evaluate` first" in out.stderr and "Traceback" not in out.stderr

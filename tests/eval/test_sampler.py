@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
+
+from biomed_llama.errors import IntegrityError
 
 from biomed_llama.eval.task_utils import V03Sampler, v03_fewshot_picks, v03_sampler
 
@@ -62,3 +65,14 @@ def test_a_sampler_without_its_pool_refuses_few_shot_naming_the_key():
     assert s.sample(0, eval_doc=eval_docs[0]) == []  # zero-shot still works
     with pytest.raises(ValueError, match="set eval.benchmarks.medqa4_train and rerun prepare-eval"):
         s.sample(3, eval_doc=eval_docs[0])
+
+
+@pytest.mark.parametrize("idx", [[0, 2, 1], [0, 2], [1, 2, 3]])
+def test_an_edited_pool_file_is_one_integrity_error(tmp_path, idx):
+    # A prepared pool whose lines were reordered or removed by hand (the stock lm_eval CLI reads
+    # data/eval directly, without verifying its manifest) would silently shift every pick.
+    pool = tmp_path / "medqa4.train.jsonl"
+    pool.write_text("".join(json.dumps({"idx": i, "question": f"q{i}"}) + "\n" for i in idx))
+    s = v03_sampler(str(pool), 42)([])
+    with pytest.raises(IntegrityError, match=f"^{pool}: the few-shot pool's `idx` fields are not 0..{len(idx) - 1}"):
+        s.sample(1, eval_doc={"idx": 0, "n_docs": 3})

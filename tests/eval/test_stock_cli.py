@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from biomed_llama.eval.harness import Run, lm_eval_command
+
+pytestmark = pytest.mark.integration
 
 
 def test_stock_lm_eval_cli_matches_evaluate(pipeline, tmp_path):

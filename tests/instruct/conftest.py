@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from biomed_llama.config import Params
+from tests.helpers import REPO
+from tests.helpers.tokenizer import tiny_bpe
 
-REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "data" / "sample" / "instruct"
 
 
@@ -29,17 +30,7 @@ def _corpus() -> list[str]:
 @pytest.fixture(scope="session")
 def tokenizer():
     """A byte-level BPE (vocab 600) with LLaMA's special ids: <unk> 0, <s> 1, </s> 2, <pad> 3."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>")
+    return tiny_bpe(_corpus())
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biomed_llama.errors import BadRecordError
+from biomed_llama.errors import BadRecordError, UserError
 from biomed_llama.instruct.config import InstructSource
 from biomed_llama.instruct.mixture import (
     MIXTURE_FILE, allocate, build_mixture, draw_indices, mixture_percentages, run_instruct_mix, source_shares,
@@ -71,6 +71,9 @@ def test_draw_indices_full_passes_then_distinct_remainder():
     assert sorted(idx[:5]) == sorted(idx[5:10]) == list(range(5))
     assert len(set(idx[10:].tolist())) == 3
     assert len(set(draw_indices(100, 40, rng).tolist())) == 40  # factor < 1: no repeats
+    assert len(draw_indices(0, 0, rng)) == 0
+    with pytest.raises(UserError, match="cannot draw 3 records from an instruction source with no records"):
+        draw_indices(0, 3, rng)
 
 
 def test_draw_is_seeded_and_matches_the_weights(params):

@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-import helpers as H
-from test_pretrain import _curve, _wait_for_line, _weights
+from tests.helpers import train as H
+from tests.helpers.train import curve as _curve, wait_for_line as _wait_for_line, weights as _weights
 
 SAMPLE = H.REPO / "data" / "sample" / "instruct"
 STEPS = 10  # medqa fixture: 40 records, global batch 4, 1 epoch

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-import helpers as H
+from tests.helpers import train as H
 
 pytestmark = pytest.mark.gpu
 

@@ -10,13 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-import helpers as H
+from tests.helpers import train as H
+from tests.helpers.train import curve as _curve, wait_for_line as _wait_for_line, weights as _weights
 
 TOL = 1e-5
 
@@ -72,12 +72,6 @@ def _run(tmp: Path, tokens: Path, **kw):
     return run_pretrain(H.validate(H.tiny_params(tmp, tokens, **kw)))
 
 
-def _curve(folder: Path) -> list[float]:
-    from biomed_llama.train.metrics import read_loss_curve
-
-    return [r["loss"] for r in read_loss_curve(folder)]
-
-
 def test_one_process_matches_hf_reference(tokens, reference, tmp_path):
     ref, ref_model = reference
     result = _run(tmp_path, tokens)
@@ -108,6 +102,7 @@ def test_micro_times_accumulation_invariance(tokens, tmp_path):
         assert max(abs(a.losses[s] - other.losses[s]) for s in a.losses) < TOL
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("nproc,shard", [(2, 2), (4, 2)], ids=["fsdp-2", "hybrid-2x2"])
 def test_multi_process_matches_reference(tokens, reference, tmp_path, nproc, shard):
     ref, ref_model = reference
@@ -142,24 +137,6 @@ def _spawn_cli(params_file: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "biomed_llama", "pretrain", "--params", str(params_file)]
     return subprocess.Popen(cmd, env=H.env_for_subprocess(), cwd=H.REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
-    lines, t0 = [], time.time()
-    while time.time() - t0 < timeout:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"never saw {needle!r}: {''.join(lines)}{proc.stderr.read()[-2000:]}")
-
-
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +285,7 @@ def test_tampered_tokens_are_refused(tmp_path):
         _run(tmp_path, tokens)
 
 
+@pytest.mark.integration
 def test_sigterm_under_torchrun_saves_and_resumes_on_another_world_size(tokens, straight, tmp_path):
     """2 ranks get SIGTERM (torchrun forwards it), agree, save one complete checkpoint, exit; a
     1-process rerun reshards it and ends where the straight run ends."""

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import helpers as H
+from tests.helpers import train as H
 
 REFERENCE = H.REPO / "tests" / "reference" / "pretrain_losses.json"
 STEPS = 8

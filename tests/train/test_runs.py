@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import helpers as H
+from tests.helpers import train as H
 
 # Run ids computed by the version whose optimiser fields lay flat in `pretrain` and `finetune.<mode>`.
 EARLIER = {"params.yaml": ("283000e16932b29b", "868b6dc6ce676f0d"),

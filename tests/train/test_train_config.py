@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-import helpers as H
+from tests.helpers import train as H
 
 
 def test_engine_config_maps_each_mode_onto_the_engine():

@@ -1,4 +1,4 @@
-"""Shared fixtures of the train tests: a synthetic token store and tiny-model params.
+"""Helpers of the train tests: a synthetic token store, tiny-model params, the torchrun runner.
 
 The token store is written directly in the tokenize stage's on-disk contract (tokens.bin,
 offsets.npy, meta.json + manifest), so these tests depend only on that contract.
@@ -10,12 +10,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
+
 TOKENIZER = REPO / "data" / "sample" / "tokenizer"
 BOS, EOS = 1, 2
 
@@ -119,3 +121,30 @@ def tree_digest(folder: Path) -> dict[str, tuple[int, str]]:
 
     return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, sha256_file(p))
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def curve(folder: Path) -> list[float]:
+    """The losses of a run's loss-curve folder (`plots`), in step order."""
+    from biomed_llama.train.metrics import read_loss_curve
+
+    return [r["loss"] for r in read_loss_curve(folder)]
+
+
+def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
+    """Read `proc`'s stdout until a line contains `needle`; return the lines read (AssertionError on timeout or exit)."""
+    lines, t0 = [], time.time()
+    while time.time() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"never saw {needle!r}: {''.join(lines)}{proc.stderr.read()[-2000:]}")
+
+
+def weights(folder: Path) -> dict:
+    """name → tensor of every safetensors file of a HF model folder."""
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}

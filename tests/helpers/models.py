@@ -1,0 +1,25 @@
+"""A tiny random-initialised LLaMA saved as a Hugging Face folder (what the stages read and write)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import REPO
+
+DEMO_TOKENIZER = REPO / "data" / "sample" / "tokenizer"
+
+
+def make_tiny_model(dest: Path, tokenizer: Path = DEMO_TOKENIZER) -> Path:
+    """A random-init LlamaForCausalLM (hidden 32, 2 layers, seed 0) + `tokenizer`, saved as safetensors in `dest`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    return dest

@@ -1,0 +1,79 @@
+"""dvc.yaml's code deps: every stage lists exactly the package files its command can import or read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts import stage_deps as S
+from tests.helpers import REPO
+
+
+@pytest.fixture(scope="module")
+def closures() -> dict[str, list[str]]:
+    return S.expected_deps(S.Source(), REPO / "dvc.yaml")
+
+
+def test_every_stage_lists_its_import_closure():
+    assert S.check(REPO / "dvc.yaml") == [], "run `python scripts/stage_deps.py --write`"
+    assert S.main(["--check"]) == 0
+
+
+def test_a_stage_whose_deps_omit_an_imported_module_fails(tmp_path: Path):
+    good = (REPO / "dvc.yaml").read_text()
+    assert next(iter(S.stage_commands(REPO / "dvc.yaml"))) == "extract"
+    # The first stage, extract, validates its params with data/config.py; drop that line from it only.
+    broken = good.replace("      - biomed_llama/data/config.py\n", "", 1)
+    assert broken != good
+    (tmp_path / "dvc.yaml").write_text(broken)
+    assert S.check(tmp_path / "dvc.yaml") == ["extract: deps omit biomed_llama/data/config.py"]
+    assert S.main(["--check", "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 1
+    # A stale item is named too, and --write restores the file exactly.
+    (tmp_path / "dvc.yaml").write_text(good.replace("      - biomed_llama/data/scan.py\n",
+                                                    "      - biomed_llama/data/scan.py\n      - biomed_llama/cli/show.py\n", 1))
+    assert S.check(tmp_path / "dvc.yaml") == ["extract: deps list biomed_llama/cli/show.py, which it does not import"]
+    (tmp_path / "dvc.yaml").write_text(broken)
+    assert S.main(["--write", "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 0
+    assert (tmp_path / "dvc.yaml").read_text() == good
+
+
+def test_closures_hold_what_the_hand_written_lists_missed(closures):
+    assert "biomed_llama/data/config.py" in closures["extract"]
+    assert "biomed_llama/data/tokens.py" in closures["pretrain"]
+    assert "biomed_llama/eval/v03_model.py" in closures["evaluate"]  # imported inside a function
+    # named only inside the `utils.py` that prepare-eval generates for lm-eval
+    assert "biomed_llama/eval/task_utils.py" in closures["prepare-eval"]
+    # package data, named by the modules that read it
+    assert "biomed_llama/eval/tasks" in closures["prepare-eval"]
+    assert "biomed_llama/eval/paper_values.json" in closures["evaluate"]
+
+
+def test_closures_leave_out_what_the_stage_cannot_run(closures):
+    for stage, files in closures.items():
+        assert "biomed_llama/launch/commands.py" not in files, stage  # where a stage runs, not what it computes
+        assert "biomed_llama/cli/show.py" not in files, stage  # another command's module
+    assert "biomed_llama/train/pretrain.py" not in closures["instruct-mix"]
+    assert "biomed_llama/train/finetune.py" not in closures["pretrain"]  # named in a docstring only
+
+
+@pytest.mark.parametrize("cmd, command", [
+    ("biomed-llama extract", "extract"),
+    ("biomed-llama launch pretrain", "pretrain"),
+    ("biomed-llama launch finetune --mode task --task ${item}", "finetune"),
+])
+def test_the_command_a_stage_runs(cmd, command):
+    assert S.command_of("s", cmd) == command
+
+
+def test_every_package_data_file_is_named_by_a_module():
+    # The closure finds data files by the names modules use for them: one that no module names
+    # would never become a dependency. Markdown files are documentation, read by no stage.
+    src = S.Source()
+    modules = [src.get(".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"))
+               for p in (REPO / "biomed_llama").rglob("*.py")]
+    named = set().union(*(S.package_data(src, m) for m in modules))
+    for f in (REPO / "biomed_llama").rglob("*"):
+        if f.is_file() and f.suffix not in (".py", ".pyc", ".md"):
+            rel = f.relative_to(REPO).as_posix()
+            assert any(rel == n or rel.startswith(n + "/") for n in named), f"{rel}: no module names it"
