@@ -7,7 +7,7 @@ LOCK := requirements/cpu.lock
 TORCH := $(shell grep -E '^torch==' $(LOCK))
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lock clean-demo sif
+.PHONY: demo test slurm-test install lock clean-demo sif
 
 install: $(STAMP)
 
@@ -26,7 +26,15 @@ demo: install
 	$(BIN)/biomed-llama show
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not integration"
+
+# The integration tier: a real two-node Slurm cluster on this machine (tests/slurm/localcluster.py)
+# runs the training stages as batch jobs. Needs root; installs the Debian packages when missing.
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+slurm-test: install
+	dpkg -s $(SLURM_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES) >/dev/null; }
+	BIOMED_REQUIRE_SLURM=1 $(BIN)/python -m pytest -q -s -m integration tests/slurm
 
 clean-demo:
 	rm -rf data/extracted data/tokens data/eval data/instruct models checkpoints metrics plots reports dvc.lock
