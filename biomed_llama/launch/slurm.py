@@ -3,10 +3,10 @@
 Why not `sbatch --wait`: in Slurm 22.05 it polls the job and, once the job is in any finished
 state, returns the job's exit status (src/sbatch/sbatch.c `_job_wait`). Measured on the local
 two-node cluster of the tests: a job cancelled while pending ends CANCELLED with ExitCode 0:0 and
-`sbatch --wait` returns 0; a job purged from slurmctld before it looked (MinJobAge) is reported
-"no longer found" and also gives 0. A requeue by the job itself (`scontrol requeue`) leaves the job
-PENDING, which `sbatch --wait` does wait through. So the launcher submits with `--parsable` and
-waits itself: success is the state COMPLETED with exit code 0:0 and nothing else.
+`sbatch --wait` returns 0; a requeue by the job itself (`scontrol requeue`) leaves the job PENDING,
+which `sbatch --wait` does wait through. By its source, a job purged from slurmctld before it
+looked (MinJobAge) is reported "no longer found" and also gives 0. So the launcher submits with
+`--parsable` and waits itself: success is the state COMPLETED with exit code 0:0 and nothing else.
 """
 
 from __future__ import annotations
