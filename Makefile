@@ -32,8 +32,8 @@ test: install
 # runs the training stages as batch jobs. Needs root; installs the Debian packages when missing.
 SLURM_PACKAGES := slurmctld slurmd slurm-client munge
 slurm-test: install
-	dpkg -s $(SLURM_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES) >/dev/null; }
+	test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged -a -x /usr/bin/sbatch || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES) >/dev/null; }
 	BIOMED_REQUIRE_SLURM=1 $(BIN)/python -m pytest -q -s -m integration tests/slurm
 
 clean-demo:
