@@ -7,7 +7,7 @@ LOCK := requirements/cpu.lock
 TORCH := $(shell grep -E '^torch==' $(LOCK))
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lock clean-demo sif
+.PHONY: demo test slurm-test install lock clean-demo sif
 
 install: $(STAMP)
 
@@ -33,12 +33,20 @@ test: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
 test-integration: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m integration
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m integration --ignore=tests/slurm
 
 # After moving or adding modules: rewrite each dvc.yaml stage's `biomed_llama/…` deps from its
 # command's import closure (tests/test_stage_deps.py fails until this is run).
 stage-deps: install
 	$(BIN)/python scripts/stage_deps.py --write
+
+# The integration tier: a real two-node Slurm cluster on this machine (tests/slurm/localcluster.py)
+# runs the training stages as batch jobs. Needs root; installs the Debian packages when missing.
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+slurm-test: install
+	test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged -a -x /usr/bin/sbatch || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES) >/dev/null; }
+	BIOMED_REQUIRE_SLURM=1 $(BIN)/python -m pytest -q -s -m integration tests/slurm
 
 clean-demo:
 	rm -rf data/extracted data/tokens data/eval data/instruct models checkpoints metrics plots reports dvc.lock

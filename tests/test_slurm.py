@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,15 +44,20 @@ def _opt(argv: list[str], name: str) -> str:
 
 
 def test_pretrain_command_for_2_nodes_x_4_gpus(repo_root: Path, tmp_path: Path):
-    argv = _render(repo_root, tmp_path, "pretrain",
-                   {"BIOMED_SIF": "/images/biomed.sif", "BIOMED_BINDS": "/scratch/pile:/data/pile:ro,/models"},
-                   "--set", "pretrain.optim.lr=1e-5")
+    """The launcher's apptainer prefix (BIOMED_TORCHRUN) reaches srun word for word, paths with spaces included."""
+    from biomed_llama.launch.commands import sbatch_command
+    from biomed_llama.launch.config import LaunchConfig
+
+    cfg = LaunchConfig(mode="slurm", nnodes=2, gpus_per_node=4, container="apptainer", image="/images/biomed.sif",
+                       binds=["/scratch/pile:/data/pile:ro", "/models/with space"])
+    env = sbatch_command(cfg, "pretrain", "params.yaml", workdir=repo_root).env
+    argv = _render(repo_root, tmp_path, "pretrain", env, "--set", "pretrain.optim.lr=1e-5")
     srun, rest = argv[:argv.index("apptainer")], argv[argv.index("apptainer"):]
     assert srun[0] == "srun" and _opt(srun, "--nodes") == "2" and _opt(srun, "--ntasks-per-node") == "1"
-    # apptainer exec --nv IMAGE, the checkout and the extra binds mounted, working dir = submit dir
+    # apptainer exec --nv IMAGE, the checkout and the extra binds mounted, working dir = the checkout
     assert rest[:3] == ["apptainer", "exec", "--nv"]
     binds = [rest[i + 1] for i, a in enumerate(rest) if a == "--bind"]
-    assert binds == [str(repo_root), "/scratch/pile:/data/pile:ro", "/models"]
+    assert binds == [str(repo_root), "/scratch/pile:/data/pile:ro", "/models/with space"]
     assert _opt(rest, "--pwd") == str(repo_root)
     tr = rest[rest.index("torchrun"):]
     assert rest[rest.index("torchrun") - 1] == "/images/biomed.sif"
@@ -66,8 +72,21 @@ def test_pretrain_command_for_2_nodes_x_4_gpus(repo_root: Path, tmp_path: Path):
     assert sets == ["pretrain.shard_size=4", "pretrain.optim.lr=1e-5"]
 
 
+def test_without_a_container_the_job_runs_the_submitting_venv(repo_root: Path, tmp_path: Path):
+    from biomed_llama.launch.commands import sbatch_command
+    from biomed_llama.launch.config import LaunchConfig
+
+    cfg = LaunchConfig(mode="slurm", nnodes=2, gpus_per_node=0, nproc_per_node=1, cpus_per_task=1)
+    env = sbatch_command(cfg, "pretrain", "params.yaml", workdir=repo_root).env
+    argv = _render(repo_root, tmp_path, "pretrain", env)
+    run = argv.index("--cpu-bind=none") + 1
+    assert argv[run:run + 3] == [sys.executable, "-m", "torch.distributed.run"]  # no apptainer, this venv
+    assert _opt(argv, "--nproc-per-node") == "1" and "apptainer" not in argv
+    assert "pretrain.shard_size=1" in argv  # mesh 2 × 1: replicate across the two nodes
+
+
 def test_finetune_command_uses_the_job_sizes(repo_root: Path, tmp_path: Path):
-    argv = _render(repo_root, tmp_path, "finetune", {"BIOMED_GPUS_PER_NODE": "8", "BIOMED_RDZV_PORT": "29611",
+    argv = _render(repo_root, tmp_path, "finetune", {"BIOMED_RANKS_PER_NODE": "8", "BIOMED_RDZV_PORT": "29611",
                                                       "BIOMED_PARAMS": "configs/paper.yaml"})
     tr = argv[argv.index("torchrun"):]
     assert _opt(tr, "--nproc-per-node") == "8" and _opt(tr, "--rdzv-endpoint") == "gpu-a01:29611"

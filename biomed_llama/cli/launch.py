@@ -19,7 +19,7 @@ def launch(
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command (and its BIOMED_* variables), run nothing.")] = False,
 ) -> None:
-    """Run STAGE as `launch.mode` says: `torchrun --standalone` here, or `sbatch --wait` on Slurm.
+    """Run STAGE as `launch.mode` says: `torchrun --standalone` here, or a Slurm batch job it waits for.
 
     Further arguments go to the stage command unchanged, e.g. `launch finetune --mode task --task medqa`.
     """

@@ -1,4 +1,4 @@
-"""Command lines of the training stages: local `torchrun --standalone` or Slurm `sbatch --wait`.
+"""Command lines of the training stages: local `torchrun --standalone` or a Slurm batch job.
 
 `biomed-llama launch STAGE` (and so the DVC stages `pretrain`/`finetune`) calls `launch`; the
 mode comes from params (`launch.mode`), so one DVC param switches a run between this machine and
@@ -8,6 +8,7 @@ the cluster. Building the command lines is kept apart from running them, for tes
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Sequence
 
 from biomed_llama.errors import UserError
+from biomed_llama.launch import slurm
 from biomed_llama.launch.config import LaunchConfig
+from biomed_llama.launch.container import container_prefix
 
 STAGES = ("pretrain", "finetune")
 
@@ -49,12 +52,20 @@ def torchrun_command(cfg: LaunchConfig, stage: str, params: str | Path, override
     return Command(argv)
 
 
+def job_torchrun(cfg: LaunchConfig, workdir: Path) -> list[str]:
+    """How each node of the job starts torchrun: inside the container (the image's torchrun), or with
+    this interpreter (`launch.container: none`; its venv must be at the same path on every node)."""
+    prefix = container_prefix(cfg, workdir=workdir, gpu=cfg.gpus_per_node > 0)
+    return [*prefix, "torchrun"] if prefix else [sys.executable, "-m", "torch.distributed.run"]
+
+
 def sbatch_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
-                   extra: Sequence[str] = ()) -> Command:
-    """Slurm mode: `sbatch --wait … scripts/slurm/STAGE.sbatch --set …` plus the BIOMED_* variables.
+                   extra: Sequence[str] = (), workdir: Path | None = None) -> Command:
+    """Slurm mode: `sbatch --parsable … scripts/slurm/STAGE.sbatch --set …` plus the BIOMED_* variables.
 
     Sizes and limits go as sbatch options (they override the script's #SBATCH defaults); what the
-    script needs inside the job goes as environment (sbatch exports the submitting environment).
+    script needs inside the job goes as environment (sbatch exports the submitting environment),
+    the torchrun command of a node (container prefix included) as one shell-quoted variable.
     """
     stage_args(stage, params, overrides)  # validates the stage name
     opts = [f"--job-name=biomed-{stage}", f"--nodes={cfg.nnodes}", "--ntasks-per-node=1",
@@ -65,14 +76,18 @@ def sbatch_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides:
     opts += [f"--{k}={v}" for k, v in (("partition", cfg.partition), ("account", cfg.account),
                                           ("qos", cfg.qos)) if v]
     script = str(Path(cfg.sbatch_dir) / f"{stage}.sbatch")
-    argv = ["sbatch", "--wait", *opts, *cfg.extra_sbatch, script,
+    argv = ["sbatch", "--parsable", *opts, *cfg.extra_sbatch, script,
             *(a for o in overrides for a in ("--set", o)), *extra]  # the script passes them to the stage
-    env = {"BIOMED_SIF": cfg.image, "BIOMED_PARAMS": str(params),
-           "BIOMED_GPUS_PER_NODE": str(cfg.gpus_per_node), "BIOMED_BINDS": ",".join(cfg.binds),
-           "BIOMED_RDZV_PORT": str(cfg.rdzv_port), "BIOMED_SHUTDOWN_TIMEOUT": str(cfg.shutdown_timeout),
-           "BIOMED_REQUEUE": "1" if cfg.requeue else "0",
+    env = {"BIOMED_TORCHRUN": shlex.join(job_torchrun(cfg, workdir or Path.cwd())), "BIOMED_PARAMS": str(params),
+           "BIOMED_RANKS_PER_NODE": str(cfg.ranks_per_node), "BIOMED_RDZV_PORT": str(cfg.rdzv_port),
+           "BIOMED_SHUTDOWN_TIMEOUT": str(cfg.shutdown_timeout), "BIOMED_REQUEUE": "1" if cfg.requeue else "0",
            "BIOMED_SHARD_PARAM": cfg.shard_param.get(stage, ""), "NCCL_DEBUG": cfg.nccl_debug}
     return Command(argv, env)
+
+
+def job_log(cfg: LaunchConfig, stage: str, job_id: str) -> Path:
+    """The job's log file (`--output={log_dir}/%x-%j.out`), appended to across requeues."""
+    return Path(cfg.log_dir) / f"biomed-{stage}-{job_id}.out"
 
 
 def build(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
@@ -84,17 +99,27 @@ def build(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence
 
 def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
            extra: Sequence[str] = ()) -> int:
-    """Run `stage` as `cfg.mode` says and return its exit status.
+    """Run `stage` as `cfg.mode` says and return its exit status (0 only when it finished).
 
     Local mode replaces this process with torchrun (signals from DVC or the shell reach it
-    directly). Slurm mode checks the submission host first, then waits for the job to end.
+    directly). Slurm mode checks the submission host, submits, then follows the job's log and
+    waits for its final state across requeues; an interrupt (Ctrl-C) cancels the job.
     """
     cmd = build(cfg, stage, params, overrides, extra)
     if cfg.mode == "local":
         os.execve(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
     if shutil.which("sbatch") is None:
         raise UserError("launch.mode=slurm: sbatch not found; run on a Slurm login node or set launch.mode=local")
-    if not Path(cfg.image).is_file():
+    if cfg.container == "apptainer" and not Path(cfg.image).is_file():
         raise UserError(f"launch.image {cfg.image} not found; build it with `make sif` or pull it (README: Full reproduction on a cluster)")
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)  # Slurm does not create the log folder
-    return subprocess.run(cmd.argv, env={**os.environ, **cmd.env}).returncode
+    job_id = slurm.submit(cmd.argv, {**os.environ, **cmd.env})
+    log = job_log(cfg, stage, job_id)
+    print(f"launch: submitted {stage} as Slurm job {job_id} ({cfg.nnodes} nodes × {cfg.ranks_per_node} ranks); "
+          f"log {log}", file=sys.stderr)
+    try:
+        job = slurm.wait_for_job(job_id, cfg.poll_seconds, log)
+    except KeyboardInterrupt:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=60)
+        raise UserError(f"launch: interrupted; cancelled Slurm job {job_id}") from None
+    return slurm.outcome(stage, job, log)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional
 
 from pydantic import Field, model_validator
@@ -10,16 +11,18 @@ from biomed_llama.schema import StrictModel
 
 
 class LaunchConfig(StrictModel):
-    """Local `torchrun` or Slurm `sbatch --wait`, and the mesh sizes the launch implies."""
+    """Local `torchrun` or a Slurm batch job, and the mesh sizes the launch implies."""
 
     mode: Literal["local", "slurm"] = "local"
-    """`local`: `torchrun --standalone` on this machine; `slurm`: `sbatch --wait scripts/slurm/<stage>.sbatch`."""
+    """`local`: `torchrun --standalone` on this machine; `slurm`: a batch job of `scripts/slurm/<stage>.sbatch`, waited for."""
     nproc_per_node: int = Field(1, ge=1)
-    """Local mode: worker processes (GPUs, or CPU ranks with gloo) started by torchrun."""
+    """Worker processes per node started by torchrun: local mode's GPUs or CPU ranks (gloo); in Slurm mode
+    the ranks per node of CPU-only nodes (`gpus_per_node: 0`)."""
     nnodes: int = Field(8, ge=1)
     """Slurm mode: nodes of the job; the mesh's `replicate` size (the paper: 8 nodes)."""
-    gpus_per_node: int = Field(4, ge=1)
-    """Slurm mode: GPUs per node, one rank each; the mesh's `shard` size (the paper: 4 × A100-80GB)."""
+    gpus_per_node: int = Field(4, ge=0)
+    """Slurm mode: GPUs per node, one rank each; the mesh's `shard` size (the paper: 4 × A100-80GB).
+    0: CPU-only nodes, no GPU request, `nproc_per_node` ranks per node (gloo)."""
     cpus_per_task: int = Field(32, ge=1)
     """Slurm mode: CPU cores of the one task per node (data loading, torchrun, NCCL proxies)."""
     partition: Optional[str] = None
@@ -30,16 +33,21 @@ class LaunchConfig(StrictModel):
     """Slurm quality of service (`--qos`); null = the default."""
     time: str = "48:00:00"
     """Wall-clock limit of one job (`--time`); longer runs continue in requeued jobs from the last checkpoint."""
-    signal_seconds: int = Field(600, ge=60)
-    """Send USR1 to the batch script this many seconds before the limit (`--signal=B:USR1@N`): checkpoint, requeue."""
+    signal_seconds: int = Field(600, ge=0)
+    """Send USR1 to the batch script this many seconds before the limit (`--signal=B:USR1@N`): checkpoint, requeue.
+    0: no warning (`@0`); the job is then killed at its limit (SIGTERM, SIGKILL after the cluster's KillWait)."""
     shutdown_timeout: int = Field(480, ge=10)
     """Seconds torchrun gives the workers after forwarding USR1/TERM before it kills them (checkpoint time)."""
     requeue: bool = True
     """Requeue the job after the pre-limit checkpoint so training continues in the next allocation."""
+    container: Literal["none", "apptainer", "podman"] = "none"
+    """Slurm mode: what each node runs torchrun in. `none`: the Python environment that submitted the job
+    (its path must be visible on every node, e.g. a venv in the shared checkout); `apptainer`: `launch.image`."""
     image: str = "biomed.sif"
-    """The Apptainer image (built by `make sif`); every node must see this path."""
+    """The container image (`launch.container` other than none; Apptainer: the .sif built by `make sif`);
+    every node must see this path."""
     binds: list[str] = Field(default_factory=list)
-    """Extra `apptainer --bind` specs (`SRC[:DST[:OPTS]]`), e.g. the data and model folders; the checkout is always bound."""
+    """Extra container bind mounts (`SRC[:DST[:OPTS]]`), e.g. the data and model folders; the checkout is always bound."""
     rdzv_port: int = Field(29500, ge=1024, le=65535)
     """TCP port of the c10d rendezvous on the first node of the job."""
     nccl_debug: Literal["VERSION", "WARN", "INFO", "TRACE"] = "WARN"
@@ -51,12 +59,43 @@ class LaunchConfig(StrictModel):
     shard_param: dict[str, str] = Field(default_factory=lambda: {"pretrain": "pretrain.shard_size"})
     """Per stage, the param that receives the mesh's `shard` size (GPUs per node) as `--set KEY=G`;
     a stage without an entry uses its trainer's default (one node's GPUs), which is the same mesh."""
+    poll_seconds: float = Field(10.0, gt=0)
+    """Slurm mode: seconds between two looks at the job's state (and its log) while `launch` waits for it."""
     extra_sbatch: list[str] = Field(default_factory=list)
     """Further sbatch options passed as given, e.g. `--constraint=a100` or `--exclusive`."""
 
+    @property
+    def ranks_per_node(self) -> int:
+        """Slurm mode: torchrun workers per node (one per GPU; `nproc_per_node` on CPU-only nodes)."""
+        return self.gpus_per_node or self.nproc_per_node
+
     @model_validator(mode="after")
     def _check(self) -> "LaunchConfig":
-        if self.shutdown_timeout >= self.signal_seconds:
+        if self.signal_seconds and self.shutdown_timeout >= self.signal_seconds:
             raise ValueError(f"launch.shutdown_timeout ({self.shutdown_timeout}) must be below "
                              f"launch.signal_seconds ({self.signal_seconds}): the checkpoint must end before the limit")
+        limit = time_limit_seconds(self.time)
+        if limit is not None and self.signal_seconds and limit <= self.signal_seconds:
+            # the warning would come at once, every requeued job would checkpoint at its start and requeue again
+            raise ValueError(f"launch.time ({self.time} = {limit} s) must exceed launch.signal_seconds "
+                             f"({self.signal_seconds}): the warning comes that long before the limit")
         return self
+
+
+def time_limit_seconds(spec: str) -> int | None:
+    """Seconds of a Slurm `--time` value (`M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`); None for unlimited.
+
+    A malformed value is a ValueError naming the accepted forms.
+    """
+    text = spec.strip()
+    if text.upper() in ("UNLIMITED", "INFINITE", "-1"):
+        return None
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not m:
+        raise ValueError(f"launch.time {spec!r}: expected M, M:S, H:M:S, D-H, D-H:M or D-H:M:S")
+    days, a, b, c = (int(g) if g is not None else None for g in m.groups())
+    if days is not None:  # D-H[:M[:S]]
+        return ((days * 24 + a) * 60 + (b or 0)) * 60 + (c or 0)
+    if c is not None:  # H:M:S
+        return (a * 60 + b) * 60 + c
+    return a * 60 + (b or 0)  # M or M:S

@@ -1,15 +1,16 @@
 # shellcheck shell=bash
 # Shared body of pretrain.sbatch and finetune.sbatch (sourced, never run by itself).
 #
-# One Slurm task per node; each task runs `apptainer exec --nv IMAGE torchrun …`, and the torchrun
-# agents meet at a c10d rendezvous on the job's first node. Mesh: replicate = nodes, shard = GPUs
-# of a node (FSDP2 shards inside a node, replicates across nodes).
+# One Slurm task per node; each task runs `$BIOMED_TORCHRUN …`, and the torchrun agents meet at a
+# c10d rendezvous on the job's first node. Mesh: replicate = nodes, shard = ranks of a node (FSDP2
+# shards inside a node, replicates across nodes).
 #
 # Inputs (environment; `biomed-llama launch STAGE` sets them from params.yaml's `launch:`):
-#   BIOMED_SIF            image path, seen by every node            (default biomed.sif)
+#   BIOMED_TORCHRUN       how a node starts torchrun, shell-quoted: the container prefix (if any) and
+#                         torchrun, e.g. `apptainer exec --nv --bind … biomed.sif torchrun` or
+#                         `/shared/checkout/.venv/bin/python -m torch.distributed.run` (default torchrun)
 #   BIOMED_PARAMS         params file                               (default params.yaml)
-#   BIOMED_GPUS_PER_NODE  ranks per node   (default $SLURM_GPUS_ON_NODE, else 4)
-#   BIOMED_BINDS          extra apptainer binds, comma-separated    (default none; the checkout is bound)
+#   BIOMED_RANKS_PER_NODE ranks per node (default $SLURM_GPUS_ON_NODE, else 1)
 #   BIOMED_RDZV_PORT      rendezvous port on the first node        (default 29500)
 #   BIOMED_SHARD_PARAM    param that gets the shard size, e.g. pretrain.shard_size (empty: none)
 #   BIOMED_SHUTDOWN_TIMEOUT  seconds workers get to checkpoint after USR1 (default 480)
@@ -25,56 +26,53 @@
 # are passed through unchanged.
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-3}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 
 # The srun … torchrun command line of one stage, into the array BIOMED_CMD.
 biomed_build_command() {
     local stage=$1
     shift
-    local sif=${BIOMED_SIF:-biomed.sif}
     local params=${BIOMED_PARAMS:-params.yaml}
-    local gpus=${BIOMED_GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-4}}
+    local ranks=${BIOMED_RANKS_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
     local port=${BIOMED_RDZV_PORT:-29500}
     local grace=${BIOMED_SHUTDOWN_TIMEOUT:-480}
     local nnodes=${SLURM_NNODES:?run this inside a Slurm job (sbatch)}
+    local cpus=${SLURM_CPUS_PER_TASK:-1}
     # USR1 is forwarded to the workers (checkpoint before the limit), not only the default four.
     local signals=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1
     local head
     head=$(scontrol show hostnames "${SLURM_JOB_NODELIST:?}" | head -n 1)
-    local binds=(--bind "$PWD")
-    local spec
-    local extra=()
-    if [[ -n ${BIOMED_BINDS:-} ]]; then
-        IFS=',' read -r -a extra <<<"$BIOMED_BINDS"
-    fi
-    for spec in "${extra[@]}"; do
-        binds+=(--bind "$spec")
-    done
+    # The launcher quoted it with Python's shlex.join (POSIX shell words): eval rebuilds the words.
+    local torchrun=()
+    eval "torchrun=(${BIOMED_TORCHRUN:-torchrun})"
     local mesh=()
     if [[ -n ${BIOMED_SHARD_PARAM:-} ]]; then
-        mesh=(--set "$BIOMED_SHARD_PARAM=$gpus")
+        mesh=(--set "$BIOMED_SHARD_PARAM=$ranks")
     fi
+    # The node's cores shared by its ranks (torchrun would set 1 thread per worker otherwise).
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$((cpus / ranks > 0 ? cpus / ranks : 1))}
     # srun does not inherit the job's --cpus-per-task (Slurm ≥ 22.05): pass it on explicitly.
-    BIOMED_CMD=(srun --nodes "$nnodes" --ntasks-per-node 1 --cpus-per-task "${SLURM_CPUS_PER_TASK:-1}"
+    BIOMED_CMD=(srun --nodes "$nnodes" --ntasks-per-node 1 --cpus-per-task "$cpus"
         --kill-on-bad-exit=1 --cpu-bind=none
-        apptainer exec --nv "${binds[@]}" --pwd "$PWD" "$sif"
-        torchrun --nnodes "$nnodes" --nproc-per-node "$gpus"
+        "${torchrun[@]}" --nnodes "$nnodes" --nproc-per-node "$ranks"
         --rdzv-backend c10d --rdzv-endpoint "$head:$port" --rdzv-id "${SLURM_JOB_ID:?}"
         --signals-to-handle "$signals" --shutdown-timeout "$grace"
         -m biomed_llama "$stage" --params "$params" "${mesh[@]}" "$@")
 }
 
-# USR1 arrives ${launch.signal_seconds} before the time limit (--signal=B:USR1@N): forward it to
-# the job step (srun → apptainer → torchrun → workers, which save a checkpoint and exit), and mark
-# the job for requeue once the step has ended.
+# USR1 reaches the batch shell ${launch.signal_seconds} before the time limit (--signal=B:USR1@N),
+# or by hand with `scancel --batch --signal=USR1 JOB`: forward it to the job step (srun → torchrun
+# → workers, which save a checkpoint and exit) and requeue the job once the step has ended.
 biomed_on_usr1() {
-    echo "biomed-llama: USR1 at $(date -u +%FT%TZ): checkpointing before the time limit" >&2
+    echo "biomed-llama: USR1 at $(date -u +%FT%TZ): checkpointing (job $SLURM_JOB_ID)" >&2
     BIOMED_REQUEUE_NOW=1
-    kill -USR1 "$BIOMED_STEP_PID" 2>/dev/null || true
+    if [[ -n $BIOMED_STEP_PID ]]; then
+        kill -USR1 "$BIOMED_STEP_PID" 2>/dev/null || true
+    fi
 }
 
 # Run a stage: build the command, run the step in the background so the trap can fire, wait for
-# it (wait returns early on a trapped signal, so wait again), then requeue if USR1 came.
+# it (wait returns early on a trapped signal, so wait again), then requeue if USR1 came and the
+# stage did not finish.
 biomed_run_stage() {
     biomed_build_command "$@"
     if [[ -n ${BIOMED_DRY_RUN:-} ]]; then
@@ -82,7 +80,10 @@ biomed_run_stage() {
         printf '\n'
         return 0
     fi
+    echo "biomed-llama: job $SLURM_JOB_ID start $(date -u +%FT%TZ) restart ${SLURM_RESTART_COUNT:-0}" \
+        "on $SLURM_JOB_NODELIST: $1" >&2
     BIOMED_REQUEUE_NOW=0
+    BIOMED_STEP_PID=
     trap biomed_on_usr1 USR1
     "${BIOMED_CMD[@]}" &
     BIOMED_STEP_PID=$!
@@ -91,10 +92,11 @@ biomed_run_stage() {
         wait "$BIOMED_STEP_PID" && rc=0 || rc=$?
         kill -0 "$BIOMED_STEP_PID" 2>/dev/null || break
     done
-    if [[ $BIOMED_REQUEUE_NOW == 1 && ${BIOMED_REQUEUE:-1} == 1 ]]; then
-        echo "biomed-llama: step ended (exit $rc); requeueing job $SLURM_JOB_ID" >&2
+    if [[ $rc != 0 && $BIOMED_REQUEUE_NOW == 1 && ${BIOMED_REQUEUE:-1} == 1 ]]; then
+        echo "biomed-llama: step ended (exit $rc) after USR1; requeueing job $SLURM_JOB_ID" >&2
         scontrol requeue "$SLURM_JOB_ID"
         return 0
     fi
+    echo "biomed-llama: job $SLURM_JOB_ID step ended, exit $rc" >&2
     return "$rc"
 }

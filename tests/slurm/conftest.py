@@ -1,0 +1,116 @@
+"""Fixtures of the Slurm integration tier: the local two-node cluster and a demo checkout whose data
+stages have run, copied per test, with `launch:` set to Slurm on 2 nodes × 1 CPU rank.
+
+The cluster needs root and the Debian packages slurmctld, slurmd, slurm-client and munge; without
+them these tests are skipped, unless BIOMED_REQUIRE_SLURM=1 (set by `make slurm-test`, which
+installs them) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from localcluster import PACKAGES, ClusterError, LocalCluster, free_port_block
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+# The demo's training stages on 2 nodes × 1 CPU rank (mesh replicate 2 × shard 1), logging every
+# step so loss curves compare step by step; everything else is the demo's params.
+SLURM_LAUNCH = {"mode": "slurm", "nnodes": 2, "gpus_per_node": 0, "nproc_per_node": 1, "cpus_per_task": 1,
+                "time": "00:15:00", "signal_seconds": 60, "shutdown_timeout": 30, "poll_seconds": 1.0}
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "the local Slurm cluster needs root"
+    need = ("slurmctld", "slurmd", "sbatch", "munged")
+    if any(shutil.which(c, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") is None for c in need):
+        return f"Slurm/munge not installed (apt-get install {' '.join(PACKAGES)}; `make slurm-test` does)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The running two-node cluster; torn down at the end, with a check that no process of it is left."""
+    why = _missing()
+    if why:
+        if os.environ.get("BIOMED_REQUIRE_SLURM") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="biomed-slurm-", dir="/tmp"))  # munged (user munge) must reach it
+    # KillWait=0: the shortest grace between SIGTERM and SIGKILL at a time limit (srun still waits about
+    # 2 s), the harshest case for what a killed job leaves behind; nothing else here waits on KillWait.
+    cluster = LocalCluster(root, kill_wait=0)
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.down()
+            assert cluster.leftovers() == []
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_env(cluster: LocalCluster) -> dict[str, str]:
+    """Environment of the commands a test runs: the venv first on PATH, this cluster, one thread per rank."""
+    return {**cluster.env, **GIT_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True, timeout: int = 900):
+    """Run a command; on failure (with `check`) the assertion shows its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} → {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def set_params(checkout: Path, **sections: dict) -> None:
+    """Update sections of the checkout's params.yaml key by key."""
+    path = checkout / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for name, values in sections.items():
+        params[name].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def demo_base(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git checkout of the working tree with the data stages (extract, tokenize, instruct-mix) run
+    locally and the training stages set to Slurm; tests work on copies of it (`demo_checkout`)."""
+    dst = tmp_path_factory.mktemp("slurm-base") / "repo"
+    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        if (REPO / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    env = run_env(slurm_cluster)
+    try:
+        port = free_port_block(1, start=29500)
+    except ClusterError as e:
+        pytest.fail(str(e))
+    set_params(dst, launch={**SLURM_LAUNCH, "rdzv_port": port}, pretrain={"log_every": 1, "progress": False})
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "snapshot"],
+                [str(BIN / "dvc"), "repro", "tokenize", "instruct-mix"]):
+        run(cmd, dst, env)
+    return dst
+
+
+@pytest.fixture
+def demo_checkout(demo_base: Path, tmp_path: Path) -> Path:
+    """A fresh copy of `demo_base` (its DVC cache and data outputs included), for one test."""
+    dst = tmp_path / "repo"
+    shutil.copytree(demo_base, dst, symlinks=True)
+    return dst
