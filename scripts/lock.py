@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--uv", help="uv executable (default: $UV, PATH, python -m uv)")
     ap.add_argument("--cpu-python", default="3.11", help="Python of the CPU setup / CI (default 3.11)")
-    ap.add_argument("--image-python", default="3.12", help="Python of the image (Ubuntu 24.04: 3.12)")
+    ap.add_argument("--image-python", default="3.11", help="Python of the image (Debian 12: 3.11, as the CPU setup)")
     ap.add_argument("--upgrade", action="store_true", help="ignore current pins, take the newest allowed")
     ap.add_argument("--torch-wheels", type=Path, default=Path((os.environ.get("PIP_FIND_LINKS") or "/opt/wheels").split()[0]),
                     help="folder holding the CPU torch wheel (default: first of $PIP_FIND_LINKS, else /opt/wheels)")
