@@ -93,7 +93,9 @@ def _wheelhouse(repo_root: Path) -> Path:
     if not (house / ".complete").is_file():
         reqs = house.with_suffix(".txt")
         house.mkdir(parents=True, exist_ok=True)
-        reqs.write_text("".join(f"{n}=={v}\n" for n, v in read_lock(lock).items() if n != "torch"))
+        # `wheel`: what pip's isolated build of an sdist without pyproject.toml needs beside the
+        # locked setuptools (pip adds it to such builds), for the offline install below.
+        reqs.write_text("".join(f"{n}=={v}\n" for n, v in read_lock(lock).items() if n != "torch") + "wheel\n")
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(house),
                                "-r", str(reqs)], capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0, proc.stderr[-4000:]
