@@ -164,6 +164,10 @@ def fingerprint() -> dict[str, Any]:
 def _hash_files(folder: Path) -> dict[str, dict[str, Any]]:
     files = {}
     for p in sorted(folder.rglob("*")):
+        # Bytecode caches are not outputs: Python writes them beside any .py it imports (lm-eval
+        # imports the rendered task folders' utils.py) unless PYTHONDONTWRITEBYTECODE is set.
+        if "__pycache__" in p.relative_to(folder).parts:
+            continue
         if p.is_file() and p.name != MANIFEST and not p.name.startswith("."):
             rel = p.relative_to(folder).as_posix()
             files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}

@@ -104,9 +104,13 @@ def test_same_environment_offline_and_locked(sing, dock):
     assert s_env == d_env
     assert s_env["PYTHONNOUSERSITE"] == "1"  # user site-packages off
     assert s_env["PYTHONSAFEPATH"] == "1"  # `python -m` from the bound checkout imports the image's package
+    assert s_env["PYTHONDONTWRITEBYTECODE"] == "1"  # no __pycache__ in the bound checkout (DVC deps)
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "PIP_NO_INDEX"):
         assert s_env[var] == "1", var  # nothing downloads at run time
     assert s_env["BIOMED_LOCK"] == "/opt/biomed/${LOCK}"
+    # What the nvidia/cuda bases set and a plain base must too: with the NVIDIA container runtime's
+    # default (`utility` only) the driver's CUDA library would not be mounted.
+    assert set(s_env["NVIDIA_DRIVER_CAPABILITIES"].split(",")) >= {"compute", "utility"}
 
 
 def _baked_labels(cmds: list[str]) -> dict[str, str]:

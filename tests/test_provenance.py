@@ -143,3 +143,16 @@ def test_image_labels_are_key_value_pairs(tmp_path: Path) -> None:
     assert parse_pairs(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
     with pytest.raises(ValueError, match="'nokey'"):
         parse_pairs(["nokey"])
+
+
+def test_bytecode_caches_are_not_outputs(tmp_path: Path) -> None:
+    from biomed_llama.provenance import verify, write_manifest
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "utils.py").write_text("x = 1\n")
+    write_manifest(tmp_path, stage="t", params={})
+    (tmp_path / "tasks" / "__pycache__").mkdir()
+    (tmp_path / "tasks" / "__pycache__" / "utils.cpython-311.pyc").write_bytes(b"\0")
+    assert verify(tmp_path) == []
+    (tmp_path / "tasks" / "extra.py").write_text("")
+    assert verify(tmp_path) == [f"{tmp_path / 'tasks/extra.py'}: not in manifest"]
