@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements/cpu.lock
-TORCH := $(shell grep -E '^torch==' $(LOCK))
+TORCH := $(shell grep -oE '^torch==[^ ;\\]+' $(LOCK))
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test slurm-test install lock clean-demo sif
@@ -71,3 +71,17 @@ sif: install
 	  --build-arg VERSION=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("biomed-llama"))') \
 	  --build-arg GIT_COMMIT=$$(git rev-parse HEAD) \
 	  $(SIF) singularity/biomed.def
+
+# ---- The image, built and run here with podman (issue 11; README: The image) ----
+# `make image`: the CPU twin (containers/build.sh: bootstrapped Debian base, cpu.lock hash-checked).
+# `make image-test`: env check inside it, then the whole demo with every stage inside it
+# (launch.container: podman), compared with this checkout's host run (`make demo` first).
+.PHONY: image image-test
+IMAGE ?= localhost/biomed-llama:cpu
+image: install
+	command -v podman >/dev/null || { echo "make image: podman not found (apt-get install -y podman runc debootstrap)"; exit 1; }
+	rm -rf dist && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	IMAGE=$(IMAGE) containers/build.sh
+
+image-test: image
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/image_test.py --image $(IMAGE)

@@ -18,13 +18,19 @@ from typing import Any, Iterable
 
 from biomed_llama.errors import IntegrityError
 from biomed_llama.fsutil import atomic_write_json, sha256_file
+from biomed_llama.image_labels import LABELS_FILE
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 # Which lock describes this environment: the image sets BIOMED_LOCK to its CUDA lock.
 DEFAULT_LOCK = Path("requirements/cpu.lock")
-# Apptainer writes the %labels of the image here; Docker images carry the same labels via env.
+# Apptainer writes the %labels of the image here; the recipes bake the same labels into
+# IMAGE_LABELS for OCI runtimes, whose labels a container cannot read.
 APPTAINER_LABELS = Path("/.singularity.d/labels.json")
+IMAGE_LABELS = LABELS_FILE
+# Present inside every podman container (filled only for privileged ones), and inside Docker's.
+PODMAN_ENV = Path("/run/.containerenv")
+DOCKER_ENV = Path("/.dockerenv")
 
 
 def _git(*args: str, cwd: Path | None = None) -> str | None:
@@ -50,20 +56,59 @@ def lock_path() -> Path:
     return Path(os.environ.get("BIOMED_LOCK", DEFAULT_LOCK))
 
 
-def container_identity() -> dict[str, Any] | None:
-    """Return the Apptainer/Docker image identity when running inside one, else None."""
-    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
-    labels: dict[str, Any] = {}
-    if APPTAINER_LABELS.is_file():
-        try:
-            labels = json.loads(APPTAINER_LABELS.read_text())
-        except (OSError, ValueError):
-            labels = {}
-    if image is None and not labels and not os.environ.get("BIOMED_IMAGE"):
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or {} when it is absent or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _containerenv(path: Path) -> dict[str, str] | None:
+    """podman's `/run/.containerenv` as {key: value}; None when absent (not inside podman).
+
+    podman writes the file into every container but fills it (engine, image, imageid, …) only for
+    privileged ones; an empty file still says "inside podman".
+    """
+    try:
+        text = path.read_text()
+    except OSError:
         return None
-    ident: dict[str, Any] = {"image": image or os.environ.get("BIOMED_IMAGE"), "labels": labels}
-    if image and Path(image).is_file():
-        ident["sha256"] = sha256_file(image)
+    pairs = (line.partition("=") for line in text.splitlines())
+    return {k.strip(): v.strip().strip('"') for k, sep, v in pairs if sep}
+
+
+def _runtime(apptainer: str | None, podman: dict[str, str] | None) -> str | None:
+    if apptainer:
+        return "apptainer"
+    if podman is not None:
+        return "podman"
+    return "docker" if DOCKER_ENV.exists() else None
+
+
+def container_identity() -> dict[str, Any] | None:
+    """Return the image identity when running inside Apptainer, podman or Docker, else None.
+
+    `labels` are the image's build labels (base identity, lock hash, version, commit): Apptainer's
+    own file, else the copy the recipes bake into the image (`image_labels.LABELS_FILE`). `image`
+    is the image as the runtime names it: the SIF path, podman's image name, or the reference the
+    launcher passed (BIOMED_CONTAINER_IMAGE), else the image's own BIOMED_IMAGE.
+    """
+    apptainer = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    podman = _containerenv(PODMAN_ENV)
+    labels = {**_read_json(IMAGE_LABELS), **_read_json(APPTAINER_LABELS)}
+    # Docker's marker alone does not count: this machine may itself be a Docker container.
+    if apptainer is None and podman is None and not labels and not os.environ.get("BIOMED_IMAGE"):
+        return None
+    runtime = _runtime(apptainer, podman)
+    image = (apptainer or (podman or {}).get("image") or os.environ.get("BIOMED_CONTAINER_IMAGE")
+             or os.environ.get("BIOMED_IMAGE"))
+    ident: dict[str, Any] = {"runtime": runtime, "image": image, "labels": labels}
+    if podman and podman.get("imageid"):
+        ident["image_id"] = podman["imageid"]
+    if apptainer and Path(apptainer).is_file():
+        ident["sha256"] = sha256_file(apptainer)
     return ident
 
 
@@ -127,6 +172,8 @@ def _hash_files(folder: Path) -> dict[str, dict[str, Any]]:
     files = {}
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder).as_posix()
+        # A bytecode cache counts like any file: a planted .pyc beside an imported utils.py would be
+        # code. `evaluate` writes none (sys.dont_write_bytecode), so one appearing fails `verify`.
         if p.is_file() and rel != MANIFEST and p.name not in NOT_CONTENT:
             files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     return files

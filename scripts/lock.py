@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Generate both dependency locks from pyproject.toml (run through `make lock`).
 
-* `requirements/cpu.lock`: exact pins for the CPU setup (`make demo`, `make test`, CI), solved for
-  the CI machine's Python on linux x86_64. torch is pinned by version only: the Makefile installs
-  its CPU build first, so the CUDA-only wheels the PyPI linux build of torch would pull
-  (nvidia-*, triton, cuda-*) are left out of the solve.
+* `requirements/cpu.lock`: exact pins for the CPU setup (`make demo`, `make test`, CI, the CPU
+  twin image), solved for the CI machine's Python on linux x86_64, hash-checked like cuda.lock.
+  torch is the CPU build: its pin keeps the plain version (so both locks agree on it) and carries
+  the sha256 of the CPU wheel found in `--torch-wheels` (pip's find-links; PyPI has no CPU build),
+  so `pip --require-hashes` can take only that wheel. The CUDA-only wheels the PyPI linux build
+  of torch would pull (nvidia-*, triton, cuda-*) are left out of the solve.
 * `requirements/cuda.lock`: the container's lock, hash-checked (`pip install --require-hashes
   --no-deps -r`), solved for the image's Python on linux x86_64 with PyPI's default linux torch
   (a CUDA build). It is constrained by cpu.lock, so the two agree on every package they share.
@@ -17,6 +19,7 @@ Only the standard library is used: this runs before any environment exists.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -93,6 +96,28 @@ def compile_lock(uv: list[str], out: Path, args: list[str], header: str, upgrade
     out.write_text(header + text)
 
 
+def local_wheel_hashes(folder: Path, name: str, version: str, python: str) -> list[str]:
+    """sha256 of the wheels `name-version+LOCAL-cpXY-…linux…x86_64.whl` in `folder` (the CPU builds)."""
+    tag = "cp" + python.replace(".", "")
+    wheels = sorted(folder.glob(f"{name}-{version}+*-{tag}-{tag}-*linux*_x86_64.whl"))
+    if not wheels:
+        sys.exit(f"no {name} {version} wheel for {tag} linux x86_64 in {folder} (--torch-wheels)")
+    return [hashlib.sha256(w.read_bytes()).hexdigest() for w in wheels]
+
+
+def replace_hashes(lock: Path, name: str, hashes: list[str]) -> None:
+    """Rewrite the `--hash` lines of `name`'s entry in a hashed lock (uv's layout) to `hashes`."""
+    lines = lock.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if PIN.match(line) and PIN.match(line).group(1) == name)
+    end = start + 1
+    while end < len(lines) and lines[end].lstrip().startswith("--hash="):
+        end += 1
+    pin = lines[start].split()[0]
+    entry = [f"{pin} \\\n"] + [f"    --hash=sha256:{h}" + (" \\\n" if i < len(hashes) - 1 else "\n")
+                                for i, h in enumerate(hashes)]
+    lock.write_text("".join(lines[:start] + entry + lines[end:]))
+
+
 def uv_command(explicit: str | None) -> list[str]:
     """The uv executable: --uv, then $UV, then uv on PATH, then `python -m uv`."""
     for cand in (explicit, os.environ.get("UV"), shutil.which("uv")):
@@ -109,8 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--uv", help="uv executable (default: $UV, PATH, python -m uv)")
     ap.add_argument("--cpu-python", default="3.11", help="Python of the CPU setup / CI (default 3.11)")
-    ap.add_argument("--image-python", default="3.12", help="Python of the image (Ubuntu 24.04: 3.12)")
+    ap.add_argument("--image-python", default="3.11", help="Python of the image (Debian 12: 3.11, as the CPU setup)")
     ap.add_argument("--upgrade", action="store_true", help="ignore current pins, take the newest allowed")
+    ap.add_argument("--torch-wheels", type=Path, default=Path((os.environ.get("PIP_FIND_LINKS") or "/opt/wheels").split()[0]),
+                    help="folder holding the CPU torch wheel (default: first of $PIP_FIND_LINKS, else /opt/wheels)")
     args = ap.parse_args(argv)
     uv = uv_command(args.uv)
     uv_version = subprocess.run([*uv, "--version"], capture_output=True, text=True).stdout.split()[1]
@@ -123,14 +150,18 @@ def main(argv: list[str] | None = None) -> None:
         overrides = tmp / "cpu-overrides.txt"
         overrides.write_text("".join(f"{n} ; sys_platform == 'never'\n" for n in dropped))
         compile_lock(uv, cpu_lock, ["--extra", "test", "--python-version", args.cpu_python,
-                                    "--override", str(overrides)],
-                     HEADER.format(title="Exact pins of the CPU environment (make demo, make test, CI).",
+                                    "--generate-hashes", "--override", str(overrides)],
+                     HEADER.format(title="Exact pins of the CPU environment (make demo, make test, CI, the CPU twin image).",
                                    uv_version=uv_version, platform=PLATFORM, python=args.cpu_python,
                                    extras="test",
-                                   extra="# torch is installed first from this pin (its CPU build), then the rest "
-                                         "with --no-deps.\n# Left out (CUDA-only deps of torch's linux "
+                                   extra="# Install: pip install --require-hashes --no-deps -r requirements/cpu.lock, "
+                                         "with the CPU torch wheel's folder in find-links\n# (torch's hash is that "
+                                         "wheel's: PyPI's torch of the same version is the CUDA build).\n"
+                                         "# Left out (CUDA-only deps of torch's linux "
                                          f"build): {', '.join(dropped) or 'none'}.\n"),
                      args.upgrade, tmp)
+        replace_hashes(cpu_lock, "torch", local_wheel_hashes(args.torch_wheels, "torch", read_pins(cpu_lock)["torch"],
+                                                             args.cpu_python))
         constraints = tmp / "cpu-constraints.txt"
         constraints.write_text("".join(f"{n}=={v}\n" for n, v in read_pins(cpu_lock).items()))
         compile_lock(uv, cuda_lock, ["--extra", "gpu", "--extra", "test", "--python-version",

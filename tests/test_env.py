@@ -81,18 +81,22 @@ def test_env_check_names_a_drifted_package(tmp_path: Path):
 
 
 def _wheelhouse(repo_root: Path) -> Path:
-    """Wheels of every cpu.lock pin but torch, kept per lock hash under ~/.cache (first run: PyPI).
+    """The files of every cpu.lock pin but torch, kept per lock hash under ~/.cache (first run: PyPI).
 
     pip's own HTTP cache is not kept on these machines, so without this each run would download
     the whole lock again; with it the fresh install reads local files only (`--no-index`).
+    `pip download` keeps the published files (an sdist stays an sdist): the lock's hashes are of
+    those, so a wheel built here from an sdist would fail `--require-hashes`.
     """
     lock = repo_root / "requirements/cpu.lock"
     house = Path.home() / ".cache" / "biomed-llama" / f"wheelhouse-{sha256_file(lock)[:16]}"
     if not (house / ".complete").is_file():
         reqs = house.with_suffix(".txt")
         house.mkdir(parents=True, exist_ok=True)
-        reqs.write_text("".join(f"{n}=={v}\n" for n, v in read_lock(lock).items() if n != "torch"))
-        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(house),
+        # `wheel`: what pip's isolated build of an sdist without pyproject.toml needs beside the
+        # locked setuptools (pip adds it to such builds), for the offline install below.
+        reqs.write_text("".join(f"{n}=={v}\n" for n, v in read_lock(lock).items() if n != "torch") + "wheel\n")
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(house),
                                "-r", str(reqs)], capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0, proc.stderr[-4000:]
         (house / ".complete").touch()

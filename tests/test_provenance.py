@@ -175,3 +175,70 @@ def test_atomic_outputs_have_ordinary_permissions(tmp_path: Path) -> None:
         os.umask(mask)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_fingerprint_inside_podman_reads_the_baked_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """podman leaves /run/.containerenv empty for an ordinary container: the image's labels file and
+    the reference the launcher passed (BIOMED_CONTAINER_IMAGE) identify the image."""
+    from biomed_llama import provenance
+    from biomed_llama.image_labels import main as write_labels
+
+    env, labels = tmp_path / "containerenv", tmp_path / "labels.json"
+    env.write_text("")
+    write_labels([str(labels), "biomed.lock.sha256=abc", "biomed.base.sha256=def", "org.opencontainers.image.revision=r1"])
+    monkeypatch.setattr(provenance, "PODMAN_ENV", env)
+    monkeypatch.setattr(provenance, "IMAGE_LABELS", labels)
+    monkeypatch.setattr(provenance, "APPTAINER_LABELS", tmp_path / "absent.json")
+    for var in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BIOMED_CONTAINER_IMAGE", "localhost/biomed-llama:cpu")
+    ident = fingerprint()["container"]
+    assert ident == {"runtime": "podman", "image": "localhost/biomed-llama:cpu",
+                     "labels": {"biomed.lock.sha256": "abc", "biomed.base.sha256": "def",
+                                "org.opencontainers.image.revision": "r1"}}
+    # A privileged container's file names the image and its id; those win over the passed name.
+    env.write_text('engine="podman-4.3.1"\nimage="localhost/x:1"\nimageid="0123"\nrootless=0\n')
+    ident = fingerprint()["container"]
+    assert ident["image"] == "localhost/x:1" and ident["image_id"] == "0123"
+    env.unlink()  # not inside podman, and (labels aside) no other sign: the labels still say "image"
+    monkeypatch.setattr(provenance, "IMAGE_LABELS", tmp_path / "absent.json")
+    monkeypatch.delenv("BIOMED_IMAGE", raising=False)
+    assert fingerprint()["container"] is None
+
+
+def test_image_labels_are_key_value_pairs(tmp_path: Path) -> None:
+    from biomed_llama.image_labels import parse_pairs
+
+    assert parse_pairs(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
+    with pytest.raises(ValueError, match="'nokey'"):
+        parse_pairs(["nokey"])
+
+
+def test_a_planted_bytecode_cache_fails_verify(tmp_path: Path) -> None:
+    # A .pyc beside an imported utils.py would run as code: it is not exempt from the manifest.
+    from biomed_llama.provenance import verify, write_manifest
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "utils.py").write_text("x = 1\n")
+    write_manifest(tmp_path, stage="t", params={})
+    assert verify(tmp_path) == []
+    (tmp_path / "tasks" / "__pycache__").mkdir()
+    (tmp_path / "tasks" / "__pycache__" / "utils.cpython-311.pyc").write_bytes(b"\0")
+    assert verify(tmp_path) == [f"{tmp_path / 'tasks/__pycache__/utils.cpython-311.pyc'}: not in manifest"]
+
+
+def test_evaluate_writes_no_bytecode_into_the_task_folders(monkeypatch) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    import biomed_llama.eval.run as run
+    from biomed_llama.cli.common import app
+
+    seen = {}
+    monkeypatch.setattr(run, "evaluate", lambda cfg: seen.setdefault("flag", sys.dont_write_bytecode))
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    from tests.helpers import REPO
+
+    CliRunner().invoke(app, ["evaluate", "--params", str(REPO / "params.yaml")])
+    assert seen == {"flag": True}

@@ -43,7 +43,9 @@ def env_check(
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     image = report["container"]
     if image:
-        typer.echo(f"image: {image.get('image')} sha256={image.get('sha256', 'n/a')}", err=True)
+        labels = image.get("labels") or {}
+        typer.echo(f"image: {image.get('image')} ({image.get('runtime') or 'runtime unknown'}) "
+                   f"sha256={image.get('sha256', 'n/a')} base={labels.get('biomed.base.sha256', 'n/a')}", err=True)
     for line in report["problems"]:
         typer.echo(f"drift: {line}", err=True)
     if not report["ok"]:

@@ -22,6 +22,11 @@ def prepare_eval(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -
 @app.command()
 def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Run the configured models × suites × shots through lm-eval; write metrics/eval/*.json and the table."""
+    import sys
+
+    # lm-eval imports the rendered task folders' utils.py: no bytecode cache may appear inside the
+    # verified data/eval (a file added there fails `verify`, and a planted .pyc would be code).
+    sys.dont_write_bytecode = True
     cfg = load(params, set_)
     from biomed_llama.eval.run import evaluate as run
 

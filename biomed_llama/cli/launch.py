@@ -1,4 +1,4 @@
-"""launch commands: run a training stage under local torchrun or Slurm sbatch (registered on the shared app)."""
+"""launch commands: run a stage here (torchrun for training), on Slurm, or inside the image (registered on the shared app)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from biomed_llama.cli.common import ParamsOpt, SetOpt, app, load
 @app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def launch(
     ctx: typer.Context,
-    stage: Annotated[str, typer.Argument(help="Training stage: pretrain or finetune.")],
+    stage: Annotated[str, typer.Argument(help="Stage: extract, tokenize, pretrain, instruct-mix, finetune, prepare-eval or evaluate.")],
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command (and its BIOMED_* variables), run nothing.")] = False,
 ) -> None:
-    """Run STAGE as `launch.mode` says: `torchrun --standalone` here, or a Slurm batch job it waits for.
+    """Run STAGE as `launch:` says: here (torchrun for training) or on Slurm, inside `launch.container`'s image if set.
 
     Further arguments go to the stage command unchanged, e.g. `launch finetune --mode task --task medqa`.
     """

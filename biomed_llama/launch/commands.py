@@ -1,8 +1,10 @@
-"""Command lines of the training stages: local `torchrun --standalone` or a Slurm batch job.
+"""Command lines of the stages: here (`torchrun --standalone` for training, `python -m biomed_llama` for
+the others) or, for the training stages, a Slurm batch job.
 
-`biomed-llama launch STAGE` (and so the DVC stages `pretrain`/`finetune`) calls `launch`; the
-mode comes from params (`launch.mode`), so one DVC param switches a run between this machine and
-the cluster. Building the command lines is kept apart from running them, for tests and `--dry-run`.
+`biomed-llama launch STAGE` (every DVC stage's command) calls `launch`. The params choose how:
+`launch.mode` switches the training stages between this machine and the cluster, and
+`launch.container` runs any local stage inside the image (launch/container.py). Building the
+command lines is kept apart from running them, for tests and `--dry-run`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from biomed_llama.launch import slurm
 from biomed_llama.launch.config import LaunchConfig
 from biomed_llama.launch.container import container_prefix
 
-STAGES = ("pretrain", "finetune")
+# Training stages run under torchrun (one process per GPU) or Slurm; the others are one process.
+TRAIN_STAGES = ("pretrain", "finetune")
+DATA_STAGES = ("extract", "tokenize", "instruct-mix", "prepare-eval", "evaluate")
+STAGES = TRAIN_STAGES + DATA_STAGES
+# Stages that use a GPU when the machine has one (the container then gets it: --nv / CDI).
+GPU_STAGES = ("pretrain", "finetune", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -39,17 +46,28 @@ def stage_args(stage: str, params: str | Path, overrides: Sequence[str], extra: 
     return [stage, "--params", str(params), *(a for o in overrides for a in ("--set", o)), *extra]
 
 
-def torchrun_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
-                     extra: Sequence[str] = ()) -> Command:
-    """Local mode: `torchrun --standalone --nproc-per-node N -m biomed_llama STAGE …`.
+def host_has_gpu() -> bool:
+    """Whether this machine has an NVIDIA driver loaded (its control device exists)."""
+    return Path("/dev/nvidiactl").exists()
 
-    torchrun is run as `python -m torch.distributed.run` with this interpreter, so the venv's
-    torch is used even when its bin/ is not on PATH (DVC runs commands through a plain shell).
+
+def torchrun_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
+                     extra: Sequence[str] = (), *, workdir: Path | None = None) -> Command:
+    """Local mode: `torchrun --standalone --nproc-per-node N -m biomed_llama STAGE …` for a training
+    stage, `python -m biomed_llama STAGE …` for the others; inside `launch.container`'s image if set.
+
+    Python runs as this interpreter, so the venv's torch is used even when its bin/ is not on PATH
+    (DVC runs commands through a plain shell); inside an image it is the image's `python`.
     """
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc-per-node", str(cfg.nproc_per_node), "-m", "biomed_llama",
-            *stage_args(stage, params, overrides, extra)]
-    return Command(argv)
+    args = stage_args(stage, params, overrides, extra)
+    prefix = container_prefix(cfg, workdir=workdir or Path.cwd(), gpu=stage in GPU_STAGES and host_has_gpu())
+    python = "python" if prefix else sys.executable
+    if stage in TRAIN_STAGES:
+        argv = [python, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", str(cfg.nproc_per_node), "-m", "biomed_llama", *args]
+    else:
+        argv = [python, "-m", "biomed_llama", *args]
+    return Command([*prefix, *argv])
 
 
 def job_torchrun(cfg: LaunchConfig, workdir: Path) -> list[str]:
@@ -92,22 +110,44 @@ def job_log(cfg: LaunchConfig, stage: str, job_id: str) -> Path:
 
 def build(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
           extra: Sequence[str] = ()) -> Command:
-    """The command of `cfg.mode` for `stage`; `extra` arguments follow the stage's own (e.g. `--mode task`)."""
-    make = torchrun_command if cfg.mode == "local" else sbatch_command
+    """The command of `cfg.mode` for `stage`; `extra` arguments follow the stage's own (e.g. `--mode task`).
+
+    Only training stages go to Slurm; the others always run here (inside the image if one is set).
+    """
+    make = sbatch_command if cfg.mode == "slurm" and stage in TRAIN_STAGES else torchrun_command
     return make(cfg, stage, params, overrides, extra)
+
+
+def require_container(cfg: LaunchConfig) -> None:
+    """One-line UserError unless `launch.container`'s runtime and image are there (nothing for `none`)."""
+    if cfg.container == "none":
+        return
+    if shutil.which(cfg.container) is None:
+        hint = "apt-get install podman runc" if cfg.container == "podman" else "see README: Full reproduction on a cluster"
+        raise UserError(f"launch.container={cfg.container}: {cfg.container} not found ({hint}), or set launch.container: none")
+    if cfg.container == "apptainer":
+        found = Path(cfg.image).is_file()
+    else:
+        env = {**os.environ, **({"CONTAINERS_CONF": str(Path(cfg.podman_conf).resolve())} if cfg.podman_conf else {})}
+        found = subprocess.run(["podman", "image", "exists", cfg.image], env=env).returncode == 0
+    if not found:
+        build_with = "make sif" if cfg.container == "apptainer" else "make image"
+        raise UserError(f"launch.image {cfg.image} not found for {cfg.container}; build it with `{build_with}`")
 
 
 def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
            extra: Sequence[str] = ()) -> int:
     """Run `stage` as `cfg.mode` says and return its exit status (0 only when it finished).
 
-    Local mode replaces this process with torchrun (signals from DVC or the shell reach it
-    directly). Slurm mode checks the submission host, submits, then follows the job's log and
-    waits for its final state across requeues; an interrupt (Ctrl-C) cancels the job.
+    A local stage replaces this process with its command (torchrun, the stage, or the container
+    runtime that starts it), so signals from DVC or the shell reach it directly. Slurm mode checks
+    the submission host, submits, then follows the job's log and waits for its final state across
+    requeues; an interrupt (Ctrl-C) cancels the job.
     """
     cmd = build(cfg, stage, params, overrides, extra)
-    if cfg.mode == "local":
-        os.execve(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
+    if cmd.argv[0] != "sbatch":
+        require_container(cfg)
+        os.execvpe(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
     if shutil.which("sbatch") is None:
         raise UserError("launch.mode=slurm: sbatch not found; run on a Slurm login node or set launch.mode=local")
     if cfg.container == "apptainer" and not Path(cfg.image).is_file():

@@ -1,4 +1,4 @@
-"""Params of how training stages are launched (the `launch:` section)."""
+"""Params of how stages are launched (the `launch:` section): where training runs, which image every stage runs in."""
 
 from __future__ import annotations
 
@@ -41,11 +41,15 @@ class LaunchConfig(StrictModel):
     requeue: bool = True
     """Requeue the job after the pre-limit checkpoint so training continues in the next allocation."""
     container: Literal["none", "apptainer", "podman"] = "none"
-    """Slurm mode: what each node runs torchrun in. `none`: the Python environment that submitted the job
-    (its path must be visible on every node, e.g. a venv in the shared checkout); `apptainer`: `launch.image`."""
+    """Where every stage runs (`biomed-llama launch STAGE`): `none` = this machine's environment;
+    `apptainer` = `apptainer exec [--nv] … IMAGE`; `podman` = `podman run … IMAGE` (launch/container.py)."""
     image: str = "biomed.sif"
-    """The container image (`launch.container` other than none; Apptainer: the .sif built by `make sif`);
-    every node must see this path."""
+    """The image: for Apptainer (and Slurm) the SIF file built by `make sif`, a path every node must
+    see; for podman an image name, e.g. `localhost/biomed-llama:cpu` (built by `make image`)."""
+    podman_conf: Optional[str] = "containers/containers.conf"
+    """containers.conf for `launch.container: podman` (CONTAINERS_CONF), relative to the checkout:
+    the shipped file selects runc, cgroupfs and no default ulimits, which this project's machines
+    need; null = podman's own configuration."""
     binds: list[str] = Field(default_factory=list)
     """Extra container bind mounts (`SRC[:DST[:OPTS]]`), e.g. the data and model folders; the checkout is always bound."""
     rdzv_port: int = Field(29500, ge=1024, le=65535)

@@ -50,8 +50,8 @@ def test_mode_param_switches_the_launcher(repo_root: Path):
 
 
 def test_bad_stage_and_bad_timeouts_are_one_line_errors(tmp_path: Path):
-    with pytest.raises(UserError, match="unknown stage 'evaluate'"):
-        torchrun_command(LaunchConfig(), "evaluate", "params.yaml")
+    with pytest.raises(UserError, match="unknown stage 'bogus'"):
+        torchrun_command(LaunchConfig(), "bogus", "params.yaml")
     with pytest.raises(ConfigError, match="launch.shutdown_timeout"):
         from biomed_llama.config import validate_params
 
