@@ -30,7 +30,7 @@ from biomed_llama.train.config import PretrainConfig
 from biomed_llama.train.hooks import RunHistory
 from biomed_llama.train.loop import LoopEnd, StopFlag
 from biomed_llama.train.mesh import DistEnv
-from biomed_llama.train.step import TrainStep
+from biomed_llama.train.step import StepOptions, TrainStep, loss_weighting
 
 
 @dataclass
@@ -89,6 +89,8 @@ class Trainer:
     total_steps: int
     n_params: int
     n_embed: int
+    kernels: list[str] = field(default_factory=list)
+    """The fused kernels in use (`pretrain.kernels` on CUDA; none on CPU)."""
 
     @property
     def cfg(self) -> PretrainConfig:
@@ -162,12 +164,40 @@ def build(spec: TrainSpec) -> Trainer:
     total = cfg.max_steps or loader.steps_per_epoch
     config = _model_config(spec, env.device, data_vocab)
     model = build_meta_model(config)
+    kernels = _kernels(model, cfg, env)
     parallelize(model, mesh, cfg)
     model.to_empty(device=env.device)
     optimizer = build_optimizer(model, cfg.optim, env.device)
     scheduler = build_scheduler(optimizer, cfg.optim, total)
-    step = TrainStep(model, optimizer, scheduler, env.device, loader.dp_size, cfg.optim.max_grad_norm)
-    return Trainer(spec, env, mesh, loader, model, config, optimizer, scheduler, step, total, *count_params(model))
+    step = TrainStep(model, optimizer, scheduler, env.device, loader.dp_size, cfg.optim.max_grad_norm,
+                     loss=loss_weighting(cfg.loss_weighting), options=_step_options(cfg, env, loader, model))
+    return Trainer(spec, env, mesh, loader, model, config, optimizer, scheduler, step, total, *count_params(model),
+                   kernels=kernels)
+
+
+def _kernels(model, cfg: PretrainConfig, env: DistEnv) -> list[str]:
+    """Swap in the fused kernels asked for; on CPU say (rank 0) that the plain modules run instead."""
+    from biomed_llama.model.kernels import apply_kernels
+
+    applied = apply_kernels(model, list(cfg.kernels), env.device)
+    if cfg.kernels and not applied and env.is_main:
+        from biomed_llama.train.loop import print_line
+
+        print_line(f"pretrain.kernels {', '.join(cfg.kernels)}: CUDA only (liger-kernel); the plain modules run "
+                   f"on {env.device.type}")
+    return applied
+
+
+def _step_options(cfg: PretrainConfig, env: DistEnv, loader: DistributedLoader, model) -> StepOptions:
+    """The step's speed options from the params: gradient sync, gathered parameters, SDPA kernel, fused head."""
+    import functools
+
+    from biomed_llama.model.attention import sdpa_context
+
+    return StepOptions(sync_every_micro=cfg.grad_sync == "every",
+                       keep_unsharded=not cfg.reshard_after_forward and loader.accumulation > 1,
+                       weighted_head=bool(getattr(model, "fused_loss", False)),
+                       forward_context=functools.partial(sdpa_context, cfg.sdpa_backend, env.device))
 
 
 def starting_weights(tr: Trainer) -> None:
