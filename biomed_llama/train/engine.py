@@ -15,6 +15,7 @@ One process per GPU under torchrun; a world of one without it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,7 +239,9 @@ def restore(tr: Trainer) -> Restored:
         _export_init(tr)
     history = RunHistory()
     parts = training_state(tr.model, tr.optimizer, tr.scheduler, tr.loader, history)
-    checkpointer = Checkpointer(run_dir, parts, keep=cfg.keep_checkpoints, meta={"run": run_id})
+    checkpointer = Checkpointer(run_dir, parts, keep=cfg.keep_checkpoints, meta={"run": run_id},
+                                async_save=cfg.checkpoint_async, device=env.device)
+    tr.step.before_update.append(checkpointer.wait_for_staging)
     start = 0
     if resume is not None:
         reset_rotary(tr.model)
@@ -264,17 +267,18 @@ def train(tr: Trainer, rs: Restored, stop: StopFlag) -> LoopEnd:
         sinks = [curve.append, console_sink(total), advance] if env.is_main else []
         log = LogHook(every=cfg.log_every, total_steps=total, tokens_per_step=tr.tokens_per_step,
                       flops_per_token=tr.flops_per_token, env=env, history=rs.history, sinks=sinks)
-        save = CheckpointHook(rs.checkpointer.save, every=cfg.checkpoint_every, total_steps=total)
+        save = CheckpointHook(rs.checkpointer, every=cfg.checkpoint_every, total_steps=total)
         if env.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(env.device)
         end = train_loop(tr.step, tr.loader, start=rs.start, total_steps=total, stop=stop, callbacks=[log, save])
     if end.interrupted_by:
+        rs.checkpointer.close()
         raise TrainingInterrupted(f"stopped by signal {end.interrupted_by} at step {end.step}; checkpoint "
                                   f"saved in {rs.run_dir}; rerun the same command to resume", end.interrupted_by)
     return end
 
 
-def final_metrics(tr: Trainer, history: RunHistory, end: LoopEnd) -> dict[str, Any]:
+def final_metrics(tr: Trainer, history: RunHistory, end: LoopEnd, saves: list | None = None) -> dict[str, Any]:
     """The stage's metrics: final loss, tokens, mean throughput and MFU, memory, mesh and model size."""
     env = tr.env
     # Throughput: skip the first sample (compile, allocator warm-up) when there are others.
@@ -289,19 +293,23 @@ def final_metrics(tr: Trainer, history: RunHistory, end: LoopEnd) -> dict[str, A
         "flops_per_token": tr.flops_per_token, "peak_memory_gib": M.memory_gib(env.device),
         "world_size": env.world_size, "mesh": list(tr.mesh.shape), "device": env.device.type,
         "device_name": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu",
-        "n_params": tr.n_params, "n_embedding_params": tr.n_embed, **tr.spec.extra_metrics,
+        "n_params": tr.n_params, "n_embedding_params": tr.n_embed, "kernels": tr.kernels,
+        "checkpoint_saves": [dataclasses.asdict(r) for r in saves or []], **tr.spec.extra_metrics,
     }
 
 
-def finish(tr: Trainer, history: RunHistory, end: LoopEnd) -> TrainResult | None:
-    """Export the HF model (a collective) and, on rank 0, write the metrics; rank 0 returns the result."""
+def finish(tr: Trainer, rs: Restored, end: LoopEnd) -> TrainResult | None:
+    """Export the HF model (a collective; an async checkpoint may still be written meanwhile), complete the
+    last checkpoint and, on rank 0, write the metrics; rank 0 returns the result."""
     from biomed_llama.train.export import export_hf
     from biomed_llama.train.loop import print_line
 
-    spec, cfg = tr.spec, tr.cfg
+    spec, cfg, history = tr.spec, tr.cfg, rs.history
     metrics = final_metrics(tr, history, end)
     out = export_hf(tr.model, tr.config, cfg.output, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
                     params=spec.manifest_params, inputs=spec.inputs, extra={"metrics": metrics}, stage=spec.stage)
+    rs.checkpointer.close()
+    metrics = final_metrics(tr, history, end, rs.checkpointer.saves)
     if not tr.env.is_main:
         return None
     M.write_final_metrics(cfg.metrics, metrics)
@@ -319,7 +327,7 @@ def run_training(spec: TrainSpec) -> TrainResult | None:
         trainer = build(spec)
         restored = restore(trainer)
         end = train(trainer, restored, stop)
-        return finish(trainer, restored.history, end)
+        return finish(trainer, restored, end)
     finally:
         stop.uninstall()
         shutdown()

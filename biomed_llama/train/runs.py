@@ -89,7 +89,10 @@ def check_resumable(checkpoint: Path, run_id: str, hint: str) -> None:
     """Refuse a checkpoint in this run's folder whose trainer.json records another run (moved or edited by hand)."""
     from biomed_llama.train.checkpoint import TRAINER_FILE
 
-    theirs = json.loads((checkpoint / TRAINER_FILE).read_text()).get("run")
+    try:
+        theirs = json.loads((checkpoint / TRAINER_FILE).read_text()).get("run")
+    except (ValueError, AttributeError):
+        raise IntegrityError(f"{checkpoint / TRAINER_FILE} is not a trainer state; remove that checkpoint") from None
     if theirs != run_id:
         raise UserError(f"{checkpoint} lies in the folder of run {run_id} but was written by run {theirs}; "
                         f"remove that folder (or restore it) under {hint}")
