@@ -4,6 +4,7 @@ and each save's stall is in the metrics."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -105,3 +106,22 @@ def test_a_crash_during_an_async_save_leaves_no_complete_checkpoint(tokens, stra
     assert sorted(again.losses) == list(range(1, 9))  # nothing resumed: trained from the start
     assert max(abs(again.losses[s] - full.losses[s]) for s in again.losses) < TOL
     assert sorted(p.name for p in run.iterdir()) == ["step-00000004", "step-00000008"]  # the stale .tmp is gone
+
+
+def test_async_saves_on_two_ranks_then_resume_on_one(tokens, straight, tmp_path):
+    """Two gloo ranks save asynchronously (the background save over its own group); the final checkpoint is
+    complete with both ranks' files, and a 1-process rerun resumes it as finished."""
+    from biomed_llama.train.metrics import read_loss_curve
+
+    full, _ = straight
+    raw = H.tiny_params(tmp_path, tokens, max_steps=8, checkpoint_every=4, checkpoint_async=True, micro_batch_size=1)
+    proc = H.torchrun(2, H.write_params_file(tmp_path / "params.yaml", raw))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = [r["loss"] for r in read_loss_curve(tmp_path / "plots")]
+    assert max(abs(a - full.losses[s]) for s, a in enumerate(got, 1)) < TOL
+    step, folder = H.run_checkpoints(tmp_path / "ckpt")[-1]
+    manifest = json.loads((folder / "manifest.json").read_text())["files"]
+    assert step == 8 and {"rng-rank0.json", "rng-rank1.json", ".metadata"} <= set(manifest)
+    assert any(n.startswith("__1_") for n in manifest) and any(n.startswith("__0_") for n in manifest)
+    again = _run(tmp_path, tokens, max_steps=8, checkpoint_every=4, checkpoint_async=True, micro_batch_size=1)
+    assert again.metrics["steps"] == 8 and again.metrics["checkpoint_saves"] == []
