@@ -253,7 +253,7 @@ class Checkpointer:
     def save(self, step: int) -> Path:
         """Collectively save every part at `step` (under a `.tmp` name, renamed when complete); prune old ones."""
         t0 = time.perf_counter()
-        self._settle()
+        self.wait()
         final = step_dir(self.root, step)
         tmp = final.with_name(final.name + ".tmp")
         if self.rank == 0:
@@ -309,7 +309,7 @@ class Checkpointer:
         pending.committed = True
         pending.record.complete_s = time.perf_counter() - pending.started
 
-    def _settle(self) -> None:
+    def wait(self) -> None:
         """Collective: wait for this rank's async save, then rank 0 makes it complete (before the next or at the end)."""
         if not self.async_save:
             return
@@ -324,7 +324,7 @@ class Checkpointer:
 
     def close(self) -> None:
         """Collective: finish the async save in flight (every rank waits for its part; rank 0 completes it)."""
-        self._settle()
+        self.wait()
         _barrier()
         if self.async_save:
             self._pool.shutdown(wait=True)
