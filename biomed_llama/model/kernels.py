@@ -6,7 +6,7 @@
 - `swiglu`: every `LlamaMLP` becomes a `LigerSwiGLUMLP` (same `gate_proj/up_proj/down_proj`).
 - `rope`: transformers' `apply_rotary_pos_emb` of the llama module calls liger's kernel for CUDA
   tensors and the original for any other (a module global, so the dispatch is per call).
-- `linear_cross_entropy`: the weighted loss of `lm.TrainableLlama` uses liger's fused linear
+- `linear_cross_entropy`: the weighted loss of `lm.TrainableLlamaForCausalLM` uses liger's fused linear
   cross-entropy (the parallelizer then keeps the LM head in the root FSDP unit).
 liger has no CPU path: on CPU nothing is applied and the plain modules run (the caller says so).
 """

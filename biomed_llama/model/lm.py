@@ -43,7 +43,7 @@ def weighted_token_loss(hidden: torch.Tensor, head: torch.nn.Linear, targets: to
     return (per_token.float() * flat_w).sum()
 
 
-class TrainableLlama(LlamaForCausalLM):
+class TrainableLlamaForCausalLM(LlamaForCausalLM):
     """`LlamaForCausalLM` plus the weighted loss of `forward(token_weights=…)` (see the module docstring)."""
 
     fused_loss: bool = False

@@ -193,8 +193,11 @@ class FinetuneHparams(StrictModel):
 class FinetuneConfig(StrictModel):
     """Instruction tuning (`instruct`) and per-task full fine-tuning (`task`).
 
-    Everything the engine needs beyond these (device, dtypes, sharding, compile, logging, keep-K)
-    comes from the `pretrain` section: `engine_config` says what a fine-tune run replaces.
+    Everything the engine needs beyond these (device, dtypes, sharding, compile, kernels, logging,
+    keep-K, checkpoint mode, and the loss weighting unless a mode sets its own `loss_weighting`)
+    comes from the `pretrain` section: `engine_config` says what a fine-tune run replaces. The
+    released fine-tuning ran HF Trainer 4.28 with one sequence per device like the pretraining
+    (evaluation/train.sh), so inheriting `pretrain.loss_weighting` keeps the two alike.
     """
 
     model: str = "models/pretrained"
