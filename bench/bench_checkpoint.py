@@ -4,7 +4,8 @@ Under torchrun (the 7B shape over 1×2 GPUs: 73 GB of DCP files), the engine's `
 init and its step, and the engine's `Checkpointer` over the engine's state registry. Sequence:
 steps, a sync save (stall = its whole time), steps, an async save (stall = the save call + the wait
 for the host copy before the next update) with steps timed while it is written, then a second async
-save (pinned host buffers already there). Each checkpoint is removed once complete (the disk holds
+save. The async checkpointer warms its pinned host buffers first, as the engine does after the first
+update (`Checkpointer.prestage`). Each checkpoint is removed once complete (the disk holds
 one). Rank 0 appends one JSON line per event to `<out>/checkpoint.jsonl` as it happens.
 
     torchrun --nproc-per-node 2 bench/bench_checkpoint.py --shape 7b --dir /tmp/ckpt --out DIR
@@ -74,6 +75,7 @@ def main() -> None:
     _emit(out, {"event": "steps", "s_per_step": base, "world": env.world_size, "shape": args.shape}, env.is_main)
     sync = Checkpointer(root, parts, keep=1, meta={"run": "bench"}, device=env.device)
     background = Checkpointer(root, parts, keep=1, meta={"run": "bench"}, async_save=True, device=env.device)
+    background.prestage()  # as the engine's checkpoint hook does after the first update
     for mode, ck in (("sync", sync), ("async", background), ("async", background)):
         tr.step.before_update[:] = [ck.wait_for_staging]
         t0 = time.perf_counter()

@@ -230,6 +230,7 @@ class Checkpointer:
         self.async_save, self.saves = async_save, []
         self._pending: _Pending | None = None
         self._cuda = device is not None and device.type == "cuda"
+        self._prestaged = False
         if async_save:
             self._group = dist.new_group(backend="gloo")  # the background save's collectives, apart from training's
             self._stager = _stager(self._cuda)
@@ -284,6 +285,16 @@ class Checkpointer:
         record.stall_s = time.perf_counter() - t0
         self.saves.append(record)
         return final
+
+    def prestage(self) -> None:
+        """Async on CUDA, once (after the first update, when the optimizer state exists): copy the state to host
+        memory in the background and throw the copy away, so that the pinned buffers, which the stager keeps
+        per tensor, exist before the first save. Allocating tens of GB of pinned memory takes seconds that
+        would otherwise stall that save; the copy's content is never used, so it may overlap the updates."""
+        if not (self.async_save and self._cuda) or self._prestaged:
+            return
+        self._prestaged = True
+        self._stager.stage({name: obj.state_dict() for name, obj in self._of("dcp").items()})
 
     def wait_for_staging(self) -> None:
         """Before the optimizer changes the tensors: wait until an async save's host copy is done (counted as stall)."""

@@ -80,7 +80,7 @@ class LogHook(Callback):
 
 class CheckpointHook(Callback):
     """Save every `every` steps, at the last step, and where a signal stopped the loop; between saves let an
-    async save in flight become complete (`Checkpointer.poll`)."""
+    async save in flight become complete (`Checkpointer.poll`) and warm the host buffers once (`prestage`)."""
 
     def __init__(self, checkpointer, *, every: int, total_steps: int):
         self.checkpointer, self.every, self.total_steps = checkpointer, every, total_steps
@@ -90,6 +90,7 @@ class CheckpointHook(Callback):
             self.checkpointer.save(out.step)
         else:
             self.checkpointer.poll()
+            self.checkpointer.prestage()
 
     def on_interrupt(self, step: int) -> None:
         self.checkpointer.save(step)
