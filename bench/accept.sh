@@ -6,11 +6,11 @@
 #   cli_best  : `biomed-llama pretrain` (configs/paper.yaml, a random-init 7B, a synthetic token store)
 #               under torchrun on a 1×2 mesh with the best settings ($BEST_SET, micro $MICRO_BEST);
 #   anchor_m6 : ../shared/bench/anchor_fsdp.py, REPL=1 SHARD=2 COMPILE=1 MICRO=6, the same ACC;
-#   anchor_m4 : the same at MICRO=4;
 #   cli_cap   : the CLI again within an 80 GiB budget per GPU ($CAP_SET, micro $MICRO_CAP; the cap is
-#               torch.cuda.set_per_process_memory_fraction, set in each worker by bench/memcap).
+#               torch.cuda.set_per_process_memory_fraction, set in each worker by bench/memcap);
+#   anchor_m4 : the anchor at MICRO=4.
 # Phases run in that order, each in its own process group under its own limit, and only while the
-# call's 535 s budget allows (PHASES="cli_cap anchor_m4" runs a subset in a later call). Results go to
+# call's 535 s budget allows (PHASES="cli_cap anchor_m4" runs the ones skipped in a second call). Results go to
 # $OUT/accept as they come; the summary against the targets is printed last.
 # CPU smoke run at a tiny size (no anchors): TINY=1 bash bench/accept.sh
 cd "$(dirname "$0")/.." && source bench/lib.sh
@@ -60,15 +60,15 @@ anchor() {  # anchor NAME LIMIT MICRO: the shared plain-FSDP2 baseline at the sa
     $PY -m torch.distributed.run --standalone --nproc-per-node 2 "${ANCHORS:-.bench}/anchor_fsdp.py"
 }
 
-if phase loss 150; then
+if phase loss 120; then
   RUN="$PY bench/bench_pretrain.py run --out $DIR --shape $SLICE --steps 50 --warmup 2 --micro 4 --acc 2 $COMPILE"
-  on_gpu 0 group 150 "$DIR/loss_old.log" $RUN --name loss_old &
-  on_gpu 1 group 150 "$DIR/loss_new.log" $RUN $NEW_LEVERS --name loss_new &
+  on_gpu 0 group 120 "$DIR/loss_old.log" $RUN --name loss_old &
+  on_gpu 1 group 120 "$DIR/loss_new.log" $RUN $NEW_LEVERS --name loss_new &
   wait
 fi
 phase cli_best 170 && cli cli_best 170 "$MICRO_BEST" $BEST_SET
-phase anchor_m6 100 && anchor anchor_m6 100 6
-phase anchor_m4 95 && anchor anchor_m4 95 4
+phase anchor_m6 120 && anchor anchor_m6 120 6
 phase cli_cap 150 && BIOMED_MEM_CAP_GIB=$CAP_GIB PYTHONPATH=$PWD/bench/memcap:$PYTHONPATH cli cli_cap 150 "$MICRO_CAP" $CAP_SET
+phase anchor_m4 110 && anchor anchor_m4 110 4
 echo "== done ($(date +%T), ${SECONDS}s)"
 $PY bench/summarize_speed.py accept "$DIR" | tee "$DIR/summary.txt"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers of the bench scripts (sourced from the repository root): the environment every run gets
 # (multicast off, as the GPU machines require), process-group time limits, GPU pinning, the environment record.
 set -u
