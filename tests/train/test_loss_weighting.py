@@ -91,11 +91,15 @@ def test_sequence_weighting_same_for_every_micro_and_accumulation(tokens, one_ra
         assert max(abs(a - b) for a, b in zip(got, one_rank)) < SPLIT_TOL, (micro, got, one_rank)
 
 
-@pytest.mark.parametrize("nproc,shard,micro", [(2, 2, 1), (4, 2, 1)], ids=["2-ranks", "4-ranks-2x2"])
-def test_sequence_weighting_same_on_more_ranks(tokens, one_rank, tmp_path, nproc, shard, micro):
+@pytest.mark.parametrize("nproc,shard,micro,speed", [
+    (2, 2, 1, {}), (4, 2, 1, {}),
+    # the speed levers that touch the step: params kept gathered across micro batches, a sync per micro batch
+    (2, 2, 1, {"reshard_after_forward": False, "grad_sync": "every"}),
+], ids=["2-ranks", "4-ranks-2x2", "2-ranks-zero2-sync-every"])
+def test_sequence_weighting_same_on_more_ranks(tokens, one_rank, tmp_path, nproc, shard, micro, speed):
     from biomed_llama.train.metrics import read_loss_curve
 
-    raw = _raw(tmp_path, tokens, micro_batch_size=micro, shard_size=shard)
+    raw = _raw(tmp_path, tokens, micro_batch_size=micro, shard_size=shard, **speed)
     proc = H.torchrun(nproc, H.write_params_file(tmp_path / "params.yaml", raw))
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = [r["loss"] for r in read_loss_curve(tmp_path / "plots")]
