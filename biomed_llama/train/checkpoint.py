@@ -38,7 +38,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemWriter
-from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
 from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 
@@ -268,6 +267,9 @@ class Checkpointer:
         if self.async_save:
             if self._cuda:
                 torch.cuda.current_stream().synchronize()  # the side-stream copy must see the finished update
+            # torch >= 2.9 (`async_stager`, `AsyncSaveResponse`); imported here so older torch still trains sync
+            from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
+
             response = dcp.async_save(tensors, storage_writer=writer, process_group=self._group,
                                       async_stager=self._stager)
             upload, staged = (response.upload_completion, response.staging_completion) \
