@@ -58,6 +58,7 @@ def _patch_rope(lk) -> None:
         return plain(q, k, cos, sin, *args, **kwargs)
 
     apply_rotary_pos_emb._biomed_dispatch = True
+    apply_rotary_pos_emb.plain = plain  # transformers' own, for parity checks
     modeling_llama.apply_rotary_pos_emb = apply_rotary_pos_emb
 
 

@@ -64,13 +64,20 @@ def _loss_and_grads(model, ids, labels, weights):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_each_kernel_matches_the_plain_model_on_gpu(kernel):
     pytest.importorskip("liger_kernel")
+    from transformers.models.llama import modeling_llama
+
     dev = torch.device("cuda")
     plain, _ = _model([], dev)
     fused, applied = _model([kernel], dev)
     assert applied == [kernel]
     ids, labels, token_w, seq_w = _batch(dev)
+    patched = modeling_llama.apply_rotary_pos_emb  # rope is a module global: the plain model runs transformers' own
     for weights in (token_w, seq_w):
-        l0, g0 = _loss_and_grads(plain, ids, labels, weights)
+        modeling_llama.apply_rotary_pos_emb = getattr(patched, "plain", patched)
+        try:
+            l0, g0 = _loss_and_grads(plain, ids, labels, weights)
+        finally:
+            modeling_llama.apply_rotary_pos_emb = patched
         l1, g1 = _loss_and_grads(fused, ids, labels, weights)
         assert torch.allclose(l0, l1, rtol=1e-4, atol=1e-5), (kernel, l0, l1)
         for name in g0:
