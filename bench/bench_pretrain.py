@@ -68,7 +68,9 @@ def bench_spec(args: argparse.Namespace, world_size: int, cuda: bool):
                          param_dtype="bfloat16" if cuda else "float32",
                          reduce_dtype=args.reduce_dtype if cuda else "float32", shard_size=args.shard,
                          reshard_after_forward=not args.no_reshard, compile=args.compile,
-                         activation_checkpointing=args.ac, device="auto")
+                         activation_checkpointing=args.ac, device="auto", loss_weighting=args.loss_weighting,
+                         sdpa_backend=args.sdpa_backend, kernels=[k for k in args.kernels.split(",") if k],
+                         grad_sync=args.grad_sync)
     return TrainSpec(stage="bench", seed=1234, cfg=cfg, model=mcfg,
                      dataset=lambda: (MotifDataset(global_batch * args.steps, seq, vocab), None))
 
@@ -84,6 +86,9 @@ def run(args: argparse.Namespace) -> None:
 
     env = init_distributed("auto")  # the world size sets the global batch; `build` finds the group up
     cuda = env.device.type == "cuda"
+    if cuda and args.mem_cap_gib:  # an 80 GB card's budget on a bigger one
+        total = torch.cuda.get_device_properties(env.device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.mem_cap_gib * 2**30 / total), env.device)
     spec = bench_spec(args, env.world_size, cuda)
     cfg = spec.cfg
     tr = build(spec)  # the engine's own build: mesh, loader, meta model → parallelize → materialise, AdamW, schedule
@@ -102,16 +107,20 @@ def run(args: argparse.Namespace) -> None:
         loss, gnorm = tr.step(micros, int(total))  # the engine's step
         if env.world_size > 1:
             dist.all_reduce(loss)
-        losses.append(float(loss))  # one sync per step, as the engine's log_every=1
+        # --host-sync: read the loss every step (the engine with log_every 1); else only at the end
+        losses.append(float(loss) if args.host_sync else loss)
     if cuda:
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / (args.steps - args.warmup)
+    losses = [float(v) for v in losses]
     tok_s_dev = tr.tokens_per_step / dt / env.world_size
     peak = M.peak_flops(env.device)
     row = {
         "name": args.name, "shape": args.shape, "params": n_params, "world": env.world_size, "mesh": list(mesh.shape),
         "micro": args.micro, "acc": args.acc, "compile": args.compile, "ac": args.ac, "attention": args.attention,
         "reshard_after_forward": cfg.reshard_after_forward, "reduce_dtype": cfg.reduce_dtype,
+        "sdpa_backend": cfg.sdpa_backend, "kernels": tr.kernels, "grad_sync": cfg.grad_sync,
+        "loss_weighting": cfg.loss_weighting, "host_sync": args.host_sync, "mem_cap_gib": args.mem_cap_gib,
         "device": torch.cuda.get_device_name(env.device) if cuda else "cpu",
         "tok_s_per_gpu": tok_s_dev, "flops_per_token": flops_tok, "flop_rate_per_gpu": tok_s_dev * flops_tok,
         "mfu": M.mfu(tok_s_dev, flops_tok, peak), "peak_mem_gib": M.memory_gib(env.device),
@@ -213,6 +222,12 @@ def main() -> None:
     r.add_argument("--no-reshard", action="store_true", help="reshard_after_forward=False (ZeRO-2)")
     r.add_argument("--reduce-dtype", default="float32", choices=["float32", "bfloat16"])
     r.add_argument("--lr", type=float, default=3e-4)
+    r.add_argument("--sdpa-backend", default="auto", choices=["auto", "cudnn", "flash", "efficient"])
+    r.add_argument("--kernels", default="", help="comma-separated liger kernels (rms_norm,swiglu,rope,linear_cross_entropy)")
+    r.add_argument("--grad-sync", default="last", choices=["last", "every"])
+    r.add_argument("--loss-weighting", default="token", choices=["token", "sequence"])
+    r.add_argument("--host-sync", action="store_true", help="read the loss on the host every step")
+    r.add_argument("--mem-cap-gib", type=float, default=0, help="cap this process's GPU memory (0: none)")
     r.add_argument("--name", required=True)
     r.add_argument("--out", required=True)
     s = sub.add_parser("summarize", help="print the comparison table from a run folder")

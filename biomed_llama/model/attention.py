@@ -1,13 +1,22 @@
 """Attention backends: check at start that the chosen kernel imports and runs on this device.
 
-`sdpa` and `eager` are built into transformers. `flash_attention_2` needs the flash-attn package and
-an Ampere-or-newer CUDA GPU. `xformers` is registered here as a transformers attention function
-that calls `xformers.ops.memory_efficient_attention` with a causal mask, the original's kernel.
-Each check runs a tiny forward on the device so a broken install fails now with one clear line,
-not hours into a job.
+`sdpa` and `eager` are built into transformers; `sdpa_context` picks SDPA's CUDA kernel (cuDNN,
+flash or memory-efficient). `flash_attention_2` needs the flash-attn package and an Ampere-or-newer
+CUDA GPU. `xformers` is registered here as a transformers attention function that calls
+`xformers.ops.memory_efficient_attention` with a causal mask, the original's kernel.
+
+xformers 0.0.35 (the newest release) ships a C++/CUDA extension built for torch 2.10 / Python 3.10
+that does not load under other versions; xformers then marks every operator "not built with CUDA
+support", also its `-pt` operators (`cutlassF-pt`, `fa2F@…-pt`) that only call PyTorch's own
+`aten::_efficient_attention_forward` / `aten::_flash_attention_forward`. `enable_pt_operators`
+lifts that mark when torch has CUDA; operators that need the missing extension still report
+"operator wasn't built". Each check runs a tiny forward on the device so a broken install fails now
+with one clear line, not hours into a job.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -35,6 +44,43 @@ def xformers_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
     out = xops.memory_efficient_attention(q, k, v, attn_bias=xops.LowerTriangularMask(),
                                          p=dropout if module.training else 0.0, scale=scaling)
     return out, None
+
+
+def enable_pt_operators() -> bool:
+    """Let xformers dispatch to its PyTorch-kernel operators when its own extension did not load; True if changed."""
+    from xformers.ops.fmha import common
+
+    if common._built_with_cuda or torch.version.cuda is None:
+        return False
+    common._built_with_cuda = True  # read by `AttentionOpBase.not_supported_reasons` (xformers/ops/fmha/common.py)
+    return True
+
+
+def xformers_operators(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> str:
+    """Names of the forward/backward operators xformers picks for a causal [1, 128, 4, 128] problem on `device`."""
+    import xformers.ops as xops
+    from xformers.ops.fmha import _dispatch_bw, _dispatch_fw
+    from xformers.ops.fmha.common import Inputs
+
+    q = torch.randn(1, 128, 4, 128, device=device, dtype=dtype)
+    inp = Inputs(query=q, key=q, value=q, attn_bias=xops.LowerTriangularMask())
+    return f"{_dispatch_fw(inp, True).NAME} / {_dispatch_bw(inp, False).NAME}"
+
+
+_SDPA = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION"}
+
+
+def sdpa_context(choice: str, device: torch.device):
+    """A context in which SDPA on CUDA tries `choice` first, then flash, then memory-efficient (no math
+    fallback: an unsupported shape fails instead of silently running the slow kernel). A null context
+    for `auto` and on CPU."""
+    if choice == "auto" or device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [getattr(SDPBackend, _SDPA[choice])]
+    order += [getattr(SDPBackend, _SDPA[b]) for b in ("flash", "efficient") if b != choice]
+    return sdpa_kernel(order, set_priority=True)
 
 
 def _probe(device: torch.device, fn) -> None:
@@ -69,6 +115,8 @@ def check_attention(backend: str, device: torch.device) -> str:
     else:
         try:
             import xformers.ops as xops
+
+            enable_pt_operators()
         except Exception as e:
             raise UserError(f"model.attention=xformers but xformers does not import ({type(e).__name__}); "
                             "install xformers built for this torch or use sdpa") from None

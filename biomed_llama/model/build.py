@@ -52,14 +52,14 @@ def llama_config(cfg: ModelConfig, vocab_size: int | None = None):
 
 
 def build_meta_model(config) -> nn.Module:
-    """Construct `LlamaForCausalLM(config)` on the meta device (no memory; weights come later)."""
-    from transformers import LlamaForCausalLM
+    """Construct the trainable LLaMA (`lm.TrainableLlamaForCausalLM`, a `LlamaForCausalLM`) on the meta device (no memory)."""
+    from biomed_llama.model.lm import TrainableLlamaForCausalLM
 
     if config.tie_word_embeddings:
         # A tied lm_head would share a parameter across two FSDP units; LLaMA-7B does not tie.
         raise UserError("tied input/output embeddings are not supported by the pretrain engine")
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = TrainableLlamaForCausalLM(config)
     return model
 
 

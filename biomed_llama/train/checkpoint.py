@@ -9,11 +9,14 @@ run's folder, `<checkpoint_dir>/<run_id>`):
   shards, any world size can load them),
 - `<name>-rank<r>.json` per `rank` part, e.g. `rng-rank<r>.json`: that rank's torch/CUDA/numpy/python
   RNG states (restored only on a rank that has its file: same world size),
-- `trainer.json` (written last by rank 0): step, the run's metadata (`run`) and every `trainer` part
-  (scheduler, data-loader position, history).
-No pickles: tensors go through DCP, everything else is JSON. All of it is written under
-`step-00001000.tmp` and renamed once every rank is done, so a crash mid-save leaves only a `.tmp`
-folder, which discovery ignores and the next save removes.
+- `trainer.json` (rank 0): step, the run's metadata (`run`) and every `trainer` part (scheduler,
+  data-loader position, history),
+- `manifest.json` (written last by rank 0): the sha256 of every file (`ckpt_manifest`), checked
+  before a resume reads anything else.
+Tensors go through DCP, everything else is JSON (DCP's own `.metadata` is a pickle: hence the
+manifest). All of it is written under `step-00001000.tmp` and renamed once every rank has written
+and hashed its files, so a crash mid-save (async or not) leaves only a `.tmp` folder, which
+discovery ignores and the next completed save removes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import os
 import random
 import re
 import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -32,11 +37,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 
 from biomed_llama.errors import IntegrityError
 from biomed_llama.fsutil import atomic_write_json
+from biomed_llama.train.ckpt_manifest import (HASH_THREADS, all_ranks_hashed, record_own_hashes, verify_checkpoint,
+                                              write_manifest)
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 TRAINER_FILE = "trainer.json"
@@ -176,53 +184,185 @@ def training_state(model, optimizer, scheduler, loader, history) -> dict[str, Pa
     }
 
 
+@dataclass
+class SaveRecord:
+    """One save as the run saw it: how long training stalled for it and when it became resumable."""
+
+    step: int
+    stall_s: float
+    """Seconds the training loop waited: the save call, and (async) the wait for the host copy before the next update."""
+    complete_s: float | None = None
+    """Seconds from the save call until the checkpoint was complete (written, hashed, renamed); rank 0 only."""
+
+
+@dataclass
+class _Pending:
+    """An async save in flight on this rank."""
+
+    record: SaveRecord
+    tmp: Path
+    final: Path
+    started: float
+    written: Future
+    """Done when this rank's DCP files are written and its hashes recorded."""
+    staged: Future | None
+    """Done when the state is copied to host memory (the tensors may change again after it)."""
+    committed: bool = False
+
+
 class Checkpointer:
     """Collective save / load of the registry `parts` in the step folders under `root`, keeping the newest `keep`.
 
-    `meta` (e.g. the run id) is written into every trainer.json beside the step.
+    `meta` (e.g. the run id) is written into every trainer.json beside the step. With `async_save` the DCP
+    files are written in the background (`dcp.async_save` over a dedicated gloo group, as torchtitan's
+    async mode; on CUDA the copy to pinned host memory runs on a side stream too): `save` returns once
+    the save is started, `wait_for_staging` (before the next optimizer update) waits for the host copy,
+    and the checkpoint is renamed to its final name, complete with its manifest, once every rank has
+    written and hashed its files (`poll`, the next `save` or `close`). A crash before that leaves only
+    the `.tmp` folder.
     """
 
-    def __init__(self, root: str | Path, parts: dict[str, Part], *, keep: int, meta: dict[str, Any]):
+    def __init__(self, root: str | Path, parts: dict[str, Part], *, keep: int, meta: dict[str, Any],
+                 async_save: bool = False, device: torch.device | None = None):
         self.root, self.parts, self.keep, self.meta = Path(root), parts, keep, meta
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.async_save, self.saves = async_save, []
+        self._pending: _Pending | None = None
+        self._cuda = device is not None and device.type == "cuda"
+        self._prestaged = False
+        if async_save:
+            self._group = dist.new_group(backend="gloo")  # the background save's collectives, apart from training's
+            self._stager = _stager(self._cuda)
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-hash")
 
     def _of(self, store: str) -> dict[str, Stateful]:
         return {name: p.obj for name, p in self.parts.items() if p.store == store}
 
+    def _write_json_parts(self, tmp: Path, step: int) -> list[str]:
+        """Write this rank's JSON parts (rank 0: trainer.json too) now, as they are at `step`; return their names."""
+        names = []
+        for name, obj in self._of("rank").items():
+            atomic_write_json(tmp / f"{name}-rank{self.rank}.json", obj.state_dict())
+            names.append(f"{name}-rank{self.rank}.json")
+        if self.rank == 0:
+            trainer = {name: obj.state_dict() for name, obj in self._of("trainer").items()}
+            atomic_write_json(tmp / TRAINER_FILE, {"step": step, **self.meta, **trainer})
+            names.append(TRAINER_FILE)
+        return names
+
     def save(self, step: int) -> Path:
         """Collectively save every part at `step` (under a `.tmp` name, renamed when complete); prune old ones."""
+        t0 = time.perf_counter()
+        self.wait()
         final = step_dir(self.root, step)
         tmp = final.with_name(final.name + ".tmp")
-        rank = dist.get_rank()
-        if rank == 0:
+        if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
             tmp.mkdir(parents=True)
         _barrier()
-        dcp.save({name: obj.state_dict() for name, obj in self._of("dcp").items()}, checkpoint_id=str(tmp))
-        for name, obj in self._of("rank").items():
-            atomic_write_json(tmp / f"{name}-rank{rank}.json", obj.state_dict())
-        _barrier()
-        if rank == 0:
-            trainer = {name: obj.state_dict() for name, obj in self._of("trainer").items()}
-            atomic_write_json(tmp / TRAINER_FILE, {"step": step, **self.meta, **trainer})
-            self._commit(tmp, final)
-        _barrier()
+        tensors = {name: obj.state_dict() for name, obj in self._of("dcp").items()}
+        written = self._write_json_parts(tmp, step)
+        writer = FileSystemWriter(str(tmp), thread_count=HASH_THREADS)
+        record = SaveRecord(step, 0.0)
+        if self.async_save:
+            if self._cuda:
+                torch.cuda.current_stream().synchronize()  # the side-stream copy must see the finished update
+            # torch >= 2.9 (`async_stager`, `AsyncSaveResponse`); imported here so older torch still trains sync
+            from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
+
+            response = dcp.async_save(tensors, storage_writer=writer, process_group=self._group,
+                                      async_stager=self._stager)
+            upload, staged = (response.upload_completion, response.staging_completion) \
+                if isinstance(response, AsyncSaveResponse) else (response, None)
+            done = self._pool.submit(_write_then_hash, upload, tmp, self.rank, written)
+            self._pending = _Pending(record, tmp, final, t0, done, staged)
+        else:
+            dcp.save(tensors, storage_writer=writer)
+            record_own_hashes(tmp, self.rank, written)
+            _barrier()
+            if self.rank == 0:
+                self._commit(tmp, final)
+                record.complete_s = time.perf_counter() - t0
+            _barrier()
+        record.stall_s = time.perf_counter() - t0
+        self.saves.append(record)
         return final
 
+    def prestage(self) -> None:
+        """Async on CUDA, once (after the first update, when the optimizer state exists): copy the state to host
+        memory in the background and throw the copy away, so that the pinned buffers, which the stager keeps
+        per tensor, exist before the first save. Allocating tens of GB of pinned memory takes seconds that
+        would otherwise stall that save; the copy's content is never used, so it may overlap the updates."""
+        if not (self.async_save and self._cuda) or self._prestaged:
+            return
+        self._prestaged = True
+        self._stager.stage({name: obj.state_dict() for name, obj in self._of("dcp").items()})
+
+    def wait_for_staging(self) -> None:
+        """Before the optimizer changes the tensors: wait until an async save's host copy is done (counted as stall)."""
+        pending = self._pending
+        if pending is None or pending.staged is None:
+            return
+        t0 = time.perf_counter()
+        pending.staged.result()
+        pending.staged = None
+        pending.record.stall_s += time.perf_counter() - t0
+
+    def poll(self) -> None:
+        """Rank 0, between steps: make an async save that every rank has written and hashed complete (no collective)."""
+        pending = self._pending
+        if self.rank != 0 or pending is None or pending.committed or not pending.written.done():
+            return
+        pending.written.result()  # raises what the background write raised
+        if all_ranks_hashed(pending.tmp, self.world):
+            self._finish(pending)
+
+    def _finish(self, pending: _Pending) -> None:
+        self._commit(pending.tmp, pending.final)
+        pending.committed = True
+        pending.record.complete_s = time.perf_counter() - pending.started
+
+    def wait(self) -> None:
+        """Collective: wait for this rank's async save, then rank 0 makes it complete (before the next or at the end)."""
+        if not self.async_save:
+            return
+        pending = self._pending
+        if pending is not None:
+            self.wait_for_staging()
+            pending.written.result()
+        self._pending = None
+        _barrier()
+        if self.rank == 0 and pending is not None and not pending.committed:
+            self._finish(pending)
+
+    def close(self) -> None:
+        """Collective: finish the async save in flight (every rank waits for its part; rank 0 completes it)."""
+        self.wait()
+        _barrier()
+        if self.async_save:
+            self._pool.shutdown(wait=True)
+            self._stager.close()
+
     def _commit(self, tmp: Path, final: Path) -> None:
-        """Rank 0: the complete `tmp` becomes `final`; only the newest `keep` checkpoints stay."""
+        """Rank 0: the written `tmp` gets its manifest and becomes `final`; only the newest `keep` checkpoints stay."""
+        write_manifest(tmp, self.world, {"step": int(final.name.split("-")[1]), **self.meta})
+        _fsync_dir(tmp)
         if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
         for _, old in list_checkpoints(self.root)[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+        for stale in self.root.glob("step-*.tmp"):  # left by crashed saves (none is in flight now)
+            shutil.rmtree(stale, ignore_errors=True)
 
     def load(self, path: str | Path) -> int:
-        """Collectively restore every part from the checkpoint folder `path`; return its step.
+        """Collectively verify the checkpoint folder `path` against its manifest, then restore every part; return its step.
 
         A `rank` part is restored only where the checkpoint has this rank's file (same world size).
         """
         path = Path(path)
+        verify_checkpoint(path, self.rank, self.world)  # before dcp.load unpickles .metadata
         trainer = json.loads((path / TRAINER_FILE).read_text())
         tensors = {name: obj.state_dict() for name, obj in self._of("dcp").items()}
         dcp.load(tensors, checkpoint_id=str(path))  # in place, into this run's sharding
@@ -233,6 +373,21 @@ class Checkpointer:
                 if name not in trainer:
                     raise IntegrityError(f"{path / TRAINER_FILE} has no {name!r} state; remove that checkpoint")
                 part.obj.load_state_dict(trainer[name])
-            elif (own := path / f"{name}-rank{dist.get_rank()}.json").is_file():
+            elif (own := path / f"{name}-rank{self.rank}.json").is_file():
                 part.obj.load_state_dict(json.loads(own.read_text()))
         return int(trainer["step"])
+
+
+def _write_then_hash(upload: Future, tmp: Path, rank: int, written: list[str]) -> None:
+    """Background: wait for this rank's DCP files, then record the hashes of everything it wrote."""
+    upload.result()
+    record_own_hashes(tmp, rank, written)
+
+
+def _stager(cuda: bool):
+    """DCP's stager: on CUDA the copy to (cached) pinned host memory runs on a side stream in a thread, so the
+    next forward/backward overlaps it; on CPU a plain copy in the calling thread."""
+    from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+    return DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False,
+                                        use_async_staging=cuda, use_non_blocking_copy=cuda))

@@ -17,6 +17,8 @@ from biomed_llama.instruct.config import FIXTURES
 from biomed_llama.schema import StrictModel
 
 TaskFormat = Literal["medqa", "medmcqa", "pubmedqa"]
+LossWeighting = Literal["token", "sequence"]
+Kernel = Literal["rms_norm", "swiglu", "rope", "linear_cross_entropy"]
 
 
 class OptimConfig(StrictModel):
@@ -32,7 +34,11 @@ class OptimConfig(StrictModel):
     eps: float = Field(1e-8, gt=0)
     """AdamW epsilon (HF Trainer default)."""
     weight_decay: float = Field(0.1, ge=0)
-    """AdamW weight decay; norms and biases get none (as HF Trainer)."""
+    """AdamW weight decay; norms and biases get none unless `decay_norms_and_biases`."""
+    decay_norms_and_biases: bool = False
+    """Decay every parameter, norm weights and biases included, as the released runs did: HF Trainer 4.28
+    exempts only biases and `nn.LayerNorm` weights (LLaMA's RMSNorm is neither), and under its FSDP the
+    optimizer saw flattened parameters whose names hid even those (REPRODUCTION.md correction 6)."""
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     """Fraction of steps of linear warmup (warmup steps = ceil(ratio × steps), as HF Trainer)."""
     num_cycles: float = Field(0.39758361765043326, ge=0)
@@ -55,7 +61,7 @@ class FinetuneOptim(OptimConfig):
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas, each in [0, 1) (HF Trainer defaults, as the original)."""
     weight_decay: float = Field(1e-4, ge=0)
-    """AdamW weight decay (the original's fine-tuning: 1e-4); norms and biases get none."""
+    """AdamW weight decay (the original's fine-tuning: 1e-4); norms and biases get none unless `decay_norms_and_biases`."""
     num_cycles: float = Field(0.5, ge=0)
     """Cosine cycles after warmup: 0.5 = HF `lr_scheduler_type cosine`, decaying to 0 (the original's setting)."""
 
@@ -85,6 +91,12 @@ class PretrainConfig(StrictModel):
     """Optimizer steps; null = one epoch (every full global batch of the data once)."""
     optim: OptimConfig = Field(default_factory=OptimConfig)
     """AdamW and the LR schedule (defaults: the paper's README pretraining)."""
+    loss_weighting: LossWeighting = "token"
+    """How a step's loss weighs target tokens. `token`: one mean over every target token of the global batch.
+    `sequence`: the mean over the global batch's sequences of each sequence's mean token loss, what HF Trainer
+    4.28 computed with one sequence per device and gradient accumulation (the released pretrain/train_multi_nodes.sh
+    and evaluation/train.sh; REPRODUCTION.md correction 5); a sequence without targets counts in neither.
+    Either is the same for every micro × accumulation × world split."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: CUDA with NCCL when a GPU is visible, else CPU with gloo."""
     param_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -94,15 +106,29 @@ class PretrainConfig(StrictModel):
     shard_size: Optional[int] = Field(None, ge=1)
     """Ranks per shard group of the (replicate, shard) mesh; null = the GPUs of one node (LOCAL_WORLD_SIZE)."""
     reshard_after_forward: bool = True
-    """Free gathered parameters after forward (ZeRO-3); false keeps them to backward (ZeRO-2, the original's SHARD_GRAD_OP)."""
+    """Free gathered parameters after forward (ZeRO-3); false keeps them to backward (ZeRO-2, the original's
+    SHARD_GRAD_OP) and across the micro batches of one step (no gather per micro batch; the same peak memory)."""
     compile: bool = False
     """`torch.compile` each decoder layer."""
+    sdpa_backend: Literal["auto", "cudnn", "flash", "efficient"] = "auto"
+    """CUDA kernel for `model.attention: sdpa`: `auto` is PyTorch's own choice; the others are tried first (then
+    flash, then efficient). Speed only; ignored on CPU."""
+    kernels: list[Kernel] = Field(default_factory=list)
+    """Fused Triton kernels of liger-kernel to use on CUDA: `rms_norm`, `swiglu`, `rope`, `linear_cross_entropy`
+    (the LM head and loss without the vocabulary-sized logits; honours `loss_weighting`). On CPU the plain
+    modules run (liger has no CPU path). Speed and memory only (numerics within bf16 rounding)."""
+    grad_sync: Literal["last", "every"] = "last"
+    """Gradient accumulation: reduce-scatter on the `last` micro batch only (unsharded fp32 gradients are kept
+    between micro batches: more memory, less traffic) or on `every` one (sharded gradients only)."""
     activation_checkpointing: Literal["none", "full", "selective"] = "none"
     """Recompute activations in backward: every layer whole (`full`), or keep matmul/attention outputs and recompute the rest (`selective`)."""
     log_every: int = Field(1, ge=1)
     """Log a line (and a loss row) every this many steps."""
     checkpoint_every: int = Field(1000, ge=1)
     """Save a distributed checkpoint every this many steps (3000 in the released script)."""
+    checkpoint_async: bool = False
+    """Save checkpoints in the background (DCP async save): training waits only while the state is copied to
+    host memory, not while it is written and hashed; the checkpoint becomes resumable once complete."""
     keep_checkpoints: int = Field(3, ge=1)
     """Keep only the newest this many checkpoints of the run's own folder (other runs' folders are never pruned)."""
     checkpoint_dir: str = "checkpoints/pretrain"
@@ -149,6 +175,8 @@ class FinetuneHparams(StrictModel):
     """Sequences per optimiser step over all ranks (the original: 1 per device × 16 accumulation × 8 GPUs)."""
     micro_batch_size: int = Field(1, ge=1)
     """Sequences per rank per forward pass; accumulation steps = global / (micro × world)."""
+    loss_weighting: Optional[LossWeighting] = None
+    """`token` or `sequence` (see `pretrain.loss_weighting`); null: the same as `pretrain.loss_weighting`."""
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneHparams":
@@ -165,8 +193,11 @@ class FinetuneHparams(StrictModel):
 class FinetuneConfig(StrictModel):
     """Instruction tuning (`instruct`) and per-task full fine-tuning (`task`).
 
-    Everything the engine needs beyond these (device, dtypes, sharding, compile, logging, keep-K)
-    comes from the `pretrain` section: `engine_config` says what a fine-tune run replaces.
+    Everything the engine needs beyond these (device, dtypes, sharding, compile, kernels, logging,
+    keep-K, checkpoint mode, and the loss weighting unless a mode sets its own `loss_weighting`)
+    comes from the `pretrain` section: `engine_config` says what a fine-tune run replaces. The
+    released fine-tuning ran HF Trainer 4.28 with one sequence per device like the pretraining
+    (evaluation/train.sh), so inheriting `pretrain.loss_weighting` keeps the two alike.
     """
 
     model: str = "models/pretrained"
@@ -230,4 +261,6 @@ class FinetuneConfig(StrictModel):
             "tokenizer": self.model, "output": output, "metrics": f"{self.metrics_prefix}{name}.json",
             "plots": f"{self.plots}/{name}", "export_init": None,
         }
+        if hp.loss_weighting is not None:
+            replaced["loss_weighting"] = hp.loss_weighting
         return PretrainConfig.model_validate({**pretrain.model_dump(), **replaced})

@@ -15,6 +15,7 @@ One process per GPU under torchrun; a world of one without it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from biomed_llama.train.config import PretrainConfig
 from biomed_llama.train.hooks import RunHistory
 from biomed_llama.train.loop import LoopEnd, StopFlag
 from biomed_llama.train.mesh import DistEnv
-from biomed_llama.train.step import TrainStep
+from biomed_llama.train.step import StepOptions, TrainStep, loss_weighting
 
 
 @dataclass
@@ -89,6 +90,8 @@ class Trainer:
     total_steps: int
     n_params: int
     n_embed: int
+    kernels: list[str] = field(default_factory=list)
+    """The fused kernels in use (`pretrain.kernels` on CUDA; none on CPU)."""
 
     @property
     def cfg(self) -> PretrainConfig:
@@ -162,12 +165,40 @@ def build(spec: TrainSpec) -> Trainer:
     total = cfg.max_steps or loader.steps_per_epoch
     config = _model_config(spec, env.device, data_vocab)
     model = build_meta_model(config)
+    kernels = _kernels(model, cfg, env)
     parallelize(model, mesh, cfg)
     model.to_empty(device=env.device)
     optimizer = build_optimizer(model, cfg.optim, env.device)
     scheduler = build_scheduler(optimizer, cfg.optim, total)
-    step = TrainStep(model, optimizer, scheduler, env.device, loader.dp_size, cfg.optim.max_grad_norm)
-    return Trainer(spec, env, mesh, loader, model, config, optimizer, scheduler, step, total, *count_params(model))
+    step = TrainStep(model, optimizer, scheduler, env.device, loader.dp_size, cfg.optim.max_grad_norm,
+                     loss=loss_weighting(cfg.loss_weighting), options=_step_options(cfg, env, loader, model))
+    return Trainer(spec, env, mesh, loader, model, config, optimizer, scheduler, step, total, *count_params(model),
+                   kernels=kernels)
+
+
+def _kernels(model, cfg: PretrainConfig, env: DistEnv) -> list[str]:
+    """Swap in the fused kernels asked for; on CPU say (rank 0) that the plain modules run instead."""
+    from biomed_llama.model.kernels import apply_kernels
+
+    applied = apply_kernels(model, list(cfg.kernels), env.device)
+    if cfg.kernels and not applied and env.is_main:
+        from biomed_llama.train.loop import print_line
+
+        print_line(f"pretrain.kernels {', '.join(cfg.kernels)}: CUDA only (liger-kernel); the plain modules run "
+                   f"on {env.device.type}")
+    return applied
+
+
+def _step_options(cfg: PretrainConfig, env: DistEnv, loader: DistributedLoader, model) -> StepOptions:
+    """The step's speed options from the params: gradient sync, gathered parameters, SDPA kernel, fused head."""
+    import functools
+
+    from biomed_llama.model.attention import sdpa_context
+
+    return StepOptions(sync_every_micro=cfg.grad_sync == "every",
+                       keep_unsharded=not cfg.reshard_after_forward and loader.accumulation > 1,
+                       weighted_head=bool(getattr(model, "fused_loss", False)),
+                       forward_context=functools.partial(sdpa_context, cfg.sdpa_backend, env.device))
 
 
 def starting_weights(tr: Trainer) -> None:
@@ -208,7 +239,9 @@ def restore(tr: Trainer) -> Restored:
         _export_init(tr)
     history = RunHistory()
     parts = training_state(tr.model, tr.optimizer, tr.scheduler, tr.loader, history)
-    checkpointer = Checkpointer(run_dir, parts, keep=cfg.keep_checkpoints, meta={"run": run_id})
+    checkpointer = Checkpointer(run_dir, parts, keep=cfg.keep_checkpoints, meta={"run": run_id},
+                                async_save=cfg.checkpoint_async, device=env.device)
+    tr.step.before_update.append(checkpointer.wait_for_staging)
     start = 0
     if resume is not None:
         reset_rotary(tr.model)
@@ -234,17 +267,18 @@ def train(tr: Trainer, rs: Restored, stop: StopFlag) -> LoopEnd:
         sinks = [curve.append, console_sink(total), advance] if env.is_main else []
         log = LogHook(every=cfg.log_every, total_steps=total, tokens_per_step=tr.tokens_per_step,
                       flops_per_token=tr.flops_per_token, env=env, history=rs.history, sinks=sinks)
-        save = CheckpointHook(rs.checkpointer.save, every=cfg.checkpoint_every, total_steps=total)
+        save = CheckpointHook(rs.checkpointer, every=cfg.checkpoint_every, total_steps=total)
         if env.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(env.device)
         end = train_loop(tr.step, tr.loader, start=rs.start, total_steps=total, stop=stop, callbacks=[log, save])
     if end.interrupted_by:
+        rs.checkpointer.close()
         raise TrainingInterrupted(f"stopped by signal {end.interrupted_by} at step {end.step}; checkpoint "
                                   f"saved in {rs.run_dir}; rerun the same command to resume", end.interrupted_by)
     return end
 
 
-def final_metrics(tr: Trainer, history: RunHistory, end: LoopEnd) -> dict[str, Any]:
+def final_metrics(tr: Trainer, history: RunHistory, end: LoopEnd, saves: list | None = None) -> dict[str, Any]:
     """The stage's metrics: final loss, tokens, mean throughput and MFU, memory, mesh and model size."""
     env = tr.env
     # Throughput: skip the first sample (compile, allocator warm-up) when there are others.
@@ -259,19 +293,23 @@ def final_metrics(tr: Trainer, history: RunHistory, end: LoopEnd) -> dict[str, A
         "flops_per_token": tr.flops_per_token, "peak_memory_gib": M.memory_gib(env.device),
         "world_size": env.world_size, "mesh": list(tr.mesh.shape), "device": env.device.type,
         "device_name": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu",
-        "n_params": tr.n_params, "n_embedding_params": tr.n_embed, **tr.spec.extra_metrics,
+        "n_params": tr.n_params, "n_embedding_params": tr.n_embed, "kernels": tr.kernels,
+        "checkpoint_saves": [dataclasses.asdict(r) for r in saves or []], **tr.spec.extra_metrics,
     }
 
 
-def finish(tr: Trainer, history: RunHistory, end: LoopEnd) -> TrainResult | None:
-    """Export the HF model (a collective) and, on rank 0, write the metrics; rank 0 returns the result."""
+def finish(tr: Trainer, rs: Restored, end: LoopEnd) -> TrainResult | None:
+    """Export the HF model (a collective; an async checkpoint may still be written meanwhile), complete the
+    last checkpoint and, on rank 0, write the metrics; rank 0 returns the result."""
     from biomed_llama.train.export import export_hf
     from biomed_llama.train.loop import print_line
 
-    spec, cfg = tr.spec, tr.cfg
+    spec, cfg, history = tr.spec, tr.cfg, rs.history
     metrics = final_metrics(tr, history, end)
     out = export_hf(tr.model, tr.config, cfg.output, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
                     params=spec.manifest_params, inputs=spec.inputs, extra={"metrics": metrics}, stage=spec.stage)
+    rs.checkpointer.close()
+    metrics = final_metrics(tr, history, end, rs.checkpointer.saves)
     if not tr.env.is_main:
         return None
     M.write_final_metrics(cfg.metrics, metrics)
@@ -289,7 +327,7 @@ def run_training(spec: TrainSpec) -> TrainResult | None:
         trainer = build(spec)
         restored = restore(trainer)
         end = train(trainer, restored, stop)
-        return finish(trainer, restored.history, end)
+        return finish(trainer, restored, end)
     finally:
         stop.uninstall()
         shutdown()

@@ -79,17 +79,21 @@ class LogHook(Callback):
 
 
 class CheckpointHook(Callback):
-    """Save every `every` steps, at the last step, and where a signal stopped the loop."""
+    """Save every `every` steps, at the last step, and where a signal stopped the loop; between saves let an
+    async save in flight become complete (`Checkpointer.poll`) and warm the host buffers once (`prestage`)."""
 
-    def __init__(self, save: Callable[[int], Any], *, every: int, total_steps: int):
-        self.save, self.every, self.total_steps = save, every, total_steps
+    def __init__(self, checkpointer, *, every: int, total_steps: int):
+        self.checkpointer, self.every, self.total_steps = checkpointer, every, total_steps
 
     def post_step(self, out: StepOutput) -> None:
         if out.step % self.every == 0 or out.step == self.total_steps:
-            self.save(out.step)
+            self.checkpointer.save(out.step)
+        else:
+            self.checkpointer.poll()
+            self.checkpointer.prestage()
 
     def on_interrupt(self, step: int) -> None:
-        self.save(step)
+        self.checkpointer.save(step)
 
 
 def progress_bar(enabled: bool, total: int, start: int, label: str):

@@ -16,19 +16,29 @@ def no_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim < 2 or name.endswith(".bias") or "norm" in name
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: matrices and embeddings with `weight_decay`, norms and biases with 0."""
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """Two AdamW groups: matrices and embeddings with `weight_decay`, norms and biases with 0 (with
+    `decay_all`, every parameter in the first group and the second empty).
+
+    `decay_all` is what the released runs did. Their HF Trainer 4.28 (`trainer.py:1071-1072`) exempted
+    the parameters under `nn.LayerNorm` modules (`pytorch_utils.py:24`: `ALL_LAYERNORM_LAYERS =
+    [nn.LayerNorm]`) and names containing "bias"; LLaMA's `LlamaRMSNorm` is a plain `nn.Module`
+    (`models/llama/modeling_llama.py:74`) and LLaMA has no biases, so nothing was exempt, and with
+    `--fsdp` the optimizer was built after wrapping (`trainer.py:1724-1729, 1758-1759`) over FSDP's
+    flattened parameters, whose names hid the modules anyway.
+    """
     decay, skip = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (skip if no_decay(name, p) else decay).append(p)
+            (skip if not decay_all and no_decay(name, p) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": skip, "weight_decay": 0.0}]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with the section's lr/betas/eps/decay over `param_groups`; fused CUDA kernel on GPU, foreach on CPU."""
     fused = device.type == "cuda"
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_norms_and_biases)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                              fused=fused, foreach=None if fused else True)
 
 

@@ -73,7 +73,9 @@ def apply_fsdp(model: nn.Module, mesh, cfg: PretrainConfig) -> None:
     """`fully_shard` every layer, the embedding, the LM head and the root over `mesh`.
 
     The last layer and the LM head are not resharded after forward: backward needs them first,
-    so resharding would only gather them again at once.
+    so resharding would only gather them again at once. With the fused loss (`model.fused_loss`) the
+    LM head stays in the root unit: the loss reads its weight directly, not through its forward, and
+    the root's parameters are gathered for the whole of the root's forward.
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -86,7 +88,8 @@ def apply_fsdp(model: nn.Module, mesh, cfg: PretrainConfig) -> None:
     layers = model.model.layers
     for i, layer in enumerate(layers):
         fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard and i < len(layers) - 1)
-    fully_shard(model.lm_head, mesh=mesh, mp_policy=mp, reshard_after_forward=False)
+    if not getattr(model, "fused_loss", False):
+        fully_shard(model.lm_head, mesh=mesh, mp_policy=mp, reshard_after_forward=False)
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
 
 

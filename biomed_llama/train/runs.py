@@ -20,7 +20,11 @@ from biomed_llama.errors import IntegrityError, UserError
 # Engine-config fields that change only speed or bookkeeping, not the numbers trained: a resume may change them.
 _RESUME_FREE = {"micro_batch_size", "device", "shard_size", "reshard_after_forward", "compile",
                 "activation_checkpointing", "log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_dir",
-                "output", "export_dtype", "export_init", "metrics", "plots", "progress"}
+                "output", "export_dtype", "export_init", "metrics", "plots", "progress", "sdpa_backend", "kernels",
+                "grad_sync", "checkpoint_async"}
+# Numeric fields added later: left out of the fingerprint at their default, so that the runs of earlier
+# versions (which computed exactly the default) keep their run ids and their checkpoints still resume.
+_LATER_DEFAULTS = {"loss_weighting": "token", "decay_norms_and_biases": False}
 # Fields that only say where the packed token stream comes from: a run with its own data
 # fingerprint leaves them out (the fingerprint stands for the data).
 _STREAM_FIELDS = {"tokens", "subsets", "split", "packing"}
@@ -71,7 +75,8 @@ def spec_fingerprint(seed: int, model_cfg, cfg, total_steps: int, data: dict[str
     # of earlier versions keep their run ids, so their checkpoints still resume.
     optim = engine.pop("optim")
     assert not optim.keys() & engine.keys(), "an optim field shadows an engine field in the fingerprint"
-    pre = {k: v for k, v in {**engine, **optim}.items() if k not in skip}
+    pre = {k: v for k, v in {**engine, **optim}.items()
+           if k not in skip and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
     model = {k: v for k, v in model_cfg.model_dump(mode="json").items() if k != "attention"}
     what = {"seed": seed, "model": model, "pretrain": pre, "steps": total_steps}
     if data is not None:
@@ -84,7 +89,10 @@ def check_resumable(checkpoint: Path, run_id: str, hint: str) -> None:
     """Refuse a checkpoint in this run's folder whose trainer.json records another run (moved or edited by hand)."""
     from biomed_llama.train.checkpoint import TRAINER_FILE
 
-    theirs = json.loads((checkpoint / TRAINER_FILE).read_text()).get("run")
+    try:
+        theirs = json.loads((checkpoint / TRAINER_FILE).read_text()).get("run")
+    except (ValueError, AttributeError):
+        raise IntegrityError(f"{checkpoint / TRAINER_FILE} is not a trainer state; remove that checkpoint") from None
     if theirs != run_id:
         raise UserError(f"{checkpoint} lies in the folder of run {run_id} but was written by run {theirs}; "
                         f"remove that folder (or restore it) under {hint}")

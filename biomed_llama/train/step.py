@@ -1,38 +1,77 @@
 """One optimizer step: forward/backward over a rank's micro batches, clip, step the optimizer and schedule.
 
-Loss normalisation (`TokenMeanLoss`): every micro batch's summed token loss is divided by the number
-of target tokens in the whole global batch (all ranks, all micro batches), so the gradient is that of
-the global mean token loss whatever the world size, micro batch or accumulation. FSDP averages
-gradients over the data-parallel ranks, so the backward loss is scaled by their number.
+Loss weighting (`pretrain.loss_weighting`) is a part of its own, chosen by `loss_weighting()`:
+- `TokenMeanLoss`: every target token of the global batch weighs 1/N (N: the global batch's target
+  tokens, all ranks and micro batches): the gradient of the global token mean.
+- `SequenceMeanLoss`: a target token of sequence s weighs 1/(n_s · N_seq) (n_s: the sequence's
+  targets, N_seq: the global batch's sequences that have any): the mean over sequences of each
+  sequence's mean token loss, what HF Trainer 4.28 computed with one sequence per device
+  (`modeling_llama.py:708-713` takes the micro batch's token mean, `trainer.py:2704-2706` divides by
+  the accumulation steps, DDP/FSDP average over ranks).
+Both normalisers are global sums, so either loss is the same for any micro × accumulation × world
+split. `count` gives a rank's share of the normaliser (the loop sums it over ranks), `inputs` the
+model inputs that carry the weighting. FSDP averages gradients over the data-parallel ranks, so the
+backward loss is scaled by their number.
 
-The weighting is a part of its own: `count` gives a rank's share of the normaliser (summed over
-ranks by the loop), `__call__` the micro batch's loss under it; another weighting (e.g. every
-sequence alike) is another such object handed to `TrainStep`.
+Host syncs: micro batches are copied to the device from pinned memory (a copy from pageable memory
+waits for the device to drain), so the CPU queues the next micro batch while the GPU still computes.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
-from biomed_llama.data.loader import MicroBatch
+from biomed_llama.data.loader import IGNORE_INDEX, MicroBatch
+
+
+def _targets(mb: MicroBatch) -> torch.Tensor:
+    """[micro, seq-1] bool: positions with a target (labels shifted by one, -100 excluded)."""
+    return mb.labels[:, 1:] != IGNORE_INDEX
 
 
 class TokenMeanLoss:
-    """Every target token of the global batch weighs the same (the HF Trainer's and the original's loss)."""
+    """Every target token of the global batch weighs the same (HF Trainer's loss with its token-count normaliser)."""
+
+    name = "token"
 
     def count(self, micros: list[MicroBatch]) -> int:
         """This rank's share of the normaliser: its target tokens in this step's micro batches."""
         return sum(mb.n_targets() for mb in micros)
 
-    def __call__(self, model, mb: MicroBatch, total: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Summed token loss of `mb` divided by `total` (the global batch's target tokens)."""
-        # `total` is a tensor, not an int: the kwarg reaches every (compiled) decoder layer, and a
-        # Python int that changes per step (truncate packing) would make torch.compile recompile each step.
-        out = model(input_ids=mb.input_ids.to(device, non_blocking=True),
-                    labels=mb.labels.to(device, non_blocking=True), num_items_in_batch=total)
-        return out.loss
+    def inputs(self, mb: MicroBatch, total: int, weighted: bool) -> dict[str, torch.Tensor]:
+        """Model kwargs (CPU): HF's own loss divided by `total`; per-token weights 1/total where the model's
+        loss is the weighted one (the fused head)."""
+        if weighted:
+            return {"token_weights": _targets(mb).to(torch.float32) / total}
+        # A tensor, not an int: the kwarg reaches every (compiled) decoder layer, and a Python int that
+        # changes per step (truncate packing) would make torch.compile recompile each step.
+        return {"num_items_in_batch": torch.tensor(total)}
+
+
+class SequenceMeanLoss:
+    """Every sequence (with targets) of the global batch weighs the same; its tokens share its weight."""
+
+    name = "sequence"
+
+    def count(self, micros: list[MicroBatch]) -> int:
+        """This rank's share of the normaliser: its sequences with at least one target."""
+        return sum(int(_targets(mb).any(dim=1).sum()) for mb in micros)
+
+    def inputs(self, mb: MicroBatch, total: int, weighted: bool = True) -> dict[str, torch.Tensor]:
+        """Per-token weights 1/(n_s · total) of each sequence s with n_s targets (0 where none)."""
+        targets = _targets(mb)
+        n = targets.sum(dim=1, keepdim=True).to(torch.float64)
+        per_seq = torch.where(n > 0, 1.0 / (n.clamp(min=1) * total), torch.zeros_like(n))
+        return {"token_weights": (targets * per_seq).to(torch.float32)}
+
+
+def loss_weighting(name: str):
+    """The loss-weighting part for `pretrain.loss_weighting`."""
+    return {"token": TokenMeanLoss, "sequence": SequenceMeanLoss}[name]()
 
 
 def clip_grad_norm(model, max_norm: float) -> torch.Tensor:
@@ -42,9 +81,33 @@ def clip_grad_norm(model, max_norm: float) -> torch.Tensor:
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
-def _set_sync(model, enabled: bool) -> None:
+def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy CPU tensors to `device` without a host sync (through pinned memory on CUDA)."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in tensors.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in tensors.items()}
+
+
+@dataclass
+class StepOptions:
+    """How a step runs (speed only; the numbers are the same either way)."""
+
+    sync_every_micro: bool = False
+    """Reduce-scatter gradients after every micro batch (else only after the last: more memory, less traffic)."""
+    keep_unsharded: bool = False
+    """Keep gathered parameters between the micro batches of a step (with `reshard_after_forward: false`)."""
+    weighted_head: bool = False
+    """The model computes the loss from per-token weights (the fused head): both weightings pass weights."""
+    forward_context: Callable[[], Any] = contextlib.nullcontext
+    """Makes a fresh context for each forward (e.g. the SDPA kernel choice)."""
+
+
+def _fsdp_flags(model, k: int, n: int, opts: StepOptions) -> None:
+    last = k == n - 1
     if hasattr(model, "set_requires_gradient_sync"):
-        model.set_requires_gradient_sync(enabled)
+        model.set_requires_gradient_sync(last or opts.sync_every_micro)
+        if opts.keep_unsharded:
+            model.set_reshard_after_backward(last)
 
 
 @dataclass
@@ -58,7 +121,10 @@ class TrainStep:
     dp_size: int
     """Data-parallel ranks (FSDP averages their gradients; the loss is scaled back up by this)."""
     max_grad_norm: float
-    loss: TokenMeanLoss = field(default_factory=TokenMeanLoss)
+    loss: TokenMeanLoss | SequenceMeanLoss = field(default_factory=TokenMeanLoss)
+    options: StepOptions = field(default_factory=StepOptions)
+    before_update: list[Callable[[], None]] = field(default_factory=list)
+    """Called after the last backward, before the optimizer changes anything (e.g. wait for checkpoint staging)."""
 
     def lr(self) -> float:
         """The learning rate the next step uses."""
@@ -69,18 +135,23 @@ class TrainStep:
         return self.loss.count(micros)
 
     def __call__(self, micros: list[MicroBatch], total: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward/backward each micro batch (gradient sync on the last only), clip, step; return (loss, grad norm).
+        """Forward/backward each micro batch, clip, step; return (loss, grad norm).
 
         The returned loss is this rank's share: summed over ranks it is the global batch's loss.
         """
         local_loss = torch.zeros((), device=self.device, dtype=torch.float32)
-        total_t = torch.tensor(total, device=self.device)
-        for k, mb in enumerate(micros):
-            _set_sync(self.model, k == len(micros) - 1)
-            loss = self.loss(self.model, mb, total_t, self.device)
+        batches = [to_device({"input_ids": mb.input_ids, "labels": mb.labels,
+                              **self.loss.inputs(mb, total, self.options.weighted_head)}, self.device)
+                   for mb in micros]
+        for k, kwargs in enumerate(batches):
+            _fsdp_flags(self.model, k, len(batches), self.options)
+            with self.options.forward_context():
+                loss = self.model(**kwargs).loss
             (loss * self.dp_size).backward()
             local_loss += loss.detach().float()
         grad_norm = clip_grad_norm(self.model, self.max_grad_norm)
+        for hook in self.before_update:
+            hook()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -84,3 +84,29 @@ def test_mesh_shape():
     assert mesh_shape(4, 4, 2) == (2, 2)
     with pytest.raises(ConfigError, match="does not divide"):
         mesh_shape(4, 4, 3)
+
+
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_decay_norms_and_biases_matches_adamw_by_hand(decay_all):
+    """One AdamW step by hand (first step: update = g / (|g| + eps)); with `decay_norms_and_biases` the norm
+    weights and biases shrink by lr·wd as well (the released runs, HF Trainer 4.28 under FSDP)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, vocab_size=50))
+    model.model.layers[0].self_attn.q_proj.bias = torch.nn.Parameter(torch.randn(16))
+    lr, wd, eps = 0.01, 0.1, 1e-8
+    cfg = OptimConfig(lr=lr, weight_decay=wd, eps=eps, betas=(0.9, 0.95), decay_norms_and_biases=decay_all)
+    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        p.grad = grads[n].clone()
+    opt.step()
+    for n, p in model.named_parameters():
+        exempt = n.endswith(".bias") or "norm" in n
+        decay = wd if (decay_all or not exempt) else 0.0
+        expected = before[n] * (1 - lr * decay) - lr * grads[n] / (grads[n].abs() + eps)
+        assert torch.allclose(p.detach(), expected, atol=1e-6), n
+    assert len(param_groups(model, wd, decay_all)[1]["params"]) == (0 if decay_all else 4)

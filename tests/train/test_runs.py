@@ -12,12 +12,27 @@ EARLIER = {"params.yaml": ("283000e16932b29b", "868b6dc6ce676f0d"),
            "configs/paper.yaml": ("2c9916792543a8cb", "dd4860d5f6c2dacb")}
 
 
+def _without_later_numerics(p):
+    """The params with the numeric options added since (loss weighting, decay of norms) at their defaults,
+    i.e. what the earlier versions computed."""
+    def plain(optim):
+        return optim.model_copy(update={"decay_norms_and_biases": False})
+
+    pre = p.pretrain.model_copy(update={"loss_weighting": "token", "optim": plain(p.pretrain.optim)})
+    ft = p.finetune.model_copy(update={
+        mode: getattr(p.finetune, mode).model_copy(update={"optim": plain(getattr(p.finetune, mode).optim),
+                                                           "loss_weighting": None})
+        for mode in ("instruct", "task")})
+    return p.model_copy(update={"pretrain": pre, "finetune": ft})
+
+
 @pytest.mark.parametrize("profile", sorted(EARLIER))
 def test_run_ids_of_earlier_versions_are_kept(profile):
     from biomed_llama.config import load_params
     from biomed_llama.train.runs import spec_fingerprint
 
     p = load_params(H.REPO / profile)
+    p = _without_later_numerics(p)
     pretrain_id = spec_fingerprint(p.seed, p.model, p.pretrain, 100, {"tokens_files": "x"})
     task = p.finetune.engine_config(p.pretrain, "task", "medqa", 1000)
     finetune_id = spec_fingerprint(p.seed, p.model, task, 24, {"examples": "y"})
@@ -31,8 +46,21 @@ def test_every_optimiser_field_changes_the_run_id():
     p = load_params(H.REPO / "params.yaml")
     base = spec_fingerprint(p.seed, p.model, p.pretrain, 100, {})
     changed = {"lr": 1e-4, "betas": (0.8, 0.9), "eps": 1e-6, "weight_decay": 0.0, "warmup_ratio": 0.1,
-               "num_cycles": 0.5, "max_grad_norm": 0.5}
+               "num_cycles": 0.5, "max_grad_norm": 0.5, "decay_norms_and_biases": True}
     assert set(changed) == set(type(p.pretrain.optim).model_fields)
     for key, value in changed.items():
         cfg = p.pretrain.model_copy(update={"optim": p.pretrain.optim.model_copy(update={key: value})})
         assert spec_fingerprint(p.seed, p.model, cfg, 100, {}) != base, key
+
+
+def test_later_numeric_options_change_the_run_id_only_when_set():
+    from biomed_llama.config import load_params
+    from biomed_llama.train.runs import spec_fingerprint
+
+    p = load_params(H.REPO / "params.yaml")
+    base = spec_fingerprint(p.seed, p.model, p.pretrain, 100, {})
+    seq = p.pretrain.model_copy(update={"loss_weighting": "sequence"})
+    assert spec_fingerprint(p.seed, p.model, seq, 100, {}) != base
+    speed = p.pretrain.model_copy(update={"sdpa_backend": "cudnn", "kernels": ["rms_norm"], "grad_sync": "every",
+                                          "checkpoint_async": True})
+    assert spec_fingerprint(p.seed, p.model, speed, 100, {}) == base

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+[ "${TINY:-0}" = 1 ] || { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1; }
+# Speed acceptance in ONE call on 2×H200 (≤ 9 min; device carry: .whl .bench, filled by bench/device_wheels.sh):
+#   loss      : 50 steps of a 7B 8-layer slice, same data and init, today's settings (GPU 0) vs the new
+#               levers (GPU 1): the curves must agree within bf16 noise;
+#   cli_best  : `biomed-llama pretrain` (configs/paper.yaml, a random-init 7B, a synthetic token store)
+#               under torchrun on a 1×2 mesh with the best settings ($BEST_SET, micro $MICRO_BEST);
+#   anchor_m6 : ../shared/bench/anchor_fsdp.py, REPL=1 SHARD=2 COMPILE=1 MICRO=6, the same ACC;
+#   cli_cap   : the CLI again within an 80 GiB budget per GPU ($CAP_SET, micro $MICRO_CAP; the cap is
+#               torch.cuda.set_per_process_memory_fraction, set in each worker by bench/memcap);
+#   anchor_m4 : the anchor at MICRO=4.
+# Phases run in that order, each in its own process group under its own limit, and only while the
+# call's 535 s budget allows (PHASES="cli_cap anchor_m4" runs the ones skipped in a second call). Results go to
+# $OUT/accept as they come; the summary against the targets is printed last.
+# CPU smoke run at a tiny size (no anchors): TINY=1 bash bench/accept.sh
+cd "$(dirname "$0")/.." && source bench/lib.sh
+DIR=${OUT:-/tmp}/accept
+WORK=${WORK_DIR:-/tmp/accept_work}
+PHASES=${PHASES:-loss cli_best anchor_m6 anchor_m4 cli_cap}
+ACC=${ACC:-2} STEPS=${STEPS:-12} LOG=${LOG:-3} MICRO_BEST=${MICRO_BEST:-8} MICRO_CAP=${MICRO_CAP:-4} CAP_GIB=${CAP_GIB:-80}
+LEVERS="pretrain.sdpa_backend=cudnn pretrain.kernels=linear_cross_entropy pretrain.grad_sync=every pretrain.activation_checkpointing=none"
+BEST_SET=${BEST_SET:-$LEVERS pretrain.reshard_after_forward=false}
+CAP_SET=${CAP_SET:-$LEVERS pretrain.reshard_after_forward=true}
+NEW_LEVERS=${NEW_LEVERS:---sdpa-backend cudnn --kernels linear_cross_entropy --grad-sync every}
+mkdir -p "$DIR"
+rm -rf "$WORK"
+if [ "${TINY:-0}" = 1 ]; then
+  SHAPE=tiny; SLICE=tiny; COMPILE=""; export OMP_NUM_THREADS=1
+  DEV="pretrain.device=cpu pretrain.param_dtype=float32 pretrain.reduce_dtype=float32 pretrain.compile=false"
+else
+  SHAPE=7b; SLICE=7b8; COMPILE="--compile"; DEV=""
+fi
+environment "$DIR"
+$PY bench/make_store.py --out "$WORK" --shape $SHAPE --sequences $((MICRO_BEST * ACC * 2 * STEPS + 16)) > "$DIR/store.log" 2>&1
+
+phase() {  # phase NAME LIMIT: true if NAME was asked for and fits the budget
+  case " $PHASES " in *" $1 "*) ;; *) return 1 ;; esac
+  if [ $((SECONDS + $2)) -gt 535 ]; then echo "== $1 skipped: ${SECONDS}s used, needs $2s"; return 1; fi
+  echo "== $1 ($(date +%T), ${SECONDS}s used)"
+}
+
+cli() {  # cli NAME LIMIT MICRO SETTINGS...: the real CLI under torchrun on the synthetic store
+  local name=$1 limit=$2 micro=$3
+  shift 3
+  local sets=()
+  for s in $DEV "$@" pretrain.micro_batch_size=$micro pretrain.global_batch_size=$((micro * ACC * 2)) \
+      pretrain.max_steps=$STEPS pretrain.log_every=$LOG pretrain.checkpoint_every=$STEPS \
+      pretrain.checkpoint_dir=$WORK/ckpt_$name pretrain.output=$WORK/model_$name pretrain.metrics=$WORK/$name.json; do
+    sets+=(--set "$s")
+  done
+  group "$limit" "$DIR/$name.log" $PY -m torch.distributed.run --standalone --nproc-per-node 2 \
+    -m biomed_llama pretrain --params "$WORK/params.yaml" "${sets[@]}"
+  cp "$WORK/$name.json" "$DIR/${name}_metrics.json" 2> /dev/null
+  rm -rf "$WORK/ckpt_$name" "$WORK/model_$name"
+}
+
+anchor() {  # anchor NAME LIMIT MICRO: the shared plain-FSDP2 baseline at the same mesh and accumulation
+  [ "${TINY:-0}" = 1 ] && { echo "anchor needs CUDA (TINY)" > "$DIR/$1.log"; return; }
+  REPL=1 SHARD=2 COMPILE=1 MICRO=$3 ACC=$ACC STEPS=4 group "$2" "$DIR/$1.log" \
+    $PY -m torch.distributed.run --standalone --nproc-per-node 2 "${ANCHORS:-.bench}/anchor_fsdp.py"
+}
+
+if phase loss 120; then
+  RUN="$PY bench/bench_pretrain.py run --out $DIR --shape $SLICE --steps 50 --warmup 2 --micro 4 --acc 2 $COMPILE"
+  on_gpu 0 group 120 "$DIR/loss_old.log" $RUN --name loss_old &
+  on_gpu 1 group 120 "$DIR/loss_new.log" $RUN $NEW_LEVERS --name loss_new &
+  wait
+fi
+phase cli_best 170 && cli cli_best 170 "$MICRO_BEST" $BEST_SET
+phase anchor_m6 120 && anchor anchor_m6 120 6
+phase cli_cap 150 && BIOMED_MEM_CAP_GIB=$CAP_GIB PYTHONPATH=$PWD/bench/memcap:$PYTHONPATH cli cli_cap 150 "$MICRO_CAP" $CAP_SET
+phase anchor_m4 110 && anchor anchor_m4 110 4
+echo "== done ($(date +%T), ${SECONDS}s)"
+$PY bench/summarize_speed.py accept "$DIR" | tee "$DIR/summary.txt"

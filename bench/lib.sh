@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# Shell helpers of the bench scripts (sourced from the repository root): the environment every run gets
+# (multicast off, as the GPU machines require), process-group time limits, GPU pinning, the environment record.
+set -u
+SECONDS=0
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+# group SECONDS LOG CMD...: run CMD in its own process group with output to LOG; after SECONDS kill the
+# whole group (torchrun's workers too, so no orphan keeps GPU memory for the next phase).
+group() {
+  local limit=$1 log=$2
+  shift 2
+  setsid "$@" > "$log" 2>&1 &
+  local pid=$! end=$((SECONDS + limit))
+  while kill -0 "$pid" 2> /dev/null; do
+    if [ "$SECONDS" -ge "$end" ]; then
+      echo "bench: killed after ${limit}s" >> "$log"
+      kill -9 -- "-$pid" 2> /dev/null
+      break
+    fi
+    sleep 1
+  done
+  wait "$pid" 2> /dev/null
+}
+
+# on_gpu N CMD...: CMD with only GPU N visible (every GPU in TINY mode, which runs on the CPU).
+on_gpu() {
+  local gpu=$1
+  shift
+  if [ "${TINY:-0}" = 1 ]; then "$@"; else CUDA_VISIBLE_DEVICES=$gpu "$@"; fi
+}
+
+# environment DIR: what ran where (GPUs, torch, the carried packages, disk and memory) into DIR/environment.txt.
+environment() {
+  {
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2> /dev/null || echo "no nvidia-smi"
+    $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
+    $PY -c "import liger_kernel, importlib.metadata as m; print('liger-kernel', m.version('liger-kernel'))" 2>&1 | tail -1
+    $PY -c "import xformers, importlib.metadata as m; print('xformers', m.version('xformers'))" 2>&1 | tail -1
+    df -h /tmp 2> /dev/null | tail -1
+    free -g 2> /dev/null | head -2
+  } > "$1/environment.txt" 2>&1
+  cat "$1/environment.txt"
+}

@@ -1,0 +1,175 @@
+"""Summary tables of `bench/screen.sh` and `bench/accept.sh` from the files they left in their folder.
+
+    python bench/summarize_speed.py screen DIR
+    python bench/summarize_speed.py accept DIR
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+LOG_ROW = re.compile(r"step (\d+)/(\d+) \| loss ([\d.]+) .*tok/s ([\d,]+) \| mfu ([\d.]+)% \| mem ([\d.]+)GiB")
+# (the CPU smoke run logs "mfu n/a | mem n/a": its rows are not parsed; its metrics file is used)
+
+
+def _json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _err(path: Path) -> str:
+    """The last meaningful line of a failed run's log."""
+    if not path.is_file():
+        return "not run"
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith(("DEBUG", "  "))]
+    errs = [ln for ln in lines if "Error" in ln or ln.startswith("error:")]
+    return (errs or lines or ["no output"])[-1][:220]
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.1f}%" if x is not None else "n/a"
+
+
+def _engine_row(r: dict) -> str:
+    levers = f"sdpa={r.get('sdpa_backend')} kernels={','.join(r.get('kernels') or []) or '-'} " \
+             f"sync={r.get('grad_sync')} reshard={r.get('reshard_after_forward')} hostsync={r.get('host_sync')}"
+    return (f"| {r['name']} | {levers} | micro {r['micro']} acc {r['acc']} | {r['tok_s_per_gpu']:,.0f} | "
+            f"{_pct(r['mfu'])} | {r['peak_mem_gib'] or 0:.1f} |")
+
+
+def screen(out: Path) -> None:
+    """Attention kernels, engine levers on the 8-layer slice, checkpoint stalls, GPU tests."""
+    print(f"== screening ({out}) ==")
+    att = _json(out / "attention.json")
+    print("\n[attention] causal fwd / fwd+bwd, bf16, shape", att["shape"] if att else "?")
+    print("| backend | fwd ms | fwd+bwd ms | fwd TFLOP/s | max abs err vs fp64 | note |\n| --- | ---: | ---: | ---: | ---: | --- |")
+    for r in (att or {}).get("rows", []):
+        if "error" in r:
+            print(f"| {r['backend']} | | | | | {r['error']} |")
+        else:
+            print(f"| {r['backend']} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | {r['fwd_tflops']:.0f} | "
+                  f"{r['max_abs_err']:.2e} | {r.get('operators', '')} |")
+    print("\n[engine levers] LLaMA-7B 8-layer slice, 1 GPU, compile, seq 2048")
+    print("| run | levers | batch | tok/s/GPU | MFU | peak GiB |\n| --- | --- | --- | ---: | ---: | ---: |")
+    for p in sorted(out.glob("s_*.json")):
+        print(_engine_row(_json(p)))
+    for p in sorted(out.glob("s_*.log")):
+        if not p.with_suffix(".json").is_file():
+            print(f"| {p.stem} | failed: {_err(p)} | | | | |")
+    print("\n[checkpoint] full training state, rank 0 (stall = what the loop waited)")
+    rows = [json.loads(ln) for ln in (out / "checkpoint.jsonl").read_text().splitlines()] \
+        if (out / "checkpoint.jsonl").is_file() else []
+    for r in rows:
+        if r["event"] == "steps":
+            print(f"steps before saving: {r['s_per_step']:.3f} s/step ({r['shape']}, world {r['world']})")
+        else:
+            size = f"{r['bytes'] / 1e9:.1f} GB" if r.get("bytes") else "?"
+            print(f"{r['mode']:>5} save at step {r['step']}: stall {r['stall_s']:.2f} s, complete after "
+                  f"{r['complete_s'] or 0:.1f} s, {size}, steps meanwhile {r['s_per_step_during']:.3f} s/step")
+    if not rows:
+        print(f"no checkpoint rows: {_err(out / 'checkpoint.log')}")
+    print(f"\n[gpu tests] {_err(out / 'pytest_gpu.log')}")
+
+
+def _cli(out: Path, name: str) -> dict | None:
+    """Throughput of a CLI run: its metrics file, else the mean of its log rows after the first."""
+    metrics = _json(out / f"{name}_metrics.json")
+    rows = [LOG_ROW.search(ln) for ln in (out / f"{name}.log").read_text().splitlines()] \
+        if (out / f"{name}.log").is_file() else []
+    rows = [m for m in rows if m]
+    if metrics:
+        return {"tok_s": metrics["tokens_per_s_per_device"], "mfu": metrics["mfu"], "mem": metrics["peak_memory_gib"],
+                "steps": metrics["steps"], "saves": metrics.get("checkpoint_saves"), "from": "metrics"}
+    if len(rows) < 2:
+        return None
+    later = rows[1:]
+    world = 2
+    return {"tok_s": sum(float(m.group(4).replace(",", "")) for m in later) / len(later) / world,
+            "mfu": sum(float(m.group(5)) for m in later) / len(later) / 100,
+            "mem": max(float(m.group(6)) for m in rows), "steps": int(rows[-1].group(1)), "from": "log"}
+
+
+def _anchor(out: Path, name: str) -> dict | None:
+    path = out / f"{name}.log"
+    for ln in reversed(path.read_text().splitlines() if path.is_file() else []):
+        if ln.startswith("{") and "tok_s_per_gpu" in ln:
+            return json.loads(ln)
+    return None
+
+
+def _loss_check(out: Path) -> None:
+    old, new = _json(out / "loss_old.json"), _json(out / "loss_new.json")
+    if not (old and new):
+        print(f"[loss] missing: old {_err(out / 'loss_old.log')} / new {_err(out / 'loss_new.log')}")
+        return
+    diffs = [abs(a - b) / abs(a) for a, b in zip(old["losses"], new["losses"])]
+    print(f"[loss] 7B 8-layer slice, same data and init, {len(diffs)} steps: old ({old['sdpa_backend']}, "
+          f"{','.join(old['kernels']) or 'no kernels'}) vs new ({new['sdpa_backend']}, {','.join(new['kernels']) or '-'}, "
+          f"sync {new['grad_sync']}): max rel diff {max(diffs):.4f}, last {old['losses'][-1]:.4f} vs "
+          f"{new['losses'][-1]:.4f} -> {'WITHIN' if max(diffs) < 0.02 else 'OUTSIDE'} bf16 noise (bar 2%)")
+    print("    old:", " ".join(f"{v:.3f}" for v in old["losses"][::5]))
+    print("    new:", " ".join(f"{v:.3f}" for v in new["losses"][::5]))
+
+
+def accept(out: Path) -> None:
+    """Engine through the CLI vs the FSDP anchor, the 80 GiB run, and the loss check, against the targets."""
+    print(f"== acceptance ({out}) ==")
+    best, cap = _cli(out, "cli_best"), _cli(out, "cli_cap")
+    anchors = {n: _anchor(out, n) for n in ("anchor_m4", "anchor_m6")}
+    top = max((a for a in anchors.values() if a), key=lambda a: a["tok_s_per_gpu"], default=None)
+    print("| run | tok/s/GPU | MFU | peak GiB | × best anchor |\n| --- | ---: | ---: | ---: | ---: |")
+    for name, r in (("engine CLI, best settings", best), ("engine CLI, 80 GiB cap", cap)):
+        if r:
+            ratio = f"{r['tok_s'] / top['tok_s_per_gpu']:.2f}×" if top else "n/a"
+            mem = f"{r['mem']:.1f}" if r["mem"] is not None else "n/a"
+            print(f"| {name} ({r['from']}, {r['steps']} steps) | {r['tok_s']:,.0f} | {_pct(r['mfu'])} | {mem} | {ratio} |")
+        else:
+            print(f"| {name} | failed: {_err(out / ('cli_best.log' if 'best' in name else 'cli_cap.log'))} | | | |")
+    for name, a in anchors.items():
+        if a:
+            print(f"| anchor_fsdp micro {a['micro']} acc {a['acc']} | {a['tok_s_per_gpu']:,} | {_pct(a['mfu_989'])} | "
+                  f"{a['peak_mem_gib']} | |")
+        else:
+            print(f"| {name} | failed: {_err(out / (name + '.log'))} | | | |")
+    if best:
+        print(f"target MFU >= 60% (best): {'PASS' if best['mfu'] and best['mfu'] >= 0.60 else 'FAIL'}; "
+              f">= 1.3x best anchor: {'PASS' if top and best['tok_s'] >= 1.3 * top['tok_s_per_gpu'] else 'FAIL'}")
+        if best.get("saves"):
+            print("checkpoint saves (best run):", best["saves"])
+    if cap:
+        ok = cap["mfu"] and cap["mfu"] >= 0.55 and cap["mem"] is not None and cap["mem"] <= 80
+        print(f"target MFU >= 55% within 80 GiB: {'PASS' if ok else 'FAIL'}")
+    _loss_check(out)
+
+
+def scaleout(out: Path) -> None:
+    """Each mesh of the host: engine vs anchor, scaling efficiency vs 1×2, and the hybrid-mesh loss check."""
+    print(f"== scale-out ({out}) ==")
+    ref = _json(out / "e_1x2.json")
+    print("| mesh | engine tok/s/GPU | MFU | peak GiB | scaling eff. vs 1×2 | anchor tok/s/GPU | × anchor |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for p in sorted(out.glob("e_*.log"), key=lambda p: p.stem):
+        mesh, r = p.stem[2:], _json(p.with_suffix(".json"))
+        a = _anchor(out, f"a_{mesh}")
+        if not r:
+            print(f"| {mesh} | failed: {_err(p)} | | | | | |")
+            continue
+        eff = f"{r['tok_s_per_gpu'] / ref['tok_s_per_gpu']:.3f}" if ref else "n/a"
+        anchor = f"{a['tok_s_per_gpu']:,}" if a else "n/a"
+        ratio = f"{r['tok_s_per_gpu'] / a['tok_s_per_gpu']:.2f}×" if a else "n/a"
+        print(f"| {mesh} | {r['tok_s_per_gpu']:,.0f} | {_pct(r['mfu'])} | {r['peak_mem_gib'] or 0:.1f} | {eff} | "
+              f"{anchor} | {ratio} |")
+    single = _json(out / "l_1gpu.json")
+    hybrid = next((_json(p) for p in sorted(out.glob("l_*x*.json"))), None)
+    if single and hybrid:
+        rel = max(abs(a - b) / abs(a) for a, b in zip(single["losses"], hybrid["losses"]))
+        print(f"loss, ~1B model, {len(single['losses'])} steps: 1 GPU vs mesh {hybrid['mesh']}: max rel diff {rel:.5f} "
+              f"-> {'MATCH' if rel < 0.02 else 'MISMATCH'} (bar 2%)")
+    else:
+        print(f"loss check missing: {_err(out / 'l_1gpu.log')}")
+
+
+if __name__ == "__main__":
+    {"screen": screen, "accept": accept, "scaleout": scaleout}[sys.argv[1]](Path(sys.argv[2]))
