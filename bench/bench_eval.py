@@ -30,7 +30,8 @@ CPU smoke (minutes):   python bench/bench_eval.py --tiny   (tiny model and sets,
 Results: the table on stdout, `<out>/bench_eval.json`, `<out>/{packed,stock}.json` (per-cell timings and
 per-item log-likelihoods), `<out>/{packed,stock}.log`; out = $OUT if set, else .bench/eval.
 Runs with its dependencies on PYTHONPATH (e.g. wheels unpacked into /tmp/site): torch, transformers,
-lm-eval, pyarrow, pydantic and what they import; `--print-deps` lists the distributions it imported.
+lm-eval, pyarrow, pydantic and what they import (requirements/bench-eval-wheels.txt lists the wheels the
+GPU machine lacks); `--print-deps` lists the distributions it imported.
 """
 
 from __future__ import annotations
@@ -451,12 +452,13 @@ def driver(args) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="CPU smoke size: tiny model and sets (both paths in full)")
     ap.add_argument("--stock-fraction", type=float, default=None,
                     help="fraction of each cell's documents the stock path runs (default 0.25; tiny 1.0)")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="wall-clock budget of the whole call (default 540 s = 9 min; tiny 1800); workers start no new "
+                    help="wall-clock budget of the whole call (default 510 s, so that unpacking the wheels fits in a "
+                         "10-minute device call; tiny 1800); workers start no new "
                          "cell in its last DRAIN_S seconds and are stopped at its end, the table then shows what finished")
     ap.add_argument("--ppl-bytes", type=int, default=None, help="bytes of text per PubMed subset (default 5 MB)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", REPO / ".bench/eval")))
@@ -466,7 +468,7 @@ def main() -> int:
     ap.add_argument("--deadline-s", type=float, default=1e9, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.stock_fraction = args.stock_fraction if args.stock_fraction is not None else (1.0 if args.tiny else 0.25)
-    args.budget_s = args.budget_s if args.budget_s is not None else (1800.0 if args.tiny else 540.0)
+    args.budget_s = args.budget_s if args.budget_s is not None else (1800.0 if args.tiny else 510.0)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args.out.mkdir(parents=True, exist_ok=True)

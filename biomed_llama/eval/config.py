@@ -42,7 +42,7 @@ class BenchmarkFiles(StrictModel):
     is `test` and an instruct / finetune run of MedMCQA is asked for."""
     pubmedqa_labeled: str = "data/sample/eval/pubmedqa/ori_pqal.json"
     """PubMedQA `ori_pqal.json` (one object keyed by PMID); all items are the test set (the original's 1,000),
-    and its few-shot examples come from it too (v0.3's rule for a task without training docs)."""
+    and its few-shot examples come from it too (the fork's rule for a task without training docs, base.py:716-727)."""
     pile_extracted: str = "data/extracted"
     """The extract stage's output; the Pile **test** split of PubMed Abstracts / Central gives the perplexity rows
     (read, and its manifest verified, only when a model's suites ask for a perplexity task)."""
@@ -111,7 +111,7 @@ class EvalConfig(StrictModel):
         default_factory=lambda: {"medqa4": 3, "medqa5": 3, "medmcqa": 10, "pubmedqa": 1})
     """Few-shot counts per task (the table's 3, 3, 10, 1)."""
     fewshot_seed: int = 42
-    """Seed of the v0.3-style example selection (`random.Random(42)` in the original harness)."""
+    """Seed of the fork's example selection (`random.Random(42)`, fork evaluator.py:231-233)."""
     dtype: Literal["float16", "bfloat16", "float32", "auto"] = "float16"
     """Weights dtype for evaluation (the original: float16; CPU demo: float32)."""
     device: str = "cuda"
