@@ -83,3 +83,12 @@ def test_make_lock_is_the_generator(repo_root: Path):
     for name in ("cpu.lock", "cuda.lock"):
         head = (repo_root / "requirements" / name).read_text().splitlines()[:3]
         assert any("`make lock`" in line for line in head), f"{name} does not say how it was generated"
+
+
+def test_bench_eval_wheels_are_cuda_lock_pins(repo_root: Path, cuda: dict[str, str]) -> None:
+    """requirements/bench-eval-wheels.txt (what bench/bench_eval.py needs carried) pins cuda.lock's versions."""
+    lines = [ln for ln in (repo_root / "requirements/bench-eval-wheels.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    pins = {normalise(n): v for n, v in (ln.split("==") for ln in lines)}
+    assert {"transformers", "lm-eval", "tokenizers", "datasets"} <= set(pins)
+    assert {n: v for n, v in pins.items() if cuda.get(n) != v} == {}

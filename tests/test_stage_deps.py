@@ -41,7 +41,7 @@ def test_a_stage_whose_deps_omit_an_imported_module_fails(tmp_path: Path):
 def test_closures_hold_what_the_hand_written_lists_missed(closures):
     assert "biomed_llama/data/config.py" in closures["extract"]
     assert "biomed_llama/data/tokens.py" in closures["pretrain"]
-    assert "biomed_llama/eval/v03_model.py" in closures["evaluate"]  # imported inside a function
+    assert "biomed_llama/eval/packed_lm.py" in closures["evaluate"]  # imported inside a function
     # named only inside the `utils.py` that prepare-eval generates for lm-eval
     assert "biomed_llama/eval/task_utils.py" in closures["prepare-eval"]
     # package data, named by the modules that read it

@@ -104,6 +104,23 @@ def read_medmcqa(path: str | Path, bad: BadRecords, medmcqa_cop: CopConvention =
     return collect(path, bad, entries, lambda v, k: _medmcqa(v, k, base))
 
 
+def _medmcqa_unlabeled(value: Any, key: str) -> MCItem:
+    rec = as_object(value)
+    question = text_field(rec, "question")
+    options = tuple(text_field(rec, k, empty_ok=True) for k in ("opa", "opb", "opc", "opd"))
+    # The released evaluation's rule on a split without answers: HF gives every test record cop = -1, and
+    # `answer = options[original_sample['cop']]` (evaluation/mcqa_dataset.py:56) is then the last option,
+    # lettered by its first occurrence (`options.index(answer)`, mcqa_dataset.py:22).
+    return MCItem(question=question, options=options, answer=LETTERS[options.index(options[-1])],
+                  explanation=optional_text(rec, "exp"), id=_medmcqa_id(rec, key))
+
+
+def read_medmcqa_unlabeled(path: str | Path, bad: BadRecords) -> Positioned:
+    """Read the MedMCQA test set (answers withheld; any `cop` ignored) with the released evaluation's targets:
+    every item's answer is its option D, as `evaluation/mcqa_dataset.py` made it from HF's cop = -1."""
+    return collect(path, bad, read_jsonl(path), _medmcqa_unlabeled)
+
+
 def _pubmedqa(value: Any, key: str) -> YesNoItem:
     rec = as_object(value)
     question = text_field(rec, "QUESTION")

@@ -8,7 +8,9 @@ from pydantic import Field, model_validator
 
 from biomed_llama.schema import StrictModel
 
-SUITES = ("seed", "instruct", "modern", "finetune")
+SUITES = ("seed", "instruct", "instruct_letters", "modern", "finetune")
+# Suites scored by greedy generation and exact match (the original's `evaluation/main.py`), not by lm-eval.
+GEN_SUITES = ("instruct", "finetune")
 MC_TASKS = ("medqa4", "medqa5", "medmcqa", "pubmedqa")
 PPL_TASKS = ("pubmed_a", "pubmed_c")
 # The MC tasks whose seed-suite few-shot examples come from a train file, and the key naming it.
@@ -35,9 +37,12 @@ class BenchmarkFiles(StrictModel):
     """MedMCQA validation set as released (JSON lines, `opa`..`opd`, `cop`: see `readers.medmcqa_cop`)."""
     medmcqa_train: str | None = None
     """MedMCQA train set: the few-shot pool (required when its few-shot run is asked for)."""
+    medmcqa_test: str | None = None
+    """MedMCQA test set as released (JSON lines, answers withheld): read only when `generation.medmcqa_split`
+    is `test` and an instruct / finetune run of MedMCQA is asked for."""
     pubmedqa_labeled: str = "data/sample/eval/pubmedqa/ori_pqal.json"
     """PubMedQA `ori_pqal.json` (one object keyed by PMID); all items are the test set (the original's 1,000),
-    and its few-shot examples come from it too (v0.3's rule for a task without training docs)."""
+    and its few-shot examples come from it too (the fork's rule for a task without training docs, base.py:716-727)."""
     pile_extracted: str = "data/extracted"
     """The extract stage's output; the Pile **test** split of PubMed Abstracts / Central gives the perplexity rows
     (read, and its manifest verified, only when a model's suites ask for a perplexity task)."""
@@ -48,6 +53,30 @@ class BenchmarkFiles(StrictModel):
         return (f"eval.benchmarks.{key}", getattr(self, key)) if key else ("", None)
 
 
+class GenerationConfig(StrictModel):
+    """The `instruct` and `finetune` suites: scored as the original's `evaluation/main.py` (greedy generation, exact match).
+
+    The weights dtype is `eval.dtype` (the original loaded float16 for testing, main.py:87); BOS is
+    whatever the model's tokenizer adds by default (the original's datasets tokenized with it)."""
+
+    max_new_tokens: int = Field(128, ge=1)
+    """New tokens generated per prompt (main.py:177: 128)."""
+    batch_size: int = Field(4, ge=1)
+    """Prompts per `generate` call, taken in file order (main.py:156-162: batch 4, unshuffled)."""
+    padding_side: Literal["left", "right"] = "left"
+    """Side a batch's shorter prompts are padded on (main.py:94,122: left for testing)."""
+    medmcqa_split: Literal["validation", "test"] = "validation"
+    """MedMCQA set of these suites. The original asked for `mode='test'` (main.py:119), i.e. the HF test split,
+    whose answers are withheld (`cop` = -1): `options[cop]` (mcqa_dataset.py:56) then makes option D the
+    target of every question. `validation` (`benchmarks.medmcqa_dev`, as the seed suite) scores against
+    real answers; `test` (`benchmarks.medmcqa_test`) reproduces the released code's option-D targets."""
+    finetune_input: Literal["prompt", "prompt_and_target"] = "prompt"
+    """What the fine-tuned model is given: `prompt` (the fine-tune prompt, ending `### Answer:`) or
+    `prompt_and_target`: as released, the test-time `input_ids` are the tokenized prompt + target
+    (mcqa_dataset.py:124-135 keeps `tokenized['input_ids'][0]`, the whole example), so generation starts
+    after the gold answer and its `</s>`."""
+
+
 class EvalModel(StrictModel):
     """One model to evaluate and where its cells go in the table."""
 
@@ -55,8 +84,11 @@ class EvalModel(StrictModel):
     """A Hugging Face model directory (safetensors + tokenizer), e.g. `models/pretrained`."""
     paper_row: str
     """The seed table's model this one stands in for (`LLaMA-7B`, `BioMed-LLaMA-7B`): its values go beside ours."""
-    suites: list[Literal["seed", "instruct", "modern", "finetune"]] = Field(default_factory=lambda: ["seed"], min_length=1)
-    """Suites to run on this model: `seed` (the table's method), `instruct`, `modern` (lm-eval built-in style), `finetune`."""
+    suites: list[Literal["seed", "instruct", "instruct_letters", "modern", "finetune"]] = Field(
+        default_factory=lambda: ["seed"], min_length=1)
+    """Suites to run on this model: `seed` (the pretrained rows' method), `instruct` and `finetune` (the
+    instructed / fine-tuned rows' method: generation, exact match), `instruct_letters` (NOT the paper's
+    method: the instruct prompt's option letter scored by log-likelihood), `modern` (lm-eval built-in style)."""
     tasks: list[Literal["pubmed_a", "pubmed_c", "medqa4", "medqa5", "medmcqa", "pubmedqa"]] | None = None
     """Restrict to these tasks (e.g. a task fine-tune evaluates only its own task); None: every task of each suite."""
 
@@ -79,21 +111,23 @@ class EvalConfig(StrictModel):
         default_factory=lambda: {"medqa4": 3, "medqa5": 3, "medmcqa": 10, "pubmedqa": 1})
     """Few-shot counts per task (the table's 3, 3, 10, 1)."""
     fewshot_seed: int = 42
-    """Seed of the v0.3-style example selection (`random.Random(42)` in the original harness)."""
+    """Seed of the fork's example selection (`random.Random(42)`, fork evaluator.py:231-233)."""
     dtype: Literal["float16", "bfloat16", "float32", "auto"] = "float16"
     """Weights dtype for evaluation (the original: float16; CPU demo: float32)."""
     device: str = "cuda"
     """Torch device for the HF backend (`cuda`, `cuda:0`, `cpu`)."""
     batch_size: int | Literal["auto"] = "auto"
-    """lm-eval batch size, or `auto` to probe the largest that fits."""
+    """lm-eval batch size of the `stock` backend (and of the printed stock CLI line), or `auto` to probe."""
     max_length: int = Field(2048, ge=16)
     """Context length of the harness (rolling perplexity windows and truncation); the original's 2048."""
-    pair_encoding: Literal["joint", "separate"] = "joint"
-    """How a (context, continuation) pair is tokenized: `joint` = lm-eval 0.4's stock HF backend (the
-    stock `lm_eval --model hf` CLI gives the same numbers); `separate` = v0.3's two encodes (the
-    original's behaviour; matters for SentencePiece tokenizers, see eval/v03_model.py)."""
-    max_new_tokens: int = Field(128, ge=1)
-    """Greedy generation budget of the `finetune` scoring."""
+    backend: Literal["packed", "stock"] = "packed"
+    """Log-likelihood engine: `packed` scores each shared context once for all of its continuations and
+    batches by `token_budget` (eval/packed_lm.py); `stock` is lm-eval's HF backend unchanged. Both encode
+    pairs by the fork's rule and give the same per-item log-likelihoods (to float rounding)."""
+    token_budget: int = Field(32768, ge=64)
+    """`packed`: tokens per forward pass (rows × padded length); lower it on an out-of-memory error."""
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """The `instruct` and `finetune` suites' generation settings (the original's values by default)."""
     limit: int | None = Field(None, ge=1)
     """Evaluate only the first N documents of each task (debugging; None: all, as the table)."""
     mc_metric: Literal["acc", "acc_norm"] = "acc"

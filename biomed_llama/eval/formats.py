@@ -2,7 +2,7 @@
 
 Every multiple-choice document is
 `{"idx", "n_docs", "id", "context", "question", "options": [str], "label": int}`
-(`idx` = position in the published file, `n_docs` = items in that file: the v0.3 example sampler
+(`idx` = position in the published file, `n_docs` = items in that file: the fork's example sampler
 needs both), every perplexity document `{"idx", "n_docs", "text"}`. Parsing the published files
 is `biomed_llama.benchmarks.readers`' job; this module only reshapes its items.
 """

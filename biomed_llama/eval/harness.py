@@ -1,8 +1,10 @@
 """The lm-eval wrapper: which (model, suite, task, shots) runs to make, the HF backend's arguments, one run.
 
-Every run goes through lm-eval's own `simple_evaluate` with the stock `HFLM` backend and the
-task folders prepare-eval rendered, so `lm_eval --model hf --model_args <hf_model_args_string>
---include_path <out>/tasks --tasks <task> --num_fewshot <k>` gives the same numbers.
+Every log-likelihood run goes through lm-eval's own `simple_evaluate` over the task folders
+prepare-eval rendered, with lm-eval's HF backend (`eval.backend: stock`) or its subclass that
+scores each shared context once (`packed`, eval/packed_lm.py); either way `lm_eval --model hf
+--model_args <model_args_string> --include_path <out>/tasks --tasks <task> --num_fewshot <k>`
+gives the same numbers. The `instruct` and `finetune` suites are not lm-eval runs (eval/generate.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from biomed_llama.errors import UserError
-from biomed_llama.eval.config import MC_TASKS, PPL_TASKS, EvalConfig
+from biomed_llama.eval.config import GEN_SUITES, MC_TASKS, PPL_TASKS, EvalConfig
 from biomed_llama.eval.prepare import task_name
 
 # Tasks of each suite (instruct: the instructed table's three columns).
@@ -22,10 +24,15 @@ SUITE_TASKS = {
     "seed": PPL_TASKS + MC_TASKS,
     "modern": MC_TASKS,
     "instruct": ("medqa4", "medmcqa", "pubmedqa"),
+    "instruct_letters": ("medqa4", "medmcqa", "pubmedqa"),
     "finetune": MC_TASKS,
 }
 # Suites whose few-shot setting is run (instruct and fine-tune rows are zero-shot by definition).
 FEWSHOT_SUITES = ("seed", "modern")
+# Suites scored without BOS: the fork ran the pretrained rows so (evaluation.sh runs `hf-causal-experimental`,
+# whose tok_encode passes add_special_tokens=False for causal models: fork lm_eval/models/huggingface.py:373-385,
+# 437-439). Every other suite gets the tokenizer's default.
+NO_BOS_SUITES = ("seed",)
 # The metrics kept per output type (lm-eval reports them as "<metric>,<filter>").
 KEPT_METRICS = ("acc", "acc_norm", "word_perplexity", "byte_perplexity", "bits_per_byte", "exact_match")
 
@@ -65,17 +72,19 @@ def plan_runs(cfg: EvalConfig) -> list[Run]:
     return runs
 
 
-def hf_model_args(cfg: EvalConfig, path: str) -> dict[str, Any]:
-    """The HFLM arguments matching the original harness: no BOS, EOS as the prefix token, max_length.
+def hf_model_args(cfg: EvalConfig, path: str, suite: str | None = None) -> dict[str, Any]:
+    """The HFLM arguments: EOS as the prefix token, max_length, and for `suite` its BOS setting (the seed
+    suite: `add_bos_token=False`; others: the tokenizer's default). `suite=None` leaves BOS to `set_suite`.
 
     lm-eval 0.4's HFLM uses BOS as the rolling-window / empty-context prefix when the tokenizer
-    has one; v0.3 used EOS (its `eot_token_id`), so `prefix_token_id` is set explicitly.
+    has one; the fork used EOS (its `eot_token_id`, base.py:215-219,246), so `prefix_token_id` is set.
     """
     from transformers import AutoTokenizer
 
     eos = AutoTokenizer.from_pretrained(path).eos_token_id
-    return {"pretrained": path, "dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size,
-            "max_length": cfg.max_length, "add_bos_token": False, "prefix_token_id": eos}
+    args = {"pretrained": path, "dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size,
+            "max_length": cfg.max_length, "prefix_token_id": eos}
+    return {**args, "add_bos_token": False} if suite is not None and suite in NO_BOS_SUITES else args
 
 
 def model_args_string(args: dict[str, Any]) -> str:
@@ -84,26 +93,33 @@ def model_args_string(args: dict[str, Any]) -> str:
 
 
 def lm_eval_command(cfg: EvalConfig, path: str, run: Run, output_path: str) -> list[str]:
-    """The stock `lm_eval` command line that reproduces `run` (used by the tests and printed for users).
-
-    With `pair_encoding: separate` the model name is `biomed-hf-v03`: run it through
-    `python -c "import biomed_llama.eval.v03_model as m; m.cli()"` instead of `lm_eval`."""
-    args = hf_model_args(cfg, path)
-    model = "hf" if cfg.pair_encoding == "joint" else "biomed-hf-v03"
-    cmd = ["lm_eval", "--model", model, "--model_args", model_args_string(args), "--tasks", run.lm_eval_task,
+    """The stock `lm_eval` command line that reproduces `run` (used by the tests and printed for users)."""
+    assert run.suite not in GEN_SUITES, "instruct / finetune runs are scored by eval/generate.py, not lm-eval"
+    args = hf_model_args(cfg, path, run.suite)
+    cmd = ["lm_eval", "--model", "hf", "--model_args", model_args_string(args), "--tasks", run.lm_eval_task,
            "--num_fewshot", str(run.shots), "--batch_size", str(cfg.batch_size), "--device", cfg.device,
            "--include_path", str(Path(cfg.output) / "tasks"), "--output_path", output_path, "--log_samples"]
     return cmd + (["--limit", str(cfg.limit)] if cfg.limit else [])
 
 
-def load_lm(args: dict[str, Any], pair_encoding: str = "joint"):
-    """Build lm-eval's stock HF backend from `hf_model_args` (or the same keys with a model object);
-    `pair_encoding="separate"` gives the v0.3-encoding subclass instead."""
-    if pair_encoding == "separate":
-        from biomed_llama.eval.v03_model import HFLMv03 as cls
-    else:
-        from lm_eval.models.huggingface import HFLM as cls
-    return cls(**args)
+def load_lm(args: dict[str, Any], backend: str = "packed", token_budget: int = 32768):
+    """Build the HF backend from `hf_model_args` (or the same keys with a model object): lm-eval's own
+    HFLM (`stock`) or the context-sharing `PackedHFLM` (`packed`)."""
+    if backend == "stock":
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(**args)
+    from biomed_llama.eval.packed_lm import PackedHFLM
+
+    return PackedHFLM(token_budget=token_budget, **args)
+
+
+def set_suite(lm, suite: str) -> None:
+    """Point a loaded backend at a suite: no BOS for the seed suite, the tokenizer's default otherwise.
+
+    HFLM reads `add_bos_token` at every encode (None: the tokenizer decides), so one loaded model
+    serves every suite when it was loaded without `add_bos_token` (`hf_model_args(cfg, path)`)."""
+    lm.add_bos_token = False if suite in NO_BOS_SUITES else None
 
 
 def task_manager(tasks_dir: str | Path):

@@ -6,8 +6,9 @@ The benchmark files are parsed by the shared readers (`biomed_llama.benchmarks`,
 - `<task>.test.jsonl` (and `<task>.train.jsonl`, the few-shot pool, where a train file is given)
   for medqa4, medqa5, medmcqa, pubmedqa; `pubmed_a.test.jsonl`, `pubmed_c.test.jsonl` when a
   model's suites ask for perplexity (only then is `pile_extracted` read and verified);
+  `medmcqa.unlabeled_test.jsonl` when an instruct / finetune MedMCQA run asks for the test split;
 - `tasks/<suite>/<task>.yaml`: the package's task templates of the prepared tasks with the data paths filled in, and
-  a generated `tasks/<suite>/utils.py` binding each task's v0.3 sampler to its pool file, so
+  a generated `tasks/<suite>/utils.py` binding each task's few-shot sampler to its pool file, so
   `lm_eval --include_path <out>/tasks` and our runner load the very same tasks;
 - `manifest.json` (hashes, inputs, params, environment).
 Paths written into the YAMLs are `output` as configured: relative outputs mean "run from the
@@ -23,19 +24,22 @@ from typing import Any
 
 from biomed_llama.benchmarks.config import ReadersConfig
 from biomed_llama.benchmarks.jsonio import require_file
-from biomed_llama.benchmarks.readers import BenchmarkFormat, read_benchmark
+from biomed_llama.benchmarks.readers import BenchmarkFormat, read_benchmark, read_medmcqa_unlabeled
 from biomed_llama.benchmarks.records import BadRecords
 from biomed_llama.errors import ConfigError
-from biomed_llama.eval.config import MC_TASKS, PPL_TASKS, EvalConfig
+from biomed_llama.eval.config import GEN_SUITES, MC_TASKS, PPL_TASKS, EvalConfig
 from biomed_llama.eval.formats import mc_docs, read_pile_test
 from biomed_llama.fsutil import atomic_dir
 from biomed_llama.provenance import require_verified, write_manifest
 
 TEMPLATES = "tasks"
 # The eval params prepare-eval depends on (the dvc.yaml stage lists the same keys, and `readers`):
-# models, shots and fewshot decide which pools and perplexity sets are needed.
-PREPARE_PARAMS = {"benchmarks", "output", "ppl_max_docs", "max_new_tokens", "fewshot_seed", "models", "shots",
-                  "fewshot"}
+# models, shots and fewshot decide which pools and perplexity sets are needed, the MedMCQA split of
+# the generation suites whether the MedMCQA test file is.
+PREPARE_PARAMS = {"benchmarks": True, "output": True, "ppl_max_docs": True, "fewshot_seed": True, "models": True,
+                  "shots": True, "fewshot": True, "generation": {"medmcqa_split"}}
+# The split name (file `medmcqa.<split>.jsonl`) of the MedMCQA test set read with the released code's targets.
+UNLABELED_SPLIT = "unlabeled_test"
 # Each MC task's test file and format (MedQA: its option count).
 MC_FILES: dict[str, tuple[str, BenchmarkFormat, int | None]] = {
     "medqa4": ("medqa4_test", "medqa", 4), "medqa5": ("medqa5_test", "medqa", 5),
@@ -63,6 +67,20 @@ def requested(cfg: EvalConfig) -> tuple[set[str], dict[str, int]]:
 
     runs = plan_runs(cfg)
     return {r.task for r in runs}, {r.task: r.shots for r in runs if r.suite == "seed" and r.shots}
+
+
+def unlabeled_medmcqa(cfg: EvalConfig) -> list[dict[str, Any]] | None:
+    """The MedMCQA test set with the released code's targets, when a generation run asks for it (else None)."""
+    from biomed_llama.eval.harness import plan_runs
+
+    if cfg.generation.medmcqa_split != "test" or not any(
+            r.suite in GEN_SUITES and r.task == "medmcqa" for r in plan_runs(cfg)):
+        return None
+    if not cfg.benchmarks.medmcqa_test:
+        raise ConfigError("eval.benchmarks.medmcqa_test: not set, but eval.generation.medmcqa_split is test "
+                          "and an instruct / finetune MedMCQA run is asked for")
+    bad = BadRecords("abort", advice="an evaluation set keeps every item: fix or replace the file")
+    return mc_docs(read_medmcqa_unlabeled(require_file(cfg.benchmarks.medmcqa_test, "benchmark file"), bad))
 
 
 def check_pools(cfg: EvalConfig, fewshot: dict[str, int]) -> None:
@@ -94,6 +112,9 @@ def read_benchmarks(cfg: EvalConfig, readers: ReadersConfig | None = None) -> Ta
         require_verified(b.pile_extracted)
     for task in ppl:
         out[task] = {"test": read_pile_test(b.pile_extracted, task, cfg.ppl_max_docs)}
+    unlabeled = unlabeled_medmcqa(cfg)
+    if unlabeled is not None:
+        out["medmcqa"][UNLABELED_SPLIT] = unlabeled
     return out
 
 
@@ -105,6 +126,8 @@ def benchmark_inputs(cfg: EvalConfig, data: TaskData) -> list[str]:
         files.append(getattr(b, MC_FILES[task][0]))
         if "train" in data[task]:
             files.append(b.pool(task)[1])
+    if UNLABELED_SPLIT in data["medmcqa"]:
+        files.append(b.medmcqa_test)
     if any(task in data for task in PPL_TASKS):
         files.append(b.pile_extracted)
     return files
@@ -129,7 +152,7 @@ def render_utils(final: Path, suite_tasks: list[str], cfg: EvalConfig, pools: di
     (naming the key), so the stock CLI cannot silently draw its examples from elsewhere.
     """
     lines = ['"""Generated by `biomed-llama prepare-eval`: the package\'s task helpers, and each task\'s',
-             'v0.3 example sampler bound to its few-shot pool (a train file, or None: the test set)."""',
+             'few-shot sampler (the fork\'s draws) bound to its pool (a train file, or None: the test set)."""',
              "from biomed_llama.eval.task_utils import *  # noqa: F401,F403",
              "from biomed_llama.eval.task_utils import v03_sampler", ""]
     for task in suite_tasks:
@@ -153,7 +176,7 @@ def render_tasks(tmp: Path, final: Path, cfg: EvalConfig, data: TaskData) -> lis
         for task in tasks:
             files = {"test": data_file(final, task, "test")}
             text = (suite_dir / f"{task}.yaml").read_text(encoding="utf-8")
-            text = text.replace("@DATA_FILES@", json.dumps(files)).replace("@MAX_NEW_TOKENS@", str(cfg.max_new_tokens))
+            text = text.replace("@DATA_FILES@", json.dumps(files))
             (dest / f"{task}.yaml").write_text(text, encoding="utf-8")
             names.append(task_name(suite_dir.name, task))
         (dest / "utils.py").write_text(render_utils(final, [t for t in tasks if t in MC_TASKS], cfg, pools),

@@ -10,8 +10,8 @@ from typing import Any
 
 from biomed_llama.config import Params
 from biomed_llama.errors import UserError
-from biomed_llama.eval import harness
-from biomed_llama.eval.config import EvalConfig
+from biomed_llama.eval import generate, harness
+from biomed_llama.eval.config import GEN_SUITES, EvalConfig
 from biomed_llama.eval.table import render_table
 from biomed_llama.fsutil import atomic_write_json, atomic_write_text
 from biomed_llama.provenance import require_verified
@@ -44,6 +44,32 @@ def _check_model(name: str, path: str) -> None:
         require_verified(p)
 
 
+class ModelRuns:
+    """One model's runs: its lm-eval backend and its generator, loaded on first use; one copy of the weights."""
+
+    def __init__(self, cfg: EvalConfig, path: str, runs: list[harness.Run]) -> None:
+        self.cfg, self.path = cfg, path
+        self.needs_lm = any(r.suite not in GEN_SUITES for r in runs)
+        self.lm = self.generator = None
+
+    def _lm(self):
+        if self.lm is None:
+            cfg = self.cfg
+            self.lm = harness.load_lm(harness.hf_model_args(cfg, self.path), cfg.backend, cfg.token_budget)
+        return self.lm
+
+    def run(self, run: harness.Run, tm) -> dict[str, Any]:
+        """lm-eval's results dict of one run (generation suites: shaped the same by eval/generate.py)."""
+        cfg = self.cfg
+        if run.suite in GEN_SUITES:
+            if self.generator is None:  # the lm-eval backend's weights when this model has lm-eval runs too
+                self.generator = generate.load_generator(cfg, self.path, self._lm().model if self.needs_lm else None)
+            model, tok = self.generator
+            return generate.run_generation(model, tok, cfg, run.suite, run.task, run.lm_eval_task)
+        harness.set_suite(self._lm(), run.suite)
+        return harness.run_one(self.lm, tm, run, cfg.limit)
+
+
 def evaluate(params: Params) -> dict[str, dict[str, float]]:
     """Run every configured (model, suite, task, shots); write metrics, full results, the table. Return metrics."""
     cfg = params.eval
@@ -57,15 +83,13 @@ def evaluate(params: Params) -> dict[str, dict[str, float]]:
         bar = prog.add_task("evaluate", total=len(runs)) if prog else None
         for name, m in cfg.models.items():
             mine = [r for r in runs if r.model == name]
-            if prog:
-                prog.update(bar, description=f"{name}: loading {m.path}")
-            lm = harness.load_lm(harness.hf_model_args(cfg, m.path), cfg.pair_encoding)
-            metrics[name], timing = {}, {}
+            model_runs, timing = ModelRuns(cfg, m.path, mine), {}
+            metrics[name] = {}
             out_dir = Path(cfg.results_dir) / name
             for run in mine:
                 if prog:
                     prog.update(bar, description=f"{name}: {run.key}")
-                res = harness.run_one(lm, tm, run, cfg.limit)
+                res = model_runs.run(run, tm)
                 metrics[name].update(harness.flat_metrics(run, res))
                 timing[run.key] = res["biomed_wall_s"]
                 harness.save_run(out_dir, run, res)
@@ -73,7 +97,7 @@ def evaluate(params: Params) -> dict[str, dict[str, float]]:
                     prog.advance(bar)
             atomic_write_json(out_dir / "timing.json", timing)
             atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
-            del lm  # one model in memory at a time (the paper profile evaluates six 7B models)
+            del model_runs  # one model in memory at a time (the paper profile evaluates six 7B models)
             _free_accelerator_memory()
     atomic_write_text(cfg.table, render_table(cfg, metrics))
     return metrics

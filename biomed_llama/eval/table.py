@@ -34,7 +34,7 @@ def _paper_row(rows: list[dict[str, Any]], model: str, method: str) -> dict[str,
 def _cell_metric(task: str, suite: str, cfg: EvalConfig) -> str:
     if task.startswith("pubmed_"):
         return "word_perplexity"
-    return "exact_match" if suite == "finetune" else cfg.mc_metric
+    return "exact_match" if suite in ("finetune", "instruct") else cfg.mc_metric
 
 
 def _measured(metrics: dict[str, float], suite: str, task: str, shots: int, cfg: EvalConfig) -> float | None:
@@ -127,7 +127,7 @@ def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> str:
     mc = "accuracy" if cfg.mc_metric == "acc" else "length-normalised accuracy (acc_norm)"
     out = ["# Results", "",
            f"Measured on this run (profile cells: perplexity = word perplexity; multiple choice = {mc}; "
-           "fine-tune = exact match of greedy generation), the paper's value in brackets. "
+           "instructed and fine-tune = exact match of greedy generation), the paper's value in brackets. "
            "A row `name → paper model` sets our model beside that paper row.", ""]
     out += _table(MAIN_COLUMNS, main) if main else ["(no seed-suite or fine-tune results)"]
     out += ["", "## Instruction tuning", ""]

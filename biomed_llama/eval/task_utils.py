@@ -1,4 +1,4 @@
-"""The Python side of the lm-eval task YAMLs: prompts, choices, the v0.3 example sampler, finetune scoring.
+"""The Python side of the lm-eval task YAMLs: prompts, choices, the fork's few-shot example sampler.
 
 The rendered task folders (`data/eval/tasks/<suite>/utils.py`, written by prepare-eval) re-export
 this module, so `!function utils.<name>` in the YAMLs resolves here, for our runner and for the
@@ -41,7 +41,14 @@ def option_choices(doc: dict[str, Any]) -> list[str]:
     return list(doc["options"])
 
 
-# ---- instruct suite: `### Question:` … `### Answer:(` ----
+def pubmedqa_fewshot_target(doc: dict[str, Any]) -> str:
+    """A PubMedQA few-shot example's answer: the lower-case decision (fork `tasks/pubmedqa.py:83-84`,
+    `" {}".format(doc["final_decision"])`; the delimiter supplies the space), while the scored choices
+    are `Yes` / `No` / `Maybe` (pubmedqa.py:95-97)."""
+    return doc["options"][doc["label"]].lower()
+
+
+# ---- instruct prompts (`instruct` generation suite and `instruct_letters`): `### Question:` … `### Answer:(` ----
 
 def instruct_text(doc: dict[str, Any]) -> str:
     """The instruction-tuned prompt (`instruct.templates`); MC ends in `### Answer:(`, PubMedQA in `### Answer:`."""
@@ -50,7 +57,7 @@ def instruct_text(doc: dict[str, Any]) -> str:
 
 
 def letter_choices(doc: dict[str, Any]) -> list[str]:
-    """Option letters `A`, `B`, … (instruct and modern suites score letters)."""
+    """Option letters `A`, `B`, … (instruct_letters and modern suites score letters)."""
     return list(LETTERS[: len(doc["options"])])
 
 
@@ -73,37 +80,19 @@ def modern_pubmedqa_choices(doc: dict[str, Any]) -> list[str]:
     return [o.lower() for o in doc["options"]]
 
 
-# ---- finetune scoring: greedy generation, exact match ----
+# ---- finetune prompt (scored by eval/generate.py) ----
 
 def finetune_text(doc: dict[str, Any]) -> str:
     """The task fine-tune prompt (`instruct.templates.render_task`), ending in `### Answer:`."""
     return render_task(_item(doc))[0]
 
 
-def finetune_target(doc: dict[str, Any]) -> str:
-    """The gold answer the fine-tuned model is trained to generate (option text; PubMedQA's lower-case decision)."""
-    return render_task(_item(doc))[1].strip()
-
-
-def normalise_answer(text: str) -> str:
-    """Exact-match normal form: surrounding whitespace and a trailing `</s>` removed, case folded."""
-    text = text.strip()
-    if text.endswith("</s>"):
-        text = text[: -len("</s>")].rstrip()
-    return text.casefold()
-
-
-def finetune_process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
-    """Exact match of the greedy generation against the gold answer text."""
-    return {"exact_match": float(normalise_answer(results[0]) == normalise_answer(finetune_target(doc)))}
-
-
-# ---- the v0.3 few-shot example selection ----
+# ---- the fork's few-shot example selection (lm-eval v0.3's: fork evaluator.py:229-255, base.py:598-602,710-735) ----
 
 def v03_fewshot_picks(n_eval: int, pool_size: int, k: int, from_eval_set: bool, seed: int = 42) -> list[list[int]]:
-    """Replay lm-eval v0.3's example draws: which pool indices each eval item (by file position) got.
+    """Replay the fork's (lm-eval v0.3's) example draws: which pool indices each eval item (by file position) got.
 
-    v0.3 made ONE `random.Random(seed)` per task, shuffled the eval documents with it, then, in
+    The fork made ONE `random.Random(seed)` per task, shuffled the eval documents with it, then, in
     that shuffled order, drew `rnd.sample(train_docs, k)` per document; a task without a train
     set drew `rnd.sample(eval_docs, k + 1)`, dropped the current item and kept the first k.
     `shuffle` and `sample` consume the generator by length only, so index lists replay it exactly.
@@ -127,7 +116,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 class V03Sampler(ContextSampler):
-    """A ContextSampler that gives each eval document the examples lm-eval v0.3 gave it.
+    """A ContextSampler that gives each eval document the examples the fork (lm-eval v0.3) gave it.
 
     The task sets `fewshot_split` to its test split so lm-eval passes `eval_doc`; the pool is
     the task's train file (`POOL`) when it has one, else the eval documents themselves.
@@ -156,7 +145,7 @@ class V03Sampler(ContextSampler):
         return self._pool
 
     def sample(self, n: int, eval_doc: dict[str, Any] | None = None, df=None, **kwargs) -> list[dict[str, Any]]:
-        """Return the `n` examples v0.3 drew for `eval_doc` (by its `idx` among `n_docs`)."""
+        """Return the `n` examples the fork drew for `eval_doc` (by its `idx` among `n_docs`)."""
         if n == 0:
             return []
         if eval_doc is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from biomed_llama.eval.config import BenchmarkFiles, EvalConfig, EvalModel
+from biomed_llama.eval.config import BenchmarkFiles, EvalConfig, EvalModel, GenerationConfig
 from tests.helpers.data import write_extracted
 from tests.helpers.models import make_tiny_model
 
@@ -61,7 +61,7 @@ def base_config(root: Path, repo: Path, **over) -> EvalConfig:
         medmcqa_dev=str(s / "medmcqa/dev.json"), medmcqa_train=str(s / "medmcqa/train.json"),
         pubmedqa_labeled=str(s / "pubmedqa/ori_pqal.json"), pile_extracted=str(root / "extracted"))
     kw = dict(benchmarks=bench, output=str(root / "eval"), dtype="float32", device="cpu", batch_size=4,
-              max_length=48, max_new_tokens=8, progress=False,
+              max_length=48, generation=GenerationConfig(max_new_tokens=8), progress=False,
               models={"tiny": EvalModel(path=str(root / "model"), paper_row="BioMed-LLaMA-7B", suites=["seed"])},
               metrics_dir=str(root / "metrics/eval"), results_dir=str(root / "reports/eval"),
               table=str(root / "reports/table.md"), figure=str(root / "reports/loss.png"))
@@ -90,8 +90,68 @@ def pipeline(prepared, eval_root):
     cfg = prepared.model_copy(update={"limit": 8, "models": {
         "tiny": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["seed"]),
         "tiny-modern": EvalModel(path=path, paper_row="LLaMA-7B", suites=["modern"], tasks=["medmcqa"]),
-        "tiny-instruct": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["instruct"], tasks=["pubmedqa"]),
+        "tiny-instruct": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["instruct", "instruct_letters"],
+                                   tasks=["pubmedqa"]),
         "tiny-ft-medqa4": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["finetune"], tasks=["medqa4"]),
     }})
     metrics = evaluate(Params(eval=cfg))
     return cfg, metrics
+
+
+def train_sp_tokenizer(texts: list[str], dest: Path, vocab_size: int = 900):
+    """A LLaMA-style SentencePiece BPE tokenizer trained on `texts` with the `tokenizers` library, saved to `dest`.
+
+    As LLaMA's: a `▁` is prepended to the whole string and every space becomes `▁` (so `" Aspirin"`
+    alone encodes as `▁ ▁Aspirin`, after `"Answer:"` as `▁Aspirin`), pieces never span a `▁`,
+    unknown bytes fall back to `<0xNN>`, BOS `<s>` (id 1) is added by default, EOS is `</s>` (id 2)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tk.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                    decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                      show_progress=False))
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.save_pretrained(dest)
+    return tok
+
+
+def save_tiny_llama(tok, dest: Path, seed: int = 0) -> Path:
+    """A random-init LlamaForCausalLM (hidden 32, 2 layers) for tokenizer `tok`, saved with it to `dest`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sp_model(prepared, eval_root) -> Path:
+    """A tiny LLaMA whose tokenizer is SentencePiece-style (`train_sp_tokenizer`), trained on the prepared
+    benchmark texts so that every eval text tokenizes into pieces, not bytes."""
+    import json
+
+    texts = []
+    for f in sorted(Path(prepared.output).glob("*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            d = json.loads(line)
+            texts += [d.get("text", ""), d.get("question", ""), d.get("context", "")] + d.get("options", [])
+    texts += ["Question: Answer: Abstract: yes no maybe Yes No Maybe"] * 50
+    tok = train_sp_tokenizer([t for t in texts if t], eval_root / "sp_tokenizer")
+    return save_tiny_llama(tok, eval_root / "sp_model")
+
+
+@pytest.fixture(scope="session", params=["demo", "sentencepiece"])
+def any_model(request, eval_root) -> Path:
+    """The tiny model with the demo's byte-level BPE tokenizer, then with the SentencePiece-style one."""
+    return eval_root / "model" if request.param == "demo" else request.getfixturevalue("sp_model")

@@ -34,6 +34,9 @@ def test_plan_covers_models_suites_and_shots():
     assert seed == {("pubmed_a", 0), ("pubmed_c", 0), ("medqa4", 0), ("medqa5", 0), ("medmcqa", 0), ("pubmedqa", 0),
                     ("medqa4", 3), ("medqa5", 3), ("medmcqa", 10), ("pubmedqa", 1)}
     assert {(r.task, r.shots) for r in runs if r.suite == "instruct"} == {("medqa4", 0), ("medmcqa", 0), ("pubmedqa", 0)}
+    letters = plan_runs(cfg.model_copy(update={"models": {"i": EvalModel(path="m", paper_row="LLaMA-7B",
+                                                                         suites=["instruct_letters"])}}))
+    assert {(r.task, r.shots) for r in letters} == {("medqa4", 0), ("medmcqa", 0), ("pubmedqa", 0)}
     assert [r for r in runs if r.model == "ft"] == [Run("ft", "finetune", "medmcqa", 0)]
     only_few = cfg.model_copy(update={"shots": ["few"]})
     assert all(r.shots > 0 for r in plan_runs(only_few) if r.suite == "seed")
@@ -51,6 +54,8 @@ def test_metrics_files_are_flat_and_complete(pipeline):
     assert set(metrics["tiny-modern"]) == {"modern.medmcqa.0shot.acc", "modern.medmcqa.0shot.acc_norm",
                                            "modern.medmcqa.10shot.acc", "modern.medmcqa.10shot.acc_norm"}
     assert set(metrics["tiny-ft-medqa4"]) == {"finetune.medqa4.0shot.exact_match"}
+    assert set(metrics["tiny-instruct"]) == {"instruct.pubmedqa.0shot.exact_match", "instruct_letters.pubmedqa.0shot.acc",
+                                             "instruct_letters.pubmedqa.0shot.acc_norm"}
     runs = [r for r in plan_runs(cfg)]
     for r in runs:
         folder = Path(cfg.results_dir, r.model)

@@ -1,0 +1,140 @@
+"""The instructed and fine-tuned rows, scored as the original's `evaluation/main.py` scored them.
+
+main.py (stage `test`, `evaluation/test.sh`) loads the model in float16 with the slow tokenizer,
+padding side left (main.py:84-96); its datasets tokenize each prompt with the tokenizer's own
+special tokens, so BOS is added (mcqa_dataset.py:125-131, 231-238); batches of 4 in file order are
+left-padded (utils/data.py:168-173) and greedily continued for 128 new tokens (main.py:156-181).
+Each whole output row is decoded with `skip_special_tokens=True` and the prompt is cut off by
+`decoded[len(input_text):]` (main.py:182-188); output and target are both
+`.lstrip('( ').strip(' )')`-ed, the target after losing its trailing `</s>`, and compared exactly,
+case-sensitively (main.py:189-201). Targets: instruct `({letter}) {answer}</s>`
+(mcqa_dataset.py:227), fine-tune ` {answer}</s>` (mcqa_dataset.py:121); for instruct PubMedQA
+the target's second word, capitalised (main.py:197-199). Prompts are `instruct.templates`'
+(word for word the original's).
+
+Padding: LLaMA's tokenizer has no pad token; the original added `[PAD]` and resized the
+embeddings (main.py:98-103) only so that it has an id to pad with and to mask by. Here pad
+positions are masked by length and filled with the tokenizer's pad (else EOS) id, a special token
+that the decode skips as it skipped `[PAD]`; the model is not changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from biomed_llama.benchmarks.records import LETTERS, YES_NO_MAYBE
+from biomed_llama.eval.config import EvalConfig, GenerationConfig
+from biomed_llama.eval.prepare import UNLABELED_SPLIT
+from biomed_llama.eval.task_utils import finetune_text, instruct_text, read_jsonl
+
+EOS_TEXT = "</s>"  # what main.py:191-192 strips from the end of a target
+
+
+def instruct_example(doc: dict[str, Any], eos: str) -> tuple[str, str]:
+    """(prompt, target) of the instruct datasets: `({letter}) {answer}{eos}` (mcqa_dataset.py:224-227).
+
+    The letter is that of the first option equal to the answer text (`MCQASample.__post_init__`,
+    mcqa_dataset.py:22); PubMedQA's options are `yes`, `no`, `maybe` (mcqa_dataset.py:75)."""
+    if doc["context"]:
+        answer, letter = YES_NO_MAYBE[doc["label"]], LETTERS[doc["label"]]
+    else:
+        answer = doc["options"][doc["label"]]
+        letter = LETTERS[doc["options"].index(answer)]
+    return instruct_text(doc), f"({letter}) {answer}{eos}"
+
+
+def finetune_example(doc: dict[str, Any], eos: str) -> tuple[str, str]:
+    """(prompt, target) of the fine-tune datasets: target ` {answer}{eos}` (mcqa_dataset.py:109-121)."""
+    answer = YES_NO_MAYBE[doc["label"]] if doc["context"] else doc["options"][doc["label"]]
+    return finetune_text(doc), f" {answer}{eos}"
+
+
+def clean(text: str) -> str:
+    """main.py:194-195: leading `(` and spaces, then surrounding spaces and `)`, removed."""
+    return text.lstrip("( ").strip(" )")
+
+
+def gold(target: str, suite: str, task: str) -> str:
+    """The string a prediction must equal (main.py:189-199)."""
+    if target.endswith(EOS_TEXT):
+        target = target[: -len(EOS_TEXT)]
+    target = clean(target)
+    if suite == "instruct" and task == "pubmedqa":
+        target = target.split(" ")[1].capitalize()
+    return target
+
+
+def pad_batch(ids: list[list[int]], filler: int, side: str) -> tuple[list[list[int]], list[list[int]]]:
+    """Pad token lists to one length on `side` (utils/data.py:168-177); the mask marks real tokens."""
+    width = max(len(x) for x in ids)
+    rows, masks = [], []
+    for x in ids:
+        pad = width - len(x)
+        rows.append([filler] * pad + x if side == "left" else x + [filler] * pad)
+        masks.append([0] * pad + [1] * len(x) if side == "left" else [1] * len(x) + [0] * pad)
+    return rows, masks
+
+
+def generate_batch(model, tok, texts: list[str], gen: GenerationConfig, max_length: int) -> list[str]:
+    """Greedy continuation of each text; each output row decoded whole, special tokens skipped (main.py:167-183)."""
+    import torch
+
+    ids = [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    filler = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    rows, masks = pad_batch(ids, filler, gen.padding_side)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model.generate(input_ids=torch.tensor(rows, device=device),
+                             attention_mask=torch.tensor(masks, device=device),
+                             max_new_tokens=gen.max_new_tokens, do_sample=False, num_beams=1,
+                             pad_token_id=filler, eos_token_id=tok.eos_token_id)
+    return tok.batch_decode(out.tolist(), skip_special_tokens=True)
+
+
+def task_docs(cfg: EvalConfig, suite: str, task: str) -> list[dict[str, Any]]:
+    """The prepared documents of a generation run (MedMCQA: the split `generation.medmcqa_split` names)."""
+    split = UNLABELED_SPLIT if task == "medmcqa" and cfg.generation.medmcqa_split == "test" else "test"
+    docs = read_jsonl(Path(cfg.output) / f"{task}.{split}.jsonl")
+    return docs[: cfg.limit] if cfg.limit else docs
+
+
+def score_docs(model, tok, docs: list[dict[str, Any]], suite: str, task: str, cfg: EvalConfig) -> list[dict[str, Any]]:
+    """One sample record per document: prompt, raw output after the prompt, prediction, gold, exact_match."""
+    gen = cfg.generation
+    samples = []
+    for start in range(0, len(docs), gen.batch_size):
+        chunk = docs[start:start + gen.batch_size]
+        pairs = [(instruct_example if suite == "instruct" else finetune_example)(d, tok.eos_token) for d in chunk]
+        inputs = [p + t if suite == "finetune" and gen.finetune_input == "prompt_and_target" else p for p, t in pairs]
+        for d, (prompt, target), decoded in zip(chunk, pairs, generate_batch(model, tok, inputs, gen, cfg.max_length)):
+            raw = decoded[len(prompt):]  # main.py:188
+            want = gold(target, suite, task)
+            samples.append({"doc_id": d["idx"], "id": d["id"], "prompt": prompt, "target": target, "output": raw,
+                            "prediction": clean(raw), "gold": want, "exact_match": float(clean(raw) == want)})
+    return samples
+
+
+def run_generation(model, tok, cfg: EvalConfig, suite: str, task: str, task_key: str) -> dict[str, Any]:
+    """Score one (suite, task): results shaped like lm-eval's (`results[task_key]["exact_match,none"]`, `samples`)."""
+    t0 = time.perf_counter()
+    samples = score_docs(model, tok, task_docs(cfg, suite, task), suite, task, cfg)
+    acc = sum(s["exact_match"] for s in samples) / max(len(samples), 1)
+    return {"results": {task_key: {"exact_match,none": acc, "n": len(samples)}},
+            "config": {"method": "evaluation/main.py: greedy generation, exact match",
+                       "generation": json.loads(cfg.generation.model_dump_json()), "dtype": cfg.dtype},
+            "samples": {task_key: samples}, "biomed_wall_s": time.perf_counter() - t0}
+
+
+def load_generator(cfg: EvalConfig, path: str, model=None):
+    """(model, tokenizer) for generation: `model` if given (an lm-eval backend's), else loaded in `eval.dtype`;
+    the tokenizer with its own defaults (BOS as it adds it)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model is None:
+        dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(cfg.device).eval()
+    return model, AutoTokenizer.from_pretrained(path)

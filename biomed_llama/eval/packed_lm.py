@@ -1,0 +1,77 @@
+"""`PackedHFLM`: lm-eval's stock HF backend, scoring log-likelihoods through `packing` (each context once).
+
+Everything up to the token ids is HFLM's own: `tok_encode`, and TemplateLM's pair encoding, which
+is the fork's rule line for line (context and continuation tokenized together and split at the
+context's length, trailing context spaces moved onto the continuation: fork `lm_eval/base.py:201-210`;
+an empty context becomes the prefix token). Only the forward passes differ: the pairs that share a
+context are packed into one row (`packing`), and the rolling-perplexity windows of all documents
+are scored together in length-sorted batches under a token budget, instead of one padded batch of
+`batch_size` sequences at a time. Per-request results equal the stock `lm_eval --model hf` path
+(float32: to rounding; tests/eval/test_packed_lm.py).
+
+Packing needs position ids and a 4D attention mask to reach the attention kernels unchanged,
+which the LLaMA family does under SDPA or eager attention; any other model (or attention
+implementation) is scored by HFLM's own code, unchanged.
+"""
+
+from __future__ import annotations
+
+from lm_eval import utils as lm_utils
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+
+from biomed_llama.eval import packing
+
+PACKABLE_MODEL_TYPES = ("llama",)
+PACKABLE_ATTENTION = ("sdpa", "eager")
+
+
+class PackedHFLM(HFLM):
+    """HFLM with context-sharing, token-budgeted log-likelihood scoring."""
+
+    def __init__(self, *args, token_budget: int = 32768, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.token_budget = token_budget
+
+    @property
+    def packable(self) -> bool:
+        """Whether this model's forward takes packed rows (else HFLM's stock scoring is used)."""
+        cfg = self.model.config
+        return (self.backend == "causal" and cfg.model_type in PACKABLE_MODEL_TYPES
+                and getattr(cfg, "_attn_implementation", "sdpa") in PACKABLE_ATTENTION)
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else self.eot_token_id
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        """(log-likelihood, is-greedy) per `(key, context_ids, continuation_ids)`, in request order."""
+        if not self.packable:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        rows = packing.plan_rows([(ctx, cont) for _, ctx, cont in requests], self.max_length)
+        answers = packing.score_rows(self.model, rows, len(requests), pad_id=self._pad_id(),
+                                     token_budget=self.token_budget, device=self.device)
+        for (key, _, _), answer in zip(requests, answers):
+            if key is not None:
+                self.cache_hook.add_partial("loglikelihood", key, answer)
+        return answers
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        """Rolling log-likelihood per document: HFLM's windows (EOS-prefixed, max_length), all documents at once."""
+        if not self.packable:
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+        windows, owners = [], []
+        for i, req in enumerate(requests):
+            (string,) = req.args
+            for ctx, cont in map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=1)):
+                windows.append((None, ctx, cont))
+                owners.append(i)
+        scored = self._loglikelihood_tokens(windows)
+        totals = [0.0] * len(requests)
+        for i, (ll, _greedy) in zip(owners, scored):
+            totals[i] += ll  # window order per document, as HFLM sums them
+        for req, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return totals

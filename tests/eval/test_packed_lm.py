@@ -1,0 +1,102 @@
+"""Issue 15: the packed backend (each shared context once, token-budgeted batches) gives the stock
+`lm_eval --model hf` backend's per-item log-likelihoods, on every request of every seed task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lm_eval.models.huggingface import HFLM
+
+from biomed_llama.eval import harness, packing
+from biomed_llama.eval.packed_lm import PackedHFLM
+
+# Same tolerance as test_fidelity: 1e-5, or about two float32 ulps of larger sums.
+ABS_TOL, REL_TOL = 1e-5, 2.5e-7
+SEED_RUNS = [("pubmed_a", 0), ("pubmed_c", 0), ("medqa4", 0), ("medqa4", 3), ("medqa5", 0), ("medqa5", 3),
+             ("medmcqa", 0), ("medmcqa", 10), ("pubmedqa", 0), ("pubmedqa", 1)]
+
+
+def instances(cfg, task: str, k: int):
+    tm = harness.task_manager(Path(cfg.output) / "tasks")
+    name = f"biomed_seed_{task}"
+    t = tm.load(name)["tasks"][name]
+    t.set_config(key="num_fewshot", value=k)
+    t.build_all_requests(rank=0, world_size=1)
+    return t.instances
+
+
+def both(path: str, max_length: int, **packed_kw) -> tuple[HFLM, PackedHFLM]:
+    args = {"pretrained": path, "dtype": "float32", "device": "cpu", "batch_size": 4, "max_length": max_length,
+            "add_bos_token": False, "prefix_token_id": 2}
+    return HFLM(**args), PackedHFLM(**args, **packed_kw)
+
+
+@pytest.mark.parametrize("max_length", [48, 2048])  # 48: contexts truncated from the left, windows roll
+def test_packed_equals_stock_on_every_seed_request(prepared, eval_root, max_length):
+    stock, packed = both(str(eval_root / "model"), max_length, token_budget=2048)
+    assert packed.packable
+    for task, k in SEED_RUNS:
+        reqs = instances(prepared, task, k)
+        if reqs[0].request_type == "loglikelihood":
+            want, got = stock.loglikelihood(reqs, disable_tqdm=True), packed.loglikelihood(reqs, disable_tqdm=True)
+            assert [g for _, g in got] == [g for _, g in want], (task, k)
+            pairs = [(a, b) for (a, _), (b, _) in zip(got, want)]
+        else:
+            pairs = list(zip(packed.loglikelihood_rolling(reqs, disable_tqdm=True),
+                             stock.loglikelihood_rolling(reqs, disable_tqdm=True)))
+        worst = max(abs(a - b) - max(ABS_TOL, REL_TOL * abs(b)) for a, b in pairs)
+        assert worst <= 0, (task, k, worst)
+
+
+def test_rows_share_contexts_dedupe_and_truncate_like_lm_eval():
+    pairs = [([1, 2, 3], [4, 5]), ([1, 2, 3], [6]), ([9], [4]), ([1, 2, 3], [4, 5]), ([7] * 6, [8, 8])]
+    rows = packing.plan_rows(pairs, max_length=6)
+    by_prefix = {r.prefix: r.segments for r in rows}
+    assert by_prefix[(1, 2, 3)] == {(4, 5): [0, 3], (6,): [1]}
+    assert by_prefix[(9,)] == {(4,): [2]}
+    # 6 + 2 > 6 + 1: lm-eval's input is (ctx + cont)[-7:][:-1]; the scored tail is cont, the rest the prefix.
+    assert by_prefix[(7,) * 5] == {(8, 8): [4]}
+    # A row never grows past max_length: the same context then opens a second row.
+    long = packing.plan_rows([([1], [2] * 5), ([1], [3] * 5)], max_length=6)
+    assert [r.segments for r in long] == [{(2,) * 5: [0]}, {(3,) * 5: [1]}]
+
+
+def test_batch_layout_and_mask():
+    rows = packing.plan_rows([([5, 6], [7, 8, 9]), ([5, 6], [10, 11])], max_length=64)
+    b = packing.build_batch(rows, pad_id=0)
+    n = 2 + 2 + 1  # prefix, cont1[:-1], cont2[:-1]
+    assert b.input_ids[0, :n].tolist() == [5, 6, 7, 8, 10]
+    assert b.position_ids[0, :n].tolist() == [0, 1, 2, 3, 2]  # each continuation restarts after the prefix
+    assert b.input_ids.shape[1] % packing.PAD_MULTIPLE == 0
+    # Targets: the last prefix token predicts both first tokens; each segment's own tokens the rest.
+    assert list(zip(b.cols.tolist(), b.targets.tolist(), b.owner.tolist())) == \
+        [(1, 7, 0), (2, 8, 0), (3, 9, 0), (1, 10, 1), (4, 11, 1)]
+    allowed = packing.attention_bias(b.segment_ids, torch.float32)[0, 0, :n, :n] == 0
+    want = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 1]],
+                        dtype=torch.bool)
+    assert torch.equal(allowed, want)
+
+
+def test_batches_stay_within_the_token_budget():
+    rows = packing.plan_rows([([i] * (3 + i % 40), [1, 2]) for i in range(200)], max_length=128)
+    groups = packing.batches(rows, token_budget=256)
+    assert sum(len(g) for g in groups) == len(rows)
+    for g in groups:
+        width = -(-max(len(r) for r in g) // packing.PAD_MULTIPLE) * packing.PAD_MULTIPLE
+        assert len(g) == 1 or len(g) * width <= 256
+        assert [len(r) for r in g] == sorted((len(r) for r in g), reverse=True)
+
+
+def test_models_that_cannot_pack_use_the_stock_scoring(prepared, eval_root, tmp_path, repo_root):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tok = AutoTokenizer.from_pretrained(repo_root / "data/sample/tokenizer")
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=2048)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    stock, packed = both(str(tmp_path), 64)
+    assert not packed.packable
+    reqs = instances(prepared, "pubmedqa", 0)[:12]
+    assert packed.loglikelihood(reqs, disable_tqdm=True) == stock.loglikelihood(reqs, disable_tqdm=True)
