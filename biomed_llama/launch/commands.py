@@ -101,13 +101,16 @@ def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequenc
            extra: Sequence[str] = ()) -> int:
     """Run `stage` as `cfg.mode` says and return its exit status (0 only when it finished).
 
-    Local mode replaces this process with torchrun (signals from DVC or the shell reach it
-    directly). Slurm mode checks the submission host, submits, then follows the job's log and
+    Local mode runs torchrun's agent in this process (`launch/local.py`: signals from DVC or the
+    shell reach it directly, its workers die with it, a failure is one line with the stage's own
+    exit code). Slurm mode checks the submission host, submits, then follows the job's log and
     waits for its final state across requeues; an interrupt (Ctrl-C) cancels the job.
     """
     cmd = build(cfg, stage, params, overrides, extra)
     if cfg.mode == "local":
-        os.execve(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
+        from biomed_llama.launch.local import run_torchrun
+
+        return run_torchrun(cmd.argv, cmd.env, stage)
     if shutil.which("sbatch") is None:
         raise UserError("launch.mode=slurm: sbatch not found; run on a Slurm login node or set launch.mode=local")
     if cfg.container == "apptainer" and not Path(cfg.image).is_file():
