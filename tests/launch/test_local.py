@@ -48,9 +48,9 @@ def test_error_files_of_the_workers_are_read_back(tmp_path, monkeypatch):
     assert read_errors(tmp_path) == {1: {"message": "refusing input x", "exit_code": 3}}
 
 
-def _workspace(tmp: Path, **pretrain) -> tuple[Path, dict]:
+def _workspace(tmp: Path, ranks: int = 1, **pretrain) -> tuple[Path, dict]:
     tokens = H.make_tokens(tmp / "tokens", n_docs=400)
-    raw = H.tiny_params(tmp, tokens, **pretrain)
+    raw = {**H.tiny_params(tmp, tokens, **pretrain), "launch": {"nproc_per_node": ranks}}
     return H.write_params_file(tmp / "params.yaml", raw), raw
 
 
@@ -60,7 +60,8 @@ def _launch(params: Path) -> list[str]:
 
 @pytest.mark.integration
 def test_an_error_inside_torchrun_is_one_line_with_the_stage_exit_code(tmp_path):
-    params, raw = _workspace(tmp_path, max_steps=4)
+    # two ranks: rank 0 names the bad file, rank 1 only that rank 0 refused; the launcher prints rank 0's
+    params, raw = _workspace(tmp_path, ranks=2, max_steps=4)
     meta = tmp_path / "tokens" / "pubmed_abstracts" / "train" / "meta.json"
     good = meta.read_bytes()
     meta.write_bytes(good + b" ")  # tampered after its manifest was written: an integrity error, exit 3
