@@ -199,15 +199,42 @@ def describe_inputs(inputs: Iterable[str | Path]) -> dict[str, Any]:
     return out
 
 
+def require_trusted_model(path: str | Path, *, external: bool, opt_in: str) -> None:
+    """Refuse a model folder without a manifest unless it is `external` (the explicit opt-in, the param `opt_in`).
+
+    A stage's output always has one, so a missing manifest means it was removed (which must not
+    skip the check) or the model was made elsewhere (a downloaded base model: say so with the opt-in).
+    """
+    if not (Path(path) / MANIFEST).is_file() and not external:
+        raise IntegrityError(f"refusing model {path}: no {MANIFEST} (a stage output whose manifest was removed, or a "
+                             f"model made elsewhere); for an external base model set {opt_in}: true")
+
+
+def trusted_model(path: str | Path, *, external: bool, opt_in: str) -> dict[str, Any]:
+    """Check a model folder before a stage reads it; return its record for the `inputs` of a manifest.
+
+    With a manifest it must match (IntegrityError otherwise) and is recorded by the manifest's hash;
+    an external one (`require_trusted_model`) is recorded by the hash of every file, marked external.
+    """
+    require_trusted_model(path, external=external, opt_in=opt_in)
+    if (Path(path) / MANIFEST).is_file():
+        return describe_inputs([path])
+    return {str(path): {"external": True, "files": _hash_files(Path(path))}}
+
+
 def write_manifest(folder: str | Path, *, stage: str, params: dict[str, Any],
-                   inputs: Iterable[str | Path] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Hash every file in `folder` and write `folder/manifest.json`; return the manifest."""
+                   inputs: Iterable[str | Path] = (), extra: dict[str, Any] | None = None,
+                   described: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hash every file in `folder` and write `folder/manifest.json`; return the manifest.
+
+    `described`: inputs already checked and described (`trusted_model`), recorded as they are.
+    """
     folder = Path(folder)
     manifest = {
         "version": MANIFEST_VERSION,
         "stage": stage,
         "files": _hash_files(folder),
-        "inputs": describe_inputs(inputs),
+        "inputs": {**describe_inputs(inputs), **(described or {})},
         "params": params,
         "environment": fingerprint(),
         **({"extra": extra} if extra else {}),

@@ -16,6 +16,7 @@ CASES = {
     "subsets not a list": (["extract", "--set", "extract.subsets=7"], "extract.subsets"),
     "shard index out of range": (["extract", "--num-shards", "2", "--shard-index", "2"], "--shard-index"),
     "zero workers": (["extract", "--workers", "0"], "--workers must be >= 1"),
+    "zero tokenize workers": (["tokenize", "--workers", "0"], "--workers must be >= 1"),
     "merge of zero shards": (["extract-merge", "--num-shards", "0"], "--num-shards must be >= 1"),
     "input outside its root": (["extract", "--set", "extract.val=[elsewhere/val.jsonl.zst]"],
                                "extract.val: elsewhere/val.jsonl.zst is not under inputs.pile (data/sample/pile)"),

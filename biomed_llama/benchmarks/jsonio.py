@@ -107,10 +107,28 @@ def collect(path: str | Path, bad: BadRecords, entries: list[Entry],
         try:
             if isinstance(e.value, RecordProblem):
                 raise e.value
+            _require_unicode(e.value)
             out.append((e.position, parse(e.value, e.key)))
         except RecordProblem as problem:
             bad.report(str(path), e.position, str(problem))
     return out
+
+
+def _require_unicode(value: Any) -> None:
+    """JSON may escape half a surrogate pair (`\\ud800`): it parses, but is no text and cannot be written
+    as UTF-8 again, so a record holding one (in any string) is a RecordProblem."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise RecordProblem(f"not valid Unicode (lone surrogate U+{ord(value[e.start]):04X})") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _require_unicode(k)
+            _require_unicode(v)
+    elif isinstance(value, list):
+        for v in value:
+            _require_unicode(v)
 
 
 def as_object(value: Any) -> dict[str, Any]:

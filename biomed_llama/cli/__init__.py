@@ -8,15 +8,27 @@ from __future__ import annotations
 
 import sys
 
-from biomed_llama.errors import UserError
+from biomed_llama.errors import UserError, output_error, report
 from biomed_llama.cli.common import app
 from biomed_llama.cli import data, env, evaluate, instruct, launch, show, train  # noqa: F401  (registers commands)
 
 
 def main() -> None:
-    """Run the CLI; a UserError prints one line `error: …` and exits with its code, no traceback."""
+    """Run the CLI; a UserError prints one line `error: …` and exits with its code, no traceback.
+
+    So does a full or read-only disk met outside the writers that name their output (exit code 1).
+    A torchrun worker first ties its life to the agent's (`procs`) and leaves its error line to the
+    local launcher (`errors.report`).
+    """
+    from biomed_llama.procs import die_with_torchrun_agent
+
+    die_with_torchrun_agent()
     try:
         app()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        sys.exit(report(str(e), e.exit_code))
+    except OSError as e:
+        err = output_error(e)
+        if err is None:
+            raise
+        sys.exit(report(str(err), err.exit_code))

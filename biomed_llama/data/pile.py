@@ -113,7 +113,19 @@ def parse_record(raw: bytes) -> tuple[str, str]:
         raise MalformedRecord("text is not a string")
     if not text.strip():
         raise MalformedRecord("empty text")
+    _require_unicode(subset, "meta.pile_set_name")
+    _require_unicode(text, "text")
     return subset, text
+
+
+def _require_unicode(value: str, what: str) -> None:
+    """JSON may escape half a surrogate pair (`\\ud800`), which decodes but is no text: it cannot be
+    written as UTF-8 (to Parquet, to the metrics), so the record is malformed."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise MalformedRecord(f"{what} is not valid Unicode (lone surrogate U+{ord(value[e.start]):04X} "
+                              f"at character {e.start + 1})") from None
 
 
 def expand(patterns: list[str], what: str) -> list[str]:

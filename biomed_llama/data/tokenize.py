@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 
 from biomed_llama.data.tokens import TokenWriter, token_dtype
-from biomed_llama.errors import UserError
+from biomed_llama.errors import BadRecordError, ConfigError, UserError
 
 if TYPE_CHECKING:
     from biomed_llama.config import Params
@@ -137,9 +137,12 @@ class ChunkEncoder:
 _WORKER_ENCODER: ChunkEncoder | None = None
 
 
-def _init_worker(spec: TokenizerSpec) -> None:
-    """Process-pool initializer: one single-threaded tokenizer per worker, built once."""
+def _init_worker(spec: TokenizerSpec, parent_pid: int) -> None:
+    """Process-pool initializer: die with the parent (`procs`), then one single-threaded tokenizer per worker."""
     global _WORKER_ENCODER
+    from biomed_llama.procs import die_with_parent
+
+    die_with_parent(parent_pid)
     # Workers are the parallelism; nested rayon threads would only oversubscribe the cores.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _WORKER_ENCODER = ChunkEncoder(spec)
@@ -159,7 +162,7 @@ class ParallelEncoder:
 
     def __init__(self, spec: TokenizerSpec, workers: int):
         if workers < 1:
-            raise UserError(f"workers must be ≥ 1 (got {workers})")
+            raise ConfigError(f"--workers must be >= 1 (got {workers})")
         self.spec, self.workers = spec, workers
         self._pool: ProcessPoolExecutor | None = None
         self._local: ChunkEncoder | None = None
@@ -169,7 +172,7 @@ class ParallelEncoder:
             self._local = ChunkEncoder(self.spec)
         else:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.spec,))
+                                             initializer=_init_worker, initargs=(self.spec, os.getpid()))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -227,6 +230,22 @@ def count_docs(files: Iterable[Path]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def _texts(col, where: Path, first_row: int) -> list[str]:
+    """The column's strings; a value that is not UTF-8 (Parquet does not check) is a BadRecordError naming its row."""
+    try:
+        return col.to_pylist()
+    except UnicodeDecodeError:
+        import pyarrow as pa
+
+        for i, raw in enumerate(col.cast(pa.binary()).to_pylist()):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise BadRecordError(f"{where}: row {first_row + i + 1}: text is not valid UTF-8 "
+                                     f"(byte {e.start}); the file was not written by `biomed-llama extract`") from None
+        raise
+
+
 def read_text_chunks(files: Iterable[Path], batch_size: int) -> Iterator[tuple[list[str], int]]:
     """Yield (texts, UTF-8 bytes of those texts) of the `text` column, ≤ batch_size rows at a time."""
     import pyarrow.compute as pc
@@ -236,12 +255,14 @@ def read_text_chunks(files: Iterable[Path], batch_size: int) -> Iterator[tuple[l
         pf = pq.ParquetFile(f)
         if pf.schema_arrow.get_field_index("text") < 0:
             raise UserError(f"{f}: no `text` column (not an extract output?)")
+        row = 0
         for batch in pf.iter_batches(batch_size=batch_size, columns=["text"]):
             col = batch.column(0)
             if col.null_count:
                 raise UserError(f"{f}: {col.null_count} rows with null text")
             nbytes = pc.sum(pc.binary_length(col)).as_py() or 0
-            yield col.to_pylist(), nbytes
+            yield _texts(col, f, row), nbytes
+            row += len(col)
 
 
 def tokenize_split(split: SplitInput, encoder: ParallelEncoder, out_dir: Path, batch_size: int,
@@ -324,7 +345,7 @@ def run_tokenize(params: "Params", workers: int | None = None) -> dict[str, Any]
     cfg = params.tokenize
     workers = cfg.workers if workers is None else workers
     if workers < 1:
-        raise UserError(f"--workers must be ≥ 1 (got {workers})")
+        raise ConfigError(f"--workers must be >= 1 (got {workers})")
     require_verified(cfg.input)
     spec = load_tokenizer_spec(cfg.tokenizer, append_eos=cfg.append_eos)
     splits = find_splits(cfg.input)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence, TypeVar
 
@@ -14,8 +15,9 @@ def map_ordered(fn: Callable[[T], R], tasks: Sequence[T], workers: int, label: s
     """Return [fn(t) for t in tasks], computed in `workers` processes when > 1 (in-process otherwise).
 
     `fn` must be a module-level function and the tasks picklable. Processes are spawned, not
-    forked (safe next to threads, same on every OS). The first exception cancels the tasks not
-    yet started and is re-raised; results never depend on completion order.
+    forked (safe next to threads, same on every OS), and die with this process (`procs`). The
+    first exception cancels the tasks not yet started and is re-raised; results never depend on
+    completion order.
     """
     from rich.console import Console
     from rich.progress import Progress
@@ -28,8 +30,11 @@ def map_ordered(fn: Callable[[T], R], tasks: Sequence[T], workers: int, label: s
                 results[i] = fn(t)
                 progress.advance(bar)
             return results  # type: ignore[return-value]
+        from biomed_llama.procs import die_with_parent
+
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
             try:
                 for fut in as_completed(futures):

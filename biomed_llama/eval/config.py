@@ -91,6 +91,10 @@ class EvalModel(StrictModel):
     method: the instruct prompt's option letter scored by log-likelihood), `modern` (lm-eval built-in style)."""
     tasks: list[Literal["pubmed_a", "pubmed_c", "medqa4", "medqa5", "medmcqa", "pubmedqa"]] | None = None
     """Restrict to these tasks (e.g. a task fine-tune evaluates only its own task); None: every task of each suite."""
+    external: bool = False
+    """True for a model that no stage here made (a downloaded LLaMA-7B, GPT-Neo, …) and so has no manifest:
+    its files are hashed into the eval outputs' manifest instead of verified. A model without a manifest
+    and without this opt-in is refused (exit 3): a stage output whose manifest was deleted is not trusted."""
 
 
 class EvalConfig(StrictModel):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 from biomed_llama.config import Params
-from biomed_llama.errors import UserError
+from biomed_llama.errors import ConfigError, UserError
 from biomed_llama.eval import generate, harness
-from biomed_llama.eval.config import GEN_SUITES, EvalConfig
+from biomed_llama.eval.config import GEN_SUITES, EvalConfig, EvalModel
 from biomed_llama.eval.table import render_table
 from biomed_llama.fsutil import atomic_write_json, atomic_write_text
-from biomed_llama.provenance import require_verified
+from biomed_llama.provenance import require_verified, trusted_model, write_manifest
 
 
 def _progress(enabled: bool):
@@ -34,14 +34,6 @@ def _free_accelerator_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _check_model(name: str, path: str) -> None:
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise UserError(f"eval.models.{name}: {path} is not a HF model folder (no config.json); run the stage that exports it")
-    if (p / "manifest.json").is_file():
-        require_verified(p)
 
 
 class ModelRuns:
@@ -70,36 +62,87 @@ class ModelRuns:
         return harness.run_one(self.lm, tm, run, cfg.limit)
 
 
+def _check_model(name: str, m: EvalModel) -> dict[str, Any]:
+    """Refuse a model folder that is not a HF model or not trusted (`trusted_model`); return its manifest record."""
+    if not (Path(m.path) / "config.json").is_file():
+        raise UserError(f"eval.models.{name}: {m.path} is not a HF model folder (no config.json); "
+                        f"run the stage that exports it")
+    return trusted_model(m.path, external=m.external, opt_in=f"eval.models.{name}.external")
+
+
+# What `random.sample` says when a few-shot count exceeds its pool (lm-eval's sampler and ours both use it).
+_POOL_TOO_SMALL = "Sample larger than population"
+
+
+def _run(model_runs: ModelRuns, tm, run: harness.Run) -> dict[str, Any]:
+    """One run; a few-shot count its pool cannot give is a ConfigError naming the param."""
+    try:
+        return model_runs.run(run, tm)
+    except ValueError as e:
+        if not str(e).startswith(_POOL_TOO_SMALL):
+            raise
+        raise ConfigError(f"eval.fewshot.{run.task}={run.shots}: {run.lm_eval_task} has fewer examples than that "
+                          f"to draw from (its few-shot pool, or its test set less the item itself); lower it "
+                          f"(the runs already done are kept)") from None
+
+
+def _evaluate_model(cfg: EvalConfig, tm, name: str, m: EvalModel, runs: list[harness.Run], out: dict[str, float],
+                    prog, bar) -> None:
+    """Run one model's runs, adding each run's metrics to `out` as it finishes; save its results and timing."""
+    if prog:
+        prog.update(bar, description=f"{name}: loading {m.path}")
+    model_runs, timing = ModelRuns(cfg, m.path, runs), {}
+    out_dir = Path(cfg.results_dir) / name
+    for run in runs:
+        if prog:
+            prog.update(bar, description=f"{name}: {run.key}")
+        res = _run(model_runs, tm, run)
+        out.update(harness.flat_metrics(run, res))
+        timing[run.key] = res["biomed_wall_s"]
+        harness.save_run(out_dir, run, res)
+        if prog:
+            prog.advance(bar)
+    atomic_write_json(out_dir / "timing.json", timing)
+    del model_runs  # one model in memory at a time (the paper profile evaluates six 7B models)
+    _free_accelerator_memory()
+
+
+def _keep(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> None:
+    """Write each model's metrics file (the runs it finished) and the table of them."""
+    for name, values in metrics.items():
+        if values:
+            atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", values)
+    atomic_write_text(cfg.table, render_table(cfg, metrics))
+
+
 def evaluate(params: Params) -> dict[str, dict[str, float]]:
-    """Run every configured (model, suite, task, shots); write metrics, full results, the table. Return metrics."""
+    """Run every configured (model, suite, task, shots); write metrics, full results, the table. Return metrics.
+
+    Every model is checked before any is loaded. What was measured is kept when a later run fails:
+    each model's metrics file holds the runs it finished, and the table shows them.
+    """
     cfg = params.eval
     require_verified(cfg.output)
-    for name, m in cfg.models.items():
-        _check_model(name, m.path)
+    trusted = {name: _check_model(name, m) for name, m in cfg.models.items()}
     runs = harness.plan_runs(cfg)
     tm = harness.task_manager(Path(cfg.output) / "tasks")
+    recorded = cfg.model_dump(mode="json", exclude={"models", "progress"})
     metrics: dict[str, dict[str, float]] = {}
-    with _progress(cfg.progress) as prog:
-        bar = prog.add_task("evaluate", total=len(runs)) if prog else None
-        for name, m in cfg.models.items():
-            mine = [r for r in runs if r.model == name]
-            model_runs, timing = ModelRuns(cfg, m.path, mine), {}
-            metrics[name] = {}
-            out_dir = Path(cfg.results_dir) / name
-            for run in mine:
-                if prog:
-                    prog.update(bar, description=f"{name}: {run.key}")
-                res = model_runs.run(run, tm)
-                metrics[name].update(harness.flat_metrics(run, res))
-                timing[run.key] = res["biomed_wall_s"]
-                harness.save_run(out_dir, run, res)
-                if prog:
-                    prog.advance(bar)
-            atomic_write_json(out_dir / "timing.json", timing)
-            atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
-            del model_runs  # one model in memory at a time (the paper profile evaluates six 7B models)
-            _free_accelerator_memory()
-    atomic_write_text(cfg.table, render_table(cfg, metrics))
+    try:
+        with _progress(cfg.progress) as prog:
+            bar = prog.add_task("evaluate", total=len(runs)) if prog else None
+            for name, m in cfg.models.items():
+                metrics[name] = {}
+                _evaluate_model(cfg, tm, name, m, [r for r in runs if r.model == name], metrics[name], prog, bar)
+                atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
+                write_manifest(Path(cfg.results_dir) / name, stage="evaluate", inputs=[cfg.output],
+                               described=trusted[name],
+                               params={"model": name, **m.model_dump(mode="json"), "eval": recorded})
+    except BaseException:
+        with suppress(Exception):  # the first error is the one to report
+            _keep(cfg, metrics)
+        raise
+    _keep(cfg, metrics)
     return metrics
 
 

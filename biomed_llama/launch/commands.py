@@ -139,14 +139,20 @@ def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequenc
            extra: Sequence[str] = ()) -> int:
     """Run `stage` as `cfg.mode` says and return its exit status (0 only when it finished).
 
-    A local stage replaces this process with its command (torchrun, the stage, or the container
-    runtime that starts it), so signals from DVC or the shell reach it directly. Slurm mode checks
-    the submission host, submits, then follows the job's log and waits for its final state across
-    requeues; an interrupt (Ctrl-C) cancels the job.
+    A training stage run here without a container runs torchrun's agent in this process
+    (`launch/local.py`: signals from DVC or the shell reach it directly, its workers die with it, a
+    failure is one line with the stage's own exit code). Any other local stage, and a training stage
+    inside `launch.container`'s image, replaces this process with its command (the stage, or the
+    container runtime that starts it). Slurm mode checks the submission host, submits, then follows
+    the job's log and waits for its final state across requeues; an interrupt (Ctrl-C) cancels the job.
     """
     cmd = build(cfg, stage, params, overrides, extra)
     if cmd.argv[0] != "sbatch":
         require_container(cfg)
+        if stage in TRAIN_STAGES and cfg.container == "none":
+            from biomed_llama.launch.local import run_torchrun
+
+            return run_torchrun(cmd.argv, cmd.env, stage)
         os.execvpe(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
     if shutil.which("sbatch") is None:
         raise UserError("launch.mode=slurm: sbatch not found; run on a Slurm login node or set launch.mode=local")

@@ -202,6 +202,10 @@ class FinetuneConfig(StrictModel):
 
     model: str = "models/pretrained"
     """Model to fine-tune: a HF directory (the pretrain stage's export by default)."""
+    model_external: bool = False
+    """True when `model` was made by no stage here (a downloaded base model) and so has no manifest: its
+    files are hashed into the run fingerprint and the export's manifest instead of verified. A model
+    without a manifest and without this opt-in is refused (exit 3)."""
     instruct_output: str = "models/instruct"
     """HF directory written by instruction tuning."""
     task_output_prefix: str = "models/ft-"

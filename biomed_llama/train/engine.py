@@ -321,13 +321,15 @@ def run_training(spec: TrainSpec) -> TrainResult | None:
     """Run (or resume, from its own run folder) one training stage as `spec` says; export the HF model and
     write metrics on rank 0."""
     from biomed_llama.train.mesh import shutdown
+    from biomed_llama.train.runs import hold_checkpoint_dir
 
     stop = StopFlag().install()
     try:
-        trainer = build(spec)
-        restored = restore(trainer)
-        end = train(trainer, restored, stop)
-        return finish(trainer, restored, end)
+        with hold_checkpoint_dir(spec.cfg.checkpoint_dir, spec.stage):  # no second run beside this one
+            trainer = build(spec)
+            restored = restore(trainer)
+            end = train(trainer, restored, stop)
+            return finish(trainer, restored, end)
     finally:
         stop.uninstall()
         shutdown()

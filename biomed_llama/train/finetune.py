@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from biomed_llama.errors import ConfigError, UserError
-from biomed_llama.provenance import MANIFEST
+from biomed_llama.provenance import MANIFEST, require_trusted_model
 from biomed_llama.train.engine import TrainResult, TrainSpec, run_training
 from biomed_llama.train.runs import manifest_files_id
 
@@ -33,7 +33,7 @@ def _start_model_id(folder: str) -> str | None:
 
 
 def _downloaded_model_id(folder: str) -> str:
-    """sha256 over (name, sha256) of every file of a model without a manifest (e.g. a downloaded base model)."""
+    """sha256 over (name, sha256) of every file of a model without a manifest (`finetune.model_external`)."""
     import hashlib
 
     from biomed_llama.fsutil import sha256_file
@@ -66,6 +66,8 @@ def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
     if not (Path(ft.model) / "config.json").is_file() or not (Path(ft.model) / "tokenizer_config.json").is_file():
         raise UserError(f"finetune.model={ft.model}: not a HF model directory with its tokenizer "
                         "(run the pretrain stage first)")
+    require_trusted_model(ft.model, external=ft.model_external, opt_in="finetune.model_external")
+    has_manifest = (Path(ft.model) / MANIFEST).is_file()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ft.model)
@@ -84,8 +86,9 @@ def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
     return TrainSpec(
         stage="finetune", seed=params.seed, cfg=cfg, model=model,
         dataset=lambda: (ds, int(ds.tokens.max()) + 1 if len(ds.tokens) else None),
-        # a stage's output carries a manifest and is checked; a downloaded model has none (its files are hashed below)
-        verify=([ft.model] if (Path(ft.model) / MANIFEST).is_file() else [])
+        # a stage's output carries a manifest and is checked; an external model (the opt-in) has none: its files
+        # are hashed into the fingerprint below and, as an input, into the export's manifest
+        verify=([ft.model] if has_manifest else [])
         + ([ft.mixture] if mode == "instruct" else []),
         inputs=[ft.model, data_input],
         manifest_params={"seed": params.seed, "mode": mode, "task": task, "model": section_dict(model),

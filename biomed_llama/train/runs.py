@@ -49,6 +49,23 @@ def verify_inputs_on_main(env, folders: list[str]) -> None:
         raise IntegrityError(f"rank 0 refused an input of {', '.join(folders)} (see its error)")
 
 
+def hold_checkpoint_dir(checkpoint_dir: str | Path, stage: str):
+    """Rank 0 (`RANK`, set by torchrun) holds an exclusive lock on the stage's checkpoint folder for the run.
+
+    Two runs of a stage never train side by side there (nor export over each other): the second
+    one's rank 0 stops with one line naming the holder's pid, and torchrun stops its other ranks.
+    The lock is taken before the process group, so no collective is needed; other ranks get a no-op.
+    """
+    import contextlib
+    import os
+
+    from biomed_llama.fsutil import folder_lock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return folder_lock(checkpoint_dir, f"{stage} run")
+
+
 def manifest_files_id(folder: str | Path) -> str | None:
     """sha256 over the `files` section (path → sha256, bytes) of `folder/manifest.json`; None without one.
 

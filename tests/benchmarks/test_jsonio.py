@@ -57,3 +57,17 @@ def test_json_files_empty_broken_or_of_the_wrong_type(tmp_path):
     path.write_text('[{"a": 1}, 2]')
     assert [(e.position, e.key, e.value) for e in list_entries(path)] == [("record 1", "f-1", {"a": 1}),
                                                                           ("record 2", "f-2", 2)]
+
+
+def test_a_lone_surrogate_is_a_record_problem_in_place(tmp_path):
+    from biomed_llama.benchmarks.jsonio import collect
+    from biomed_llama.benchmarks.records import BadRecords
+
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"q": "fine"}\n{"q": "half \\udc80 a pair"}\n{"o": {"A": ["\\ud800"]}}\n', encoding="utf-8")
+    bad = BadRecords("skip")
+    kept = collect(path, bad, read_jsonl(path), lambda value, key: value)
+    assert [pos for pos, _ in kept] == ["line 1"]
+    assert [(b.position, b.reason) for b in bad.found] == [
+        ("line 2", "not valid Unicode (lone surrogate U+DC80)"),
+        ("line 3", "not valid Unicode (lone surrogate U+D800)")]

@@ -174,7 +174,9 @@ def test_input_without_split_folders_is_a_user_error(tmp_path):
 
 
 def test_zero_workers_is_refused_before_any_work(tmp_path, tokenizer_dir):
-    with pytest.raises(UserError, match="must be ≥ 1"):
+    from biomed_llama.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--workers must be >= 1"):  # a params problem: exit 2, as extract
         run_tokenize(params_for(tmp_path, tokenizer_dir, "tokens", 1), workers=0)
     assert not (tmp_path / "tokens").exists()
 

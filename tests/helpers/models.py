@@ -9,8 +9,10 @@ from tests.helpers import REPO
 DEMO_TOKENIZER = REPO / "data" / "sample" / "tokenizer"
 
 
-def make_tiny_model(dest: Path, tokenizer: Path = DEMO_TOKENIZER) -> Path:
-    """A random-init LlamaForCausalLM (hidden 32, 2 layers, seed 0) + `tokenizer`, saved as safetensors in `dest`."""
+def make_tiny_model(dest: Path, tokenizer: Path = DEMO_TOKENIZER, manifest: bool = True) -> Path:
+    """A random-init LlamaForCausalLM (hidden 32, 2 layers, seed 0) + `tokenizer`, saved as safetensors in `dest`,
+    with a manifest as a stage's export has (`manifest=False`: as a downloaded model, which stages read only
+    with the `external` opt-in)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -22,4 +24,8 @@ def make_tiny_model(dest: Path, tokenizer: Path = DEMO_TOKENIZER) -> Path:
     model = LlamaForCausalLM(cfg)
     model.save_pretrained(dest, safe_serialization=True)
     tok.save_pretrained(dest)
+    if manifest:
+        from biomed_llama.provenance import write_manifest
+
+        write_manifest(dest, stage="test-model", params={"seed": 0})
     return dest

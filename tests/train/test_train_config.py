@@ -69,7 +69,7 @@ def test_a_bad_effective_config_is_a_one_line_config_error(monkeypatch, tmp_path
     for name in ("config.json", "tokenizer_config.json"):
         (start / name).write_text("{}")
     raw = H.tiny_params(tmp_path, tmp_path / "tokens")
-    raw["finetune"] = {"model": str(start)}
+    raw["finetune"] = {"model": str(start), "model_external": True}  # made here, without a manifest
     params = H.validate(raw)
     monkeypatch.setattr("biomed_llama.instruct.finetune_data.build_sft_dataset", lambda *a: list(range(8)))
     monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: None)
