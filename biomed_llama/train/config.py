@@ -60,6 +60,26 @@ class FinetuneOptim(OptimConfig):
     """Cosine cycles after warmup: 0.5 = HF `lr_scheduler_type cosine`, decaying to 0 (the original's setting)."""
 
 
+class ReleasedLoader(StrictModel):
+    """The released run's data stream as it ran (correction 8 of REPRODUCTION.md), not a sound loader.
+
+    `pretrain/train_multi_nodes.sh:38-44` ran HF Trainer 4.28 over `utils/data.py`'s
+    `LMSuperLargeDataset`, an `IterableDataset` that does not split its stream between loader
+    workers. The Trainer gave rank r every `world_size`-th group of `micro_batch` sequences of the
+    file-order stream; each of the `workers` DataLoader workers then iterated that whole share, and
+    the DataLoader took one batch from each worker in turn: every batch came `workers` times in a
+    row, and a one-epoch run (its length from `len(dataset)`) saw 1/`workers` of the distinct data.
+    The engine feeds each step exactly the sequences the released ranks fed, for any world size here.
+    """
+
+    workers: int = Field(16, ge=1)
+    """`--dataloader_num_workers` of the released run (16)."""
+    world_size: int = Field(32, ge=1)
+    """Ranks of the released run (8 nodes × 4 GPUs = 32)."""
+    micro_batch: int = Field(1, ge=1)
+    """`--per_device_train_batch_size` of the released run (1)."""
+
+
 class PretrainConfig(StrictModel):
     """Continued pretraining hyperparameters, sharding and checkpointing."""
 
@@ -77,6 +97,9 @@ class PretrainConfig(StrictModel):
     """`truncate`: one document per sequence, BOS + text + EOS cut to max_seq_length and padded (the released loader); `concat`: BOS + text + EOS documents joined and cut into full sequences."""
     shuffle: bool = True
     """Shuffle sequences with a seeded permutation (same order for any world size); false reads in file order like the original."""
+    released_loader: Optional[ReleasedLoader] = None
+    """Replay the released run's duplicated stream (each batch `workers` times in a row, 1/`workers` of the
+    data per epoch; see `ReleasedLoader`); null: every sequence once per epoch (the README's intent)."""
     global_batch_size: int = Field(8, ge=1)
     """Sequences per optimizer step over all ranks (2048 in the paper); = micro × accumulation × data-parallel size."""
     micro_batch_size: int = Field(2, ge=1)
@@ -126,6 +149,13 @@ class PretrainConfig(StrictModel):
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(f"pretrain.micro_batch_size ({self.micro_batch_size}) must divide "
                              f"pretrain.global_batch_size ({self.global_batch_size})")
+        rl = self.released_loader
+        if rl is not None:
+            if self.shuffle:
+                raise ValueError("pretrain.released_loader replays the released file-order stream; set pretrain.shuffle: false")
+            if self.global_batch_size % (rl.world_size * rl.micro_batch):
+                raise ValueError(f"pretrain.released_loader: world_size × micro_batch ({rl.world_size} × {rl.micro_batch}) "
+                                 f"must divide pretrain.global_batch_size ({self.global_batch_size})")
         return self
 
 
@@ -188,6 +218,10 @@ class FinetuneConfig(StrictModel):
     truncation: Literal["right", "prompt_left"] = "right"
     """Over-long examples: `right` cuts the end like the original (an example left without any output
     token is dropped and counted); `prompt_left` drops prompt tokens from the left so the output survives."""
+    tokenization: Literal["joint", "separate"] = "joint"
+    """How an (input, output) pair becomes ids: `joint` = the released code's (input + output tokenized as
+    one string, the first len(ids(input)) positions masked; `evaluation/instruct_dataset.py:85-105`);
+    `separate` = each tokenized alone (an exact mask boundary, but other output pieces with SentencePiece)."""
     mixture: str = "data/instruct"
     """The instruct-mix output folder read in `instruct` mode."""
     instruct: FinetuneHparams = Field(default_factory=lambda: FinetuneHparams(epochs=1))
@@ -225,7 +259,9 @@ class FinetuneConfig(StrictModel):
         replaced = {
             "optim": hp.optim.model_dump(), "global_batch_size": hp.global_batch_size,
             "micro_batch_size": hp.micro_batch_size, "max_steps": hp.steps(n_examples),
-            "max_seq_length": self.max_length, "shuffle": True, "checkpoint_every": self.checkpoint_every,
+            # map-style SFT datasets under the Trainer's sampler: shuffled, no worker replay (evaluation/main.py:150)
+            "max_seq_length": self.max_length, "shuffle": True, "released_loader": None,
+            "checkpoint_every": self.checkpoint_every,
             "checkpoint_dir": f"{self.checkpoints}/{'instruct' if mode == 'instruct' else 'task-' + name}",
             "tokenizer": self.model, "output": output, "metrics": f"{self.metrics_prefix}{name}.json",
             "plots": f"{self.plots}/{name}", "export_init": None,

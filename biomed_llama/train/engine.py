@@ -158,7 +158,8 @@ def build(spec: TrainSpec) -> Trainer:
     mesh = build_mesh(env, cfg.shard_size)
     dataset, data_vocab = spec.dataset()
     loader = DistributedLoader(dataset, global_batch=cfg.global_batch_size, micro_batch=cfg.micro_batch_size,
-                               dp_rank=env.rank, dp_size=env.world_size, seed=spec.seed, shuffle=cfg.shuffle)
+                               dp_rank=env.rank, dp_size=env.world_size, seed=spec.seed, shuffle=cfg.shuffle,
+                               released=cfg.released_loader)
     total = cfg.max_steps or loader.steps_per_epoch
     config = _model_config(spec, env.device, data_vocab)
     model = build_meta_model(config)

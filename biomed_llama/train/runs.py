@@ -24,6 +24,8 @@ _RESUME_FREE = {"micro_batch_size", "device", "shard_size", "reshard_after_forwa
 # Fields that only say where the packed token stream comes from: a run with its own data
 # fingerprint leaves them out (the fingerprint stands for the data).
 _STREAM_FIELDS = {"tokens", "subsets", "split", "packing"}
+# Options added later whose null means the earlier behaviour.
+_OFF_IF_NONE = {"released_loader"}
 
 
 def verify_inputs_on_main(env, folders: list[str]) -> None:
@@ -71,7 +73,8 @@ def spec_fingerprint(seed: int, model_cfg, cfg, total_steps: int, data: dict[str
     # of earlier versions keep their run ids, so their checkpoints still resume.
     optim = engine.pop("optim")
     assert not optim.keys() & engine.keys(), "an optim field shadows an engine field in the fingerprint"
-    pre = {k: v for k, v in {**engine, **optim}.items() if k not in skip}
+    # An option left at its "off" value is not hashed, so the runs of versions without it keep their ids.
+    pre = {k: v for k, v in {**engine, **optim}.items() if k not in skip and not (k in _OFF_IF_NONE and v is None)}
     model = {k: v for k, v in model_cfg.model_dump(mode="json").items() if k != "attention"}
     what = {"seed": seed, "model": model, "pretrain": pre, "steps": total_steps}
     if data is not None:
