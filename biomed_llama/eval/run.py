@@ -1,4 +1,5 @@
-"""The `evaluate` and `report` stages: models × suites × shots through lm-eval, metrics, table, figure."""
+"""The `evaluate` and `report` stages: models (and their seed runs) × suites × shots through lm-eval, metrics,
+the chance baseline, the table with its cells, the loss figure."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 from biomed_llama.config import Params
 from biomed_llama.errors import UserError
 from biomed_llama.eval import harness
-from biomed_llama.eval.config import EvalConfig
-from biomed_llama.eval.table import render_table
+from biomed_llama.eval.aggregate import chance_accuracy, combine_members, model_members
+from biomed_llama.eval.config import TABLE_METRICS, EvalConfig
+from biomed_llama.eval.table import RANDOM, render_table, table_cells
 from biomed_llama.fsutil import atomic_write_json, atomic_write_text
 from biomed_llama.provenance import require_verified
 
@@ -36,53 +38,76 @@ def _free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _check_model(name: str, path: str) -> None:
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise UserError(f"eval.models.{name}: {path} is not a HF model folder (no config.json); run the stage that exports it")
-    if (p / "manifest.json").is_file():
-        require_verified(p)
+def _check_model(name: str, path: str) -> list[tuple[str, Path]]:
+    """The model's members (itself, or its seed runs), each checked against its manifest where it has one."""
+    members = model_members(name, path)
+    for _, folder in members:
+        if (folder / "manifest.json").is_file():
+            require_verified(folder)
+    return members
 
 
-def evaluate(params: Params) -> dict[str, dict[str, float]]:
-    """Run every configured (model, suite, task, shots); write metrics, full results, the table. Return metrics."""
-    cfg = params.eval
-    require_verified(cfg.output)
-    for name, m in cfg.models.items():
-        _check_model(name, m.path)
-    runs = harness.plan_runs(cfg)
-    tm = harness.task_manager(Path(cfg.output) / "tasks")
-    metrics: dict[str, dict[str, float]] = {}
-    with _progress(cfg.progress) as prog:
-        bar = prog.add_task("evaluate", total=len(runs)) if prog else None
-        for name, m in cfg.models.items():
-            mine = [r for r in runs if r.model == name]
-            if prog:
-                prog.update(bar, description=f"{name}: loading {m.path}")
-            lm = harness.load_lm(harness.hf_model_args(cfg, m.path), cfg.pair_encoding)
-            metrics[name], timing = {}, {}
-            out_dir = Path(cfg.results_dir) / name
-            for run in mine:
-                if prog:
-                    prog.update(bar, description=f"{name}: {run.key}")
-                res = harness.run_one(lm, tm, run, cfg.limit)
-                metrics[name].update(harness.flat_metrics(run, res))
-                timing[run.key] = res["biomed_wall_s"]
-                harness.save_run(out_dir, run, res)
-                if prog:
-                    prog.advance(bar)
-            atomic_write_json(out_dir / "timing.json", timing)
-            atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
-            del lm  # one model in memory at a time (the paper profile evaluates six 7B models)
-            _free_accelerator_memory()
-    atomic_write_text(cfg.table, render_table(cfg, metrics))
+def _evaluate_member(cfg: EvalConfig, tm, runs: list, folder: Path, out_dir: Path, prog, bar) -> dict[str, float]:
+    """All runs of one model folder: flat metrics; full results, samples and timing under `out_dir`."""
+    lm = harness.load_lm(harness.hf_model_args(cfg, str(folder)), cfg.pair_encoding)
+    metrics: dict[str, float] = {}
+    timing = {}
+    for run in runs:
+        if prog:
+            prog.update(bar, description=f"{out_dir.name}: {run.key}")
+        res = harness.run_one(lm, tm, run, cfg.limit)
+        metrics.update(harness.flat_metrics(run, res))
+        timing[run.key] = res["biomed_wall_s"]
+        harness.save_run(out_dir, run, res)
+        if prog:
+            prog.advance(bar)
+    atomic_write_json(out_dir / "timing.json", timing)
+    del lm  # one model in memory at a time (the paper profile evaluates many 7B models)
+    _free_accelerator_memory()
     return metrics
 
 
+def evaluate(params: Params) -> dict[str, dict[str, float]]:
+    """Run every configured (model, suite, task, shots) of the models with a path (each seed of a seed-run folder);
+    write metrics (and chance accuracy), full results, the table, its cells and the loss figure. Return metrics."""
+    cfg = params.eval
+    require_verified(cfg.output)
+    members = {name: _check_model(name, m.path) for name, m in cfg.models.items() if m.path}
+    measured = cfg.model_copy(update={"models": {n: m for n, m in cfg.models.items() if m.path}})
+    runs = harness.plan_runs(measured)
+    tm = harness.task_manager(Path(cfg.output) / "tasks")
+    metrics: dict[str, dict[str, float]] = {}
+    with _progress(cfg.progress) as prog:
+        total = sum(len([r for r in runs if r.model == n]) * len(ms) for n, ms in members.items())
+        bar = prog.add_task("evaluate", total=total) if prog else None
+        for name, ms in members.items():
+            mine = [r for r in runs if r.model == name]
+            per_member = {}
+            for label, folder in ms:
+                if prog:
+                    prog.update(bar, description=f"{name}: loading {folder}")
+                out_dir = Path(cfg.results_dir) / name / label if label else Path(cfg.results_dir) / name
+                per_member[label] = _evaluate_member(cfg, tm, mine, folder, out_dir, prog, bar)
+            metrics[name] = combine_members(per_member)
+            atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
+    if cfg.random_baseline:
+        metrics[RANDOM] = chance_accuracy(cfg.output)
+        atomic_write_json(Path(cfg.metrics_dir) / f"{RANDOM}.json", metrics[RANDOM])
+    write_report(cfg, metrics, params.profile)
+    return metrics
+
+
+def write_report(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -> list[str]:
+    """The table (`cfg.table`), its cells as DVC metrics (`<metrics_dir>/table.json`) and the loss figure."""
+    atomic_write_text(cfg.table, render_table(cfg, metrics, profile))
+    atomic_write_json(Path(cfg.metrics_dir) / f"{TABLE_METRICS}.json", table_cells(cfg, metrics))
+    return draw_loss_figure(cfg)
+
+
 def read_metrics(cfg: EvalConfig) -> dict[str, dict[str, float]]:
-    """The metrics files of the configured models that exist."""
+    """The metrics files of the configured models (and of the chance baseline) that exist."""
     out = {}
-    for name in cfg.models:
+    for name in [*cfg.models, RANDOM]:
         p = Path(cfg.metrics_dir) / f"{name}.json"
         if p.is_file():
             out[name] = json.loads(p.read_text())
@@ -147,13 +172,12 @@ def draw_loss_figure(cfg: EvalConfig) -> list[str]:
 
 
 def report(params: Params) -> dict[str, Any]:
-    """Re-render the table from the metrics files and draw the loss figure from the plots TSVs."""
+    """Re-render the table (and its cells) from the metrics files and draw the loss figure from the plots TSVs."""
     cfg = params.eval
     metrics = read_metrics(cfg)
     if not metrics:
         raise UserError(f"no metrics under {cfg.metrics_dir}: run `biomed-llama evaluate` first")
-    atomic_write_text(cfg.table, render_table(cfg, metrics))
     t0 = time.perf_counter()
-    stages = draw_loss_figure(cfg)
+    stages = write_report(cfg, metrics, params.profile)
     return {"table": cfg.table, "figure": cfg.figure if stages else None, "stages": stages,
             "figure_s": time.perf_counter() - t0}

@@ -280,9 +280,10 @@ def finish(tr: Trainer, history: RunHistory, end: LoopEnd) -> TrainResult | None
     return TrainResult(metrics=metrics, losses=history.losses, output=out)
 
 
-def run_training(spec: TrainSpec) -> TrainResult | None:
+def run_training(spec: TrainSpec, *, keep_process_group: bool = False) -> TrainResult | None:
     """Run (or resume, from its own run folder) one training stage as `spec` says; export the HF model and
-    write metrics on rank 0."""
+    write metrics on rank 0. `keep_process_group`: leave the process group up for a next run in this
+    process (the seeds of a task fine-tune), instead of re-initialising it."""
     from biomed_llama.train.mesh import shutdown
 
     stop = StopFlag().install()
@@ -293,4 +294,5 @@ def run_training(spec: TrainSpec) -> TrainResult | None:
         return finish(trainer, restored.history, end)
     finally:
         stop.uninstall()
-        shutdown()
+        if not keep_process_group:
+            shutdown()

@@ -50,13 +50,13 @@ def make_extracted(root: Path) -> Path:
     return out
 
 
-def make_tiny_model(dest: Path, repo: Path) -> Path:
+def make_tiny_model(dest: Path, repo: Path, seed: int = 0) -> Path:
     """A random-init LlamaForCausalLM (hidden 32, 2 layers) + the demo tokenizer, saved as safetensors."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(repo / "data/sample/tokenizer")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -73,6 +73,8 @@ def eval_root(tmp_path_factory, repo_root) -> Path:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     root = tmp_path_factory.mktemp("evalws")
     make_tiny_model(root / "model", repo_root)
+    for seed in (1, 2):  # a task fine-tune's seed runs: one HF folder per seed
+        make_tiny_model(root / "ft-seeds" / f"seed-{seed}", repo_root, seed)
     make_extracted(root)
     return root
 
@@ -108,16 +110,22 @@ def prepared(eval_root, repo_root) -> EvalConfig:
 @pytest.fixture(scope="session")
 def pipeline(prepared, eval_root):
     """One `evaluate` run over the tiny model (seed suite 0/few-shot, plus one task of every other
-    suite), limited to the first 8 documents per task; returns (config, metrics)."""
+    suite, a folder of two seed runs, a reference model without a path), limited to the first 8
+    documents per task; returns (config, metrics)."""
     from biomed_llama.config import Params
     from biomed_llama.eval.run import evaluate
 
     path = str(eval_root / "model")
-    cfg = prepared.model_copy(update={"limit": 8, "models": {
+    curve = eval_root / "pretrain-loss.tsv"
+    curve.write_text("step\tloss\n" + "".join(f"{i}\t{5 - i / 10:.3f}\n" for i in range(1, 21)))
+    cfg = prepared.model_copy(update={"limit": 8, "loss_plots": {"pretrain": str(curve)}, "models": {
         "tiny": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["seed"]),
         "tiny-modern": EvalModel(path=path, paper_row="LLaMA-7B", suites=["modern"], tasks=["medmcqa"]),
         "tiny-instruct": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["instruct"], tasks=["pubmedqa"]),
         "tiny-ft-medqa4": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["finetune"], tasks=["medqa4"]),
+        "tiny-ft-seeds": EvalModel(path=str(eval_root / "ft-seeds"), paper_row="LLaMA-7B", suites=["finetune"],
+                                   tasks=["medqa4"]),
+        "neo": EvalModel(path=None, paper_row="GPT-Neo (2.7B)", suites=["seed"]),
     }})
-    metrics = evaluate(Params(eval=cfg))
+    metrics = evaluate(Params(eval=cfg, profile="test"))
     return cfg, metrics
