@@ -26,18 +26,20 @@ def pretrain(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 def finetune(
     mode: Annotated[str, typer.Option("--mode", help="instruct: the instruction mixture; task: one benchmark's train set.")],
     task: Annotated[Optional[str], typer.Option("--task", help="Task mode: a finetune.tasks name (medqa, medmcqa, pubmedqa).")] = None,
-    start: Annotated[str, typer.Option("--start", help="pretrained: finetune.model (BioMed-LLaMA rows); base: finetune.base (LLaMA-7B rows).")] = "pretrained",
+    # Not `--start`: torchrun's parser would take it for an abbreviation of its own --start-method.
+    base: Annotated[bool, typer.Option("--base", help="Fine-tune finetune.base (the LLaMA-7B rows) instead of finetune.model.")] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
     """Fine-tune a start model with the pretrain engine (run under torchrun: one process per GPU).
 
     Loss on output + EOS tokens only; exports models/instruct or models/ft-<task> (one model per seed of
-    finetune.tasks.<task>.seeds); `--start base` writes finetune.base's folders. Resumes like pretrain.
+    finetune.tasks.<task>.seeds); `--base` writes finetune.base's folders. Resumes like pretrain.
     """
     cfg = load(params, set_)
     from biomed_llama.train.finetune import run_finetune, run_task_seeds
 
+    start = "base" if base else "pretrained"
     if mode == "task" and task is not None:
         run_task_seeds(cfg, task, start)  # type: ignore[arg-type]
     else:

@@ -272,7 +272,7 @@ class FinetuneConfig(StrictModel):
     })
     """Train sets of `task` mode by task name (the name picks the output folder `<prefix><name>`)."""
     base: Optional[FinetuneStart] = None
-    """The LLaMA-7B rows' runs (`--start base`): instruction tuning and task fine-tuning of this model with the
+    """The LLaMA-7B rows' runs (`--base`): instruction tuning and task fine-tuning of this model with the
     same settings; null: not trained."""
 
     def start_of(self, start: Start) -> tuple[str, str, str, str]:

@@ -59,9 +59,9 @@ def _check_request(ft, mode: Mode, task: str | None, start: Start) -> None:
     if mode == "instruct" and task is not None:
         raise UserError("finetune --task is for --mode task only")
     if start not in ("pretrained", "base"):
-        raise UserError(f"unknown finetune --start {start!r}; use pretrained or base")
+        raise UserError(f"unknown fine-tune start {start!r}; use pretrained or base")
     if start == "base" and ft.base is None:
-        raise UserError("finetune --start base needs finetune.base (the LLaMA-7B rows' start model)")
+        raise UserError("finetune --base needs finetune.base (the LLaMA-7B rows' start model)")
     if mode == "task" and task not in ft.tasks:
         raise UserError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(ft.tasks)}")
 

@@ -209,7 +209,7 @@ def test_other_examples_train_fresh_beside_the_first_run(straight, tmp_path):
 
 
 def test_seeds_give_one_model_each_and_the_base_start_its_own_folders(pretrained, tmp_path):
-    """A seed list trains one model per seed (other data orders, so other weights) in one process; `--start base`
+    """A seed list trains one model per seed (other data orders, so other weights) in one process; `--base`
     fine-tunes `finetune.base` into its own output, checkpoint, metrics and plot paths."""
     from biomed_llama.train.finetune import run_task_seeds
 
@@ -254,3 +254,11 @@ def test_launch_passes_stage_args_through():
     assert local.argv[-9:] == ["finetune", "--params", "params.yaml", "--set", "seed=1", *extra]
     slurm = build(LaunchConfig(mode="slurm"), "finetune", "params.yaml", [], extra)
     assert slurm.argv[-5:] == ["scripts/slurm/finetune.sbatch", *extra]
+    # torchrun's own parser must leave the stage's options alone (it takes abbreviations of its options:
+    # a `--start` would have been read as its `--start-method`)
+    from torch.distributed.run import get_args_parser
+
+    for stage_extra in (["--mode", "instruct", "--base"], [*extra, "--base"]):
+        argv = build(LaunchConfig(), "finetune", "params.yaml", [], stage_extra).argv
+        parsed = get_args_parser().parse_args(argv[argv.index("torch.distributed.run") + 1:])
+        assert parsed.training_script == "biomed_llama" and parsed.training_script_args[-len(stage_extra):] == stage_extra
