@@ -155,7 +155,13 @@ def draw_loss_figure(cfg: EvalConfig) -> list[str]:
             steps, loss = read_loss_tsv(Path(tsv))
             if steps:
                 curves[stage] = (steps, loss)
-    if not curves:
+    if not curves:  # still a figure: the stage's output exists, and says what is missing
+        fig, ax = plt.subplots(figsize=(5.05, 3.45))
+        ax.text(0.5, 0.5, "no loss data in\n" + "\n".join(cfg.loss_plots.values()), ha="center", va="center")
+        ax.set_axis_off()
+        Path(cfg.figure).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(cfg.figure, dpi=120)
+        plt.close(fig)
         return []
     fig, axes = plt.subplots(1, len(curves), figsize=(5.05 * len(curves), 3.45), squeeze=False)
     for ax, (stage, (steps, loss)) in zip(axes[0], curves.items()):

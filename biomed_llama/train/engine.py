@@ -230,7 +230,7 @@ def train(tr: Trainer, rs: Restored, stop: StopFlag) -> LoopEnd:
     from biomed_llama.train.loop import TrainingInterrupted, train_loop
 
     cfg, env, total = tr.cfg, tr.env, tr.total_steps
-    curve = M.LossCurve(cfg.plots, rs.start) if env.is_main else None
+    curve = M.LossCurve(cfg.plots, rs.start, rs.history.losses) if env.is_main else None
     with progress_bar(env.is_main and cfg.progress, total, rs.start, tr.spec.stage) as advance:
         sinks = [curve.append, console_sink(total), advance] if env.is_main else []
         log = LogHook(every=cfg.log_every, total_steps=total, tokens_per_step=tr.tokens_per_step,

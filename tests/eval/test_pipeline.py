@@ -108,6 +108,10 @@ def test_report_rerenders_table_and_draws_loss_curves(pipeline, tmp_path):
     assert Path(rcfg.table).read_text() == before
     assert read_loss_tsv(Path(plots["finetune"]))[1][:2] == [5.0, 4.95]
     assert smooth([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])
+    none = rcfg.model_copy(update={"loss_plots": {"pretrain": str(tmp_path / "absent.tsv")},
+                                   "figure": str(tmp_path / "none.png")})
+    assert report(Params(eval=none))["stages"] == []
+    assert Path(none.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the stage's output exists all the same
 
 
 def test_evaluate_refuses_tampered_inputs_and_missing_models(prepared, tmp_path):
