@@ -186,8 +186,8 @@ def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile:
     mc = "accuracy" if cfg.mc_metric == "acc" else "length-normalised accuracy (acc_norm)"
     out = ["# Results", ""]
     if profile:
-        out += [f"Every measured number below was produced by the `{profile}` profile (its params file, "
-                "recorded in each model's manifest).", ""]
+        out += [f"Every measured number below was produced by the `{profile}` profile (`profile` in its params "
+                "file; each trained model's manifest records it too).", ""]
     out += [f"Measured cells: perplexity = word perplexity; multiple choice = {mc}; fine-tune and instructed = "
             "exact match of greedy generation; Random = chance accuracy of the test sets. The paper's value is "
             "in brackets; `not measured` = no model of ours was evaluated for that row (reference models: set "

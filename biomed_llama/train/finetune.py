@@ -103,7 +103,8 @@ def finetune_spec(params, mode: Mode, task: str | None = None, *, start: Start =
         verify=([start_model] if (Path(start_model) / MANIFEST).is_file() else [])
         + ([ft.mixture] if mode == "instruct" else []),
         inputs=[start_model, data_input],
-        manifest_params={"seed": run_seed, "mode": mode, "task": task, "start": start, "model": section_dict(model),
+        manifest_params={"seed": run_seed, "profile": params.profile, "mode": mode, "task": task, "start": start,
+                         "model": section_dict(model),
                          "finetune": section_dict(ft), "engine": cfg.model_dump(mode="json")},
         data_fingerprint={"mode": mode, "task": task, "examples": ds.fingerprint(),
                           "start_model": start_id or _downloaded_model_id(start_model)},

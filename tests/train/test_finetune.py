@@ -226,6 +226,8 @@ def test_seeds_give_one_model_each_and_the_base_start_its_own_folders(pretrained
     assert any(not torch.equal(a[k], b[k]) for k in a)
     metrics = json.loads((tmp_path / "metrics-base-medqa.json").read_text())
     assert metrics["seeds"] == [7, 8] and metrics["seed-8"]["seed"] == 8 and metrics["seed-7"]["start"] == "base"
+    manifest = json.loads((tmp_path / "b-ft-medqa" / "seed-7" / "manifest.json").read_text())
+    assert manifest["params"]["profile"] == params.profile and manifest["params"]["start"] == "base"
     assert _curve(tmp_path / "plots" / "base-medqa" / "seed-8") == [results[8].losses[s] for s in (1, 2)]
     assert len(H.run_dirs(tmp_path / "ckpt" / "base-task-medqa")) == 2
     assert not (tmp_path / "ft-medqa").exists()  # the pretrained start's folders are untouched
