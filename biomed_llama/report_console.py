@@ -26,8 +26,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def print_summary(metrics_dir: Path, table: Path, console: Console | None = None) -> None:
-    """Print each stage's `metrics_dir/**/*.json` as a key/value table, then the results `table`.
+def print_summary(metrics_dir: Path, table: Path, console: Console | None = None, figure: Path | None = None) -> None:
+    """Print each stage's `metrics_dir/**/*.json` as a key/value table, then the results `table` and where
+    the training-loss `figure` is (when it exists).
 
     The per-cell evaluation metrics (`metrics_dir/eval/`) are what the results table shows, so
     they are not listed twice. The table is printed as its Markdown text: it stays readable at
@@ -49,3 +50,5 @@ def print_summary(metrics_dir: Path, table: Path, console: Console | None = None
     if table.is_file():
         console.rule(str(table))
         console.print(table.read_text(), markup=False, highlight=False, soft_wrap=True)
+    if figure is not None and figure.is_file():
+        console.print(f"training-loss figure: {figure}", markup=False, highlight=False)

@@ -12,7 +12,8 @@ them byte for byte. Formats follow the published releases:
   keyed by PMID.
 - alpaca/alpaca_data_cleaned.json, visual-med-alpaca/med_alpaca_data.json: JSON lists of
   {instruction, input, output}.
-- examples/*.json: the package's small exemplar format for medpalm / CoT sets.
+- examples/*.json: the package's small exemplar format for medpalm / CoT sets;
+  examples/released/: one file per sub-source of the released code's 20-source mixture.
 - bad/: files with one bad record of every kind the readers must report (tests only).
 """
 
@@ -122,27 +123,52 @@ def alpaca(r: random.Random, n: int, medical: bool) -> list[dict[str, str]]:
     return out
 
 
+def example(r: random.Random, kind: int, cot: bool) -> dict[str, Any]:
+    """One exemplar record: kind 0 MC, 1 PubMedQA-style, 2 free answer (with an explanation if cot)."""
+    if kind == 0:
+        rec = medqa(r, 1, 4)[0]
+        ex = {"question": rec["question"], "options": rec["options"], "answer": rec["answer_idx"]}
+        why = f"The findings point to {rec['answer']} rather than the other options."
+    elif kind == 1:
+        item = next(iter(pubmedqa(r, 1, (r.choice(["yes", "no", "maybe"]),), 1).values()))
+        ex = {"question": item["QUESTION"], "context": " ".join(item["CONTEXTS"]), "answer": item["final_decision"]}
+        why = "The cohort results bear on the question directly."
+    else:
+        d = r.choice(DIAGNOSES)
+        ex = {"question": f"How can I tell if I have {d}?", "answer": f"See a doctor; {d} is confirmed by {r.choice(TESTS)}."}
+        why = ""
+    if cot:
+        ex["explanation"] = why
+    return ex
+
+
 def examples(r: random.Random, n: int, cot: bool) -> list[dict[str, Any]]:
     """Exemplar records cycling MC, PubMedQA-style and free-answer kinds (with explanations if cot)."""
-    out = []
-    for i in range(n):
-        kind = i % 3 if not cot else i % 2
-        if kind == 0:
-            rec = medqa(r, 1, 4)[0]
-            ex = {"question": rec["question"], "options": rec["options"], "answer": rec["answer_idx"]}
-            why = f"The findings point to {rec['answer']} rather than the other options."
-        elif kind == 1:
-            item = next(iter(pubmedqa(r, 1, (r.choice(["yes", "no", "maybe"]),), 1).values()))
-            ex = {"question": item["QUESTION"], "context": " ".join(item["CONTEXTS"]), "answer": item["final_decision"]}
-            why = "The cohort results bear on the question directly."
-        else:
-            d = r.choice(DIAGNOSES)
-            ex = {"question": f"How can I tell if I have {d}?", "answer": f"See a doctor; {d} is confirmed by {r.choice(TESTS)}."}
-            why = ""
-        if cot:
-            ex["explanation"] = why
-        out.append(ex)
-    return out
+    return [example(r, i % 3 if not cot else i % 2, cot) for i in range(n)]
+
+
+# The released code's medpalm / CoT sub-sources (evaluation/instruct_dataset.py:39-51) and the kind of
+# exemplar each holds: MC (0) for USMLE, MedMCQA, MMLU; PubMedQA-style (1); free answer (2) for the
+# consumer-health sets.
+RELEASED_SUBSOURCES = {
+    "medpalm": {"usmleqa": 0, "medmcqa": 0, "pubmedqa": 1, "liveqa": 2, "medicationqa": 2},
+    "medpalm-cot": {"usmleqa": 0, "medmcqa": 0, "pubmedqa": 1, "mmlu": 0},
+    "medpalm2-cot": {"usmleqa": 0, "medmcqa": 0, "pubmedqa": 1, "mmlu": 0},
+}
+
+
+def released_examples() -> dict[str, str]:
+    """examples/released/<sub>_<set>.json: two exemplars per sub-source of the released 20-source mixture.
+
+    Drawn from their own generator, after everything else, so the other fixtures stay byte for byte.
+    """
+    r = random.Random(SEED + 1)
+    files = {}
+    for setname, subs in RELEASED_SUBSOURCES.items():
+        for sub, kind in subs.items():
+            recs = [example(r, kind, cot=setname.endswith("-cot")) for _ in range(2)]
+            files[f"examples/released/{sub}_{setname}.json"] = _json(recs)
+    return files
 
 
 def bad_files(r: random.Random) -> dict[str, Any]:
@@ -208,6 +234,7 @@ def fixtures() -> dict[str, str]:
         "examples/codex_cot.json": _json(examples(r, 3, cot=True)),
     }
     files.update({f"bad/{k}": v for k, v in bad_files(r).items()})
+    files.update(released_examples())
     return files
 
 

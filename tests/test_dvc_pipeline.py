@@ -63,6 +63,9 @@ def test_data_deps_follow_the_profile(tmp_path: Path, profile: str) -> None:
         "pretrain": [p.pretrain.tokens, p.pretrain.tokenizer], "instruct-mix": [p.inputs.instruct],
         "finetune-instruct": [p.finetune.mixture, p.finetune.model],
         **{f"finetune-task@{t}": [f"{p.inputs.instruct}/{t}", p.finetune.model] for t in ("medqa", "medmcqa", "pubmedqa")},
+        "finetune-instruct-base": [p.finetune.mixture, p.finetune.base.model],
+        **{f"finetune-task-base@{t}": [f"{p.inputs.instruct}/{t}", p.finetune.base.model]
+           for t in ("medqa", "medmcqa", "pubmedqa")},
         "prepare-eval": [p.inputs.benchmarks, p.eval.benchmarks.pile_extracted], "evaluate": [p.eval.output],
     }
     assert set(deps) == set(want)

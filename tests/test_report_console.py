@@ -21,8 +21,11 @@ def test_summary_lists_stage_metrics_and_the_table(tmp_path: Path) -> None:
     table = tmp_path / "table.md"
     table.write_text("| Model | USMLE |\n| --- | --- |\n| pretrained | 0.2500 (paper: 0.3535) |\n")
     console = Console(record=True, width=200)
-    print_summary(tmp_path / "metrics", table, console)
+    figure = tmp_path / "loss.png"
+    figure.write_bytes(b"\x89PNG")
+    print_summary(tmp_path / "metrics", table, console, figure=figure)
     out = console.export_text()
+    assert out.rstrip().endswith(f"training-loss figure: {figure}")
     assert "total.tokens" in out and "94076" in out
     assert "seed.medqa4.0shot.acc" not in out  # per-cell eval metrics appear only in the table
     assert "| pretrained | 0.2500 (paper: 0.3535) |" in out

@@ -14,8 +14,9 @@ from biomed_llama.cli.common import app
 def show(
     metrics_dir: Annotated[Path, typer.Option(help="Folder of stage metrics JSON files.")] = Path("metrics"),
     table: Annotated[Path, typer.Option(help="The rendered results table.")] = Path("reports/table.md"),
+    figure: Annotated[Path, typer.Option(help="The training-loss figure.")] = Path("reports/loss.png"),
 ) -> None:
-    """Print every stage's metrics and, when it exists, the results table."""
+    """Print every stage's metrics and, when they exist, the results table and the loss figure's path."""
     from biomed_llama.report_console import print_summary
 
-    print_summary(metrics_dir, table)
+    print_summary(metrics_dir, table, figure=figure)

@@ -26,14 +26,21 @@ def pretrain(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 def finetune(
     mode: Annotated[str, typer.Option("--mode", help="instruct: the instruction mixture; task: one benchmark's train set.")],
     task: Annotated[Optional[str], typer.Option("--task", help="Task mode: a finetune.tasks name (medqa, medmcqa, pubmedqa).")] = None,
+    # Not `--start`: torchrun's parser would take it for an abbreviation of its own --start-method.
+    base: Annotated[bool, typer.Option("--base", help="Fine-tune finetune.base (the LLaMA-7B rows) instead of finetune.model.")] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Fine-tune finetune.model with the pretrain engine (run under torchrun: one process per GPU).
+    """Fine-tune a start model with the pretrain engine (run under torchrun: one process per GPU).
 
-    Loss on output + EOS tokens only; exports models/instruct or models/ft-<task>. Resumes like pretrain.
+    Loss on output + EOS tokens only; exports models/instruct or models/ft-<task> (one model per seed of
+    finetune.tasks.<task>.seeds); `--base` writes finetune.base's folders. Resumes like pretrain.
     """
     cfg = load(params, set_)
-    from biomed_llama.train.finetune import run_finetune
+    from biomed_llama.train.finetune import run_finetune, run_task_seeds
 
-    run_finetune(cfg, mode, task)  # type: ignore[arg-type]
+    start = "base" if base else "pretrained"
+    if mode == "task" and task is not None:
+        run_task_seeds(cfg, task, start)  # type: ignore[arg-type]
+    else:
+        run_finetune(cfg, mode, task, start)  # type: ignore[arg-type]

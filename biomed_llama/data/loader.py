@@ -13,6 +13,10 @@ The global batch of step s is a fixed set of sequence indices that depends only 
 (a per-epoch seeded permutation), never on the world size; data-parallel rank r takes the r-th
 contiguous slice of it and splits that into micro batches. The loader's whole state is the number
 of global batches consumed, so resuming is exact.
+
+`released_global_indices` is the other order, labelled for what it is: the stream the released run
+fed (correction 8 of REPRODUCTION.md, `pretrain.released_loader`): file order, each batch as many
+times in a row as there were loader workers, one epoch covering 1/workers of the distinct data.
 """
 
 from __future__ import annotations
@@ -133,6 +137,31 @@ class MicroBatch:
         return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
 
 
+def released_global_indices(step: int, n: int, global_batch: int, workers: int, world_size: int,
+                            micro_batch: int) -> np.ndarray:
+    """Sequence indices the released run's `world_size` ranks consumed at optimizer step `step` (rank-major).
+
+    The chain it reproduces (`pretrain/train_multi_nodes.sh:38-44`, `utils/data.py:68-107`, HF Trainer
+    4.28): the file-order stream of `n` sequences is split by `IterableDatasetShard` (rank r keeps
+    elements b·m·W + r·m + [0, m) of every block b of m·W, the incomplete last block dropped); each of
+    the `workers` DataLoader workers iterates that whole share, and the DataLoader takes one batch from
+    each worker in turn, so a rank's k-th batch is its share's batch ⌊k / workers⌋. Each optimizer step
+    consumes A = global_batch / (W·m) batches per rank. Past the end of the replayed stream it starts
+    over. Returns int64[global_batch].
+    """
+    accumulation = global_batch // (world_size * micro_batch)
+    share_batches = n // (micro_batch * world_size)
+    if share_batches == 0:
+        raise UserError(f"the data holds {n} sequences, fewer than one batch on each of the released run's "
+                        f"{world_size} ranks")
+    k = (step * accumulation + np.arange(accumulation)) % (workers * share_batches)  # DataLoader batch numbers
+    b = k // workers                                                             # the share's batch each one is
+    rank = np.arange(world_size)[:, None, None]
+    offset = np.arange(micro_batch)[None, None, :]
+    idx = b[None, :, None] * (micro_batch * world_size) + rank * micro_batch + offset  # [W, A, m]
+    return idx.reshape(-1).astype(np.int64)
+
+
 class DistributedLoader:
     """Yields, per optimizer step, this data-parallel rank's micro batches of the global batch.
 
@@ -140,7 +169,7 @@ class DistributedLoader:
     """
 
     def __init__(self, dataset: PackedDataset, *, global_batch: int, micro_batch: int, dp_rank: int,
-                 dp_size: int, seed: int, shuffle: bool):
+                 dp_size: int, seed: int, shuffle: bool, released: Any = None):
         if global_batch % (micro_batch * dp_size):
             raise UserError(f"global batch {global_batch} is not a multiple of micro batch {micro_batch} × "
                             f"data-parallel size {dp_size}; change pretrain.global_batch_size or micro_batch_size")
@@ -149,7 +178,16 @@ class DistributedLoader:
         self.dataset, self.global_batch, self.micro_batch = dataset, global_batch, micro_batch
         self.dp_rank, self.dp_size, self.seed, self.shuffle = dp_rank, dp_size, seed, shuffle
         self.accumulation = global_batch // (micro_batch * dp_size)
-        self.steps_per_epoch = len(dataset) // global_batch
+        self.released = released
+        """`pretrain.released_loader` (workers, world_size, micro_batch) or None: replay the released stream."""
+        if released is None:
+            self.steps_per_epoch = len(dataset) // global_batch
+        else:  # the released Trainer's epoch: len(DataLoader) // accumulation, len from the unduplicated stream
+            per_rank = len(dataset) // (released.micro_batch * released.world_size)
+            self.steps_per_epoch = per_rank // (global_batch // (released.world_size * released.micro_batch))
+            if self.steps_per_epoch == 0:
+                raise UserError(f"the data holds {len(dataset)} sequences, fewer than one released step "
+                                f"({released.world_size} ranks × {global_batch // released.world_size} sequences)")
         self.step = 0
 
     @functools.lru_cache(maxsize=2)
@@ -161,6 +199,10 @@ class DistributedLoader:
 
     def global_indices(self, step: int) -> np.ndarray:
         """Sequence indices of the global batch of optimizer step `step` (0-based), on every rank alike."""
+        if self.released is not None:
+            r = self.released
+            return released_global_indices(step, len(self.dataset), self.global_batch, r.workers, r.world_size,
+                                           r.micro_batch)
         epoch, b = divmod(step, self.steps_per_epoch)
         return self._order(epoch)[b * self.global_batch:(b + 1) * self.global_batch]
 

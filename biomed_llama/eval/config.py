@@ -11,6 +11,8 @@ from biomed_llama.schema import StrictModel
 SUITES = ("seed", "instruct", "instruct_letters", "modern", "finetune")
 # Suites scored by greedy generation and exact match (the original's `evaluation/main.py`), not by lm-eval.
 GEN_SUITES = ("instruct", "finetune")
+TABLE_METRICS = "table"
+"""`<metrics_dir>/table.json`: the table's measured cells (a model may not take this name, nor `random`)."""
 MC_TASKS = ("medqa4", "medqa5", "medmcqa", "pubmedqa")
 PPL_TASKS = ("pubmed_a", "pubmed_c")
 # The MC tasks whose seed-suite few-shot examples come from a train file, and the key naming it.
@@ -80,10 +82,13 @@ class GenerationConfig(StrictModel):
 class EvalModel(StrictModel):
     """One model to evaluate and where its cells go in the table."""
 
-    path: str
-    """A Hugging Face model directory (safetensors + tokenizer), e.g. `models/pretrained`."""
+    path: str | None
+    """A Hugging Face model directory (safetensors + tokenizer), e.g. `models/pretrained`, or a folder of seed
+    runs (`seed-<s>/` each a HF directory: mean ± std over them); null: not evaluated, its rows show the
+    paper's values as `not measured` (the reference models: name their HF directory here to evaluate them)."""
     paper_row: str
-    """The seed table's model this one stands in for (`LLaMA-7B`, `BioMed-LLaMA-7B`): its values go beside ours."""
+    """The seed table's model this one stands in for (`Random`, `GPT-Neo (2.7B)`, `BioMedLM (2.7B)`, `LLaMA-7B`,
+    `PMC-LLaMA-7B`, `BioMed-LLaMA-7B`): its values go beside ours."""
     suites: list[Literal["seed", "instruct", "instruct_letters", "modern", "finetune"]] = Field(
         default_factory=lambda: ["seed"], min_length=1)
     """Suites to run on this model: `seed` (the pretrained rows' method), `instruct` and `finetune` (the
@@ -136,6 +141,8 @@ class EvalConfig(StrictModel):
     """Evaluate only the first N documents of each task (debugging; None: all, as the table)."""
     mc_metric: Literal["acc", "acc_norm"] = "acc"
     """Which multiple-choice metric the table shows (both are always stored)."""
+    random_baseline: bool = True
+    """Compute the Random row: the chance accuracy of each prepared test set (`metrics/eval/random.json`)."""
     metrics_dir: str = "metrics/eval"
     """Flat per-model metrics JSON files (DVC metrics)."""
     results_dir: str = "reports/eval"
@@ -143,7 +150,7 @@ class EvalConfig(StrictModel):
     table: str = "reports/table.md"
     """The rendered results table (seed layout, paper values beside measured cells)."""
     figure: str = "reports/loss.png"
-    """The training-loss figure `report` draws from the DVC plots data."""
+    """The training-loss figure `evaluate` (and `report`) draws from the DVC plots data, like the seed's training curve."""
     loss_plots: dict[str, str] = Field(default_factory=lambda: {
         "pretrain": "plots/pretrain/loss.tsv", "finetune": "plots/finetune/loss.tsv"})
     """Loss TSVs (DVCLive format: `step` + a value column) per training stage, drawn by `report`."""
@@ -155,4 +162,6 @@ class EvalConfig(StrictModel):
         for name in self.models:
             if not name or "/" in name or name.startswith("."):
                 raise ValueError(f"model name {name!r} must be a plain file name")
+            if name in ("random", TABLE_METRICS):
+                raise ValueError(f"model name {name!r} is taken by the table's own metrics files")
         return self

@@ -1,4 +1,5 @@
-"""The `evaluate` and `report` stages: models × suites × shots through lm-eval, metrics, table, figure."""
+"""The `evaluate` and `report` stages: models (and their seed runs) × suites × shots through lm-eval, metrics,
+the chance baseline, the table with its cells, the loss figure."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 from biomed_llama.config import Params
 from biomed_llama.errors import ConfigError, UserError
 from biomed_llama.eval import generate, harness
-from biomed_llama.eval.config import GEN_SUITES, EvalConfig, EvalModel
-from biomed_llama.eval.table import render_table
+from biomed_llama.eval.aggregate import chance_accuracy, combine_members, model_members
+from biomed_llama.eval.config import GEN_SUITES, TABLE_METRICS, EvalConfig, EvalModel
+from biomed_llama.eval.table import RANDOM, render_table, table_cells
 from biomed_llama.fsutil import atomic_write_json, atomic_write_text
 from biomed_llama.provenance import require_verified, trusted_model, write_manifest
 
@@ -62,12 +64,14 @@ class ModelRuns:
         return harness.run_one(self.lm, tm, run, cfg.limit)
 
 
-def _check_model(name: str, m: EvalModel) -> dict[str, Any]:
-    """Refuse a model folder that is not a HF model or not trusted (`trusted_model`); return its manifest record."""
-    if not (Path(m.path) / "config.json").is_file():
-        raise UserError(f"eval.models.{name}: {m.path} is not a HF model folder (no config.json); "
-                        f"run the stage that exports it")
-    return trusted_model(m.path, external=m.external, opt_in=f"eval.models.{name}.external")
+def _check_model(name: str, m: EvalModel) -> tuple[list[tuple[str, Path]], dict[str, Any]]:
+    """The model's members (itself, or its seed runs), each a HF folder that is trusted (`trusted_model`: its
+    manifest verifies, or `external` says it was made elsewhere); and their records for the eval manifest."""
+    members = model_members(name, m.path)
+    described: dict[str, Any] = {}
+    for _, folder in members:
+        described.update(trusted_model(folder, external=m.external, opt_in=f"eval.models.{name}.external"))
+    return members, described
 
 
 # What `random.sample` says when a few-shot count exceeds its pool (lm-eval's sampler and ours both use it).
@@ -86,70 +90,91 @@ def _run(model_runs: ModelRuns, tm, run: harness.Run) -> dict[str, Any]:
                           f"(the runs already done are kept)") from None
 
 
-def _evaluate_model(cfg: EvalConfig, tm, name: str, m: EvalModel, runs: list[harness.Run], out: dict[str, float],
-                    prog, bar) -> None:
-    """Run one model's runs, adding each run's metrics to `out` as it finishes; save its results and timing."""
-    if prog:
-        prog.update(bar, description=f"{name}: loading {m.path}")
-    model_runs, timing = ModelRuns(cfg, m.path, runs), {}
-    out_dir = Path(cfg.results_dir) / name
+def _evaluate_member(cfg: EvalConfig, tm, runs: list, folder: Path, out_dir: Path, metrics: dict[str, float],
+                     prog, bar) -> None:
+    """All runs of one model folder: flat metrics into `metrics` as each run finishes; full results, samples
+    and timing under `out_dir`."""
+    model_runs, timing = ModelRuns(cfg, str(folder), runs), {}
     for run in runs:
         if prog:
-            prog.update(bar, description=f"{name}: {run.key}")
+            prog.update(bar, description=f"{out_dir.name}: {run.key}")
         res = _run(model_runs, tm, run)
-        out.update(harness.flat_metrics(run, res))
+        metrics.update(harness.flat_metrics(run, res))
         timing[run.key] = res["biomed_wall_s"]
         harness.save_run(out_dir, run, res)
         if prog:
             prog.advance(bar)
     atomic_write_json(out_dir / "timing.json", timing)
-    del model_runs  # one model in memory at a time (the paper profile evaluates six 7B models)
+    del model_runs  # one model in memory at a time (the paper profile evaluates many 7B models)
     _free_accelerator_memory()
 
 
-def _keep(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> None:
-    """Write each model's metrics file (the runs it finished) and the table of them."""
-    for name, values in metrics.items():
-        if values:
-            atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", values)
-    atomic_write_text(cfg.table, render_table(cfg, metrics))
-
-
 def evaluate(params: Params) -> dict[str, dict[str, float]]:
-    """Run every configured (model, suite, task, shots); write metrics, full results, the table. Return metrics.
+    """Run every configured (model, suite, task, shots) of the models with a path (each seed of a seed-run folder);
+    write metrics (and chance accuracy), full results, the table, its cells and the loss figure. Return metrics.
 
     Every model is checked before any is loaded. What was measured is kept when a later run fails:
     each model's metrics file holds the runs it finished, and the table shows them.
     """
     cfg = params.eval
     require_verified(cfg.output)
-    trusted = {name: _check_model(name, m) for name, m in cfg.models.items()}
-    runs = harness.plan_runs(cfg)
+    checked = {name: _check_model(name, m) for name, m in cfg.models.items() if m.path}
+    measured = cfg.model_copy(update={"models": {n: m for n, m in cfg.models.items() if m.path}})
+    runs = harness.plan_runs(measured)
     tm = harness.task_manager(Path(cfg.output) / "tasks")
     recorded = cfg.model_dump(mode="json", exclude={"models", "progress"})
     metrics: dict[str, dict[str, float]] = {}
+    pending: dict[str, dict[str, dict[str, float]]] = {}  # model → member → metrics of the model being run
+    if cfg.random_baseline:
+        metrics[RANDOM] = chance_accuracy(cfg.output)
     try:
         with _progress(cfg.progress) as prog:
-            bar = prog.add_task("evaluate", total=len(runs)) if prog else None
-            for name, m in cfg.models.items():
-                metrics[name] = {}
-                _evaluate_model(cfg, tm, name, m, [r for r in runs if r.model == name], metrics[name], prog, bar)
+            total = sum(len([r for r in runs if r.model == n]) * len(ms) for n, (ms, _) in checked.items())
+            bar = prog.add_task("evaluate", total=total) if prog else None
+            for name, (ms, described) in checked.items():
+                mine = [r for r in runs if r.model == name]
+                per_member = pending[name] = {}
+                for label, folder in ms:
+                    if prog:
+                        prog.update(bar, description=f"{name}: loading {folder}")
+                    out_dir = Path(cfg.results_dir) / name / label if label else Path(cfg.results_dir) / name
+                    per_member[label] = {}
+                    _evaluate_member(cfg, tm, mine, folder, out_dir, per_member[label], prog, bar)
+                metrics[name] = combine_members(pending.pop(name))
                 atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
-                write_manifest(Path(cfg.results_dir) / name, stage="evaluate", inputs=[cfg.output],
-                               described=trusted[name],
-                               params={"model": name, **m.model_dump(mode="json"), "eval": recorded})
+                write_manifest(Path(cfg.results_dir) / name, stage="evaluate", inputs=[cfg.output], described=described,
+                               params={"model": name, **cfg.models[name].model_dump(mode="json"), "eval": recorded})
     except BaseException:
-        with suppress(Exception):  # the first error is the one to report
-            _keep(cfg, metrics)
+        for name, per_member in pending.items():  # the runs the failing model finished are kept too
+            done = {label: m for label, m in per_member.items() if m}
+            if done:
+                metrics[name] = combine_members(done)
+        with suppress(Exception):  # the first error is the one to report; keep what was measured
+            _keep(cfg, metrics, params.profile)
         raise
-    _keep(cfg, metrics)
+    _keep(cfg, metrics, params.profile)
     return metrics
 
 
+def _keep(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -> None:
+    """Write each model's metrics file (the runs it finished), the chance baseline's, and the report of them."""
+    for name, values in metrics.items():
+        if values:
+            atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", values)
+    write_report(cfg, metrics, profile)
+
+
+def write_report(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -> list[str]:
+    """The table (`cfg.table`), its cells as DVC metrics (`<metrics_dir>/table.json`) and the loss figure."""
+    atomic_write_text(cfg.table, render_table(cfg, metrics, profile))
+    atomic_write_json(Path(cfg.metrics_dir) / f"{TABLE_METRICS}.json", table_cells(cfg, metrics))
+    return draw_loss_figure(cfg)
+
+
 def read_metrics(cfg: EvalConfig) -> dict[str, dict[str, float]]:
-    """The metrics files of the configured models that exist."""
+    """The metrics files of the configured models (and of the chance baseline) that exist."""
     out = {}
-    for name in cfg.models:
+    for name in [*cfg.models, RANDOM]:
         p = Path(cfg.metrics_dir) / f"{name}.json"
         if p.is_file():
             out[name] = json.loads(p.read_text())
@@ -197,7 +222,13 @@ def draw_loss_figure(cfg: EvalConfig) -> list[str]:
             steps, loss = read_loss_tsv(Path(tsv))
             if steps:
                 curves[stage] = (steps, loss)
-    if not curves:
+    if not curves:  # still a figure: the stage's output exists, and says what is missing
+        fig, ax = plt.subplots(figsize=(5.05, 3.45))
+        ax.text(0.5, 0.5, "no loss data in\n" + "\n".join(cfg.loss_plots.values()), ha="center", va="center")
+        ax.set_axis_off()
+        Path(cfg.figure).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(cfg.figure, dpi=120)
+        plt.close(fig)
         return []
     fig, axes = plt.subplots(1, len(curves), figsize=(5.05 * len(curves), 3.45), squeeze=False)
     for ax, (stage, (steps, loss)) in zip(axes[0], curves.items()):
@@ -214,13 +245,12 @@ def draw_loss_figure(cfg: EvalConfig) -> list[str]:
 
 
 def report(params: Params) -> dict[str, Any]:
-    """Re-render the table from the metrics files and draw the loss figure from the plots TSVs."""
+    """Re-render the table (and its cells) from the metrics files and draw the loss figure from the plots TSVs."""
     cfg = params.eval
     metrics = read_metrics(cfg)
     if not metrics:
         raise UserError(f"no metrics under {cfg.metrics_dir}: run `biomed-llama evaluate` first")
-    atomic_write_text(cfg.table, render_table(cfg, metrics))
     t0 = time.perf_counter()
-    stages = draw_loss_figure(cfg)
+    stages = write_report(cfg, metrics, params.profile)
     return {"table": cfg.table, "figure": cfg.figure if stages else None, "stages": stages,
             "figure_s": time.perf_counter() - t0}

@@ -1,13 +1,22 @@
-"""Render `reports/table.md`: the seed's two tables, each measured cell with the paper's value beside it.
+"""Render `reports/table.md`: both of the seed's tables, every one of their 54 cells, each beside ours.
 
-Rows come from the flat metrics files (`seed.medqa4.3shot.acc`, …): the `seed` suite gives a
-model's 0-shot and few-shot rows, `finetune` the fine-tune row of its paper model, `instruct` the
-instructed table; `modern` gets its own table, marked as not the paper's method.
+Every row of the seed's tables is printed, in the seed's order (`paper_values.json`), whether or not
+a model of ours stands in for it; a cell with a paper value and nothing measured says `not
+measured`. Our models join the rows by `eval.models.<name>.paper_row` and the method their suite
+gives: `seed` 0-shot and few-shot, `finetune` the fine-tune row (cells gathered from the task
+fine-tunes of that paper model; mean ± sample std over seeds where a task has several), `instruct`
+the instructed table; the `random` pseudo-model (chance accuracy of the test sets) the Random row.
+A measured combination the seed has no row for (e.g. GPT-Neo few-shot) is added after the seed's
+rows. `modern` gets its own table, marked as not the paper's method. The header names the profile.
+
+`table_cells` gives the same cells as flat `section/model/method/ours/task` keys for
+`metrics/eval/table.json`, so `dvc metrics diff` compares them cell by cell.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -17,6 +26,12 @@ MAIN_COLUMNS = [("PubMed-A", ["pubmed_a"]), ("PubMed-C", ["pubmed_c"]), ("USMLE 
                 ("MedMCQA", ["medmcqa"]), ("PubMedQA", ["pubmedqa"])]
 INSTRUCT_COLUMNS = [("USMLE (4)", ["medqa4"]), ("MedMCQA", ["medmcqa"]), ("PubMedQA", ["pubmedqa"])]
 MC_ONLY_COLUMNS = MAIN_COLUMNS[2:]
+TASKS = [t for _, ts in MAIN_COLUMNS for t in ts]
+RANDOM = "random"
+"""The metrics name of the chance-accuracy pseudo-model (`metrics/eval/random.json`)."""
+# Which suite (and whether few-shot) each of the seed's methods comes from.
+METHOD_SUITE = {"-": ("random", False), "0-shot": ("seed", False), "few-shot": ("seed", True),
+                "fine-tune": ("finetune", False), "instructed": ("instruct", False)}
 
 
 def paper_values() -> dict[str, list[dict[str, Any]]]:
@@ -24,117 +39,174 @@ def paper_values() -> dict[str, list[dict[str, Any]]]:
     return json.loads((resources.files("biomed_llama.eval") / "paper_values.json").read_text())
 
 
-def _paper_row(rows: list[dict[str, Any]], model: str, method: str) -> dict[str, Any]:
-    for r in rows:
-        if r["model"] == model and r["method"] == method:
-            return r
-    return {}
+def paper_cell_count() -> int:
+    """How many numeric cells the seed's two tables have (54: USMLE 4 and 5 apart, ± cells once)."""
+    return sum(1 for rows in paper_values().values() for r in rows for t in TASKS if t in r)
 
 
-def _cell_metric(task: str, suite: str, cfg: EvalConfig) -> str:
+@dataclass
+class Measured:
+    """One measured cell: the value (a mean over seeds where there are several), its spread and count."""
+
+    value: float
+    std: float | None = None
+    n: int | None = None
+    shots: int | None = None
+    mark: str = ""
+
+    def text(self, task: str) -> str:
+        """The cell's own part, e.g. `0.4072±0.0120 (n=3)`, `0.3668 (3)`, `15.7774`."""
+        v = self.value
+        s = f"{v:.4f}" if task.startswith("pubmed_") or v < 10 else f"{v:.2f}"
+        if self.std is not None:
+            s += f"±{self.std:.4f}"
+        if self.n is not None and self.n > 1:
+            s += f" (n={self.n})"
+        if self.shots:
+            s += f" ({self.shots})"
+        return s + self.mark
+
+
+@dataclass
+class Row:
+    """One table row: the paper's model and method, the names of our models in it, its cells and the paper's."""
+
+    model: str
+    method: str
+    ours: list[str]
+    cells: dict[str, Measured] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)
+
+
+def _metric(suite: str, task: str, m: dict[str, float], cfg: EvalConfig) -> tuple[str, str]:
+    """(metric name, mark) a cell reads: word perplexity, generation exact match, or the MC metric."""
     if task.startswith("pubmed_"):
-        return "word_perplexity"
-    return "exact_match" if suite in ("finetune", "instruct") else cfg.mc_metric
+        return "word_perplexity", ""
+    if suite in ("finetune", "instruct"):  # the original's scoring: generation + exact match (evaluation/main.py)
+        return "exact_match", ""
+    return ("acc" if suite == RANDOM else cfg.mc_metric), ""
 
 
-def _measured(metrics: dict[str, float], suite: str, task: str, shots: int, cfg: EvalConfig) -> float | None:
-    return metrics.get(f"{suite}.{task}.{shots}shot.{_cell_metric(task, suite, cfg)}")
+def measured(m: dict[str, float], suite: str, task: str, shots: int, cfg: EvalConfig) -> Measured | None:
+    """The cell of `task` at `shots` of `suite` in one model's flat metrics, or None if absent."""
+    metric, mark = _metric(suite, task, m, cfg)
+    key = f"{suite}.{task}.{shots}shot.{metric}"
+    if key not in m:
+        return None
+    n = m.get(f"{key}_n")
+    return Measured(m[key], m.get(f"{key}_std"), None if n is None else int(n), shots or None, mark)
 
 
-def _fmt(v: float | None, task: str) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.4f}" if task.startswith("pubmed_") or v < 10 else f"{v:.2f}"
+def _cells(cfg: EvalConfig, ms: list[dict[str, float]], method: str) -> dict[str, Measured]:
+    suite, few = METHOD_SUITE[method]
+    out = {}
+    for t in TASKS:
+        if few and t not in cfg.fewshot:
+            continue  # perplexity has no few-shot setting
+        for m in ms:
+            got = measured(m, suite, t, cfg.fewshot[t] if few else 0, cfg)
+            if got is not None:
+                out[t] = got
+    return out
 
 
-def _cell(tasks: list[str], ours: dict[str, float | None], paper: dict[str, Any], shots: dict[str, int]) -> str:
+def our_rows(cfg: EvalConfig, metrics: dict[str, dict[str, float]], paper_model: str, method: str) -> list[Row]:
+    """Our rows standing in for (`paper_model`, `method`): one per model, fine-tune models gathered into one."""
+    suite, _ = METHOD_SUITE[method]
+    if suite == RANDOM:
+        return [Row(paper_model, method, [RANDOM], _cells(cfg, [metrics[RANDOM]], method))] \
+            if paper_model == "Random" and RANDOM in metrics else []
+    names = [n for n, m in cfg.models.items() if m.paper_row == paper_model and suite in m.suites and n in metrics]
+    groups = [names] if suite == "finetune" and names else [[n] for n in names]
+    rows = [Row(paper_model, method, g, _cells(cfg, [metrics[n] for n in g], method)) for g in groups]
+    return [r for r in rows if r.cells]
+
+
+def table_rows(cfg: EvalConfig, metrics: dict[str, dict[str, float]], section: str) -> list[Row]:
+    """Every row of one of the seed's tables (`main` or `instructed`), ours beside them, then extra rows of ours."""
+    rows: list[Row] = []
+    seen = set()
+    for p in paper_values()[section]:
+        seen.add((p["model"], p["method"]))
+        mine = our_rows(cfg, metrics, p["model"], p["method"]) or [Row(p["model"], p["method"], [])]
+        for r in mine:
+            r.paper = p
+        rows += mine
+    methods = ["instructed"] if section == "instructed" else ["0-shot", "few-shot", "fine-tune"]
+    for paper_model in dict.fromkeys(m.paper_row for m in cfg.models.values()):
+        for method in methods:
+            if (paper_model, method) not in seen:
+                rows += our_rows(cfg, metrics, paper_model, method)
+    return rows
+
+
+def _cell(tasks: list[str], row: Row) -> str:
     """`ours (paper: theirs)` for one column; several tasks (USMLE 4/5) joined by ` / `."""
-    if all(ours.get(t) is None for t in tasks):
-        return "–"
-
-    def shot(t: str) -> str:
-        return f" ({shots[t]})" if shots.get(t) else ""
-
-    mine = " / ".join(_fmt(ours.get(t), t) + shot(t) for t in tasks)
-    theirs = [paper.get(t) for t in tasks]
+    theirs = [row.paper.get(t) for t in tasks]
+    mine = [row.cells.get(t) for t in tasks]
+    if all(x is None for x in mine):
+        ours = "not measured" if any(x is not None for x in theirs) else "–"
+    else:
+        ours = " / ".join("–" if x is None else x.text(t) for t, x in zip(tasks, mine))
     if all(x is None for x in theirs):
-        return mine
-    pm = paper.get("pm", {})
+        return ours
+    pm = row.paper.get("pm", {})
     ref = " / ".join("–" if x is None else f"{x}" + (f"±{pm[t]}" if t in pm else "") for t, x in zip(tasks, theirs))
-    return f"{mine} (paper: {ref})"
+    return f"{ours} (paper: {ref})"
 
 
-def _table(columns, rows: list[tuple[str, str, dict[str, float | None], dict[str, Any], dict[str, int]]]) -> list[str]:
-    head = ["Model", "Method"] + [c for c, _ in columns]
+def _markdown(columns, rows: list[Row]) -> list[str]:
+    head = ["Model", "Method", "Ours"] + [c for c, _ in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, method, ours, paper, shots in rows:
-        cells = [_cell(tasks, ours, paper, shots) for _, tasks in columns]
-        lines.append("| " + " | ".join([label, method] + cells) + " |")
+    for r in rows:
+        cells = [_cell(tasks, r) for _, tasks in columns]
+        lines.append("| " + " | ".join([r.model, r.method, ", ".join(r.ours) or "—"] + cells) + " |")
     return lines
 
 
-def _collect(cfg: EvalConfig, metrics: dict[str, dict[str, float]], suite: str, fewshot: bool,
-             tasks: list[str]) -> tuple[dict[str, float | None], dict[str, int]]:
-    ours: dict[str, float | None] = {}
-    shots: dict[str, int] = {}
-    for name, m in metrics.items():
-        for t in tasks:
-            if fewshot and t not in cfg.fewshot:
-                continue  # perplexity has no few-shot setting
-            k = cfg.fewshot[t] if fewshot else 0
-            v = _measured(m, suite, t, k, cfg)
-            if v is not None:
-                ours[t] = v
-                if fewshot:
-                    shots[t] = k
-    return ours, shots
-
-
-def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> str:
-    """The Markdown report: main table, instructed table, and the modern-suite table when run."""
-    paper = paper_values()
-    all_tasks = [t for _, ts in MAIN_COLUMNS for t in ts]
-    main, instructed, modern = [], [], []
+def _modern_rows(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> list[Row]:
+    rows = []
     for name, m in cfg.models.items():
-        if name not in metrics:
-            continue
-        label = f"{name} → {m.paper_row}"
-        one = {name: metrics[name]}
-        for method, few in (("0-shot", False), ("few-shot", True)):
-            if "seed" in m.suites:
-                ours, shots = _collect(cfg, one, "seed", few, all_tasks)
-                if ours:
-                    main.append((label, method, ours, _paper_row(paper["main"], m.paper_row, method), shots))
-            if "modern" in m.suites:
-                ours, shots = _collect(cfg, one, "modern", few, all_tasks)
-                if ours:
-                    modern.append((label, method, ours, {}, shots))
-        if "instruct" in m.suites:
-            ours, _ = _collect(cfg, one, "instruct", False, all_tasks)
-            if ours:
-                instructed.append((label, "instructed", ours, _paper_row(paper["instructed"], m.paper_row, "instructed"), {}))
-    # Fine-tune rows: one per paper model, cells gathered from its task fine-tunes.
-    ft_rows: dict[str, list[str]] = {}
-    for name, m in cfg.models.items():
-        if "finetune" in m.suites and name in metrics:
-            ft_rows.setdefault(m.paper_row, []).append(name)
-    for paper_row, names in ft_rows.items():
-        ours, _ = _collect(cfg, {n: metrics[n] for n in names}, "finetune", False, all_tasks)
-        if ours:
-            main.append((f"{', '.join(names)} → {paper_row}", "fine-tune", ours,
-                         _paper_row(paper["main"], paper_row, "fine-tune"), {}))
+        if "modern" in m.suites and name in metrics:
+            for method, few in (("0-shot", False), ("few-shot", True)):
+                cells = {t: x for t in TASKS if (not few or t in cfg.fewshot)
+                         for x in [measured(metrics[name], "modern", t, cfg.fewshot.get(t, 0) if few else 0, cfg)] if x}
+                if cells:
+                    rows.append(Row(m.paper_row, method, [name], cells))
+    return rows
 
+
+def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str = "") -> str:
+    """The Markdown report: the seed's main table and instructed table (all rows), and the modern-suite table when run."""
     mc = "accuracy" if cfg.mc_metric == "acc" else "length-normalised accuracy (acc_norm)"
-    out = ["# Results", "",
-           f"Measured on this run (profile cells: perplexity = word perplexity; multiple choice = {mc}; "
-           "instructed and fine-tune = exact match of greedy generation), the paper's value in brackets. "
-           "A row `name → paper model` sets our model beside that paper row.", ""]
-    out += _table(MAIN_COLUMNS, main) if main else ["(no seed-suite or fine-tune results)"]
+    out = ["# Results", ""]
+    if profile:
+        out += [f"Every measured number below was produced by the `{profile}` profile (`profile` in its params "
+                "file; each trained model's manifest records it too).", ""]
+    out += [f"Measured cells: perplexity = word perplexity; multiple choice = {mc}; fine-tune and instructed = "
+            "exact match of greedy generation; Random = chance accuracy of the test sets. The paper's value is "
+            "in brackets; `not measured` = no model of ours was evaluated for that row (reference models: set "
+            "`eval.models.<name>.path`). Fine-tune cells over several seeds: mean ± sample std (n seeds).", ""]
+    out += _markdown(MAIN_COLUMNS, table_rows(cfg, metrics, "main"))
     out += ["", "## Instruction tuning", ""]
-    out += _table(INSTRUCT_COLUMNS, instructed) if instructed else ["(no instruct-suite results)"]
+    out += _markdown(INSTRUCT_COLUMNS, table_rows(cfg, metrics, "instructed"))
+    modern = _modern_rows(cfg, metrics)
     if modern:
         out += ["", "## lm-eval built-in style (letters scored) — NOT the paper's method", "",
                 "The prompt style of lm-eval 0.4's `medqa_4options` / `medmcqa` / `pubmedqa`, run on the same "
                 "local files; the paper has no such column, so there are no paper values.", ""]
-        out += _table(MC_ONLY_COLUMNS, modern)
+        out += _markdown(MC_ONLY_COLUMNS, modern)
     return "\n".join(out) + "\n"
+
+
+def table_cells(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Every measured cell of both tables as `section/model/method/ours/task` → value (and `…/std`)."""
+    out: dict[str, float] = {}
+    for section in ("main", "instructed"):
+        for r in table_rows(cfg, metrics, section):
+            for t, x in r.cells.items():
+                key = f"{section}/{r.model}/{r.method}/{'+'.join(r.ours)}/{t}"
+                out[key] = x.value
+                if x.std is not None:
+                    out[f"{key}/std"] = x.std
+    return out

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from biomed_llama.schema import StrictModel
 
 SourceFormat = Literal["medqa", "medmcqa", "pubmedqa", "alpaca", "examples"]
+Allocation = Literal["released", "proportional", "multinomial"]
 FIXTURES = "data/sample/instruct"
 
 
@@ -31,26 +32,40 @@ class InstructSource(StrictModel):
     """Epoch factor: the source's weight is its sample count × this factor."""
     cot: bool = False
     """Render chain-of-thought: the output is the explanation followed by the answer (`*-cot` sets)."""
+    group: str | None = None
+    """The seed table's row this source is counted in (e.g. `medpalm` for `usmleqa/medpalm`); None: its own name."""
+
+
+# The released code's 20 sources and epoch factors (`evaluation/instruct_dataset.py:33-54`), with the
+# seed table's row (group) each is counted in; the demo reads generated fixtures for each.
+RELEASED_SOURCES: tuple[tuple[str, float, str], ...] = (
+    ("usmleqa/train", 3, "MedQA-USMLE/train"), ("medmcqa/train", 0.2, "MedMCQA/train"),
+    ("pubmedqa/train", 0.1, "PubMedQA/train"), ("AlpacaDataCleaned", 0.5, "AlpacaDataCleaned"),
+    ("visual-med-alpaca", 0.5, "visual-med-alpaca"),
+    ("usmleqa/medpalm", 5, "medpalm"), ("medmcqa/medpalm", 5, "medpalm"), ("pubmedqa/medpalm", 5, "medpalm"),
+    ("liveqa/medpalm", 1, "medpalm"), ("medicationqa/medpalm", 1, "medpalm"),
+    ("usmleqa/medpalm-cot", 3, "medpalm-cot"), ("medmcqa/medpalm-cot", 3, "medpalm-cot"),
+    ("pubmedqa/medpalm-cot", 3, "medpalm-cot"), ("mmlu/medpalm-cot", 3, "medpalm-cot"),
+    ("usmleqa/medpalm2-cot", 3, "medpalm2-cot"), ("medmcqa/medpalm2-cot", 3, "medpalm2-cot"),
+    ("pubmedqa/medpalm2-cot", 3, "medpalm2-cot"), ("mmlu/medpalm2-cot", 3, "medpalm2-cot"),
+    ("mmlu-cot", 3, "mmlu-cot"), ("codex-cot", 3, "codex-cot"),
+)
+_DEMO_FILES = {
+    "usmleqa/train": ("medqa", "medqa/train_4opt.jsonl"), "medmcqa/train": ("medmcqa", "medmcqa/train_cop1.jsonl"),
+    "pubmedqa/train": ("pubmedqa", "pubmedqa/ori_pqaa.json"),
+    "AlpacaDataCleaned": ("alpaca", "alpaca/alpaca_data_cleaned.json"),
+    "visual-med-alpaca": ("alpaca", "visual-med-alpaca/med_alpaca_data.json"),
+    "mmlu-cot": ("examples", "examples/mmlu_cot.json"), "codex-cot": ("examples", "examples/codex_cot.json"),
+}
 
 
 def _demo_sources() -> list[InstructSource]:
-    f = FIXTURES
-    return [
-        InstructSource(name="medqa/train", format="medqa", paths=[f"{f}/medqa/train_4opt.jsonl"], epochs=3),
-        InstructSource(name="medmcqa/train", format="medmcqa", paths=[f"{f}/medmcqa/train_cop1.jsonl"], epochs=0.2),
-        InstructSource(name="pubmedqa/train", format="pubmedqa", paths=[f"{f}/pubmedqa/ori_pqaa.json"], epochs=0.1),
-        InstructSource(name="AlpacaDataCleaned", format="alpaca", paths=[f"{f}/alpaca/alpaca_data_cleaned.json"],
-                       epochs=0.5),
-        InstructSource(name="visual-med-alpaca", format="alpaca",
-                       paths=[f"{f}/visual-med-alpaca/med_alpaca_data.json"], epochs=0.5),
-        InstructSource(name="medpalm", format="examples", paths=[f"{f}/examples/medpalm.json"], epochs=3),
-        InstructSource(name="medpalm-cot", format="examples", paths=[f"{f}/examples/medpalm_cot.json"],
-                       epochs=3, cot=True),
-        InstructSource(name="medpalm2-cot", format="examples", paths=[f"{f}/examples/medpalm2_cot.json"],
-                       epochs=3, cot=True),
-        InstructSource(name="mmlu-cot", format="examples", paths=[f"{f}/examples/mmlu_cot.json"], epochs=3, cot=True),
-        InstructSource(name="codex-cot", format="examples", paths=[f"{f}/examples/codex_cot.json"], epochs=3, cot=True),
-    ]
+    out = []
+    for name, factor, group in RELEASED_SOURCES:
+        fmt, rel = _DEMO_FILES.get(name, ("examples", f"examples/released/{name.replace('/', '_')}.json"))
+        out.append(InstructSource(name=name, format=fmt, paths=[f"{FIXTURES}/{rel}"], epochs=factor,
+                                  cot=name.endswith("-cot"), group=None if group == name else group))
+    return out
 
 
 class InstructMixConfig(StrictModel):
@@ -61,11 +76,12 @@ class InstructMixConfig(StrictModel):
     n_records: int = Field(400, ge=1)
     """Records drawn into the mixture (150,000 in the paper: 3 epochs × 50,000 per epoch)."""
     seed: int = 1234
-    """Seed of the draw (numpy PCG64); the original drew unseeded."""
-    allocation: Literal["proportional", "multinomial"] = "proportional"
-    """How many records each source gets: `proportional` = largest-remainder rounding of N × weight share
-    (percentages then equal the table's MixtureP); `multinomial` = one multinomial draw, like the
-    original's `random.choices` over sources."""
+    """Seed of the draw (`random.Random` for `released`, numpy PCG64 for the others); the original drew unseeded."""
+    allocation: Allocation = "released"
+    """How the records are drawn (`biomed_llama.instruct.mixture`): `released` = the released code's
+    `random.choices` over sources by weight, then `random.choice` within the source (seeded);
+    `proportional` = per-source counts by largest-remainder rounding of N × share, records without
+    needless repeats, one shuffle; `multinomial` = the same with multinomial per-source counts."""
     on_bad_record: Literal["skip", "abort"] = "skip"
     """A record missing a field or whose answer is not one of its options: count, report and skip, or abort
     (also applies to `finetune` task mode's train sets)."""

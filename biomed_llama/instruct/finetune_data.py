@@ -15,20 +15,30 @@ Public API (used by `biomed-llama finetune` and the pretrain engine it reuses):
   padding with `pad_id` and label -100. No attention mask is needed: with right padding and causal
   attention no real token ever attends to a pad, and pads carry no loss.
 
-Example layout (one sequence): `BOS + ids(input) + ids(output) + EOS`; labels are -100 on BOS and
-every prompt position and equal the ids on every output position and on EOS, so the loss
-(the model shifts labels by one) is on `output + </s>` only, as in the original.
+Example layout (one sequence): `BOS + ids(input + output) + EOS`; labels are -100 on BOS and the
+prompt positions and equal the ids on every later position and on EOS, so the loss (the model
+shifts labels by one) is on `output + </s>` only, as in the original.
 
-Input and output are tokenized separately (no special tokens) and concatenated. The original
-tokenized `input + output + "</s>"` as one string and masked the first len(tokenize(input))
-positions; with SentencePiece a token can straddle the boundary, so its mask could be off by one.
-Separate tokenization makes the boundary exact.
+How the pair is tokenized (`finetune.tokenization`, correction 4 of REPRODUCTION.md):
+- `joint` (the released code): `input + output` is tokenized as one string, and the first
+  `1 + len(ids(input))` positions are masked, whatever tokens the joint string actually has there
+  (`evaluation/instruct_dataset.py:85-105`, `evaluation/mcqa_dataset.py:119-139`: `tokenizer([source
+  + target, source])`, `labels[:len(tokenize(source))] = IGNORE_INDEX`, both with the tokenizer's
+  BOS). With a SentencePiece tokenizer the output keeps the joint string's pieces (`" warfarin"`
+  after `### Answer:` is `▁war farin`, not `▁ ▁war farin`); a piece straddling the boundary is
+  masked or trained as the original's count falls. The original appended the string `</s>`, which
+  its slow tokenizer split off as a special token given as a plain string (`evaluation/main.py:98-103`),
+  stripping the whitespace on its left: the joint text is right-stripped before EOS, as there.
+- `separate`: input and output tokenized on their own and concatenated, so the mask boundary is
+  exact but the output's first piece differs from the released run's (an extra `▁` with
+  SentencePiece). Not what the paper's model was trained on.
 
 Truncation to `finetune.max_length`: `right` (default) cuts the sequence's end like the original
-(`truncation=True`, right side, at 2048); an example whose prompt alone fills the window keeps no
-output token, would only add a zero-loss row, and is dropped (counted in `ds.n_dropped`).
-`prompt_left` drops prompt tokens from the left (keeping BOS and the prompt's end, nearest the
-answer) so the whole output + EOS survives; only an output longer than the window is cut.
+(`truncation=True`, right side, at 2048); an example left without any labelled position would
+only add a zero-loss row (the original's would have had no target at all) and is dropped
+(counted in `ds.n_dropped`). `prompt_left` drops prompt tokens from the left (keeping BOS and the
+prompt's end, nearest the answer) so the whole output + EOS survives; only an output longer than
+the window is cut.
 """
 
 from __future__ import annotations
@@ -47,22 +57,50 @@ from biomed_llama.instruct.templates import render_task
 
 IGNORE_INDEX = -100
 Truncation = Literal["right", "prompt_left"]
+Tokenization = Literal["joint", "separate"]
+
+
+def assemble_body(body: Sequence[int], n_prompt: int, bos_id: int, eos_id: int, max_length: int,
+                  truncation: Truncation = "right") -> tuple[list[int], int] | None:
+    """Wrap one example's ids `body` (input then output, no specials) as `BOS + body + EOS` and truncate.
+
+    The first `n_prompt` ids of `body` are the prompt's. Returns `(ids, n_masked)`, where the first
+    `n_masked = 1 + n_prompt` positions (BOS + prompt) get label -100, or None when no position
+    with a label survives truncation. `n_prompt` may exceed what the joint ids hold when a merge
+    swallowed the output (then nothing is left to train and the example is dropped).
+    """
+    ids = [bos_id, *body, eos_id]
+    if truncation == "prompt_left" and len(ids) > max_length and n_prompt > 0:
+        cut = min(len(ids) - max_length, n_prompt)  # drop the earliest prompt tokens, keep BOS
+        ids = ids[:1] + ids[1 + cut:]
+        n_prompt -= cut
+    ids = ids[:max_length]  # right truncation, as the original's `truncation=True`
+    n_masked = 1 + n_prompt
+    return (ids, n_masked) if n_masked < len(ids) else None
 
 
 def assemble(prompt_ids: Sequence[int], output_ids: Sequence[int], bos_id: int, eos_id: int,
              max_length: int, truncation: Truncation = "right") -> tuple[list[int], int] | None:
-    """Join one example's ids and apply truncation.
+    """`assemble_body` for separately tokenized prompt and output ids."""
+    return assemble_body([*prompt_ids, *output_ids], len(prompt_ids), bos_id, eos_id, max_length, truncation)
 
-    Returns `(ids, n_masked)`, where the first `n_masked` positions (BOS + prompt) get label -100,
-    or None when no output token survives truncation.
+
+def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Any,
+                 tokenization: Tokenization = "joint") -> list[tuple[list[int], int]]:
+    """Token ids (no specials) of each `(input, output)` pair and how many of them are the input's.
+
+    `joint`: ids of `(input + output).rstrip()` and `len(ids(input))` (module docstring);
+    `separate`: ids(input) + ids(output) and `len(ids(input))`.
     """
-    prompt, target = list(prompt_ids), list(output_ids) + [eos_id]
-    if 1 + len(prompt) + len(target) > max_length and truncation == "prompt_left":
-        keep = max(0, max_length - 1 - len(target))
-        prompt = prompt[len(prompt) - keep:] if keep else []
-    ids = ([bos_id] + prompt + target)[:max_length]
-    n_masked = 1 + len(prompt)
-    return (ids, n_masked) if n_masked < len(ids) else None
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    if tokenization == "joint":
+        bodies = tokenizer([(p + o).rstrip() for p, o in pairs], add_special_tokens=False)["input_ids"]
+    elif tokenization == "separate":
+        outs = tokenizer([o for _, o in pairs], add_special_tokens=False)["input_ids"]
+        bodies = [list(p) + list(o) for p, o in zip(prompts, outs)]
+    else:
+        raise UserError(f"unknown finetune.tokenization {tokenization!r}; use joint or separate")
+    return [(list(b), len(p)) for b, p in zip(bodies, prompts)]
 
 
 class SFTDataset:
@@ -160,18 +198,17 @@ def special_ids(tokenizer: Any) -> tuple[int, int, int]:
 
 
 def tokenize_pairs(pairs: Sequence[tuple[str, str]], sources: Sequence[str], tokenizer: Any, max_length: int,
-                   truncation: Truncation = "right", batch_size: int = 1024) -> SFTDataset:
+                   truncation: Truncation = "right", batch_size: int = 1024,
+                   tokenization: Tokenization = "joint") -> SFTDataset:
     """Tokenize `(input, output)` pairs into an SFTDataset (see the module docstring for the layout)."""
     bos, eos, pad = special_ids(tokenizer)
     chunks: list[np.ndarray] = []
     lengths, masked, kept_sources = [], [], []
     dropped = 0
     for start in range(0, len(pairs), batch_size):
-        batch = pairs[start:start + batch_size]
-        p_ids = tokenizer([p for p, _ in batch], add_special_tokens=False)["input_ids"]
-        o_ids = tokenizer([o for _, o in batch], add_special_tokens=False)["input_ids"]
-        for k, (p, o) in enumerate(zip(p_ids, o_ids)):
-            got = assemble(p, o, bos, eos, max_length, truncation)
+        encoded = encode_pairs(pairs[start:start + batch_size], tokenizer, tokenization)
+        for k, (body, n_prompt) in enumerate(encoded):
+            got = assemble_body(body, n_prompt, bos, eos, max_length, truncation)
             if got is None:
                 dropped += 1
                 continue
@@ -224,7 +261,8 @@ def build_sft_dataset(params: Any, mode: Literal["instruct", "task"], task: str 
         sources = [task] * len(pairs)
     else:
         raise UserError(f"unknown finetune mode {mode!r}; use instruct or task")
-    ds = tokenize_pairs(pairs, sources, tokenizer, cfg.max_length, cfg.truncation)
+    ds = tokenize_pairs(pairs, sources, tokenizer, cfg.max_length, cfg.truncation,
+                        tokenization=cfg.tokenization)
     if len(ds) == 0:
         raise UserError(f"finetune {mode}: every example was truncated away (finetune.max_length={cfg.max_length})")
     return ds

@@ -1,25 +1,30 @@
 """The instruction mixture: read every source, weight it, draw N records with a seed, write them.
 
-Weighting (the original's `instruct_dataset.py`): a source's weight is its sample count × its
-epoch factor; its share is the weight over the sum of weights.
+Weighting (the original's `evaluation/instruct_dataset.py:27-60`): a source's weight is its sample
+count × its epoch factor; its share is the weight over the sum of weights. The released code lists
+20 sources with their own factors (`instruct_dataset.py:33-54`, correction 7 of REPRODUCTION.md);
+each source may name the seed table's row it is counted in (`group`), and the metrics give both.
 
-Drawing N records (seeded numpy `Generator(PCG64(seed))`; the original drew unseeded):
-1. Per-source counts. `proportional`: largest-remainder rounding of N × share (ties to the source
-   listed first), so the drawn percentages equal the table's MixtureP up to rounding of one record.
-   `multinomial`: one multinomial draw of N over the shares, the distribution the original's
-   `random.choices` over sources gave.
-2. Records within a source. A source of n records asked for c: ⌊c / n⌋ full passes, each a fresh
-   permutation of all n, then c mod n distinct records drawn without replacement. So a factor ≤ 1
-   never repeats a record, and a factor > 1 shows every record ⌊factor⌋ times before any a third
-   (the original drew each record with replacement: same expectation, more variance).
-3. The whole mixture is shuffled once, so the file is a ready-mixed stream.
-The generator is used in that fixed order, so the same sources, params and seed give the same
-mixture bytes on any machine.
+Drawing N records (`instruct_mix.allocation`):
+- `released` (the released code, `instruct_dataset.py:70-77`): `random.choices` over the sources
+  with those weights, N times, then `random.choice` of a record within each drawn source, in that
+  order, from one `random.Random(seed)` (the original used the unseeded global generator; with
+  `random.seed(seed)` before it, it draws exactly this mixture). Records repeat and per-source
+  counts vary around N × share; the records stay in draw order (the trainer shuffles them).
+- `proportional` (the package's earlier method, an alternative): per-source counts by
+  largest-remainder rounding of N × share (ties to the source listed first), so the drawn
+  percentages equal the weights up to one record; within a source ⌊c / n⌋ full passes, each a
+  fresh permutation, then c mod n distinct records (a factor ≤ 1 never repeats a record); the whole
+  mixture is shuffled once. Seeded numpy `Generator(PCG64(seed))`, used in that fixed order.
+- `multinomial`: one multinomial draw of the per-source counts over the shares (the distribution
+  of the released counts), then records as `proportional`.
+The same sources, params and seed give the same mixture bytes on any machine.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -30,7 +35,7 @@ from biomed_llama.benchmarks.config import ReadersConfig
 from biomed_llama.benchmarks.readers import CopConvention
 from biomed_llama.benchmarks.records import BadRecord, BadRecords
 from biomed_llama.errors import UserError
-from biomed_llama.instruct.config import InstructMixConfig, InstructSource
+from biomed_llama.instruct.config import Allocation, InstructMixConfig, InstructSource
 from biomed_llama.instruct.readers import read_source
 from biomed_llama.instruct.templates import render_instruct
 
@@ -111,13 +116,30 @@ class Mixture:
     bad: list[BadRecord]
 
 
-def draw_mixture(read: Sequence[SourceRecords], n: int, seed: int,
-                 allocation: Literal["proportional", "multinomial"]) -> Mixture:
-    """Weight the read sources, draw `n` records with `seed` and shuffle them (module docstring)."""
-    rng = np.random.Generator(np.random.PCG64(seed))
+def released_draw(read: Sequence[SourceRecords], n: int, seed: int) -> list[dict[str, str]]:
+    """The released draw (`evaluation/instruct_dataset.py:56-77`): sources by weight, then a record within each.
+
+    The weights are computed as there (count × factor over the int-truncated total), so the floating
+    point cumulative weights, and with them every draw of a given generator state, are the original's.
+    """
     counts = {r.source.name: len(r.pairs) for r in read}
-    epochs = {r.source.name: r.source.epochs for r in read}
-    shares = source_shares(counts, epochs)
+    total = int(sum(counts[r.source.name] * r.source.epochs for r in read))  # instruct_dataset.py:56
+    weights = [counts[r.source.name] * r.source.epochs / total for r in read]  # :57-60
+    rng = random.Random(seed)
+    chosen = rng.choices(population=[r.source.name for r in read], weights=weights, k=n)  # :71-75
+    by_name = {r.source.name: r.pairs for r in read}
+    records = []
+    for name in chosen:  # :76-77
+        inp, out = rng.choice(by_name[name])
+        records.append({"source": name, "input": inp, "output": out})
+    return records
+
+
+def allotted_draw(read: Sequence[SourceRecords], n: int, seed: int,
+                  allocation: Literal["proportional", "multinomial"]) -> list[dict[str, str]]:
+    """The package's alternatives: per-source counts first, records without needless repeats, one shuffle."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    shares = source_shares({r.source.name: len(r.pairs) for r in read}, {r.source.name: r.source.epochs for r in read})
     quota = allocate(n, shares, rng, allocation)
     records: list[dict[str, str]] = []
     for r in read:
@@ -125,16 +147,40 @@ def draw_mixture(read: Sequence[SourceRecords], n: int, seed: int,
             inp, out = r.pairs[i]
             records.append({"source": r.source.name, "input": inp, "output": out})
     order = rng.permutation(len(records))
-    records = [records[i] for i in order]
+    return [records[i] for i in order]
+
+
+def draw_mixture(read: Sequence[SourceRecords], n: int, seed: int, allocation: Allocation) -> Mixture:
+    """Weight the read sources and draw `n` records with `seed` as `allocation` says (module docstring)."""
+    if allocation == "released":
+        records = released_draw(read, n, seed)
+    else:
+        records = allotted_draw(read, n, seed, allocation)
+    counts = {r.source.name: len(r.pairs) for r in read}
+    shares = source_shares(counts, {r.source.name: r.source.epochs for r in read})
+    drawn = {r.source.name: 0 for r in read}
+    for rec in records:
+        drawn[rec["source"]] += 1
     stats = {r.source.name: {
+        "group": r.source.group or r.source.name,
         "available": counts[r.source.name],
         "epochs": r.source.epochs,
         "weight_percent": round(100.0 * shares[r.source.name], 6),
-        "count": quota[r.source.name],
-        "percent": round(100.0 * quota[r.source.name] / n, 6),
+        "count": drawn[r.source.name],
+        "percent": round(100.0 * drawn[r.source.name] / n, 6),
         "bad_records": len(r.bad),
     } for r in read}
     return Mixture(records, stats, [b for r in read for b in r.bad])
+
+
+def group_figures(sources: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per seed-table row (`group`): summed weight percent and drawn percent of its sources."""
+    out: dict[str, dict[str, float]] = {}
+    for s in sources.values():
+        g = out.setdefault(s["group"], {"weight_percent": 0.0, "percent": 0.0})
+        g["weight_percent"] = round(g["weight_percent"] + s["weight_percent"], 6)
+        g["percent"] = round(g["percent"] + s["percent"], 6)
+    return out
 
 
 def build_mixture(cfg: InstructMixConfig, readers: ReadersConfig) -> Mixture:
@@ -150,7 +196,7 @@ def _jsonl(rows: Sequence[dict[str, Any]]) -> bytes:
 def mixture_metrics(cfg: InstructMixConfig, mix: Mixture) -> dict[str, Any]:
     """The `metrics/instruct_mix.json` content: count and percentage per source, bad-record totals."""
     return {"n_records": cfg.n_records, "seed": cfg.seed, "allocation": cfg.allocation,
-            "bad_records": len(mix.bad), "sources": mix.sources}
+            "bad_records": len(mix.bad), "sources": mix.sources, "groups": group_figures(mix.sources)}
 
 
 def run_instruct_mix(params: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ arguments. The engine runs on a `PretrainConfig`: a fine-tune run's is built by
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 from pydantic import Field, model_validator
@@ -66,6 +67,26 @@ class FinetuneOptim(OptimConfig):
     """Cosine cycles after warmup: 0.5 = HF `lr_scheduler_type cosine`, decaying to 0 (the original's setting)."""
 
 
+class ReleasedLoader(StrictModel):
+    """The released run's data stream as it ran (correction 8 of REPRODUCTION.md), not a sound loader.
+
+    `pretrain/train_multi_nodes.sh:38-44` ran HF Trainer 4.28 over `utils/data.py`'s
+    `LMSuperLargeDataset`, an `IterableDataset` that does not split its stream between loader
+    workers. The Trainer gave rank r every `world_size`-th group of `micro_batch` sequences of the
+    file-order stream; each of the `workers` DataLoader workers then iterated that whole share, and
+    the DataLoader took one batch from each worker in turn: every batch came `workers` times in a
+    row, and a one-epoch run (its length from `len(dataset)`) saw 1/`workers` of the distinct data.
+    The engine feeds each step exactly the sequences the released ranks fed, for any world size here.
+    """
+
+    workers: int = Field(16, ge=1)
+    """`--dataloader_num_workers` of the released run (16)."""
+    world_size: int = Field(32, ge=1)
+    """Ranks of the released run (8 nodes × 4 GPUs = 32)."""
+    micro_batch: int = Field(1, ge=1)
+    """`--per_device_train_batch_size` of the released run (1)."""
+
+
 class PretrainConfig(StrictModel):
     """Continued pretraining hyperparameters, sharding and checkpointing."""
 
@@ -83,6 +104,9 @@ class PretrainConfig(StrictModel):
     """`truncate`: one document per sequence, BOS + text + EOS cut to max_seq_length and padded (the released loader); `concat`: BOS + text + EOS documents joined and cut into full sequences."""
     shuffle: bool = True
     """Shuffle sequences with a seeded permutation (same order for any world size); false reads in file order like the original."""
+    released_loader: Optional[ReleasedLoader] = None
+    """Replay the released run's duplicated stream (each batch `workers` times in a row, 1/`workers` of the
+    data per epoch; see `ReleasedLoader`); null: every sequence once per epoch (the README's intent)."""
     global_batch_size: int = Field(8, ge=1)
     """Sequences per optimizer step over all ranks (2048 in the paper); = micro × accumulation × data-parallel size."""
     micro_batch_size: int = Field(2, ge=1)
@@ -152,7 +176,17 @@ class PretrainConfig(StrictModel):
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(f"pretrain.micro_batch_size ({self.micro_batch_size}) must divide "
                              f"pretrain.global_batch_size ({self.global_batch_size})")
+        rl = self.released_loader
+        if rl is not None:
+            if self.shuffle:
+                raise ValueError("pretrain.released_loader replays the released file-order stream; set pretrain.shuffle: false")
+            if self.global_batch_size % (rl.world_size * rl.micro_batch):
+                raise ValueError(f"pretrain.released_loader: world_size × micro_batch ({rl.world_size} × {rl.micro_batch}) "
+                                 f"must divide pretrain.global_batch_size ({self.global_batch_size})")
         return self
+
+
+Start = Literal["pretrained", "base"]
 
 
 class TaskTrainSet(StrictModel):
@@ -162,6 +196,40 @@ class TaskTrainSet(StrictModel):
     """Published format of the file (`medqa`, `medmcqa` or `pubmedqa`)."""
     path: str
     """The train file (PubMedQA: `ori_pqaa.json`, the artificial set, as in the original)."""
+    seeds: Optional[list[int]] = Field(None, min_length=1)
+    """Fine-tune once per seed (data order), one model each in `<prefix><task>/seed-<seed>/`; the table shows
+    mean ± std over them (the seed's USMLE cells: 0.3946±0.008). null: one run with the top-level seed,
+    the model in `<prefix><task>` itself."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaskTrainSet":
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct (got {self.seeds})")
+        return self
+
+
+class FinetuneStart(StrictModel):
+    """A second model fine-tuned exactly as `finetune.model` is: the table's LLaMA-7B instructed and fine-tune rows."""
+
+    model: str = "models/base"
+    """The HF directory to start from (the paper: LLaMA-7B; the demo: the random init `models/base`)."""
+    model_external: bool = False
+    """True when `model` was made by no stage here (the downloaded LLaMA-7B): as `finetune.model_external`."""
+    instruct_output: str = "models/base-instruct"
+    """HF directory written by its instruction tuning."""
+    task_output_prefix: str = "models/base-ft-"
+    """Its task fine-tunes write `<prefix><task>`."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one fine-tune run writes: its name (metrics, plots, log) and its folders."""
+
+    name: str
+    output: str
+    checkpoint_dir: str
+    metrics: str
+    plots: str
 
 
 class FinetuneHparams(StrictModel):
@@ -223,6 +291,10 @@ class FinetuneConfig(StrictModel):
     truncation: Literal["right", "prompt_left"] = "right"
     """Over-long examples: `right` cuts the end like the original (an example left without any output
     token is dropped and counted); `prompt_left` drops prompt tokens from the left so the output survives."""
+    tokenization: Literal["joint", "separate"] = "joint"
+    """How an (input, output) pair becomes ids: `joint` = the released code's (input + output tokenized as
+    one string, the first len(ids(input)) positions masked; `evaluation/instruct_dataset.py:85-105`);
+    `separate` = each tokenized alone (an exact mask boundary, but other output pieces with SentencePiece)."""
     mixture: str = "data/instruct"
     """The instruct-mix output folder read in `instruct` mode."""
     instruct: FinetuneHparams = Field(default_factory=lambda: FinetuneHparams(epochs=1))
@@ -236,34 +308,70 @@ class FinetuneConfig(StrictModel):
         "pubmedqa": TaskTrainSet(format="pubmedqa", path=f"{FIXTURES}/pubmedqa/ori_pqaa.json"),
     })
     """Train sets of `task` mode by task name (the name picks the output folder `<prefix><name>`)."""
+    base: Optional[FinetuneStart] = None
+    """The LLaMA-7B rows' runs (`--base`): instruction tuning and task fine-tuning of this model with the
+    same settings; null: not trained."""
 
-    def run_name(self, mode: Literal["instruct", "task"], task: str | None = None) -> str:
-        """`instruct`, or the task name in task mode (names checkpoints, metrics and plots)."""
+    def start_of(self, start: Start) -> tuple[str, str, str, str]:
+        """(model, instruct output, task output prefix, run-name prefix) of `pretrained` or `base`."""
+        if start == "pretrained":
+            return self.model, self.instruct_output, self.task_output_prefix, ""
+        if start == "base" and self.base is not None:
+            return self.base.model, self.base.instruct_output, self.base.task_output_prefix, "base-"
+        raise ValueError(f"unknown fine-tune start {start!r}" + ("; finetune.base is null" if start == "base" else ""))
+
+    def external_of(self, start: Start) -> tuple[bool, str]:
+        """Whether `start`'s model is an external one (no manifest, opted in), and the param that says so."""
+        if start == "base" and self.base is not None:
+            return self.base.model_external, "finetune.base.model_external"
+        return self.model_external, "finetune.model_external"
+
+    def run_name(self, mode: Literal["instruct", "task"], task: str | None = None, start: Start = "pretrained") -> str:
+        """`instruct` or the task name, `base-` in front for the base start (names checkpoints, metrics and plots)."""
+        prefix = self.start_of(start)[3]
         if mode == "instruct":
-            return "instruct"
+            return f"{prefix}instruct"
         if task not in self.tasks:
             raise ValueError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(self.tasks)}")
-        return task  # type: ignore[return-value]
+        return f"{prefix}{task}"
+
+    def seeds_of(self, task: str) -> list[int | None]:
+        """The seeds of a task's fine-tunes; `[None]`: one run with the top-level seed, no seed folders."""
+        seeds = self.tasks[task].seeds
+        return [None] if seeds is None else list(seeds)
+
+    def run_paths(self, mode: Literal["instruct", "task"], task: str | None = None, start: Start = "pretrained",
+                  seed: int | None = None) -> RunPaths:
+        """Output, checkpoint, metrics and plot paths of one run (`seed`: a run of a task's seed list)."""
+        name = self.run_name(mode, task, start)
+        _, instruct_out, task_prefix, prefix = self.start_of(start)
+        if mode == "instruct":
+            return RunPaths(name, instruct_out, f"{self.checkpoints}/{name}", f"{self.metrics_prefix}{name}.json",
+                            f"{self.plots}/{name}")
+        sub = "" if seed is None else f"/seed-{seed}"
+        # The seeds of a task share its checkpoint folder (their run ids differ) and its metrics file.
+        return RunPaths(name, f"{task_prefix}{task}{sub}", f"{self.checkpoints}/{prefix}task-{task}",
+                        f"{self.metrics_prefix}{name}.json", f"{self.plots}/{name}{sub}")
 
     def engine_config(self, pretrain: PretrainConfig, mode: Literal["instruct", "task"], task: str | None,
-                      n_examples: int) -> PretrainConfig:
+                      n_examples: int, start: Start = "pretrained", seed: int | None = None) -> PretrainConfig:
         """The engine config of one fine-tune run: `pretrain` (device, dtypes, sharding, compile, logging,
         keep-K) with this mode's optimiser, batch, step count, sequence length and paths in place.
 
         Validated as a whole (`model_validate`), so a wrong key or value fails here, not later. The
-        model to start from is `model` (the caller sets `model.base` to it); `tokenizer` is the same
+        model to start from is `start`'s (the caller sets `model.base` to it); `tokenizer` is the same
         folder, whose tokenizer files the export copies. Raises pydantic's ValidationError.
         """
         hp = self.instruct if mode == "instruct" else self.task
-        name = self.run_name(mode, task)
-        output = self.instruct_output if mode == "instruct" else f"{self.task_output_prefix}{name}"
+        paths = self.run_paths(mode, task, start, seed)
         replaced = {
             "optim": hp.optim.model_dump(), "global_batch_size": hp.global_batch_size,
             "micro_batch_size": hp.micro_batch_size, "max_steps": hp.steps(n_examples),
-            "max_seq_length": self.max_length, "shuffle": True, "checkpoint_every": self.checkpoint_every,
-            "checkpoint_dir": f"{self.checkpoints}/{'instruct' if mode == 'instruct' else 'task-' + name}",
-            "tokenizer": self.model, "output": output, "metrics": f"{self.metrics_prefix}{name}.json",
-            "plots": f"{self.plots}/{name}", "export_init": None,
+            # map-style SFT datasets under the Trainer's sampler: shuffled, no worker replay (evaluation/main.py:150)
+            "max_seq_length": self.max_length, "shuffle": True, "released_loader": None,
+            "checkpoint_every": self.checkpoint_every,
+            "checkpoint_dir": paths.checkpoint_dir, "tokenizer": self.start_of(start)[0], "output": paths.output,
+            "metrics": paths.metrics, "plots": paths.plots, "export_init": None,
         }
         if hp.loss_weighting is not None:
             replaced["loss_weighting"] = hp.loss_weighting

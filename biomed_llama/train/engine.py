@@ -161,7 +161,8 @@ def build(spec: TrainSpec) -> Trainer:
     mesh = build_mesh(env, cfg.shard_size)
     dataset, data_vocab = spec.dataset()
     loader = DistributedLoader(dataset, global_batch=cfg.global_batch_size, micro_batch=cfg.micro_batch_size,
-                               dp_rank=env.rank, dp_size=env.world_size, seed=spec.seed, shuffle=cfg.shuffle)
+                               dp_rank=env.rank, dp_size=env.world_size, seed=spec.seed, shuffle=cfg.shuffle,
+                               released=cfg.released_loader)
     total = cfg.max_steps or loader.steps_per_epoch
     config = _model_config(spec, env.device, data_vocab)
     model = build_meta_model(config)
@@ -262,7 +263,7 @@ def train(tr: Trainer, rs: Restored, stop: StopFlag) -> LoopEnd:
     from biomed_llama.train.loop import TrainingInterrupted, train_loop
 
     cfg, env, total = tr.cfg, tr.env, tr.total_steps
-    curve = M.LossCurve(cfg.plots, rs.start) if env.is_main else None
+    curve = M.LossCurve(cfg.plots, rs.start, rs.history.losses) if env.is_main else None
     with progress_bar(env.is_main and cfg.progress, total, rs.start, tr.spec.stage) as advance:
         sinks = [curve.append, console_sink(total), advance] if env.is_main else []
         log = LogHook(every=cfg.log_every, total_steps=total, tokens_per_step=tr.tokens_per_step,
@@ -317,9 +318,10 @@ def finish(tr: Trainer, rs: Restored, end: LoopEnd) -> TrainResult | None:
     return TrainResult(metrics=metrics, losses=history.losses, output=out)
 
 
-def run_training(spec: TrainSpec) -> TrainResult | None:
+def run_training(spec: TrainSpec, *, keep_process_group: bool = False) -> TrainResult | None:
     """Run (or resume, from its own run folder) one training stage as `spec` says; export the HF model and
-    write metrics on rank 0."""
+    write metrics on rank 0. `keep_process_group`: leave the process group up for a next run in this
+    process (the seeds of a task fine-tune), instead of re-initialising it."""
     from biomed_llama.train.mesh import shutdown
     from biomed_llama.train.runs import hold_checkpoint_dir
 
@@ -332,4 +334,5 @@ def run_training(spec: TrainSpec) -> TrainResult | None:
             return finish(trainer, restored, end)
     finally:
         stop.uninstall()
-        shutdown()
+        if not keep_process_group:
+            shutdown()

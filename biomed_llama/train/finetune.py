@@ -12,6 +12,11 @@ checkpoints, resume, metrics and export. What differs is the `TrainSpec`:
 - fingerprint: the dataset's content hash and the start model's file hashes join the run
   fingerprint, so other examples or another start model train in a run folder of their own
   (`<finetune.checkpoints>/<instruct|task-NAME>/<run_id>/`) instead of resuming a stale checkpoint.
+
+Two starts: `pretrained` (`finetune.model`, the BioMed-LLaMA rows) and `base` (`finetune.base`, the
+LLaMA-7B rows), fine-tuned alike into their own folders. A task with `seeds` is fine-tuned once per
+seed, in one process (one process group for all), each model in `<prefix><task>/seed-<seed>/`; the
+task's metrics file then holds every seed's figures.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from biomed_llama.train.engine import TrainResult, TrainSpec, run_training
 from biomed_llama.train.runs import manifest_files_id
 
 Mode = Literal["instruct", "task"]
+Start = Literal["pretrained", "base"]
 
 
 def _start_model_id(folder: str) -> str | None:
@@ -45,61 +51,97 @@ def _downloaded_model_id(folder: str) -> str:
     return h.hexdigest()
 
 
-def finetune_spec(params, mode: Mode, task: str | None = None) -> TrainSpec:
-    """The engine spec of a fine-tune run of `mode` (and `task` in task mode)."""
-    from pydantic import ValidationError
-
-    from biomed_llama.config import describe_error, section_dict
-    from biomed_llama.model.config import ModelConfig
-
-    ft = params.finetune
+def _check_request(ft, mode: Mode, task: str | None, start: Start) -> None:
     if mode not in ("instruct", "task"):
         raise UserError(f"unknown finetune mode {mode!r}; use instruct or task")
     if mode == "task" and task is None:
         raise UserError(f"finetune --mode task needs --task (one of {', '.join(sorted(ft.tasks))})")
     if mode == "instruct" and task is not None:
         raise UserError("finetune --task is for --mode task only")
-    try:
-        name = ft.run_name(mode, task)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    if not (Path(ft.model) / "config.json").is_file() or not (Path(ft.model) / "tokenizer_config.json").is_file():
-        raise UserError(f"finetune.model={ft.model}: not a HF model directory with its tokenizer "
-                        "(run the pretrain stage first)")
-    require_trusted_model(ft.model, external=ft.model_external, opt_in="finetune.model_external")
-    has_manifest = (Path(ft.model) / MANIFEST).is_file()
+    if start not in ("pretrained", "base"):
+        raise UserError(f"unknown fine-tune start {start!r}; use pretrained or base")
+    if start == "base" and ft.base is None:
+        raise UserError("finetune --base needs finetune.base (the LLaMA-7B rows' start model)")
+    if mode == "task" and task not in ft.tasks:
+        raise UserError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(ft.tasks)}")
+
+
+def finetune_spec(params, mode: Mode, task: str | None = None, *, start: Start = "pretrained",
+                  seed: int | None = None) -> TrainSpec:
+    """The engine spec of a fine-tune run of `mode` (and `task` in task mode) from `start`, with `seed` if given."""
+    from pydantic import ValidationError
+
+    from biomed_llama.config import describe_error, section_dict
+    from biomed_llama.model.config import ModelConfig
+
+    ft = params.finetune
+    _check_request(ft, mode, task, start)
+    start_model = ft.start_of(start)[0]
+    if not (Path(start_model) / "config.json").is_file() or not (Path(start_model) / "tokenizer_config.json").is_file():
+        raise UserError(f"finetune start model {start_model}: not a HF model directory with its tokenizer "
+                        "(run the stage that exports it first)")
+    external, opt_in = ft.external_of(start)
+    require_trusted_model(start_model, external=external, opt_in=opt_in)
+    has_manifest = (Path(start_model) / MANIFEST).is_file()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(ft.model)
+    tokenizer = AutoTokenizer.from_pretrained(start_model)
     from biomed_llama.instruct.finetune_data import build_sft_dataset
 
     # Built here (every rank, the same deterministic tokenization) for the step count; the engine asks for it again.
     ds = build_sft_dataset(params, mode, task, tokenizer)
     try:
-        cfg = ft.engine_config(params.pretrain, mode, task, len(ds))
-        model = ModelConfig.model_validate({**params.model.model_dump(), "base": ft.model})
+        cfg = ft.engine_config(params.pretrain, mode, task, len(ds), start, seed)
+        model = ModelConfig.model_validate({**params.model.model_dump(), "base": start_model})
     except ValidationError as e:
         raise ConfigError(describe_error(e, f"finetune --mode {mode}: effective engine params")) from None
-    data_input = ft.mixture if mode == "instruct" else ft.tasks[name].path
+    data_input = ft.mixture if mode == "instruct" else ft.tasks[task].path
     stats = ds.stats()
-    start_id = _start_model_id(ft.model)
+    start_id = _start_model_id(start_model)
+    run_seed = params.seed if seed is None else seed
     return TrainSpec(
-        stage="finetune", seed=params.seed, cfg=cfg, model=model,
+        stage="finetune", seed=run_seed, cfg=cfg, model=model,
         dataset=lambda: (ds, int(ds.tokens.max()) + 1 if len(ds.tokens) else None),
         # a stage's output carries a manifest and is checked; an external model (the opt-in) has none: its files
         # are hashed into the fingerprint below and, as an input, into the export's manifest
-        verify=([ft.model] if has_manifest else [])
+        verify=([start_model] if has_manifest else [])
         + ([ft.mixture] if mode == "instruct" else []),
-        inputs=[ft.model, data_input],
-        manifest_params={"seed": params.seed, "mode": mode, "task": task, "model": section_dict(model),
+        inputs=[start_model, data_input],
+        manifest_params={"seed": run_seed, "profile": params.profile, "mode": mode, "task": task, "start": start,
+                         "model": section_dict(model),
                          "finetune": section_dict(ft), "engine": cfg.model_dump(mode="json")},
         data_fingerprint={"mode": mode, "task": task, "examples": ds.fingerprint(),
-                          "start_model": start_id or _downloaded_model_id(ft.model)},
-        extra_metrics={"mode": mode, "task": task, **{f"data_{k}": v for k, v in stats.items()}},
+                          "start_model": start_id or _downloaded_model_id(start_model)},
+        extra_metrics={"mode": mode, "task": task, "start": start, "seed": run_seed,
+                       **{f"data_{k}": v for k, v in stats.items()}},
         resume_hint="finetune.checkpoints",
     )
 
 
-def run_finetune(params, mode: Mode, task: str | None = None) -> TrainResult | None:
-    """Fine-tune `finetune.model` in `mode` through the engine; export, metrics and plots on rank 0."""
-    return run_training(finetune_spec(params, mode, task))
+def run_finetune(params, mode: Mode, task: str | None = None, start: Start = "pretrained",
+                 seed: int | None = None) -> TrainResult | None:
+    """Fine-tune `start`'s model in `mode` (one run) through the engine; export, metrics and plots on rank 0."""
+    return run_training(finetune_spec(params, mode, task, start=start, seed=seed))
+
+
+def run_task_seeds(params, task: str, start: Start = "pretrained") -> dict[int | None, TrainResult | None]:
+    """Every seed of `task` (`finetune.tasks.<task>.seeds`) in turn, one process group for all.
+
+    With a seed list, rank 0 rewrites the task's metrics file after each run with every finished seed's
+    metrics (`{"seeds": [...], "seed-<s>": {...}}`), so the file ends with all of them. Returns the results
+    by seed (None: the single run of a task without a seed list)."""
+    from biomed_llama.fsutil import atomic_write_json
+
+    ft = params.finetune
+    _check_request(ft, "task", task, start)
+    seeds = ft.seeds_of(task)
+    results: dict[int | None, TrainResult | None] = {}
+    for i, seed in enumerate(seeds):
+        last = i == len(seeds) - 1
+        results[seed] = run_training(finetune_spec(params, "task", task, start=start, seed=seed),
+                                     keep_process_group=not last)
+        done = {s: r for s, r in results.items() if r is not None}
+        if seed is not None and done:
+            combined = {"seeds": [s for s in done], **{f"seed-{s}": r.metrics for s, r in done.items()}}
+            atomic_write_json(ft.run_paths("task", task, start, seed).metrics, combined)
+    return results

@@ -51,17 +51,26 @@ def memory_gib(device: torch.device) -> float | None:
 
 
 class LossCurve:
-    """`plots/pretrain/loss.tsv`, appended per log step; a resume first drops rows past the resumed step."""
+    """`plots/pretrain/loss.tsv`, appended per log step; a resume first drops rows past the resumed step.
 
-    def __init__(self, folder: str | Path, resume_step: int):
+    A resumed run whose file lost its earlier rows (DVC removes a stage's outputs before rerunning it,
+    e.g. after a code change, and the run then resumes from its last checkpoint) gets them back from
+    the checkpointed loss history: step and loss (the other columns are not checkpointed, left empty).
+    """
+
+    def __init__(self, folder: str | Path, resume_step: int, history: dict[int, float] | None = None):
         self.path = Path(folder) / "loss.tsv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows = []
         if resume_step > 0 and self.path.is_file():
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f, delimiter="\t") if int(r["step"]) <= resume_step]
+        kept = {int(r["step"]) for r in rows}
+        lost = sorted(s for s in (history or {}) if s <= resume_step and s not in kept)
+        if lost:
+            rows = sorted(rows + [{"step": s, "loss": repr(float(history[s]))} for s in lost], key=lambda r: int(r["step"]))
         with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, LOSS_COLUMNS, delimiter="\t", lineterminator="\n")
+            w = csv.DictWriter(f, LOSS_COLUMNS, delimiter="\t", lineterminator="\n", restval="")
             w.writeheader()
             w.writerows(rows)
 

@@ -46,7 +46,8 @@ def pretrain_spec(params) -> TrainSpec:
 
     return TrainSpec(stage="pretrain", seed=params.seed, cfg=cfg, model=mcfg, dataset=dataset, verify=[cfg.tokens],
                      inputs=[cfg.tokens] + ([mcfg.base] if mcfg.base else []),
-                     manifest_params={"seed": params.seed, "model": section_dict(mcfg), "pretrain": section_dict(cfg)},
+                     manifest_params={"seed": params.seed, "profile": params.profile, "model": section_dict(mcfg),
+                                      "pretrain": section_dict(cfg)},
                      data_fingerprint=stream_fingerprint(cfg))
 
 

@@ -22,9 +22,9 @@ _RESUME_FREE = {"micro_batch_size", "device", "shard_size", "reshard_after_forwa
                 "activation_checkpointing", "log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_dir",
                 "output", "export_dtype", "export_init", "metrics", "plots", "progress", "sdpa_backend", "kernels",
                 "grad_sync", "checkpoint_async"}
-# Numeric fields added later: left out of the fingerprint at their default, so that the runs of earlier
+# Options added later: left out of the fingerprint at the value that means the earlier behaviour, so that the runs of earlier
 # versions (which computed exactly the default) keep their run ids and their checkpoints still resume.
-_LATER_DEFAULTS = {"loss_weighting": "token", "decay_norms_and_biases": False}
+_LATER_DEFAULTS = {"loss_weighting": "token", "decay_norms_and_biases": False, "released_loader": None}
 # Fields that only say where the packed token stream comes from: a run with its own data
 # fingerprint leaves them out (the fingerprint stands for the data).
 _STREAM_FIELDS = {"tokens", "subsets", "split", "packing"}

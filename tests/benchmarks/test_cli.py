@@ -27,10 +27,11 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def instruct_mix(medmcqa: Path, out: Path, *more: str) -> subprocess.CompletedProcess:
-    """instruct-mix with one source, the MedMCQA file `medmcqa`, each record drawn once."""
+    """instruct-mix with one source, the MedMCQA file `medmcqa`, each record drawn once (`proportional`: one pass)."""
     n = sum(1 for line in medmcqa.read_text().splitlines() if line.strip()) or 1
     source = f"{{name: m, format: medmcqa, epochs: 1, paths: [{medmcqa}]}}"
     return cli("instruct-mix", "--set", f"instruct_mix.sources=[{source}]", "--set", f"instruct_mix.n_records={n}",
+               "--set", "instruct_mix.allocation=proportional",
                "--set", f"instruct_mix.output={out}/instruct", "--set", f"instruct_mix.metrics={out}/instruct_mix.json",
                *more)
 

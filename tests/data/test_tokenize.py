@@ -199,30 +199,13 @@ def test_cli_tokenize_runs_the_stage(runs, tokenizer_dir, tmp_path, monkeypatch)
     assert json.loads((tmp_path / "metrics" / "tokenize.json").read_text())["total"]["docs"] > 0
 
 
-def llama_style_tokenizer(folder: Path, texts: list[str]) -> Path:
-    """A LLaMA-like fast tokenizer (Metaspace-style normalizer, byte fallback, BOS post-processor)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
-    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=specials, show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                            clean_up_tokenization_spaces=False).save_pretrained(folder)
-    return folder
-
-
-def test_chunk_encoder_matches_hf_call_for_a_llama_style_tokenizer(tmp_path):
+def test_chunk_encoder_matches_hf_call_for_a_llama_style_tokenizer(tmp_path, llama_sp_tokenizer):
     from transformers import AutoTokenizer
 
     from biomed_llama.data.tokenize import ChunkEncoder
 
     texts = SPECIAL + make_docs(7, 30) + ["unseen: 漢字 ∑ 🧬"]
-    folder = llama_style_tokenizer(tmp_path / "llama", texts[:-1])
+    folder = llama_sp_tokenizer(tmp_path / "llama", texts[:-1])
     tok = AutoTokenizer.from_pretrained(str(folder))
     assert tok("x")["input_ids"][0] == 1  # this tokenizer adds BOS by default; the stage must not
     spec = load_tokenizer_spec(folder)

@@ -47,6 +47,8 @@ def eval_root(tmp_path_factory, repo_root) -> Path:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     root = tmp_path_factory.mktemp("evalws")
     make_tiny_model(root / "model", repo_root / "data/sample/tokenizer")
+    for seed in (1, 2):  # a task fine-tune's seed runs: one HF folder per seed
+        make_tiny_model(root / "ft-seeds" / f"seed-{seed}", repo_root / "data/sample/tokenizer", seed=seed)
     make_extracted(root)
     return root
 
@@ -82,19 +84,25 @@ def prepared(eval_root, repo_root) -> EvalConfig:
 @pytest.fixture(scope="session")
 def pipeline(prepared, eval_root):
     """One `evaluate` run over the tiny model (seed suite 0/few-shot, plus one task of every other
-    suite), limited to the first 8 documents per task; returns (config, metrics)."""
+    suite, a folder of two seed runs, a reference model without a path), limited to the first 8
+    documents per task; returns (config, metrics)."""
     from biomed_llama.config import Params
     from biomed_llama.eval.run import evaluate
 
     path = str(eval_root / "model")
-    cfg = prepared.model_copy(update={"limit": 8, "models": {
+    curve = eval_root / "pretrain-loss.tsv"
+    curve.write_text("step\tloss\n" + "".join(f"{i}\t{5 - i / 10:.3f}\n" for i in range(1, 21)))
+    cfg = prepared.model_copy(update={"limit": 8, "loss_plots": {"pretrain": str(curve)}, "models": {
         "tiny": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["seed"]),
         "tiny-modern": EvalModel(path=path, paper_row="LLaMA-7B", suites=["modern"], tasks=["medmcqa"]),
         "tiny-instruct": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["instruct", "instruct_letters"],
                                    tasks=["pubmedqa"]),
         "tiny-ft-medqa4": EvalModel(path=path, paper_row="BioMed-LLaMA-7B", suites=["finetune"], tasks=["medqa4"]),
+        "tiny-ft-seeds": EvalModel(path=str(eval_root / "ft-seeds"), paper_row="LLaMA-7B", suites=["finetune"],
+                                   tasks=["medqa4"]),
+        "neo": EvalModel(path=None, paper_row="GPT-Neo (2.7B)", suites=["seed"]),
     }})
-    metrics = evaluate(Params(eval=cfg))
+    metrics = evaluate(Params(eval=cfg, profile="test"))
     return cfg, metrics
 
 

@@ -56,7 +56,7 @@ def test_metrics_files_are_flat_and_complete(pipeline):
     assert set(metrics["tiny-ft-medqa4"]) == {"finetune.medqa4.0shot.exact_match"}
     assert set(metrics["tiny-instruct"]) == {"instruct.pubmedqa.0shot.exact_match", "instruct_letters.pubmedqa.0shot.acc",
                                              "instruct_letters.pubmedqa.0shot.acc_norm"}
-    runs = [r for r in plan_runs(cfg)]
+    runs = [r for r in plan_runs(cfg) if r.model not in ("neo", "tiny-ft-seeds")]  # no path; seed folders
     for r in runs:
         folder = Path(cfg.results_dir, r.model)
         full = json.loads((folder / f"{r.key}.results.json").read_text())
@@ -71,13 +71,39 @@ def test_table_sets_paper_values_beside_measured_cells(pipeline):
     cfg, metrics = pipeline
     table = Path(cfg.table).read_text()
     ppl = metrics["tiny"]["seed.pubmed_a.0shot.word_perplexity"]
-    assert f"| tiny → BioMed-LLaMA-7B | 0-shot | {ppl:.4f} (paper: 15.7774) |" in table
+    assert f"| BioMed-LLaMA-7B | 0-shot | tiny | {ppl:.4f} (paper: 15.7774) |" in table
     acc4, acc5 = metrics["tiny"]["seed.medqa4.3shot.acc"], metrics["tiny"]["seed.medqa5.3shot.acc"]
-    assert f"| tiny → BioMed-LLaMA-7B | few-shot | – | – | {acc4:.4f} (3) / {acc5:.4f} (3) (paper: 0.3668 / 0.3229) |" in table
-    assert "| tiny-ft-medqa4 → BioMed-LLaMA-7B | fine-tune | – | – | " in table
-    assert "(paper: 0.4072±0.012 / –)" in table
-    assert "| tiny-instruct → BioMed-LLaMA-7B | instructed | – | – |" in table and "(paper: 0.757)" in table
-    assert "NOT the paper's method" in table and "| tiny-modern → LLaMA-7B | few-shot |" in table
+    assert f"| BioMed-LLaMA-7B | few-shot | tiny | – | – | {acc4:.4f} (3) / {acc5:.4f} (3) (paper: 0.3668 / 0.3229) |" in table
+    assert "| BioMed-LLaMA-7B | fine-tune | tiny-ft-medqa4 | – | – | " in table and "(paper: 0.4072±0.012 / –)" in table
+    seeds = metrics["tiny-ft-seeds"]
+    em = "finetune.medqa4.0shot.exact_match"
+    assert f"| LLaMA-7B | fine-tune | tiny-ft-seeds | – | – | {seeds[em]:.4f}±{seeds[em + '_std']:.4f} (n=2) / – " \
+           "(paper: 0.3946±0.008 / –)" in table
+    em_i = metrics["tiny-instruct"]["instruct.pubmedqa.0shot.exact_match"]  # generation + exact match, as released
+    assert ("| BioMed-LLaMA-7B | instructed | tiny-instruct | not measured (paper: 0.487) | not measured (paper: 0.4475) "
+            f"| {em_i:.4f} (paper: 0.757) |") in table
+    assert "| LLaMA-7B | instructed | — | not measured (paper: 0.4391) |" in table
+    assert "| GPT-Neo (2.7B) | 0-shot | — | not measured (paper: 19.1207) |" in table  # path null: not evaluated
+    assert "| Random | - | random | – | – | 0.2500 / 0.2000 (paper: 0.25 / 0.5) | 0.2500 (paper: 0.25) |" in table
+    assert "NOT the paper's method" in table and "| LLaMA-7B | few-shot | tiny-modern |" in table
+    assert "`test` profile" in table
+    cells = json.loads(Path(cfg.metrics_dir, "table.json").read_text())
+    assert cells["main/LLaMA-7B/fine-tune/tiny-ft-seeds/medqa4"] == seeds[em]
+    assert cells["main/Random/-/random/medqa5"] == pytest.approx(0.2)
+    assert Path(cfg.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # evaluate draws the loss figure too
+
+
+def test_seed_runs_are_evaluated_each_and_averaged(pipeline):
+    cfg, metrics = pipeline
+    m = metrics["tiny-ft-seeds"]
+    em = "finetune.medqa4.0shot.exact_match"
+    per_seed = [m[f"seed-1/{em}"], m[f"seed-2/{em}"]]
+    mean = sum(per_seed) / 2
+    assert m[em] == pytest.approx(mean) and m[f"{em}_n"] == 2
+    assert m[f"{em}_std"] == pytest.approx(((per_seed[0] - mean) ** 2 + (per_seed[1] - mean) ** 2) ** 0.5)
+    for seed in ("seed-1", "seed-2"):
+        assert (Path(cfg.results_dir) / "tiny-ft-seeds" / seed / f"{em.rsplit('.', 1)[0]}.results.json").is_file()
+    assert "neo" not in metrics and not (Path(cfg.metrics_dir) / "neo.json").exists()
 
 
 def test_report_rerenders_table_and_draws_loss_curves(pipeline, tmp_path):
@@ -90,12 +116,16 @@ def test_report_rerenders_table_and_draws_loss_curves(pipeline, tmp_path):
     before = Path(cfg.table).read_text()
     rcfg = cfg.model_copy(update={"loss_plots": plots, "figure": str(tmp_path / "loss.png"),
                                   "table": str(tmp_path / "table.md")})
-    out = report(Params(eval=rcfg))
+    out = report(Params(eval=rcfg, profile="test"))
     assert out["stages"] == ["pretrain", "finetune"]
     assert Path(rcfg.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Path(rcfg.table).read_text() == before
     assert read_loss_tsv(Path(plots["finetune"]))[1][:2] == [5.0, 4.95]
     assert smooth([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])
+    none = rcfg.model_copy(update={"loss_plots": {"pretrain": str(tmp_path / "absent.tsv")},
+                                   "figure": str(tmp_path / "none.png")})
+    assert report(Params(eval=none))["stages"] == []
+    assert Path(none.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the stage's output exists all the same
 
 
 def test_evaluate_refuses_tampered_inputs_and_missing_models(prepared, tmp_path):

@@ -38,22 +38,15 @@ def test_seed_table_counts_give_the_mixture_column():
     assert sum(pct.values()) == pytest.approx(100.0)
 
 
-def test_paper_profile_sources_carry_the_table_factors(repo_root):
-    from biomed_llama.config import load_params
-
-    params = load_params(repo_root / "configs" / "paper.yaml")
-    factors = {s.name: s.epochs for s in params.instruct_mix.sources}
-    assert factors == {"medqa/train": 3, "medmcqa/train": 0.2, "pubmedqa/train": 0.1, "AlpacaDataCleaned": 0.5,
-                       "visual-med-alpaca": 0.5, "medpalm": 3, "medpalm-cot": 3, "medpalm2-cot": 3,
-                       "mmlu-cot": 3, "codex-cot": 3}
-    assert params.instruct_mix.n_records == 150_000
-    # With the table's counts the paper draw gets the table's proportions to within one record.
-    counts = dict(zip(factors, (n for n, _ in TABLE.values())))
-    quota = allocate(150_000, source_shares(counts, factors), np.random.Generator(np.random.PCG64(0)), "proportional")
-    shares = source_shares(counts, factors)
+def test_proportional_allocation_gets_the_weights_to_within_one_record():
+    # The grouped table's counts and factors (medpalm 3 as one row): the `proportional` alternative lands
+    # on N × share to within one record.
+    counts = {k: n for k, (n, _) in TABLE.items()}
+    shares = source_shares(counts, EPOCHS)
+    quota = allocate(150_000, shares, np.random.Generator(np.random.PCG64(0)), "proportional")
     assert sum(quota.values()) == 150_000
     assert all(abs(quota[k] - 150_000 * shares[k]) < 1 for k in quota)
-    assert quota["medqa/train"] == 32174
+    assert quota["MedQA-USMLE"] == 32174
 
 
 def test_allocation_methods_sum_to_n():
@@ -76,7 +69,9 @@ def test_draw_indices_full_passes_then_distinct_remainder():
         draw_indices(0, 3, rng)
 
 
-def test_draw_is_seeded_and_matches_the_weights(params):
+@pytest.mark.parametrize("allocation", ["proportional", "released"])
+def test_draw_is_seeded_and_matches_the_weights(params, allocation):
+    params.instruct_mix.allocation = allocation
     mix_a = build_mixture(params.instruct_mix, params.readers)
     mix_b = build_mixture(params.instruct_mix, params.readers)
     assert mix_a.records == mix_b.records
@@ -86,7 +81,8 @@ def test_draw_is_seeded_and_matches_the_weights(params):
     assert len(mix_a.records) == n
     for name, s in mix_a.sources.items():
         assert sum(r["source"] == name for r in mix_a.records) == s["count"]
-        assert abs(s["count"] - n * s["weight_percent"] / 100) <= 1
+        if allocation == "proportional":
+            assert abs(s["count"] - n * s["weight_percent"] / 100) <= 1
 
 
 def test_stage_outputs_are_byte_identical_across_reruns(params, tmp_path):

@@ -208,6 +208,31 @@ def test_other_examples_train_fresh_beside_the_first_run(straight, tmp_path):
     assert len(H.run_dirs(tmp_path / "ckpt" / "task-medqa")) == 2 and H.tree_digest(first) == before
 
 
+def test_seeds_give_one_model_each_and_the_base_start_its_own_folders(pretrained, tmp_path):
+    """A seed list trains one model per seed (other data orders, so other weights) in one process; `--base`
+    fine-tunes `finetune.base` into its own output, checkpoint, metrics and plot paths."""
+    from biomed_llama.train.finetune import run_task_seeds
+
+    raw = ft_params(tmp_path, pretrained / "model", task={"optim": {"lr": 3e-3}, "epochs": 0.2, "global_batch_size": 4,
+                                                             "micro_batch_size": 4},
+                    base={"model": str(pretrained / "init"), "instruct_output": str(tmp_path / "b-instruct"),
+                          "task_output_prefix": str(tmp_path / "b-ft-")})
+    raw["finetune"]["tasks"]["medqa"]["seeds"] = [7, 8]
+    params = H.validate(raw)
+    results = run_task_seeds(params, "medqa", "base")
+    assert sorted(results) == [7, 8] and all(len(r.losses) == 2 for r in results.values())
+    assert results[7].losses != results[8].losses  # the seed decides the data order
+    a, b = _weights(tmp_path / "b-ft-medqa" / "seed-7"), _weights(tmp_path / "b-ft-medqa" / "seed-8")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    metrics = json.loads((tmp_path / "metrics-base-medqa.json").read_text())
+    assert metrics["seeds"] == [7, 8] and metrics["seed-8"]["seed"] == 8 and metrics["seed-7"]["start"] == "base"
+    manifest = json.loads((tmp_path / "b-ft-medqa" / "seed-7" / "manifest.json").read_text())
+    assert manifest["params"]["profile"] == params.profile and manifest["params"]["start"] == "base"
+    assert _curve(tmp_path / "plots" / "base-medqa" / "seed-8") == [results[8].losses[s] for s in (1, 2)]
+    assert len(H.run_dirs(tmp_path / "ckpt" / "base-task-medqa")) == 2
+    assert not (tmp_path / "ft-medqa").exists()  # the pretrained start's folders are untouched
+
+
 def test_bad_mode_or_task_is_one_line_error(straight):
     from biomed_llama.errors import UserError
 
@@ -216,6 +241,10 @@ def test_bad_mode_or_task_is_one_line_error(straight):
         _finetune(raw, "task", None)
     with pytest.raises(UserError, match="unknown fine-tune task 'nope'"):
         _finetune(raw, "task", "nope")
+    from biomed_llama.train.finetune import run_finetune
+
+    with pytest.raises(UserError, match="needs finetune.base"):
+        run_finetune(H.validate(raw), "instruct", None, "base")
 
 
 def test_launch_passes_stage_args_through():
@@ -227,3 +256,11 @@ def test_launch_passes_stage_args_through():
     assert local.argv[-9:] == ["finetune", "--params", "params.yaml", "--set", "seed=1", *extra]
     slurm = build(LaunchConfig(mode="slurm"), "finetune", "params.yaml", [], extra)
     assert slurm.argv[-5:] == ["scripts/slurm/finetune.sbatch", *extra]
+    # torchrun's own parser must leave the stage's options alone (it takes abbreviations of its options:
+    # a `--start` would have been read as its `--start-method`)
+    from torch.distributed.run import get_args_parser
+
+    for stage_extra in (["--mode", "instruct", "--base"], [*extra, "--base"]):
+        argv = build(LaunchConfig(), "finetune", "params.yaml", [], stage_extra).argv
+        parsed = get_args_parser().parse_args(argv[argv.index("torch.distributed.run") + 1:])
+        assert parsed.training_script == "biomed_llama" and parsed.training_script_args[-len(stage_extra):] == stage_extra

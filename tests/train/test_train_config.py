@@ -28,7 +28,8 @@ def test_engine_config_maps_each_mode_onto_the_engine():
     assert (task.param_dtype, task.compile, task.activation_checkpointing) == ("bfloat16", True, "selective")
     inst = ft.engine_config(paper.pretrain, "instruct", None, 150_000)
     assert inst.max_steps == 1172 and inst.output == "models/instruct"  # one pass over the draw
-    assert paper.pretrain.optim.lr == 3e-5  # the pretrain section itself is left as it was
+    assert paper.pretrain.optim.lr == 1e-5  # the pretrain section itself is left as it was (the released script's)
+    assert task.released_loader is None and paper.pretrain.released_loader is not None  # SFT: a map-style dataset
     with pytest.raises(ValueError, match="unknown fine-tune task"):
         ft.engine_config(paper.pretrain, "task", "nope", 10)
 

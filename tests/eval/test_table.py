@@ -1,0 +1,95 @@
+"""The results table renders every one of the seed's 54 cells, measured or not, and gathers seed runs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from biomed_llama.eval.config import EvalConfig, EvalModel
+from biomed_llama.eval.table import paper_cell_count, render_table, table_cells
+
+# The seed document's two tables, typed from it: (model, method) → the row's numbers in column order
+# (PubMed-A, PubMed-C, USMLE 4, USMLE 5, MedMCQA, PubMedQA; instructed: USMLE 4, MedMCQA, PubMedQA).
+SEED_MAIN = {
+    ("Random", "-"): ["0.25", "0.5", "0.25", "0.33"],
+    ("GPT-Neo (2.7B)", "0-shot"): ["19.1207", "20.8701", "0.2781", "0.2412", "0.2570", "0.5640"],
+    ("BioMedLM (2.7B)", "0-shot"): ["15.6959", "18.6799", "0.2993", "0.2624", "0.2744", "0.5520"],
+    ("LLaMA-7B", "0-shot"): ["20.1107", "29.0583", "0.3339", "0.2742", "0.2933", "0.7520"],
+    ("PMC-LLaMA-7B", "0-shot"): ["36.8191", "39.5381", "0.3441", "0.2883", "0.2850", "0.6640"],
+    ("BioMed-LLaMA-7B", "0-shot"): ["15.7774", "20.9322", "0.3535", "0.3032", "0.2921", "0.6160"],
+    ("LLaMA-7B", "few-shot"): ["0.3661", "0.3174", "0.2991", "0.713"],
+    ("BioMed-LLaMA-7B", "few-shot"): ["0.3668", "0.3229", "0.3007", "0.702"],
+    ("LLaMA-7B", "fine-tune"): ["0.3946±0.008", "0.4994", "0.764"],
+    ("BioMed-LLaMA-7B", "fine-tune"): ["0.4072±0.012", "0.5357", "0.763"],
+}
+SEED_INSTRUCTED = {
+    ("LLaMA-7B", "instructed"): ["0.4391", "0.4236", "0.744"],
+    ("BioMed-LLaMA-7B", "instructed"): ["0.487", "0.4475", "0.757"],
+}
+
+
+def _row(table: str, model: str, method: str) -> str:
+    lines = [ln for ln in table.splitlines() if ln.startswith(f"| {model} | {method} |")]
+    assert len(lines) == 1, (model, method, lines)
+    return lines[0]
+
+
+def _numbers(cell_text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"\d+\.\d+", cell_text)]
+
+
+def test_every_seed_cell_is_rendered_without_any_measurement():
+    cfg = EvalConfig(models={})
+    table = render_table(cfg, {})
+    assert sum(len(v) for v in SEED_MAIN.values()) + sum(len(v) for v in SEED_INSTRUCTED.values()) == 54
+    assert paper_cell_count() == 54
+    found = 0
+    for seed in (SEED_MAIN, SEED_INSTRUCTED):
+        for (model, method), values in seed.items():
+            row = _row(table, model, method)
+            papers = [_numbers(c) for c in re.findall(r"\(paper: ([^)]*)\)", row)]
+            got = [x for p in papers for x in p]
+            want = [float(x) for v in values for x in v.split("±")]
+            assert got == want, (model, method)
+            found += len(values)
+            assert row.count("not measured") == len(papers)  # nothing measured: every paper cell says so
+    assert found == 54
+
+
+def test_measured_cells_join_their_rows_and_extra_rows_follow(tmp_path):
+    cfg = EvalConfig(models={
+        "p": EvalModel(path="x", paper_row="BioMed-LLaMA-7B", suites=["seed"]),
+        "neo": EvalModel(path="y", paper_row="GPT-Neo (2.7B)", suites=["seed"]),
+        "b-ft": EvalModel(path="z", paper_row="LLaMA-7B", suites=["finetune"], tasks=["medqa4"]),
+        "b-ft2": EvalModel(path="w", paper_row="LLaMA-7B", suites=["finetune"], tasks=["pubmedqa"]),
+    })
+    em = "finetune.medqa4.0shot.exact_match"
+    metrics = {
+        "p": {"seed.medqa4.0shot.acc": 0.31, "seed.medqa4.3shot.acc": 0.33},
+        "neo": {"seed.medqa4.0shot.acc": 0.27, "seed.medqa4.3shot.acc": 0.29},
+        "b-ft": {em: 0.40, f"{em}_std": 0.01, f"{em}_n": 3.0},
+        "b-ft2": {"finetune.pubmedqa.0shot.exact_match": 0.7},
+    }
+    table = render_table(cfg, metrics, "paper")
+    assert "0.3100 / not measured" not in table  # a column's half: "–", not "not measured"
+    assert "| BioMed-LLaMA-7B | 0-shot | p | not measured (paper: 15.7774) |" in table
+    assert "0.3100 / – (paper: 0.3535 / 0.3032)" in _row(table, "BioMed-LLaMA-7B", "0-shot")
+    assert "0.2700 / – (paper: 0.2781 / 0.2412)" in _row(table, "GPT-Neo (2.7B)", "0-shot")
+    ft = _row(table, "LLaMA-7B", "fine-tune")
+    assert "| b-ft, b-ft2 |" in ft and "0.4000±0.0100 (n=3) / – (paper: 0.3946±0.008 / –)" in ft
+    assert "0.7000 (paper: 0.764)" in ft
+    # GPT-Neo few-shot has no row in the seed: it follows the seed's rows, without a paper value
+    lines = table.split("## Instruction tuning")[0].splitlines()
+    extra = [i for i, ln in enumerate(lines) if ln.startswith("| GPT-Neo (2.7B) | few-shot | neo |")]
+    assert extra and extra[0] > max(i for i, ln in enumerate(lines) if ln.startswith("| BioMed-LLaMA-7B | fine-tune"))
+    assert "0.2900 (3)" in lines[extra[0]] and "paper" not in lines[extra[0]]
+    cells = table_cells(cfg, metrics)
+    assert cells["main/LLaMA-7B/fine-tune/b-ft+b-ft2/medqa4"] == 0.40
+    assert cells["main/LLaMA-7B/fine-tune/b-ft+b-ft2/medqa4/std"] == 0.01
+    assert "`paper` profile" in table
+
+
+def test_reserved_model_names_are_refused():
+    with pytest.raises(ValueError, match="taken by the table"):
+        EvalConfig(models={"random": EvalModel(path="x", paper_row="Random")})
