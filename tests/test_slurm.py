@@ -47,6 +47,7 @@ def test_pretrain_command_for_2_nodes_x_4_gpus(repo_root: Path, tmp_path: Path):
     """The launcher's apptainer prefix (BIOMED_TORCHRUN) reaches srun word for word, paths with spaces included."""
     from biomed_llama.launch.commands import sbatch_command
     from biomed_llama.launch.config import LaunchConfig
+    from biomed_llama.launch.container import git_common_dir
 
     cfg = LaunchConfig(mode="slurm", nnodes=2, gpus_per_node=4, container="apptainer", image="/images/biomed.sif",
                        binds=["/scratch/pile:/data/pile:ro", "/models/with space"])
@@ -57,7 +58,9 @@ def test_pretrain_command_for_2_nodes_x_4_gpus(repo_root: Path, tmp_path: Path):
     # apptainer exec --nv IMAGE, the checkout and the extra binds mounted, working dir = the checkout
     assert rest[:3] == ["apptainer", "exec", "--nv"]
     binds = [rest[i + 1] for i, a in enumerate(rest) if a == "--bind"]
-    assert binds == [str(repo_root), "/scratch/pile:/data/pile:ro", "/models/with space"]
+    common = git_common_dir(repo_root)  # a `git worktree` checkout binds its shared git folder too
+    assert binds == [str(repo_root), *([str(common)] if common else []), "/scratch/pile:/data/pile:ro",
+                     "/models/with space"]
     assert _opt(rest, "--pwd") == str(repo_root)
     tr = rest[rest.index("torchrun"):]
     assert rest[rest.index("torchrun") - 1] == "/images/biomed.sif"
@@ -80,7 +83,9 @@ def test_without_a_container_the_job_runs_the_submitting_venv(repo_root: Path, t
     env = sbatch_command(cfg, "pretrain", "params.yaml", workdir=repo_root).env
     argv = _render(repo_root, tmp_path, "pretrain", env)
     run = argv.index("--cpu-bind=none") + 1
-    assert argv[run:run + 3] == [sys.executable, "-m", "torch.distributed.run"]  # no apptainer, this venv
+    # the node's announcement (bash -c '… exec "$@"' NAME) execs the venv's torchrun: no container
+    assert argv[run:run + 2] == ["bash", "-c"] and 'exec "$@"' in argv[run + 2]
+    assert argv[run + 4:run + 7] == [sys.executable, "-m", "torch.distributed.run"]
     assert _opt(argv, "--nproc-per-node") == "1" and "apptainer" not in argv
     assert "pretrain.shard_size=1" in argv  # mesh 2 × 1: replicate across the two nodes
 

@@ -54,16 +54,19 @@ def apptainer_prefix(cfg: LaunchConfig, workdir: Path, gpu: bool) -> list[str]:
 
 
 def podman_prefix(cfg: LaunchConfig, workdir: Path, gpu: bool) -> list[str]:
-    """`podman run --rm --network host --ipc host … -w WORKDIR IMAGE` with the binds, env and GPUs.
+    """`podman run --rm --network host --ipc host --pid host … -w WORKDIR IMAGE` with the binds, env and GPUs.
 
-    Host network and IPC as under Apptainer (c10d rendezvous, NCCL's shared memory); GPUs through
-    CDI (`nvidia-ctk cdi generate` on the host). The image's entrypoint is cleared: the command
-    that follows the prefix names its own program.
+    Host network, IPC and PIDs as under Apptainer: the c10d rendezvous and NCCL's shared memory,
+    and torchrun's node id in the rendezvous, `hostname_pid`, which in a private PID namespace is
+    `host_1` in every container (torchrun is PID 1), so two nodes of one host (or two jobs'
+    containers) would count as one and the rendezvous would never fill. GPUs through CDI
+    (`nvidia-ctk cdi generate` on the host). The image's entrypoint is cleared: the command that
+    follows the prefix names its own program.
     """
     conf = ["env", f"CONTAINERS_CONF={(workdir / cfg.podman_conf).resolve()}"] if cfg.podman_conf else []
     volumes = [a for spec in bind_specs(cfg, workdir) for a in ("-v", spec if ":" in spec else f"{spec}:{spec}")]
     env = [a for name in PODMAN_PASS_ENV for a in ("--env", name)]
-    return [*conf, "podman", "run", "--rm", "--network", "host", "--ipc", "host",
+    return [*conf, "podman", "run", "--rm", "--network", "host", "--ipc", "host", "--pid", "host",
             "--security-opt", "label=disable", "--entrypoint", "", *volumes, "-w", str(workdir), *env,
             "--env", f"BIOMED_CONTAINER_IMAGE={cfg.image}",
             *(["--device", "nvidia.com/gpu=all"] if gpu else []), cfg.image]

@@ -7,8 +7,9 @@
 #
 # Inputs (environment; `biomed-llama launch STAGE` sets them from params.yaml's `launch:`):
 #   BIOMED_TORCHRUN       how a node starts torchrun, shell-quoted: the container prefix (if any) and
-#                         torchrun, e.g. `apptainer exec --nv --bind … biomed.sif torchrun` or
-#                         `/shared/checkout/.venv/bin/python -m torch.distributed.run` (default torchrun)
+#                         torchrun, e.g. `apptainer exec --nv --bind … biomed.sif torchrun`,
+#                         `env CONTAINERS_CONF=… podman run --rm --network host --pid host … IMAGE torchrun`
+#                         or `/shared/checkout/.venv/bin/python -m torch.distributed.run` (default torchrun)
 #   BIOMED_PARAMS         params file                               (default params.yaml)
 #   BIOMED_RANKS_PER_NODE ranks per node (default $SLURM_GPUS_ON_NODE, else 1)
 #   BIOMED_RDZV_PORT      rendezvous port on the first node        (default 29500)
@@ -50,9 +51,14 @@ biomed_build_command() {
     fi
     # The node's cores shared by its ranks (torchrun would set 1 thread per worker otherwise).
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$((cpus / ranks > 0 ? cpus / ranks : 1))}
+    # Each node's task first logs where it runs and how (the container prefix, or the venv's
+    # python), then execs torchrun, so srun's signals reach the same pid (podman, which passes
+    # them on to torchrun inside its container).
+    # shellcheck disable=SC2016  # the node's shell expands these, not this one
+    local announce='echo "biomed-llama: node $SLURMD_NODENAME task $SLURM_PROCID runs: ${BIOMED_TORCHRUN:-torchrun}" >&2; exec "$@"'
     # srun does not inherit the job's --cpus-per-task (Slurm ≥ 22.05): pass it on explicitly.
     BIOMED_CMD=(srun --nodes "$nnodes" --ntasks-per-node 1 --cpus-per-task "$cpus"
-        --kill-on-bad-exit=1 --cpu-bind=none
+        --kill-on-bad-exit=1 --cpu-bind=none bash -c "$announce" biomed-node
         "${torchrun[@]}" --nnodes "$nnodes" --nproc-per-node "$ranks"
         --rdzv-backend c10d --rdzv-endpoint "$head:$port" --rdzv-id "${SLURM_JOB_ID:?}"
         --signals-to-handle "$signals" --shutdown-timeout "$grace"

@@ -37,7 +37,7 @@ def test_podman_argv_binds_env_network_and_gpu(tmp_path: Path):
     assert argv[:4] == ["env", f"CONTAINERS_CONF={conf}", "podman", "run"]
     assert argv[-1] == "localhost/biomed-llama:cpu"
     pairs = list(zip(argv, argv[1:]))
-    for pair in (("--network", "host"), ("--ipc", "host"), ("-v", f"{tmp_path}:{tmp_path}"),
+    for pair in (("--network", "host"), ("--ipc", "host"), ("--pid", "host"), ("-v", f"{tmp_path}:{tmp_path}"),
                  ("-v", "/scratch:/scratch"), ("-w", str(tmp_path)), ("--entrypoint", ""),
                  ("--env", "BIOMED_CONTAINER_IMAGE=localhost/biomed-llama:cpu")):
         assert pair in pairs, pair

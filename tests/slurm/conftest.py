@@ -3,7 +3,9 @@ stages have run, copied per test, with `launch:` set to Slurm on 2 nodes × 1 CP
 
 The cluster needs root and the Debian packages slurmctld, slurmd, slurm-client and munge; without
 them these tests are skipped, unless BIOMED_REQUIRE_SLURM=1 (set by `make slurm-test`, which
-installs them) makes that a failure.
+installs them) makes that a failure. The jobs inside the image (`launch.container: podman`) also
+need podman and the CPU twin image built from this checkout (`make image`, which `make slurm-test`
+runs first); without podman they are skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAM
 
 # The demo's training stages on 2 nodes × 1 CPU rank (mesh replicate 2 × shard 1), logging every
 # step so loss curves compare step by step; everything else is the demo's params.
+# The image of the podman jobs (the CPU twin, `make image`); BIOMED_TEST_IMAGE as in tests/launch/test_podman.py.
+IMAGE = os.environ.get("BIOMED_TEST_IMAGE", "localhost/biomed-llama:cpu")
+# One digest of the installed package's Python files, run inside the image and here: the image must
+# hold this checkout's code, or its runs cannot equal the venv's (a stale image fails at once).
+CODE_DIGEST = """import hashlib, pathlib, biomed_llama
+root, h = pathlib.Path(biomed_llama.__file__).parent, hashlib.sha256()
+for p in sorted(root.rglob("*.py")):
+    h.update(p.relative_to(root).as_posix().encode() + b"\\0" + p.read_bytes())
+print(h.hexdigest())"""
 SLURM_LAUNCH = {"mode": "slurm", "nnodes": 2, "gpus_per_node": 0, "nproc_per_node": 1, "cpus_per_task": 1,
                 "time": "00:15:00", "signal_seconds": 60, "shutdown_timeout": 30, "poll_seconds": 1.0}
 
@@ -60,6 +71,23 @@ def slurm_cluster():
             assert cluster.leftovers() == []
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """IMAGE, checked to exist and to hold this checkout's `biomed_llama`; skipped without podman."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman not installed: jobs inside the image need it (apt-get install podman runc debootstrap)")
+    env = {**os.environ, "CONTAINERS_CONF": str(REPO / "containers" / "containers.conf")}
+    inside = subprocess.run(["podman", "run", "--rm", "--pull", "never", "--entrypoint", "", IMAGE,
+                             "python", "-c", CODE_DIGEST], env=env, capture_output=True, text=True, timeout=300)
+    if inside.returncode != 0:
+        why = (inside.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.fail(f"image {IMAGE} does not run ({why}); `make image` builds it")
+    here = subprocess.run([sys.executable, "-c", CODE_DIGEST], capture_output=True, text=True, check=True)
+    if inside.stdout != here.stdout:
+        pytest.fail(f"image {IMAGE} holds other biomed_llama code than this checkout; rebuild it with `make image`")
+    return IMAGE
 
 
 def run_env(cluster: LocalCluster) -> dict[str, str]:

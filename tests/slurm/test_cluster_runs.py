@@ -1,11 +1,14 @@
 """The training stages as real Slurm jobs on the local two-node cluster (2 nodes × 1 CPU rank, gloo):
 `dvc repro` through `launch.mode: slurm`, equal losses to a local 2-rank run, preemption with
 requeue and an identical result, and the failure paths (a dead rank, a stage error, the time limit).
+Pretraining and its preemption also run inside the CPU twin image (`launch.container: podman`, one
+container per node) and must equal the venv's job bit for bit.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import subprocess
@@ -89,6 +92,56 @@ def test_training_stages_run_on_two_nodes_and_match_a_local_two_rank_run(slurm_p
     assert _curve(co / "plots/finetune/instruct/loss.tsv") == _curve(out / "ft-plots/instruct/loss.tsv")
 
 
+def _short(line: str, width: int = 200) -> str:
+    """A log line for the test's printout: its head and tail when longer than `width`."""
+    return line if len(line) <= width else f"{line[:width - 63]} … {line[-60:]}"
+
+
+def _in_image(checkout: Path, image: str) -> None:
+    """Run the checkout's stages inside `image` (podman): on each node, srun starts one container."""
+    set_params(checkout, launch={"container": "podman", "image": image})
+
+
+def _check_ran_in_image(checkout: Path, log_text: str, image: str) -> list[str]:
+    """Assert that every start of the job ran podman with `image` on both nodes and that the exported
+    model's manifest names the image (runtime, name, the lock's hash); return the node lines."""
+    starts = len(re.findall(r"^biomed-llama: job \d+ start ", log_text, re.M))
+    lines = re.findall(r"^biomed-llama: node n\d task \d runs: .*$", log_text, re.M)
+    for node, task in (("n1", 0), ("n2", 1)):
+        ran = [ln for ln in lines if ln.startswith(f"biomed-llama: node {node} task {task} runs: ")]
+        in_image = [" podman run " in ln and ln.endswith(f" {image} torchrun") for ln in ran]
+        assert len(ran) == starts and all(in_image), lines
+    ident = json.loads((checkout / "models/pretrained/manifest.json").read_text())["environment"]["container"]
+    lock = hashlib.sha256((checkout / "requirements/cpu.lock").read_bytes()).hexdigest()
+    assert ident["runtime"] == "podman" and ident["image"] == image, ident
+    assert ident["labels"]["biomed.lock.sha256"] == lock and ident["labels"]["biomed.lock"] == "cpu.lock", ident
+    return lines
+
+
+def test_pretrain_inside_the_image_equals_the_venv_job(image: str, demo_checkout: Path, slurm_pipeline: Path,
+                                                       slurm_cluster):
+    co, env = demo_checkout, run_env(slurm_cluster)
+    _in_image(co, image)
+    start = time.monotonic()
+    run([DVC, "repro", "pretrain"], co, env)
+    took = time.monotonic() - start
+    [log] = _logs(co, "pretrain")
+    text = log.read_text()
+    job = _scontrol_job(slurm_cluster, _job_id(log))
+    assert job["JobState"] == "COMPLETED" and job["NodeList"] == "n[1-2]" and job["Restarts"] == "0"
+    assert "mesh (replicate×shard) 2×1 on cpu" in text, text[-4000:]  # c10d across the two containers
+    lines = _check_ran_in_image(co, text, image)
+    # The venv's job of the same params (slurm_pipeline): every step and the weights, bit for bit.
+    curve = _curve(co / "plots/pretrain/loss.tsv")
+    assert len(curve) == 34 and curve == _curve(slurm_pipeline / "plots/pretrain/loss.tsv")
+    assert (co / "models/pretrained/model.safetensors").read_bytes() == \
+        (slurm_pipeline / "models/pretrained/model.safetensors").read_bytes()
+    assert "pretrain" in _locked(co)
+    run([CLI, "verify", "models/pretrained"], co, env)
+    print(f"\npodman job {_job_id(log)}: dvc repro pretrain {took:.0f} s; final loss {curve[-1][1]} = venv's\n"
+          + "\n".join(map(_short, lines)))
+
+
 def _wait_for_line(checkout: Path, stage: str, pattern: str, proc: subprocess.Popen, timeout: float = 300) -> Path:
     """The job's log once a line matching `pattern` is in it; fails if the launch ends first."""
     deadline = time.monotonic() + timeout
@@ -102,9 +155,15 @@ def _wait_for_line(checkout: Path, stage: str, pattern: str, proc: subprocess.Po
     pytest.fail(f"no {pattern!r} in the {stage} log after {timeout} s")
 
 
+@pytest.mark.parametrize("container", ["none", "podman"])
 def test_preempted_job_checkpoints_requeues_and_ends_identical(demo_checkout: Path, slurm_pipeline: Path,
-                                                                  slurm_cluster):
+                                                                  slurm_cluster, container: str, request):
+    """USR1 to the batch script: it reaches every rank (inside podman: srun → podman → torchrun), which
+    checkpoint and exit; the job requeues, resumes and ends with the uninterrupted venv job's weights."""
     co, env = demo_checkout, run_env(slurm_cluster)
+    image = request.getfixturevalue("image") if container == "podman" else None
+    if image:
+        _in_image(co, image)
     proc = subprocess.Popen([DVC, "repro", "pretrain"], cwd=co, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     log = _wait_for_line(co, "pretrain", r"^step 3/34 ", proc)
@@ -120,7 +179,7 @@ def test_preempted_job_checkpoints_requeues_and_ends_identical(demo_checkout: Pa
     assert f"requeueing job {job_id}" in text and re.search(rf"job {job_id} start \S+ restart 1 ", text)
     job = _scontrol_job(slurm_cluster, job_id)
     assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1" and job["ExitCode"] == "0:0"
-    print("\n".join(ln for ln in text.splitlines()
+    print("\n".join(_short(ln) for ln in text.splitlines()
                     if ln.startswith(("biomed-llama:", "error: stopped", "slurmstepd")) or "resumed from" in ln))
     print("\n".join(ln for ln in slurm_cluster.log("slurmctld").read_text().splitlines()
                     if re.search(rf"JobId={job_id}\b", ln)))
@@ -130,6 +189,8 @@ def test_preempted_job_checkpoints_requeues_and_ends_identical(demo_checkout: Pa
     assert _curve(co / "plots/pretrain/loss.tsv") == _curve(slurm_pipeline / "plots/pretrain/loss.tsv")
     assert "pretrain" in _locked(co)
     run([CLI, "verify", "models/pretrained"], co, env)
+    if image:
+        _check_ran_in_image(co, text, image)
 
 
 def _rank_pids(checkout: Path, job_id: str, rank: int) -> list[int]:
