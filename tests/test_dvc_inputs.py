@@ -22,17 +22,18 @@ from tests.helpers.dvc import DVC, copy_checkout, run
 pytestmark = pytest.mark.integration
 
 DATA_STAGES = ["extract", "tokenize", "instruct-mix", "prepare-eval"]
-# demo fixture → the paper profile's file for each instruction source (configs/paper.yaml)
-INSTRUCT = {
-    "medqa/train_4opt.jsonl": ["medqa/questions/US/4_options/phrases_no_exclude_train.jsonl"],
-    "medmcqa/train_cop1.jsonl": ["medmcqa/train.json"],
-    "pubmedqa/ori_pqaa.json": ["pubmedqa/ori_pqaa.json"],
-    "alpaca/alpaca_data_cleaned.json": ["alpaca/alpaca_data_cleaned.json"],
-    "visual-med-alpaca/med_alpaca_data.json": ["visual-med-alpaca/med_alpaca_data.json"],
-    "examples/medpalm.json": [f"examples/{n}_medpalm.json" for n in ("usmleqa", "medmcqa", "pubmedqa", "liveqa",
-                                                                      "medicationqa")],
-    **{f"examples/{n}.json": [f"examples/{n}.json"] for n in ("medpalm_cot", "medpalm2_cot", "mmlu_cot", "codex_cot")},
-}
+
+
+def _instruct_files(repo: Path) -> dict[str, list[str]]:
+    """The demo's fixture file → the paper profile's files for it, matched by source name (the two
+    profiles name the same 20 released sources)."""
+    demo = {src["name"]: src["paths"] for src in yaml.safe_load((repo / "params.yaml").read_text())["instruct_mix"]["sources"]}
+    paper = yaml.safe_load((repo / "configs/paper.yaml").read_text())["instruct_mix"]["sources"]
+    out: dict[str, list[str]] = {}
+    for src in paper:
+        (fixture,) = demo[src["name"]]
+        out.setdefault(fixture, []).extend(src["paths"])
+    return out
 
 
 def _paper_layout(repo: Path) -> None:
@@ -40,14 +41,15 @@ def _paper_layout(repo: Path) -> None:
     shutil.copytree(repo / "data/sample/pile", repo / "data/pile")
     shutil.copytree(repo / "data/sample/eval", repo / "data/benchmarks")
     shutil.copytree(repo / "data/sample/tokenizer", repo / "models/llama-7b")
-    for src, dsts in INSTRUCT.items():
+    for src, dsts in _instruct_files(repo).items():
         for dst in dsts:
-            (repo / "data/raw" / dst).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(repo / "data/sample/instruct" / src, repo / "data/raw" / dst)
+            (repo / dst).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / src, repo / dst)
     params = yaml.safe_load((repo / "configs/paper.yaml").read_text())
     params["extract"].update(rows_per_shard=64, workers=1)
     params["tokenize"].update(workers=1, batch_size=64)
     params["instruct_mix"]["n_records"] = 50
+    params["launch"]["container"] = "none"  # the profile runs stages in its Apptainer image; none here
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from biomed_llama.launch.local import failure_line, pick_error, read_errors
+from biomed_llama.train.checkpoint import list_checkpoints
 from tests.helpers import REPO
 from tests.helpers import procs as P
 from tests.helpers import train as H
@@ -81,13 +82,18 @@ def test_an_error_inside_torchrun_is_one_line_with_the_stage_exit_code(tmp_path)
 
 @pytest.mark.integration
 def test_one_run_per_checkpoint_folder_and_nothing_outlives_a_killed_launcher(tmp_path):
-    params, raw = _workspace(tmp_path, max_steps=200, checkpoint_every=20, log_every=10)
+    # enough steps that the first run is still training when it is frozen (a tiny model runs ~100 steps/s)
+    params, raw = _workspace(tmp_path, max_steps=1500, checkpoint_every=20, log_every=50)
     env, tag = H.env_for_subprocess(), P.new_tag()
     first = P.start_tagged(_launch(params), REPO, env, tag, tmp_path / "first.log")
     try:
+        # a complete checkpoint (a `step-*.tmp` still being written would not be resumed from)
         assert P.wait_until(lambda: len(H.run_dirs(tmp_path / "ckpt")) == 1
-                            and bool(list(H.run_dirs(tmp_path / "ckpt")[0].glob("step-*"))), 180), \
+                            and bool(list_checkpoints(H.run_dirs(tmp_path / "ckpt")[0])), 180), \
             (tmp_path / "first.log").read_text()
+        # freeze the first run where it is (holding its lock), so it cannot finish during the checks below
+        for pid in P.tagged(tag):
+            os.kill(pid, signal.SIGSTOP)
         # a second run beside it: refused at once, one line naming the first's rank-0 worker
         second = subprocess.run(_launch(params), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 1, second.stderr
