@@ -129,9 +129,9 @@ class HostStager(AsyncStager):
     def stage(self, state_dict: Any, **_: Any) -> Future:
         """Start copying `state_dict` into the host buffers; the future gives the host state dict once it is filled
         (DTensors stay DTensors with the same sharding, over host shards)."""
-        if self._reserving is not None:
-            self._reserving.result()
-            self._reserving = None
+        reserving, self._reserving = self._reserving, None
+        if reserving is not None:
+            reserving.result()  # raises what the allocation raised (the next stage would try again)
         self._allocate(layout(state_dict))
         if self._stream is None:
             done: Future = Future()
