@@ -4,9 +4,10 @@ Under torchrun (the 7B shape over 1×2 GPUs: 73 GB of DCP files), the engine's `
 init and its step, and the engine's `Checkpointer` over the engine's state registry. Sequence:
 steps, a sync save (stall = its whole time), steps, an async save (stall = the save call + the wait
 for the host copy before the next update) with steps timed while it is written, then a second async
-save. The async checkpointer warms its pinned host buffers first, as the engine does after the first
-update (`Checkpointer.prestage`). Each checkpoint is removed once complete (the disk holds
-one). Rank 0 appends one JSON line per event to `<out>/checkpoint.jsonl` as it happens.
+save. The async checkpointer reserves its pinned host buffers first (`HostStager`, in the background),
+as the engine does after the first update (`Checkpointer.prestage`); both async saves refill them. Each
+checkpoint is removed once complete (the disk holds one). Rank 0 appends one JSON line per event to
+`<out>/checkpoint.jsonl` as it happens.
 
     torchrun --nproc-per-node 2 bench/bench_checkpoint.py --shape 7b --dir /tmp/ckpt --out DIR
     python bench/bench_checkpoint.py --shape tiny --dir /tmp/ckpt --out DIR      # CPU smoke run
@@ -49,6 +50,7 @@ def _steps(tr, n: int) -> float:
 
 
 def main() -> None:
+    import torch
     import torch.distributed as dist
     from bench_pretrain import SHAPES, bench_spec
 
@@ -72,7 +74,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     parts = training_state(tr.model, tr.optimizer, tr.scheduler, tr.loader, RunHistory())
     base = _steps(tr, 3)
-    _emit(out, {"event": "steps", "s_per_step": base, "world": env.world_size, "shape": args.shape}, env.is_main)
+    _emit(out, {"event": "steps", "s_per_step": base, "world": env.world_size, "shape": args.shape,
+                "torch": torch.__version__}, env.is_main)
     sync = Checkpointer(root, parts, keep=1, meta={"run": "bench"}, device=env.device)
     background = Checkpointer(root, parts, keep=1, meta={"run": "bench"}, async_save=True, device=env.device)
     background.prestage()  # as the engine's checkpoint hook does after the first update

@@ -45,6 +45,7 @@ from biomed_llama.errors import IntegrityError
 from biomed_llama.fsutil import atomic_write_json
 from biomed_llama.train.ckpt_manifest import (HASH_THREADS, all_ranks_hashed, record_own_hashes, verify_checkpoint,
                                               write_manifest)
+from biomed_llama.train.ckpt_staging import HostStager
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 TRAINER_FILE = "trainer.json"
@@ -215,7 +216,8 @@ class Checkpointer:
 
     `meta` (e.g. the run id) is written into every trainer.json beside the step. With `async_save` the DCP
     files are written in the background (`dcp.async_save` over a dedicated gloo group, as torchtitan's
-    async mode; on CUDA the copy to pinned host memory runs on a side stream too): `save` returns once
+    async mode; the state is first copied into host buffers kept across saves, `HostStager`, on CUDA pinned
+    and filled on a side stream): `save` returns once
     the save is started, `wait_for_staging` (before the next optimizer update) waits for the host copy,
     and the checkpoint is renamed to its final name, complete with its manifest, once every rank has
     written and hashed its files (`poll`, the next `save` or `close`). A crash before that leaves only
@@ -228,11 +230,10 @@ class Checkpointer:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.async_save, self.saves = async_save, []
         self._pending: _Pending | None = None
-        self._cuda = device is not None and device.type == "cuda"
         self._prestaged = False
         if async_save:
             self._group = dist.new_group(backend="gloo")  # the background save's collectives, apart from training's
-            self._stager = _stager(self._cuda)
+            self._stager = HostStager(device)
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-hash")
 
     def _of(self, store: str) -> dict[str, Stateful]:
@@ -265,9 +266,8 @@ class Checkpointer:
         writer = FileSystemWriter(str(tmp), thread_count=HASH_THREADS)
         record = SaveRecord(step, 0.0)
         if self.async_save:
-            if self._cuda:
-                torch.cuda.current_stream().synchronize()  # the side-stream copy must see the finished update
-            # torch >= 2.9 (`async_stager`, `AsyncSaveResponse`); imported here so older torch still trains sync
+            # torch >= 2.9 (`async_stager`, `AsyncSaveResponse`); imported here so older torch still trains sync.
+            # The stager refills its host buffers: the previous save is written (`self.wait()` above).
             from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
 
             response = dcp.async_save(tensors, storage_writer=writer, process_group=self._group,
@@ -289,14 +289,13 @@ class Checkpointer:
         return final
 
     def prestage(self) -> None:
-        """Async on CUDA, once (after the first update, when the optimizer state exists): copy the state to host
-        memory in the background and throw the copy away, so that the pinned buffers, which the stager keeps
-        per tensor, exist before the first save. Allocating tens of GB of pinned memory takes seconds that
-        would otherwise stall that save; the copy's content is never used, so it may overlap the updates."""
-        if not (self.async_save and self._cuda) or self._prestaged:
+        """Async, once (after the first update, when the optimizer state exists): allocate the stager's host buffers
+        (pinned on CUDA) in the background, so that they exist before the first save. Allocating and pinning tens
+        of GB takes seconds that would otherwise stall that save; nothing is copied, so it overlaps the updates."""
+        if not self.async_save or self._prestaged:
             return
         self._prestaged = True
-        self._stager.stage({name: obj.state_dict() for name, obj in self._of("dcp").items()})
+        self._stager.reserve({name: obj.state_dict() for name, obj in self._of("dcp").items()})
 
     def wait_for_staging(self) -> None:
         """Before the optimizer changes the tensors: wait until an async save's host copy is done (counted as stall)."""
@@ -383,11 +382,3 @@ def _write_then_hash(upload: Future, tmp: Path, rank: int, written: list[str]) -
     upload.result()
     record_own_hashes(tmp, rank, written)
 
-
-def _stager(cuda: bool):
-    """DCP's stager: on CUDA the copy to (cached) pinned host memory runs on a side stream in a thread, so the
-    next forward/backward overlaps it; on CPU a plain copy in the calling thread."""
-    from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
-
-    return DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False,
-                                        use_async_staging=cuda, use_non_blocking_copy=cuda))

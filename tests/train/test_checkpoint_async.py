@@ -125,3 +125,24 @@ def test_async_saves_on_two_ranks_then_resume_on_one(tokens, straight, tmp_path)
     assert any(n.startswith("__1_") for n in manifest) and any(n.startswith("__0_") for n in manifest)
     again = _run(tmp_path, tokens, max_steps=8, checkpoint_every=4, checkpoint_async=True, micro_batch_size=1)
     assert again.metrics["steps"] == 8 and again.metrics["checkpoint_saves"] == []
+
+
+def test_async_saves_survive_torch_2_11_closing_its_stager_after_each_stage(tokens, straight, tmp_path, monkeypatch):
+    """torch 2.11.0's `DefaultStager._stage` closes its deep-copy stager after every stage (pytorch#170431,
+    reported as pytorch#183413), so a stager kept across saves fails the next one with `KeyError: <class 'type'>`
+    (the crash on the H200s). Emulated here on the venv's torch: async saves must not depend on DCP's stager."""
+    from torch.distributed.checkpoint.staging import DefaultStager
+
+    stage = DefaultStager._stage
+
+    def stage_then_close(self, state_dict, **kwargs):
+        try:
+            return stage(self, state_dict, **kwargs)
+        finally:
+            self._state_dict_stager.close()
+
+    monkeypatch.setattr(DefaultStager, "_stage", stage_then_close)
+    full, _ = straight
+    result = _run(tmp_path, tokens, max_steps=8, checkpoint_every=4, checkpoint_async=True)
+    assert [s for s, _ in H.run_checkpoints(tmp_path / "ckpt")] == [4, 8]
+    assert max(abs(result.losses[s] - full.losses[s]) for s in full.losses) < TOL

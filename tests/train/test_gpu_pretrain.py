@@ -29,7 +29,7 @@ def test_bf16_compiled_run_tracks_fp32(tmp_path):
 
 
 def test_async_checkpoints_on_gpu_resume_exactly(tmp_path):
-    """CUDA path of async saves (pinned side-stream staging, the warm-up copy): an interrupted-and-resumed run
+    """CUDA path of async saves (pinned side-stream staging, the buffers reserved ahead): an interrupted-and-resumed run
     gives the straight run's losses, and every checkpoint carries its manifest."""
     from biomed_llama.train.checkpoint import latest_checkpoint
     from biomed_llama.train.pretrain import run_pretrain
@@ -48,3 +48,49 @@ def test_async_checkpoints_on_gpu_resume_exactly(tmp_path):
     # fp32 on CUDA: only the order of atomic adds (embedding backward) may differ between the runs
     assert max(abs(again.losses[s] - straight.losses[s]) for s in straight.losses) < 1e-4
     assert [s["step"] for s in again.metrics["checkpoint_saves"]] == [6]
+
+
+def test_host_stager_pins_and_copies_after_the_queued_update(tmp_path):
+    """`HostStager` on CUDA: pinned host buffers (cudaHostRegister), side-stream copies that start after the work
+    already queued on the training stream, a snapshot that later updates leave alone, buffers reused by the next
+    save, and a DCP `async_save` of CUDA-mesh DTensors staged over host shards that loads back exactly."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+
+    from biomed_llama.train.ckpt_staging import HostStager
+    from biomed_llama.train.mesh import init_distributed, shutdown
+
+    env = init_distributed("cuda")
+    try:
+        mesh = init_device_mesh("cuda", (1,))
+        w = distribute_tensor(torch.zeros(4096, 1024, device="cuda"), mesh, [Shard(0)])
+        b = torch.zeros(1024, device="cuda", dtype=torch.bfloat16)
+        state = {"model": {"w": w, "b": b}, "optim": {"step": torch.tensor(3.0), "lr": [1e-4]}}
+        stager = HostStager(env.device)
+        for _ in range(50):  # a queued update the copy must wait for (no host sync in between)
+            w.to_local().add_(1.0)
+        b.fill_(2.0)
+        staged = stager.stage(state).result()
+        assert isinstance(staged["model"]["w"], DTensor) and staged["model"]["w"].to_local().is_pinned()
+        assert staged["model"]["b"].is_pinned() and not staged["model"]["b"].is_cuda
+        assert torch.all(staged["model"]["w"].to_local() == 50.0) and torch.all(staged["model"]["b"] == 2.0)
+        w.to_local().add_(1.0)  # the next update: the snapshot stays
+        assert torch.all(staged["model"]["w"].to_local() == 50.0)
+        ptr = staged["model"]["w"].to_local().data_ptr()
+        response = dcp.async_save(state, storage_writer=FileSystemWriter(str(tmp_path)), async_stager=stager)
+        response.staging_completion.result()
+        w.to_local().add_(1.0)  # after staging, before the files are written
+        response.upload_completion.result()
+        assert stager._buffers[("model", "w")].data_ptr() == ptr  # refilled, not reallocated
+        back = {"model": {"w": distribute_tensor(torch.zeros(4096, 1024, device="cuda"), mesh, [Shard(0)]),
+                          "b": torch.zeros(1024, device="cuda", dtype=torch.bfloat16)},
+                "optim": {"step": torch.tensor(0.0), "lr": [0.0]}}
+        dcp.load(back, checkpoint_id=str(tmp_path))
+        assert torch.all(back["model"]["w"].to_local() == 51.0) and torch.all(back["model"]["b"] == 2.0)
+        assert float(back["optim"]["step"]) == 3.0
+        stager.close()
+    finally:
+        shutdown()
