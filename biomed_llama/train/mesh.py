@@ -81,9 +81,9 @@ def build_mesh(env: DistEnv, shard_size: int | None):
 
 
 def all_reduce_cpu(values: list[float]) -> list[float]:
-    """Sum a few numbers over all ranks through a CPU tensor (gloo; no GPU sync)."""
+    """Sum a few numbers over all ranks through a CPU tensor (gloo; no GPU sync); without a process group, `values`."""
     t = torch.tensor(values, dtype=torch.float64)
-    if dist.get_world_size() > 1:
+    if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return t.tolist()
 

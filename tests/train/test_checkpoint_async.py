@@ -108,6 +108,7 @@ def test_a_crash_during_an_async_save_leaves_no_complete_checkpoint(tokens, stra
     assert sorted(p.name for p in run.iterdir()) == ["step-00000004", "step-00000008"]  # the stale .tmp is gone
 
 
+@pytest.mark.integration  # two torchrun processes on two cores: the integration tier
 def test_async_saves_on_two_ranks_then_resume_on_one(tokens, straight, tmp_path):
     """Two gloo ranks save asynchronously (the background save over its own group); the final checkpoint is
     complete with both ranks' files, and a 1-process rerun resumes it as finished."""
