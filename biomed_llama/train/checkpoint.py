@@ -22,11 +22,13 @@ discovery ignores and the next completed save removes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 
-from biomed_llama.errors import IntegrityError
+from biomed_llama.errors import IntegrityError, output_error
 from biomed_llama.fsutil import atomic_write_json
 from biomed_llama.train.ckpt_manifest import (HASH_THREADS, all_ranks_hashed, record_own_hashes, verify_checkpoint,
                                               write_manifest)
@@ -104,6 +106,63 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(pystate), pygauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
+
+
+@contextlib.contextmanager
+def _disk_errors(final: Path):
+    """A full, read-only or unwritable checkpoint disk becomes one `OutputError` line naming the checkpoint.
+
+    DCP reports a rank's write failure as a `CheckpointException` (a BaseException carrying every failed
+    rank's exception), raised on every rank alike: the line names the first OSError in it. The `.tmp`
+    folder left behind is never resumed from, and the next save or the rerun clears it.
+    """
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    note = f"; {final.name}.tmp is incomplete and never resumed from (the last complete checkpoint stays)"
+    try:
+        yield
+    except OSError as e:
+        err = output_error(e, final, note)
+        if err is None:
+            raise
+        raise err from None
+    except CheckpointException as e:
+        causes = [c for c in (_disk_cause(exc) for exc, _ in e.failures.values()) if c is not None]
+        if not causes:
+            raise
+        raise output_error(causes[0], final, note) from None
+
+
+def _disk_cause(exc: BaseException | None) -> OSError | None:
+    """The full-disk / unwritable OSError `exc` is or arose from (torch.save meets ENOSPC, then fails closing its
+    zip file with a RuntimeError whose context is the OSError), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and output_error(exc) is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _quiet_writer_threads() -> None:
+    """Drop the traceback DCP's file-writer threads print for a full or unwritable disk (idempotent).
+
+    Such a thread dies of the OSError and the saving thread re-raises it, which `_disk_errors` turns into
+    the stage's one line; any other exception of any thread is printed as before.
+    """
+    previous = threading.excepthook
+    if getattr(previous, "biomed_quiet", False):
+        return
+
+    def hook(args) -> None:
+        if (args.thread is not None and "_write_files_from_queue" in args.thread.name
+                and _disk_cause(args.exc_value) is not None):
+            return
+        previous(args)
+
+    hook.biomed_quiet = True
+    threading.excepthook = hook
 
 
 def _barrier() -> None:
@@ -231,6 +290,7 @@ class Checkpointer:
         self.async_save, self.saves = async_save, []
         self._pending: _Pending | None = None
         self._prestaged = False
+        _quiet_writer_threads()
         if async_save:
             self._group = dist.new_group(backend="gloo")  # the background save's collectives, apart from training's
             self._stager = HostStager(device)
@@ -256,6 +316,11 @@ class Checkpointer:
         t0 = time.perf_counter()
         self.wait()
         final = step_dir(self.root, step)
+        with _disk_errors(final):
+            return self._save(step, final, t0)
+
+    def _save(self, step: int, final: Path, t0: float) -> Path:
+        """`save` without its disk-error translation: write under `<final>.tmp`; sync: hash, rename, record."""
         tmp = final.with_name(final.name + ".tmp")
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
@@ -312,7 +377,8 @@ class Checkpointer:
         pending = self._pending
         if self.rank != 0 or pending is None or pending.committed or not pending.written.done():
             return
-        pending.written.result()  # raises what the background write raised
+        with _disk_errors(pending.final):
+            pending.written.result()  # raises what the background write raised
         if all_ranks_hashed(pending.tmp, self.world):
             self._finish(pending)
 
@@ -328,7 +394,8 @@ class Checkpointer:
         pending = self._pending
         if pending is not None:
             self.wait_for_staging()
-            pending.written.result()
+            with _disk_errors(pending.final):
+                pending.written.result()
         self._pending = None
         _barrier()
         if self.rank == 0 and pending is not None and not pending.committed:

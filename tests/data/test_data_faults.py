@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from biomed_llama.provenance import verify, write_manifest
 from tests.helpers import REPO
 from tests.helpers import procs as P
 from tests.helpers.data import write_extracted
+from tests.helpers.disk import remount, tmpfs
 
 TOKENIZER = REPO / "data" / "sample" / "tokenizer"
 WORDS = "the of patients cell protein expression tumor mice receptor kinase increased significantly".split()
@@ -148,21 +148,8 @@ def test_injected_disk_full_and_permission_errors_are_one_line(tmp_path, monkeyp
 @pytest.fixture
 def small_disk(tmp_path):
     """A 128 KiB tmpfs at tmp_path/disk (root only; elsewhere the injected test above covers the outcome)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root; test_injected_disk_full_and_permission_errors_are_one_line covers it")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "128k") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
-
-
-def _remount(disk: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(disk)], check=True)
 
 
 @pytest.mark.integration
@@ -175,10 +162,10 @@ def test_full_and_read_only_disk_on_a_tmpfs(tmp_path, small_disk):
     assert _one_error(out) == (f"error: cannot write {small_disk / 'tokens'}: no space left on device; nothing was "
                                f"left half-written (the previous copy, if any, is untouched)")
     assert list(small_disk.iterdir()) == []  # the temporary folder is gone too
-    _remount(small_disk, "ro")
+    remount(small_disk, "ro")
     out = _cli(tmp_path, "tokenize", params=params)
     assert out.returncode == 1 and "read-only file system" in _one_error(out)
-    _remount(small_disk, "rw,size=16m")
+    remount(small_disk, "rw,size=16m")
     out = _cli(tmp_path, "tokenize", params=params)
     assert out.returncode == 0, out.stderr
     assert verify(small_disk / "tokens") == [] and _leftovers(small_disk) == []
@@ -190,11 +177,11 @@ def test_extract_onto_a_full_tmpfs(tmp_path, small_disk):
     (tmp_path / "data").symlink_to(REPO / "data")  # the demo's inputs, under their `inputs` root
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["extract"].update(output=str(dest), metrics=str(tmp_path / "extract.json"))
-    _remount(small_disk, "size=48k")
+    remount(small_disk, "size=48k")
     out = _cli(tmp_path, "extract", params=params)
     assert out.returncode == 1 and _one_error(out).startswith(f"error: cannot write {dest}: no space left on device")
     assert list(small_disk.iterdir()) == []
-    _remount(small_disk, "size=16m")
+    remount(small_disk, "size=16m")
     out = _cli(tmp_path, "extract", params=params)
     assert out.returncode == 0, out.stderr
     assert verify(dest) == []
