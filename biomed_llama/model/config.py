@@ -19,6 +19,9 @@ class ModelConfig(StrictModel):
 
     base: Optional[str] = None
     """A Hugging Face LLaMA directory (config.json + safetensors), e.g. `models/llama-7b`; null builds a random init from the shape below."""
+    base_external: bool = False
+    """True when `base` was made by no stage here (the downloaded LLaMA-7B): it has no manifest, so pretrain reads it
+    only with this opt-in and records the hash of each of its files; false refuses a `base` without a manifest."""
     hidden_size: int = Field(64, ge=8)
     """Width of the residual stream (random init only; a `base` directory brings its own)."""
     intermediate_size: int = Field(172, ge=8)

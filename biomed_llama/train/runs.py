@@ -94,7 +94,8 @@ def spec_fingerprint(seed: int, model_cfg, cfg, total_steps: int, data: dict[str
     assert not optim.keys() & engine.keys(), "an optim field shadows an engine field in the fingerprint"
     pre = {k: v for k, v in {**engine, **optim}.items()
            if k not in skip and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
-    model = {k: v for k, v in model_cfg.model_dump(mode="json").items() if k != "attention"}
+    # the attention kernel and the trust opt-in change no number: a run keeps its id across them
+    model = {k: v for k, v in model_cfg.model_dump(mode="json").items() if k not in ("attention", "base_external")}
     what = {"seed": seed, "model": model, "pretrain": pre, "steps": total_steps}
     if data is not None:
         what["data"] = data

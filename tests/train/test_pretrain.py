@@ -119,6 +119,7 @@ def test_multi_process_matches_reference(tokens, reference, tmp_path, nproc, sha
         init_weights(base, params.seed, config.initializer_range)
         base.save_pretrained(tmp_path / "base", safe_serialization=True, max_shard_size="200KB")
         raw["model"]["base"] = str(tmp_path / "base")
+        raw["model"]["base_external"] = True  # made here, not by a stage: no manifest
     proc = H.torchrun(nproc, H.write_params_file(tmp_path / "params.yaml", raw))
     assert proc.returncode == 0, proc.stderr[-3000:]
     mesh = "2×2" if nproc == 4 else "1×2"
@@ -131,6 +132,25 @@ def test_multi_process_matches_reference(tokens, reference, tmp_path, nproc, sha
     x = torch.randint(3, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (exported(x).logits - ref_model(x).logits).abs().max().item() < 1e-4
+
+
+def test_a_base_model_without_manifest_needs_the_external_opt_in(tokens, tmp_path):
+    from biomed_llama.errors import IntegrityError
+    from biomed_llama.train.pretrain import pretrain_spec
+
+    base = tmp_path / "llama-7b"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    raw = H.tiny_params(tmp_path, tokens)
+    raw["model"]["base"] = str(base)
+    with pytest.raises(IntegrityError, match=r"refusing model .*llama-7b: no manifest.json .*set model.base_external: true"):
+        pretrain_spec(H.validate(raw))
+    raw["model"]["base_external"] = True
+    spec = pretrain_spec(H.validate(raw))
+    assert str(base) in spec.inputs and str(base) not in spec.verify  # its files are hashed as an input, not verified
+    (base / "manifest.json").write_text("{}")  # a stage's output: verified against its manifest, no opt-in needed
+    raw["model"]["base_external"] = False
+    assert str(base) in pretrain_spec(H.validate(raw)).verify
 
 
 def _spawn_cli(params_file: Path) -> subprocess.Popen:
