@@ -266,7 +266,9 @@ def test_time_limit_kill_leaves_nothing_half_written(demo_checkout: Path, slurm_
     # A checkpoint folder is complete (what SIGTERM's save wrote inside Slurm's grace) or a `.tmp` that
     # resuming ignores; `latest_checkpoint` finds only complete ones.
     ckpt = co / "checkpoints/pretrain"
-    for run_dir in ckpt.iterdir() if ckpt.exists() else []:
+    entries = list(ckpt.iterdir()) if ckpt.exists() else []
+    assert {p.name for p in entries if not p.is_dir()} <= {".lock"}, entries  # beside run folders only the run lock
+    for run_dir in (p for p in entries if p.is_dir()):
         complete = {p.name for _, p in list_checkpoints(run_dir)}
         for step in run_dir.iterdir():
             assert step.name in complete or step.name.endswith(".tmp"), step
