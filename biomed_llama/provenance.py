@@ -199,15 +199,18 @@ def describe_inputs(inputs: Iterable[str | Path]) -> dict[str, Any]:
     return out
 
 
-def require_trusted_model(path: str | Path, *, external: bool, opt_in: str) -> None:
-    """Refuse a model folder without a manifest unless it is `external` (the explicit opt-in, the param `opt_in`).
+def require_trusted_model(path: str | Path, *, external: bool, opt_in: str) -> bool:
+    """Refuse a model folder without a manifest unless it is `external` (the explicit opt-in, the param `opt_in`);
+    return whether it has a manifest (then the stage verifies it against it).
 
     A stage's output always has one, so a missing manifest means it was removed (which must not
     skip the check) or the model was made elsewhere (a downloaded base model: say so with the opt-in).
     """
-    if not (Path(path) / MANIFEST).is_file() and not external:
+    has_manifest = (Path(path) / MANIFEST).is_file()
+    if not has_manifest and not external:
         raise IntegrityError(f"refusing model {path}: no {MANIFEST} (a stage output whose manifest was removed, or a "
                              f"model made elsewhere); for an external base model set {opt_in}: true")
+    return has_manifest
 
 
 def trusted_model(path: str | Path, *, external: bool, opt_in: str) -> dict[str, Any]:
@@ -216,8 +219,7 @@ def trusted_model(path: str | Path, *, external: bool, opt_in: str) -> dict[str,
     With a manifest it must match (IntegrityError otherwise) and is recorded by the manifest's hash;
     an external one (`require_trusted_model`) is recorded by the hash of every file, marked external.
     """
-    require_trusted_model(path, external=external, opt_in=opt_in)
-    if (Path(path) / MANIFEST).is_file():
+    if require_trusted_model(path, external=external, opt_in=opt_in):
         return describe_inputs([path])
     return {str(path): {"external": True, "files": _hash_files(Path(path))}}
 

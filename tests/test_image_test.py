@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
-def image_test(repo_root: Path):
-    spec = importlib.util.spec_from_file_location("image_test", repo_root / "scripts" / "image_test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def image_test():
+    return load_script("image_test")
 
 
 def _manifest(files: dict, container: dict | None = None) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from biomed_llama.errors import ConfigError, UserError
-from biomed_llama.provenance import MANIFEST, require_trusted_model
+from biomed_llama.provenance import require_trusted_model
 from biomed_llama.train.engine import TrainResult, TrainSpec, run_training
 from biomed_llama.train.runs import manifest_files_id
 
@@ -81,8 +81,7 @@ def finetune_spec(params, mode: Mode, task: str | None = None, *, start: Start =
         raise UserError(f"finetune start model {start_model}: not a HF model directory with its tokenizer "
                         "(run the stage that exports it first)")
     external, opt_in = ft.external_of(start)
-    require_trusted_model(start_model, external=external, opt_in=opt_in)
-    has_manifest = (Path(start_model) / MANIFEST).is_file()
+    has_manifest = require_trusted_model(start_model, external=external, opt_in=opt_in)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(start_model)

@@ -46,12 +46,12 @@ def pretrain_spec(params) -> TrainSpec:
 
     base_checked = []
     if mcfg.base:
-        from biomed_llama.provenance import MANIFEST, require_trusted_model
+        from biomed_llama.provenance import require_trusted_model
 
         # a stage's output is verified against its manifest; a downloaded base only with the opt-in (its files are
         # hashed into the export's manifest as an input)
-        require_trusted_model(mcfg.base, external=mcfg.base_external, opt_in="model.base_external")
-        base_checked = [mcfg.base] if (Path(mcfg.base) / MANIFEST).is_file() else []
+        if require_trusted_model(mcfg.base, external=mcfg.base_external, opt_in="model.base_external"):
+            base_checked = [mcfg.base]
     return TrainSpec(stage="pretrain", seed=params.seed, cfg=cfg, model=mcfg, dataset=dataset,
                      verify=[cfg.tokens] + base_checked,
                      inputs=[cfg.tokens] + ([mcfg.base] if mcfg.base else []),

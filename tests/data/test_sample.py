@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
@@ -13,14 +12,13 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from tests.helpers import load_script
+
 
 @pytest.fixture(scope="module")
-def make_sample(repo_root: Path):
+def make_sample():
     """The script as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("make_sample", repo_root / "scripts" / "make_sample.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("make_sample")
 
 
 def _lines(path: Path) -> list[str]:

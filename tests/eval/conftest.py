@@ -106,46 +106,9 @@ def pipeline(prepared, eval_root):
     return cfg, metrics
 
 
-def train_sp_tokenizer(texts: list[str], dest: Path, vocab_size: int = 900):
-    """A LLaMA-style SentencePiece BPE tokenizer trained on `texts` with the `tokenizers` library, saved to `dest`.
-
-    As LLaMA's: a `▁` is prepended to the whole string and every space becomes `▁` (so `" Aspirin"`
-    alone encodes as `▁ ▁Aspirin`, after `"Answer:"` as `▁Aspirin`), pieces never span a `▁`,
-    unknown bytes fall back to `<0xNN>`, BOS `<s>` (id 1) is added by default, EOS is `</s>` (id 2)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
-    tk.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tk.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
-    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                    decoders.Strip(" ", 1, 0)])
-    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                      show_progress=False))
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    tok.save_pretrained(dest)
-    return tok
-
-
-def save_tiny_llama(tok, dest: Path, seed: int = 0) -> Path:
-    """A random-init LlamaForCausalLM (hidden 32, 2 layers) for tokenizer `tok`, saved with it to `dest`."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(dest, safe_serialization=True)
-    tok.save_pretrained(dest)
-    return dest
-
-
 @pytest.fixture(scope="session")
 def sp_model(prepared, eval_root) -> Path:
-    """A tiny LLaMA whose tokenizer is SentencePiece-style (`train_sp_tokenizer`), trained on the prepared
+    """A tiny LLaMA whose tokenizer is SentencePiece-style (`tests.helpers.tokenizer.llama_sp_tokenizer`), trained on the prepared
     benchmark texts so that every eval text tokenizes into pieces, not bytes."""
     import json
 
@@ -155,8 +118,10 @@ def sp_model(prepared, eval_root) -> Path:
             d = json.loads(line)
             texts += [d.get("text", ""), d.get("question", ""), d.get("context", "")] + d.get("options", [])
     texts += ["Question: Answer: Abstract: yes no maybe Yes No Maybe"] * 50
-    tok = train_sp_tokenizer([t for t in texts if t], eval_root / "sp_tokenizer")
-    return save_tiny_llama(tok, eval_root / "sp_model")
+    from tests.helpers.tokenizer import llama_sp_tokenizer
+
+    folder = llama_sp_tokenizer(eval_root / "sp_tokenizer", [t for t in texts if t], vocab_size=900)
+    return make_tiny_model(eval_root / "sp_model", tokenizer=folder, manifest=False)
 
 
 @pytest.fixture(scope="session", params=["demo", "sentencepiece"])

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from biomed_llama.config import load_params
+from tests.helpers import load_script
 
 
-def _script(repo_root):
-    spec = importlib.util.spec_from_file_location("make_instruct_fixtures", repo_root / "scripts/make_instruct_fixtures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_committed_fixtures_match_the_generator(repo_root, fixtures_dir):
-    files = _script(repo_root).fixtures()
+def test_committed_fixtures_match_the_generator(fixtures_dir):
+    files = load_script("make_instruct_fixtures").fixtures()
     on_disk = {p.relative_to(fixtures_dir).as_posix() for p in fixtures_dir.rglob("*") if p.is_file()}
     assert on_disk == set(files)
     for rel, text in files.items():
