@@ -39,8 +39,12 @@ def xformers_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
     if groups > 1:  # grouped-query attention: repeat each KV head for its query heads
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
+    # One dtype for the three, as SDPA gets under autocast: there HF's rotary embedding leaves q and k in fp32
+    # (bf16 projections times fp32 cos/sin) while v is bf16, and xformers, unlike SDPA, is not an autocast op.
+    device_type = query.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else value.dtype
     # xformers takes [batch, seq, heads, head_dim]
-    q, k, v = (t.transpose(1, 2) for t in (query, key, value))
+    q, k, v = (t.transpose(1, 2).to(dtype) for t in (query, key, value))
     out = xops.memory_efficient_attention(q, k, v, attn_bias=xops.LowerTriangularMask(),
                                          p=dropout if module.training else 0.0, scale=scaling)
     return out, None

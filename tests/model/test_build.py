@@ -85,11 +85,11 @@ def test_gpu_backends_match_sdpa(backend):
         assert str(e).startswith(f"model.attention={backend}") and "\n" not in str(e)
         pytest.skip(str(e))
     outs = []
+    x = torch.randint(0, 100, (2, 64), device=dev, generator=torch.Generator(dev).manual_seed(0))  # one input for both
     for impl in ("sdpa", backend):
         config = llama_config(CFG.model_copy(update={"attention": impl, "hidden_size": 128, "num_heads": 2}))
         model = _materialised(config).to(dev)
         init_weights(model, 0, 0.02)
-        x = torch.randint(0, 100, (2, 64), device=dev)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
             outs.append(model(x).logits.float())
     assert (outs[0] - outs[1]).abs().max().item() < 0.05
