@@ -1,15 +1,17 @@
-"""Checkpoint stall of the engine: a sync save, then two async saves, of the full training state.
+"""Checkpoint cost of the engine: a sync save, then two async saves, of the full training state.
 
-Under torchrun (the 7B shape over 1×2 GPUs: 73 GB of DCP files), the engine's `build`, its seeded
-init and its step, and the engine's `Checkpointer` over the engine's state registry. Sequence:
-steps, a sync save (stall = its whole time), steps, an async save (stall = the save call + the wait
-for the host copy before the next update) with steps timed while it is written, then a second async
-save. The async checkpointer reserves its pinned host buffers first (`HostStager`, in the background),
-as the engine does after the first update (`Checkpointer.prestage`); both async saves refill them. Each
-checkpoint is removed once complete (the disk holds one). Rank 0 appends one JSON line per event to
-`<out>/checkpoint.jsonl` as it happens.
+Under torchrun, the engine's `build`, its seeded init and its step, and the engine's `Checkpointer` over the
+engine's state registry. Sequence: warm-up steps, clean steps (the baseline step time), a sync save (stall = its
+whole time), then two async saves; after each async save the loop keeps training, one step at a time, until no
+rank's save is still being copied, written or hashed. Per save it records the stall (what the loop waited), the
+host copy's time (async), the step time while the files were written, and the time lost to the save: the
+elapsed time from the save call until it was complete minus the clean time of the steps trained meanwhile. The
+async checkpointer reserves its pinned host buffers first (`HostStager`, in the background), as the engine does
+after the first update (`Checkpointer.prestage`); both async saves refill them. Each checkpoint is removed once
+complete (the disk holds one). Rank 0 appends one JSON line per event to `<out>/checkpoint.jsonl`.
 
     torchrun --nproc-per-node 2 bench/bench_checkpoint.py --shape 7b --dir /tmp/ckpt --out DIR
+    torchrun --nproc-per-node 1 bench/bench_checkpoint.py --shape 7b16 --compile --micro 4 --dir /tmp/ckpt --out DIR
     python bench/bench_checkpoint.py --shape tiny --dir /tmp/ckpt --out DIR      # CPU smoke run
 """
 
@@ -49,6 +51,24 @@ def _steps(tr, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def _clean(tr, n: int) -> float:
+    """Mean seconds of n single steps, each synchronised as the steps beside a save are."""
+    return sum(_steps(tr, 1) for _ in range(n)) / n
+
+
+def _train_while_saving(tr, ck) -> int:
+    """Train single steps until no rank's save is in flight (at least one); the number of steps."""
+    from biomed_llama.train.mesh import all_reduce_cpu
+
+    n = 0
+    while True:
+        _steps(tr, 1)
+        n += 1
+        (busy,) = all_reduce_cpu([float(ck.in_flight())])
+        if busy == 0:
+            return n
+
+
 def main() -> None:
     import torch
     import torch.distributed as dist
@@ -58,6 +78,8 @@ def main() -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     ap.add_argument("--dir", required=True, help="where checkpoints are written (one at a time)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--micro", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="per-block compile, as the profiles train")
     args = ap.parse_args()
     from biomed_llama.train.checkpoint import Checkpointer, training_state
     from biomed_llama.train.engine import build, starting_weights
@@ -65,17 +87,18 @@ def main() -> None:
     from biomed_llama.train.mesh import init_distributed, shutdown
 
     env = init_distributed("auto")
-    ns = argparse.Namespace(shape=args.shape, micro=1, acc=1, steps=100, lr=3e-4, attention="sdpa",
-                            reduce_dtype="float32", shard=None, no_reshard=False, compile=False, ac="none",
+    ns = argparse.Namespace(shape=args.shape, micro=args.micro, acc=1, steps=1000, lr=3e-4, attention="sdpa",
+                            reduce_dtype="float32", shard=None, no_reshard=False, compile=args.compile, ac="none",
                             loss_weighting="token", sdpa_backend="auto", kernels="", grad_sync="last")
     tr = build(bench_spec(ns, env.world_size, env.device.type == "cuda"))
     starting_weights(tr)
     out, root = Path(args.out), Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = training_state(tr.model, tr.optimizer, tr.scheduler, tr.loader, RunHistory())
-    base = _steps(tr, 3)
+    _steps(tr, 3)  # compile, allocator, optimizer state
+    base = _clean(tr, 4)
     _emit(out, {"event": "steps", "s_per_step": base, "world": env.world_size, "shape": args.shape,
-                "torch": torch.__version__}, env.is_main)
+                "micro": args.micro, "compile": args.compile, "torch": torch.__version__}, env.is_main)
     sync = Checkpointer(root, parts, keep=1, meta={"run": "bench"}, device=env.device)
     background = Checkpointer(root, parts, keep=1, meta={"run": "bench"}, async_save=True, device=env.device)
     background.prestage()  # as the engine's checkpoint hook does after the first update
@@ -83,13 +106,17 @@ def main() -> None:
         tr.step.before_update[:] = [ck.wait_for_staging]
         t0 = time.perf_counter()
         path = ck.save(tr.loader.step)
-        during = _steps(tr, 4)  # the async write goes on meanwhile
+        saved = time.perf_counter()
+        n = _train_while_saving(tr, ck) if mode == "async" else 0
         ck.wait()
+        done = time.perf_counter()
         rec = ck.saves[-1]
+        clean = _clean(tr, 3)  # after the save: the step time without one
         size = sum(p.stat().st_size for p in path.iterdir()) if env.is_main and path.is_dir() else None
         _emit(out, {"event": "save", "mode": mode, "step": rec.step, "stall_s": rec.stall_s,
-                    "complete_s": rec.complete_s, "until_complete_s": time.perf_counter() - t0,
-                    "s_per_step_during": during, "bytes": size}, env.is_main)
+                    "staged_s": rec.staged_s, "complete_s": rec.complete_s, "until_complete_s": done - t0,
+                    "steps_during": n, "s_per_step_during": (done - saved) / n if n else None,
+                    "s_per_step_clean": clean, "lost_s": (done - t0) - n * clean, "bytes": size}, env.is_main)
         if env.is_main:
             shutil.rmtree(root, ignore_errors=True)
         dist.barrier()

@@ -253,6 +253,9 @@ class SaveRecord:
     """Seconds the training loop waited: the save call, and (async) the wait for the host copy before the next update."""
     complete_s: float | None = None
     """Seconds from the save call until the checkpoint was complete (written, hashed, renamed); rank 0 only."""
+    staged_s: float | None = None
+    """Async: seconds from the save call until this rank's host copy of the state was done (the copy runs beside
+    the next forward/backward; only what outlasts them is stall)."""
 
 
 @dataclass
@@ -340,6 +343,8 @@ class Checkpointer:
             upload, staged = (response.upload_completion, response.staging_completion) \
                 if isinstance(response, AsyncSaveResponse) else (response, None)
             done = self._pool.submit(_write_then_hash, upload, tmp, self.rank, written)
+            if staged is not None:
+                staged.add_done_callback(lambda _, r=record: setattr(r, "staged_s", time.perf_counter() - t0))
             self._pending = _Pending(record, tmp, final, t0, done, staged)
         else:
             dcp.save(tensors, storage_writer=writer)
@@ -371,6 +376,11 @@ class Checkpointer:
         pending.staged.result()
         pending.staged = None
         pending.record.stall_s += time.perf_counter() - t0
+
+    def in_flight(self) -> bool:
+        """Whether this rank's async save is still being copied, written or hashed."""
+        pending = self._pending
+        return pending is not None and not pending.written.done()
 
     def poll(self) -> None:
         """Rank 0, between steps: make an async save that every rank has written and hashed complete (no collective)."""

@@ -45,6 +45,55 @@ def test_async_saves_are_complete_and_their_stall_is_recorded(straight):
     saves = result.metrics["checkpoint_saves"]
     assert [s["step"] for s in saves] == [4, 8]
     assert all(0 <= s["stall_s"] and s["complete_s"] is not None and s["complete_s"] >= 0 for s in saves)
+    # the host copy is done before the save completes (its files are written from that copy)
+    assert all(s["staged_s"] is not None and 0 <= s["staged_s"] <= s["complete_s"] for s in saves)
+
+
+class _Weights:
+    """A one-tensor `dcp` part."""
+
+    def __init__(self):
+        import torch
+
+        self.w = torch.arange(64.0)
+
+    def state_dict(self):
+        return {"w": self.w}
+
+    def load_state_dict(self, state):
+        self.w = state["w"]
+
+
+def test_in_flight_is_true_until_the_files_are_written(tmp_path, monkeypatch):
+    """`Checkpointer.in_flight` (what the benchmark trains on until): true while this rank's async save is being
+    written, false once its files and hashes are done; a sync checkpointer is never in flight."""
+    import threading
+
+    from biomed_llama.train import checkpoint as C
+    from biomed_llama.train.mesh import init_distributed, shutdown
+
+    init_distributed("cpu")
+    try:
+        parts = {"weights": C.Part(_Weights(), "dcp"), "rng": C.Part(C.RNGState(), "rank")}
+        gate, real = threading.Event(), C._write_then_hash
+
+        def held(*args):  # the background write waits for the gate: the save is surely still in flight
+            assert gate.wait(30)
+            return real(*args)
+
+        monkeypatch.setattr(C, "_write_then_hash", held)
+        ck = C.Checkpointer(tmp_path / "ck", parts, keep=1, meta={"run": "t"}, async_save=True)
+        ck.save(3)
+        assert ck.in_flight()
+        gate.set()
+        ck.wait()
+        assert not ck.in_flight() and ck.saves[-1].complete_s is not None
+        assert ck.saves[-1].staged_s is not None and ck.saves[-1].staged_s <= ck.saves[-1].complete_s
+        ck.close()
+        assert [s for s, _ in C.list_checkpoints(tmp_path / "ck")] == [3]
+        assert not C.Checkpointer(tmp_path / "ck2", parts, keep=1, meta={"run": "t"}).in_flight()
+    finally:
+        shutdown()
 
 
 def _spawn(params_file: Path, script: str | None = None) -> subprocess.Popen:
