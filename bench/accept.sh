@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-[ "${TINY:-0}" = 1 ] || { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1; }
 # Speed acceptance in ONE call on 2×H200 (≤ 9 min; device carry: .whl .bench, filled by bench/device_wheels.sh):
 #   loss      : 50 steps of a 7B 8-layer slice, same data and init, today's settings (GPU 0) vs the new
 #               levers (GPU 1): the curves must agree within bf16 noise;

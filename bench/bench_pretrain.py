@@ -33,6 +33,9 @@ SHAPES = {
     "1b": (2048, 5504, 16, 16, 32000, 2048),   # ~0.94B parameters, LLaMA architecture
     "7b": (4096, 11008, 32, 32, 32000, 2048),  # LLaMA-7B
     "7b8": (4096, 11008, 8, 32, 32000, 2048),  # an 8-layer slice of LLaMA-7B (fits one GPU)
+    # 16 layers: 3.5B parameters, about the training state (42 GB of DCP files) that each GPU of a 1×2 mesh
+    # holds of the whole 7B (3.37B): the per-rank checkpoint stall of that mesh, measured on one GPU
+    "7b16": (4096, 11008, 16, 32, 32000, 2048),
 }
 
 
@@ -112,6 +115,7 @@ def run(args: argparse.Namespace) -> None:
     if cuda:
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / (args.steps - args.warmup)
+    kernels = _profile(tr, args, env) if args.profile and cuda else None
     losses = [float(v) for v in losses]
     tok_s_dev = tr.tokens_per_step / dt / env.world_size
     peak = M.peak_flops(env.device)
@@ -126,12 +130,42 @@ def run(args: argparse.Namespace) -> None:
         "mfu": M.mfu(tok_s_dev, flops_tok, peak), "peak_mem_gib": M.memory_gib(env.device),
         "step_s": dt, "losses": losses,
     }
+    if kernels is not None:
+        row["kernels_profile"] = kernels
     if env.is_main:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{args.name}.json").write_text(json.dumps(row, indent=1))
+        if kernels is not None:
+            from kernel_profile import format_breakdown
+
+            (out / f"{args.name}.kernels.txt").write_text(format_breakdown(kernels) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
     shutdown()
+
+
+def _profile(tr, args: argparse.Namespace, env) -> dict:
+    """`--profile` more steps under `torch.profiler` (after the timed ones): device time per kernel class."""
+    import torch
+    from kernel_profile import breakdown, device_kernels
+
+    from biomed_llama.train.mesh import all_reduce_cpu
+
+    hidden, _, layers, _, _, seq = SHAPES[args.shape]
+    # the matrix multiplies' share of the counted FLOPs: all but the attention scores' 12·L·d·S
+    matmul_per_token = tr.flops_per_token - 12.0 * layers * hidden * seq
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(args.profile):
+            micros = tr.loader.next_batch()
+            (total,) = all_reduce_cpu([float(tr.step.count(micros))])
+            tr.step(micros, int(total))
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    tokens = tr.tokens_per_step / env.world_size * args.profile
+    return breakdown(device_kernels(prof), wall, matmul_per_token * tokens)
 
 
 def _load(out: Path, name: str) -> dict | None:
@@ -228,6 +262,7 @@ def main() -> None:
     r.add_argument("--loss-weighting", default="token", choices=["token", "sequence"])
     r.add_argument("--host-sync", action="store_true", help="read the loss on the host every step")
     r.add_argument("--mem-cap-gib", type=float, default=0, help="cap this process's GPU memory (0: none)")
+    r.add_argument("--profile", type=int, default=0, help="then N more steps under torch.profiler (GPU): time per kernel class")
     r.add_argument("--name", required=True)
     r.add_argument("--out", required=True)
     s = sub.add_parser("summarize", help="print the comparison table from a run folder")

@@ -3,6 +3,13 @@
 # (multicast off, as the GPU machines require), process-group time limits, GPU pinning, the environment record.
 set -u
 SECONDS=0
+# On the GPU machine: the wheels the device call carries (.whl/, filled here by bench/device_wheels.sh) into
+# /tmp/site, ahead of the machine's own packages; nothing in TINY (CPU smoke) mode.
+if [ "${TINY:-0}" != 1 ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl ||
+    { echo "bench: the carried wheels in .whl/ did not install" >&2; exit 1; }
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1

@@ -50,7 +50,9 @@ def params(out: Path, shape: str) -> dict:
                            tokenizer=str(REPO / "data" / "sample" / "tokenizer"), max_seq_length=seq,
                            packing="concat", shuffle=False, progress=False, export_init=None,
                            checkpoint_dir=str(out / "ckpt"), output=str(out / "model"),
-                           metrics=str(out / "metrics.json"), plots=str(out / "plots"))
+                           metrics=str(out / "metrics.json"), plots=str(out / "plots"),
+                           # the released loader replays the paper's 32-GPU file-order stream: not this synthetic store
+                           released_loader=None)
     return raw
 
 

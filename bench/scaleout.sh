@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-[ "${TINY:-0}" = 1 ] || { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1; }
 # Scale-out (issue 12) on one 4- or 8-GPU H200 host: `bash bench/scaleout.sh 4` (kind nvidia-h200-x4) or
 # `bash bench/scaleout.sh 8` (nvidia-h200-x8); device carry: .whl .bench (bench/device_wheels.sh).
 #   ref     : the engine on a 1×2 mesh (GPUs 0,1), the base of the scaling efficiency, beside the ~1B

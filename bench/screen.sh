@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-[ "${TINY:-0}" = 1 ] || { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1; }
 # Speed screening in ONE call on 2×H200 (≤ 9 min; device carry: .whl .bench, filled by bench/device_wheels.sh):
 #   A (GPU 0): attention kernels on the 7B shape (SDPA flash / cuDNN / efficient, xformers), then the
 #      engine on a 7B 8-layer slice (compile, micro 4): SDPA auto, cuDNN first, xformers (without

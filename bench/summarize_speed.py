@@ -2,6 +2,7 @@
 
     python bench/summarize_speed.py screen DIR
     python bench/summarize_speed.py accept DIR
+    python bench/summarize_speed.py single DIR
 """
 
 from __future__ import annotations
@@ -58,19 +59,29 @@ def screen(out: Path) -> None:
     for p in sorted(out.glob("s_*.log")):
         if not p.with_suffix(".json").is_file():
             print(f"| {p.stem} | failed: {_err(p)} | | | | |")
+    _checkpoint(out)
+    print(f"\n[gpu tests] {_err(out / 'pytest_gpu.log')}")
+
+
+def _checkpoint(out: Path) -> None:
+    """The rows of `bench_checkpoint.py`: steps before saving, then each save's stall and completion."""
     print("\n[checkpoint] full training state, rank 0 (stall = what the loop waited)")
     rows = [json.loads(ln) for ln in (out / "checkpoint.jsonl").read_text().splitlines()] \
         if (out / "checkpoint.jsonl").is_file() else []
     for r in rows:
         if r["event"] == "steps":
-            print(f"steps before saving: {r['s_per_step']:.3f} s/step ({r['shape']}, world {r['world']})")
+            print(f"steps before saving: {r['s_per_step']:.3f} s/step ({r['shape']}, world {r['world']}, "
+                  f"micro {r.get('micro', 1)}, compile {r.get('compile', False)})")
         else:
             size = f"{r['bytes'] / 1e9:.1f} GB" if r.get("bytes") else "?"
-            print(f"{r['mode']:>5} save at step {r['step']}: stall {r['stall_s']:.2f} s, complete after "
-                  f"{r['complete_s'] or 0:.1f} s, {size}, steps meanwhile {r['s_per_step_during']:.3f} s/step")
+            during = f"{r['steps_during']} steps at {r['s_per_step_during']:.3f} s/step" \
+                if r.get("steps_during") else "no steps"
+            staged = f", host copy {r['staged_s']:.2f} s" if r.get("staged_s") is not None else ""
+            lost = f", lost {r['lost_s']:.2f} s (clean {r['s_per_step_clean']:.3f} s/step)" if "lost_s" in r else ""
+            print(f"{r['mode']:>5} save at step {r['step']}: stall {r['stall_s']:.2f} s{staged}, complete after "
+                  f"{r['complete_s'] or 0:.1f} s, {size}; meanwhile {during}{lost}")
     if not rows:
         print(f"no checkpoint rows: {_err(out / 'checkpoint.log')}")
-    print(f"\n[gpu tests] {_err(out / 'pytest_gpu.log')}")
 
 
 def _cli(out: Path, name: str) -> dict | None:
@@ -171,5 +182,29 @@ def scaleout(out: Path) -> None:
         print(f"loss check missing: {_err(out / 'l_1gpu.log')}")
 
 
+def single(out: Path) -> None:
+    """`bench/single.sh`: the per-rank checkpoint stall, the GPU tests, and where a slice's step time goes."""
+    print(f"== one GPU ({out}) ==")
+    _checkpoint(out)
+    print(f"\n[gpu tests] {_err(out / 'pytest_gpu.log')}")
+    for p in sorted(out.glob("p_*.json")):
+        r = _json(p)
+        print(f"\n[profile] {r['name']}: {r['shape']} micro {r['micro']} compile {r['compile']}: "
+              f"{r['tok_s_per_gpu']:,.0f} tok/s, MFU {_pct(r['mfu'])}, {r['peak_mem_gib'] or 0:.1f} GiB")
+        txt = p.with_name(p.stem + ".kernels.txt")
+        print(txt.read_text().rstrip() if txt.is_file() else "  (no kernel profile: CPU run)")
+    for p in sorted(out.glob("p_*.log")):
+        if not p.with_suffix(".json").is_file():
+            print(f"\n[profile] {p.stem} failed: {_err(p)}")
+    halves, anchor = [_json(p) for p in sorted(out.glob("p_half*.json"))], _anchor(out, "a_half")
+    if anchor:
+        ratio = "".join(f", {h['name']} {h['tok_s_per_gpu'] / anchor['tok_s_per_gpu']:.2f}× the anchor" for h in halves)
+        print(f"\n[anchor] anchor_fsdp.py one rank, {anchor.get('layers', '?')} layers, micro {anchor['micro']} acc "
+              f"{anchor['acc']}: {anchor['tok_s_per_gpu']:,} tok/s, MFU {_pct(anchor.get('mfu_989'))}, "
+              f"{anchor.get('peak_mem_gib', 0)} GiB{ratio}")
+    elif (out / "a_half.log").is_file():
+        print(f"\n[anchor] failed: {_err(out / 'a_half.log')}")
+
+
 if __name__ == "__main__":
-    {"screen": screen, "accept": accept, "scaleout": scaleout}[sys.argv[1]](Path(sys.argv[2]))
+    {"screen": screen, "accept": accept, "scaleout": scaleout, "single": single}[sys.argv[1]](Path(sys.argv[2]))

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# What one GPU can settle of issue 15, in ONE call on a single H200 (≤ 9.5 min; carry .whl .bench).
+# Phases (PHASES, default "ckpt tests profile"):
+#   ckpt: the checkpoint cost per rank: `bench_checkpoint.py` on one GPU with the 16-layer 7B shape (3.5B params,
+#      42 GB of DCP files: the training state each GPU of a 1×2 mesh holds of the whole 7B), compiled, micro
+#      CK_MICRO (default 4): a sync save, then two async saves through `HostStager`, training on while written;
+#   tests: the GPU tests (`pytest -m gpu`: HostStager on CUDA, async save + resume on CUDA, kernel / backend parity);
+#   profile: a 7B 8-layer slice (compile, micro 4), then 3 steps under torch.profiler: device time per kernel class;
+#   half: the 16-layer shape on one GPU at the 1×2 run's per-GPU batch (micro 8, acc 2, compile): the engine with
+#      2 steps profiled (HALF_VARIANTS: "reshard" and/or "keep", i.e. reshard_after_forward=False), and
+#      `anchor_fsdp.py` (LAYERS=16, one rank) at the same batch, in this call.
+# On 2 GPUs the whole 7B over a 1×2 mesh: CK_SHAPE=7b CK_NPROC=2 PHASES=ckpt (81 GB of files).
+# The 16-layer checkpoint shape falls back to the 8-layer slice when the checkpoint disk has < 50 GB free (said in the log).
+# CPU smoke run: TINY=1 bash bench/single.sh
+cd "$(dirname "$0")/.." && source bench/lib.sh
+DIR=${OUT:-/tmp}/single
+CKPT=${CKPT_DIR:-/tmp/bench_ckpt}
+mkdir -p "$DIR"
+if [ "${TINY:-0}" = 1 ]; then
+  CK_SHAPE=tiny; SLICE=tiny; HALF=tiny; HALF_MICRO=2; COMPILE=""; T=(200 200 200); export OMP_NUM_THREADS=1
+else
+  free_gb=$(df -BG --output=avail "$(dirname "$CKPT")" | tail -1 | tr -dc 0-9)
+  CK_SHAPE=${CK_SHAPE:-7b16}
+  [ "$CK_SHAPE" != 7b16 ] || [ "$free_gb" -ge 50 ] || { CK_SHAPE=7b8; echo "only ${free_gb} GB free: checkpoint shape 7b8"; }
+  SLICE=7b8; HALF=7b16; HALF_MICRO=8; COMPILE="--compile"; T=("${CK_LIMIT:-300}" 110 140)
+fi
+environment "$DIR"
+PHASES=${PHASES:-ckpt tests profile}
+if [[ " $PHASES " == *" ckpt "* ]]; then
+  echo "== ckpt: checkpoint cost, $CK_SHAPE on ${CK_NPROC:-1} rank(s) ($(date +%T))"
+  group "${T[0]}" "$DIR/checkpoint.log" $PY -m torch.distributed.run --standalone --nproc-per-node "${CK_NPROC:-1}" \
+    bench/bench_checkpoint.py --shape $CK_SHAPE --micro "${CK_MICRO:-4}" $COMPILE --dir "$CKPT" --out "$DIR"
+  rm -rf "$CKPT"
+fi
+if [[ " $PHASES " == *" tests "* ]]; then
+  echo "== tests: GPU tests ($(date +%T), ${SECONDS}s used)"
+  group "${T[1]}" "$DIR/pytest_gpu.log" $PY -m pytest -m gpu -q -p no:cacheprovider tests/model tests/train
+fi
+if [[ " $PHASES " == *" profile "* ]]; then
+  echo "== profile: slice step profile ($(date +%T), ${SECONDS}s used)"
+  group "${T[2]}" "$DIR/p_slice.log" $PY bench/bench_pretrain.py run --out "$DIR" --shape $SLICE --steps 10 \
+    --warmup 4 --micro 4 $COMPILE --profile 3 --name p_slice
+fi
+if [[ " $PHASES " == *" half "* ]]; then
+  echo "== half: $HALF engine vs anchor, micro 8 acc 2, one GPU ($(date +%T), ${SECONDS}s used)"
+  for variant in ${HALF_VARIANTS:-reshard}; do  # reshard: FSDP's default; keep: reshard_after_forward=False
+    flags=""; [ "$variant" = keep ] && flags="--no-reshard"
+    group "${T[2]}" "$DIR/p_half_$variant.log" $PY bench/bench_pretrain.py run --out "$DIR" --shape $HALF --steps 8 \
+      --warmup 3 --micro "$HALF_MICRO" --acc 2 $COMPILE $flags --profile 2 --name "p_half_$variant"
+  done
+  [ "${TINY:-0}" = 1 ] || group "${T[2]}" "$DIR/a_half.log" env REPL=1 SHARD=1 LAYERS=16 MICRO="$HALF_MICRO" ACC=2 \
+    COMPILE=1 STEPS=6 $PY -m torch.distributed.run --standalone --nproc-per-node 1 .bench/anchor_fsdp.py
+fi
+echo "== done ($(date +%T), ${SECONDS}s)"
+$PY bench/summarize_speed.py single "$DIR" | tee "$DIR/summary.txt"
