@@ -38,14 +38,11 @@ def _emit(out: Path, row: dict, main: bool) -> None:
 def _steps(tr, n: int) -> float:
     """Run n engine steps; mean seconds per step (device-synchronised)."""
     import torch
-
-    from biomed_llama.train.mesh import all_reduce_cpu
+    from bench_pretrain import engine_step
 
     t0 = time.perf_counter()
     for _ in range(n):
-        micros = tr.loader.next_batch()
-        (total,) = all_reduce_cpu([float(tr.step.count(micros))])
-        tr.step(micros, int(total))
+        engine_step(tr)
     if tr.env.device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) / n

@@ -78,6 +78,16 @@ def bench_spec(args: argparse.Namespace, world_size: int, cuda: bool):
                      dataset=lambda: (MotifDataset(global_batch * args.steps, seq, vocab), None))
 
 
+def engine_step(tr):
+    """One engine step on the loader's next batch, its target count summed over the ranks first as the training
+    loop does (without the loop's stop vote); (loss, grad norm)."""
+    from biomed_llama.train.mesh import all_reduce_cpu
+
+    micros = tr.loader.next_batch()
+    (total,) = all_reduce_cpu([float(tr.step.count(micros))])
+    return tr.step(micros, int(total))
+
+
 def run(args: argparse.Namespace) -> None:
     """Train `--steps` steps of the chosen shape/mesh/options; rank 0 writes `<out>/<name>.json`."""
     import torch
@@ -85,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
 
     from biomed_llama.train import metrics as M
     from biomed_llama.train.engine import build, starting_weights
-    from biomed_llama.train.mesh import all_reduce_cpu, init_distributed, shutdown
+    from biomed_llama.train.mesh import init_distributed, shutdown
 
     env = init_distributed("auto")  # the world size sets the global batch; `build` finds the group up
     cuda = env.device.type == "cuda"
@@ -105,9 +115,7 @@ def run(args: argparse.Namespace) -> None:
                 torch.cuda.reset_peak_memory_stats()
             dist.barrier()
             t0 = time.perf_counter()
-        micros = tr.loader.next_batch()
-        (total,) = all_reduce_cpu([float(tr.step.count(micros))])
-        loss, gnorm = tr.step(micros, int(total))  # the engine's step
+        loss, _ = engine_step(tr)
         if env.world_size > 1:
             dist.all_reduce(loss)
         # --host-sync: read the loss every step (the engine with log_every 1); else only at the end
@@ -149,8 +157,6 @@ def _profile(tr, args: argparse.Namespace, env) -> dict:
     import torch
     from kernel_profile import breakdown, device_kernels
 
-    from biomed_llama.train.mesh import all_reduce_cpu
-
     hidden, _, layers, _, _, seq = SHAPES[args.shape]
     # the matrix multiplies' share of the counted FLOPs: all but the attention scores' 12·L·d·S
     matmul_per_token = tr.flops_per_token - 12.0 * layers * hidden * seq
@@ -159,9 +165,7 @@ def _profile(tr, args: argparse.Namespace, env) -> dict:
                                             torch.profiler.ProfilerActivity.CUDA]) as prof:
         t0 = time.perf_counter()
         for _ in range(args.profile):
-            micros = tr.loader.next_batch()
-            (total,) = all_reduce_cpu([float(tr.step.count(micros))])
-            tr.step(micros, int(total))
+            engine_step(tr)
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
     tokens = tr.tokens_per_step / env.world_size * args.profile

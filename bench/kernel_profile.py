@@ -53,7 +53,8 @@ def breakdown(kernels: list[tuple[str, float, float]], wall_s: float, matmul_flo
     by_class: dict[str, float] = {}
     by_name: dict[str, float] = {}
     for name, a, b in kernels:
-        by_class[kernel_class(name)] = by_class.get(kernel_class(name), 0.0) + (b - a)
+        cls = kernel_class(name)
+        by_class[cls] = by_class.get(cls, 0.0) + (b - a)
         by_name[name] = by_name.get(name, 0.0) + (b - a)
     summed = sum(by_class.values())
     busy = busy_seconds([(a, b) for _, a, b in kernels])
