@@ -191,14 +191,15 @@ def _kernels(model, cfg: PretrainConfig, env: DistEnv) -> list[str]:
 
 
 def _step_options(cfg: PretrainConfig, env: DistEnv, loader: DistributedLoader, model) -> StepOptions:
-    """The step's speed options from the params: gradient sync, gathered parameters, SDPA kernel, fused head."""
+    """The step's speed options from the params: gradient sync, gathered parameters, SDPA kernel, and whether the
+    model's own weighted loss runs (the fused or the compiled head; else HF's loss for token weighting)."""
     import functools
 
     from biomed_llama.model.attention import sdpa_context
 
     return StepOptions(sync_every_micro=cfg.grad_sync == "every",
                        keep_unsharded=not cfg.reshard_after_forward and loader.accumulation > 1,
-                       weighted_head=bool(getattr(model, "fused_loss", False)),
+                       weighted_head=bool(getattr(model, "fused_loss", False) or getattr(model, "compiled_loss", False)),
                        forward_context=functools.partial(sdpa_context, cfg.sdpa_backend, env.device))
 
 

@@ -64,9 +64,12 @@ def apply_activation_checkpointing(model: nn.Module, mode: str) -> None:
 
 
 def apply_compile(model: nn.Module) -> None:
-    """Compile each decoder layer in place (one graph per block, reused by all identical layers)."""
+    """Compile each decoder layer in place (one graph per block, reused by all identical layers), and the weighted
+    loss's cross-entropy (`lm.compiled_weighted_cross_entropy`: the fp32 [tokens, vocab] copies are not held)."""
     for layer in model.model.layers:
         layer.compile()
+    if hasattr(model, "compiled_loss"):
+        model.compiled_loss = True
 
 
 def apply_fsdp(model: nn.Module, mesh, cfg: PretrainConfig) -> None:

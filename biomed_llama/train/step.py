@@ -44,7 +44,7 @@ class TokenMeanLoss:
 
     def inputs(self, mb: MicroBatch, total: int, weighted: bool) -> dict[str, torch.Tensor]:
         """Model kwargs (CPU): HF's own loss divided by `total`; per-token weights 1/total where the model's
-        loss is the weighted one (the fused head)."""
+        loss is the weighted one (the fused or the compiled head)."""
         if weighted:
             return {"token_weights": _targets(mb).to(torch.float32) / total}
         # A tensor, not an int: the kwarg reaches every (compiled) decoder layer, and a Python int that
@@ -97,7 +97,8 @@ class StepOptions:
     keep_unsharded: bool = False
     """Keep gathered parameters between the micro batches of a step (with `reshard_after_forward: false`)."""
     weighted_head: bool = False
-    """The model computes the loss from per-token weights (the fused head): both weightings pass weights."""
+    """The model computes the loss from per-token weights (the fused or the compiled head): both weightings pass
+    weights."""
     forward_context: Callable[[], Any] = contextlib.nullcontext
     """Makes a fresh context for each forward (e.g. the SDPA kernel choice)."""
 
