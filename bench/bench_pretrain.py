@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> None:
     spec = bench_spec(args, env.world_size, cuda)
     cfg = spec.cfg
     tr = build(spec)  # the engine's own build: mesh, loader, meta model → parallelize → materialise, AdamW, schedule
+    if args.eager_loss:  # the loss as before it was compiled with the blocks: HF's own for token weighting
+        tr.model.compiled_loss = False
+        tr.step.options.weighted_head = bool(getattr(tr.model, "fused_loss", False))
     starting_weights(tr)
     mesh, n_params, flops_tok = tr.mesh, tr.n_params, tr.flops_per_token
     losses, t0 = [], None
@@ -123,7 +126,8 @@ def run(args: argparse.Namespace) -> None:
     if cuda:
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / (args.steps - args.warmup)
-    kernels = _profile(tr, args, env) if args.profile and cuda else None
+    trace = Path(args.out) / f"{args.name}.trace.json.gz" if args.trace and env.is_main else None
+    kernels = _profile(tr, args, env, trace) if args.profile and cuda else None
     losses = [float(v) for v in losses]
     tok_s_dev = tr.tokens_per_step / dt / env.world_size
     peak = M.peak_flops(env.device)
@@ -132,7 +136,8 @@ def run(args: argparse.Namespace) -> None:
         "micro": args.micro, "acc": args.acc, "compile": args.compile, "ac": args.ac, "attention": args.attention,
         "reshard_after_forward": cfg.reshard_after_forward, "reduce_dtype": cfg.reduce_dtype,
         "sdpa_backend": cfg.sdpa_backend, "kernels": tr.kernels, "grad_sync": cfg.grad_sync,
-        "loss_weighting": cfg.loss_weighting, "host_sync": args.host_sync, "mem_cap_gib": args.mem_cap_gib,
+        "loss_weighting": cfg.loss_weighting, "compiled_loss": bool(getattr(tr.model, "compiled_loss", False)),
+        "host_sync": args.host_sync, "mem_cap_gib": args.mem_cap_gib,
         "device": torch.cuda.get_device_name(env.device) if cuda else "cpu",
         "tok_s_per_gpu": tok_s_dev, "flops_per_token": flops_tok, "flop_rate_per_gpu": tok_s_dev * flops_tok,
         "mfu": M.mfu(tok_s_dev, flops_tok, peak), "peak_mem_gib": M.memory_gib(env.device),
@@ -152,8 +157,9 @@ def run(args: argparse.Namespace) -> None:
     shutdown()
 
 
-def _profile(tr, args: argparse.Namespace, env) -> dict:
-    """`--profile` more steps under `torch.profiler` (after the timed ones): device time per kernel class."""
+def _profile(tr, args: argparse.Namespace, env, trace: Path | None) -> dict:
+    """`--profile` more steps under `torch.profiler` (after the timed ones): device time per kernel class; the
+    Chrome trace of those steps into `trace` when given."""
     import torch
     from kernel_profile import breakdown, device_kernels
 
@@ -169,6 +175,9 @@ def _profile(tr, args: argparse.Namespace, env) -> dict:
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
     tokens = tr.tokens_per_step / env.world_size * args.profile
+    if trace is not None:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(trace))  # a .gz name is written gzipped
     return breakdown(device_kernels(prof), wall, matmul_per_token * tokens)
 
 
@@ -264,9 +273,11 @@ def main() -> None:
     r.add_argument("--kernels", default="", help="comma-separated liger kernels (rms_norm,swiglu,rope,linear_cross_entropy)")
     r.add_argument("--grad-sync", default="last", choices=["last", "every"])
     r.add_argument("--loss-weighting", default="token", choices=["token", "sequence"])
+    r.add_argument("--eager-loss", action="store_true", help="with --compile: keep the loss out of torch.compile")
     r.add_argument("--host-sync", action="store_true", help="read the loss on the host every step")
     r.add_argument("--mem-cap-gib", type=float, default=0, help="cap this process's GPU memory (0: none)")
     r.add_argument("--profile", type=int, default=0, help="then N more steps under torch.profiler (GPU): time per kernel class")
+    r.add_argument("--trace", action="store_true", help="with --profile: rank 0 also writes <name>.trace.json.gz")
     r.add_argument("--name", required=True)
     r.add_argument("--out", required=True)
     s = sub.add_parser("summarize", help="print the comparison table from a run folder")

@@ -2,7 +2,8 @@
 
 Used by `bench_pretrain.py run --profile N` after its timed steps (the trace does not slow the timing). The classes
 answer "why this MFU": matrix multiplies (and the rate they reach), attention, the compiler's fused element-wise
-kernels, other ATen kernels, the optimizer, collectives, copies; plus the wall time the GPU sat idle.
+kernels, other ATen kernels, the optimizer, collectives, copies; plus the wall time the GPU sat idle, the longest
+idle gaps, and on a mesh how much of the collectives' time is exposed and what running beside them costs the matmuls.
 
 Kernel names are matched by substring, first class that matches wins, in this order (the names are the ones
 CUDA 12–13 libraries use on Hopper: cuBLAS `nvjet_*` / `sm90_xmma_gemm_*`, cuDNN SDPA `cudnn_generated_*sdpa*`,
@@ -32,15 +33,84 @@ def kernel_class(name: str) -> str:
     return "other"
 
 
+def merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of (start, end) intervals as sorted, disjoint intervals."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def intersection_seconds(x: list[tuple[float, float]], y: list[tuple[float, float]]) -> float:
+    """Length of the intersection of two `merged` interval lists."""
+    i = j = 0
+    total = 0.0
+    while i < len(x) and j < len(y):
+        lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
+        total += max(0.0, hi - lo)
+        if x[i][1] < y[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def communication(kernels: list[tuple[str, float, float]]) -> dict[str, Any]:
+    """How the collectives of a trace sit beside the compute: the time they run (`collective_s`, their union),
+    the part of it no other kernel runs (`exposed_s`: the step waits on the network), and what the overlap costs the
+    matrix multiplies that run beside them (collectives take SMs and memory bandwidth).
+
+    `matmul_overlap_slowdown`: over the matmul kernels seen both beside a collective (more than half their time)
+    and alone, the time the overlapped ones took over what the same kernels (by name) take alone; 1.0 means no cost.
+    `matmul_overlapped_share`: the matmul time spent beside a collective.
+    """
+    coll = merged([(a, b) for n, a, b in kernels if kernel_class(n) == "collective"])
+    comp = merged([(a, b) for n, a, b in kernels if kernel_class(n) != "collective"])
+    c_s = sum(b - a for a, b in coll)
+    exposed = c_s - intersection_seconds(coll, comp)
+    alone: dict[str, list[float]] = {}
+    beside: dict[str, list[float]] = {}
+    for name, a, b in kernels:
+        if kernel_class(name) != "matmul":
+            continue
+        ov = intersection_seconds([(a, b)], coll) if coll else 0.0
+        (beside if ov > 0.5 * (b - a) else alone).setdefault(name, []).append(b - a)
+    both = [n for n in beside if n in alone]
+    took = sum(sum(beside[n]) for n in both)
+    would = sum(len(beside[n]) * sum(alone[n]) / len(alone[n]) for n in both)
+    mm_total = sum(sum(v) for v in alone.values()) + sum(sum(v) for v in beside.values())
+    return {
+        "collective_s": c_s,
+        "exposed_s": exposed,
+        "matmul_overlap_slowdown": took / would if would > 0 else None,
+        "matmul_overlapped_share": sum(sum(v) for v in beside.values()) / mm_total if mm_total else None,
+    }
+
+
+def idle_gaps(kernels: list[tuple[str, float, float]], top: int = 6) -> list[dict[str, Any]]:
+    """The `top` longest stretches where no kernel ran: length, when (seconds after the first kernel), and the
+    kernels either side (a host sync, a CPU-bound stretch or a wait on another rank shows here)."""
+    if not kernels:
+        return []
+    ordered = sorted(kernels, key=lambda k: k[1])
+    t0 = ordered[0][1]
+    end, last = ordered[0][2], ordered[0][0]
+    gaps = []
+    for name, a, b in ordered[1:]:
+        if a > end:
+            gaps.append({"s": a - end, "at_s": end - t0, "after": last[:100], "before": name[:100]})
+        if b > end:
+            end, last = b, name
+    return sorted(gaps, key=lambda g: -g["s"])[:top]
+
+
 def busy_seconds(intervals: list[tuple[float, float]]) -> float:
     """Length of the union of (start, end) second intervals: time at least one kernel ran (streams overlap)."""
-    total, end = 0.0, float("-inf")
-    for a, b in sorted(intervals):
-        if b <= end:
-            continue
-        total += b - max(a, end)
-        end = b
-    return total
+    return sum(b - a for a, b in merged(intervals))
 
 
 def breakdown(kernels: list[tuple[str, float, float]], wall_s: float, matmul_flops: float) -> dict[str, Any]:
@@ -71,6 +141,8 @@ def breakdown(kernels: list[tuple[str, float, float]], wall_s: float, matmul_flo
         "matmul_share_of_wall": mm / wall_s if wall_s > 0 else None,
         "matmul_tflops": matmul_flops / mm / 1e12 if mm > 0 else None,
         "top_kernels": [{"name": n[:160], "s": s, "class": kernel_class(n)} for n, s in top],
+        "communication": communication(kernels),
+        "idle_gaps": idle_gaps(kernels),
     }
 
 
@@ -93,5 +165,14 @@ def format_breakdown(b: dict[str, Any]) -> str:
              f"over streams {b['kernel_sum_s']:.3f} s; matmuls {100 * (b['matmul_share_of_wall'] or 0):.1f}% of "
              f"wall at {rate}",
              f"share of kernel time: {shares}"]
+    c = b.get("communication") or {}
+    if c.get("collective_s"):
+        slow = c["matmul_overlap_slowdown"]
+        lines.append(f"collectives {c['collective_s']:.3f} s, exposed {c['exposed_s']:.3f} s "
+                     f"({100 * c['exposed_s'] / b['wall_s']:.1f}% of wall); matmuls beside a collective: "
+                     f"{100 * (c['matmul_overlapped_share'] or 0):.0f}% of matmul time, "
+                     f"{'n/a' if slow is None else f'{slow:.2f}x'} the time alone")
+    lines += [f"  gap {g['s'] * 1e3:7.2f} ms at {g['at_s']:.3f} s, after {g['after'][:60]} / before {g['before'][:60]}"
+              for g in b.get("idle_gaps", [])]
     lines += [f"  {k['s'] * 1e3:9.2f} ms  {k['class']:<14} {k['name']}" for k in b["top_kernels"]]
     return "\n".join(lines)

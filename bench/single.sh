@@ -9,6 +9,14 @@
 #   half: the 16-layer shape on one GPU at the 1×2 run's per-GPU batch (micro 8, acc 2, compile): the engine with
 #      2 steps profiled (HALF_VARIANTS: "reshard" and/or "keep", i.e. reshard_after_forward=False), and
 #      `anchor_fsdp.py` (LAYERS=16, one rank) at the same batch, in this call.
+#   mesh (2 GPUs): the whole 7B over a 1×2 mesh, bench_pretrain with 2 steps profiled, one run per variant in
+#      MESH_VARIANTS (default "m8 m8+last cap3"), then `anchor_fsdp.py` (REPL=1 SHARD=2, micro 4, acc 2) in the same
+#      call. A variant is a base and '+'-joined changes: m8 = micro 8 × acc 2, cuDNN, no reshard, bf16 reduce (the paper
+#      profiles'), gradients reduced every micro batch; capN = micro N, reshard, within an 80 GiB cap; +last = reduce
+#      after the last micro batch only; +keep = no reshard; +f32 = fp32 reduce; +eager = the loss outside torch.compile;
+#      +seq = per-sequence loss weighting; +nchK = NCCL_MAX_NCHANNELS=K (fewer
+#      SMs for the collectives). The profiles say how much of the collectives is exposed and what overlapping them
+#      costs the matmuls; MESH_TRACE=<variant> also writes that run's Chrome trace (rank 0); MESH_ANCHOR=0 skips the anchor.
 # On 2 GPUs the whole 7B over a 1×2 mesh: CK_SHAPE=7b CK_NPROC=2 PHASES=ckpt (81 GB of files).
 # The 16-layer checkpoint shape falls back to the 8-layer slice when the checkpoint disk has < 50 GB free (said in the log).
 # CPU smoke run: TINY=1 bash bench/single.sh
@@ -17,12 +25,12 @@ DIR=${OUT:-/tmp}/single
 CKPT=${CKPT_DIR:-/tmp/bench_ckpt}
 mkdir -p "$DIR"
 if [ "${TINY:-0}" = 1 ]; then
-  CK_SHAPE=tiny; SLICE=tiny; HALF=tiny; HALF_MICRO=2; COMPILE=""; T=(200 200 200); export OMP_NUM_THREADS=1
+  CK_SHAPE=tiny; SLICE=tiny; HALF=tiny; HALF_MICRO=2; MESH=tiny; COMPILE=""; T=(200 200 200); export OMP_NUM_THREADS=1
 else
   free_gb=$(df -BG --output=avail "$(dirname "$CKPT")" | tail -1 | tr -dc 0-9)
   CK_SHAPE=${CK_SHAPE:-7b16}
   [ "$CK_SHAPE" != 7b16 ] || [ "$free_gb" -ge 50 ] || { CK_SHAPE=7b8; echo "only ${free_gb} GB free: checkpoint shape 7b8"; }
-  SLICE=7b8; HALF=7b16; HALF_MICRO=8; COMPILE="--compile"; T=("${CK_LIMIT:-300}" 110 140)
+  SLICE=7b8; HALF=7b16; HALF_MICRO=8; MESH=7b; COMPILE="--compile"; T=("${CK_LIMIT:-300}" 110 140)
 fi
 environment "$DIR"
 PHASES=${PHASES:-ckpt tests profile}
@@ -50,6 +58,30 @@ if [[ " $PHASES " == *" half "* ]]; then
   done
   [ "${TINY:-0}" = 1 ] || group "${T[2]}" "$DIR/a_half.log" env REPL=1 SHARD=1 LAYERS=16 MICRO="$HALF_MICRO" ACC=2 \
     COMPILE=1 STEPS=6 $PY -m torch.distributed.run --standalone --nproc-per-node 1 .bench/anchor_fsdp.py
+fi
+if [[ " $PHASES " == *" mesh "* ]]; then
+  for variant in ${MESH_VARIANTS:-m8 m8+last cap3}; do
+    envs=(); IFS=+ read -r -a parts <<< "$variant"
+    for part in "${parts[@]}"; do
+      case $part in  # later flags win (argparse keeps the last)
+        m8) flags="--micro 8 --acc 2 --no-reshard --sdpa-backend cudnn --grad-sync every --reduce-dtype bfloat16" ;;
+        cap[0-9]) flags="--micro ${part#cap} --acc 2 --sdpa-backend cudnn --grad-sync every --reduce-dtype bfloat16 --mem-cap-gib 80" ;;
+        last) flags="$flags --grad-sync last" ;;
+        keep) flags="$flags --no-reshard" ;;
+        f32) flags="$flags --reduce-dtype float32" ;;
+        eager) flags="$flags --eager-loss" ;;
+        seq) flags="$flags --loss-weighting sequence" ;;
+        nch[0-9]*) envs+=("NCCL_MAX_NCHANNELS=${part#nch}") ;;
+        *) echo "bench: unknown mesh variant part '$part'" >&2; exit 2 ;;
+      esac
+    done
+    echo "== mesh: $MESH 1x2 $variant ($(date +%T), ${SECONDS}s used)"
+    group "${MESH_LIMIT:-150}" "$DIR/p_mesh_$variant.log" env "${envs[@]}" $PY -m torch.distributed.run --standalone \
+      --nproc-per-node 2 bench/bench_pretrain.py run --out "$DIR" --shape $MESH --steps 8 --warmup 3 $COMPILE $flags \
+      --profile 2 $([ "$variant" = "${MESH_TRACE:-}" ] && echo --trace) --name "p_mesh_$variant"
+  done
+  [ "${TINY:-0}" = 1 ] || [ "${MESH_ANCHOR:-1}" = 0 ] || group 120 "$DIR/a_mesh.log" env REPL=1 SHARD=2 MICRO=4 ACC=2 COMPILE=1 STEPS=4 \
+    $PY -m torch.distributed.run --standalone --nproc-per-node 2 .bench/anchor_fsdp.py
 fi
 echo "== done ($(date +%T), ${SECONDS}s)"
 $PY bench/summarize_speed.py single "$DIR" | tee "$DIR/summary.txt"

@@ -117,8 +117,9 @@ def _loss_check(out: Path) -> None:
         return
     diffs = [abs(a - b) / abs(a) for a, b in zip(old["losses"], new["losses"])]
     print(f"[loss] 7B 8-layer slice, same data and init, {len(diffs)} steps: old ({old['sdpa_backend']}, "
-          f"{','.join(old['kernels']) or 'no kernels'}) vs new ({new['sdpa_backend']}, {','.join(new['kernels']) or '-'}, "
-          f"sync {new['grad_sync']}): max rel diff {max(diffs):.4f}, last {old['losses'][-1]:.4f} vs "
+          f"{','.join(old['kernels']) or 'no kernels'}, sync {old['grad_sync']}, compiled loss "
+          f"{old.get('compiled_loss')}) vs new ({new['sdpa_backend']}, {','.join(new['kernels']) or '-'}, "
+          f"sync {new['grad_sync']}, compiled loss {new.get('compiled_loss')}): max rel diff {max(diffs):.4f}, last {old['losses'][-1]:.4f} vs "
           f"{new['losses'][-1]:.4f} -> {'WITHIN' if max(diffs) < 0.02 else 'OUTSIDE'} bf16 noise (bar 2%)")
     print("    old:", " ".join(f"{v:.3f}" for v in old["losses"][::5]))
     print("    new:", " ".join(f"{v:.3f}" for v in new["losses"][::5]))
@@ -128,7 +129,7 @@ def accept(out: Path) -> None:
     """Engine through the CLI vs the FSDP anchor, the 80 GiB run, and the loss check, against the targets."""
     print(f"== acceptance ({out}) ==")
     best, cap = _cli(out, "cli_best"), _cli(out, "cli_cap")
-    anchors = {n: _anchor(out, n) for n in ("anchor_m4", "anchor_m6")}
+    anchors = {n: _anchor(out, n) for n in ("anchor_m4", "anchor_m5", "anchor_m6") if (out / f"{n}.log").is_file()}
     top = max((a for a in anchors.values() if a), key=lambda a: a["tok_s_per_gpu"], default=None)
     print("| run | tok/s/GPU | MFU | peak GiB | × best anchor |\n| --- | ---: | ---: | ---: | ---: |")
     for name, r in (("engine CLI, best settings", best), ("engine CLI, 80 GiB cap", cap)):
@@ -189,22 +190,29 @@ def single(out: Path) -> None:
     print(f"\n[gpu tests] {_err(out / 'pytest_gpu.log')}")
     for p in sorted(out.glob("p_*.json")):
         r = _json(p)
-        print(f"\n[profile] {r['name']}: {r['shape']} micro {r['micro']} compile {r['compile']}: "
+        print(f"\n[profile] {r['name']}: {r['shape']} mesh {r['mesh']} micro {r['micro']} acc {r['acc']} compile "
+              f"{r['compile']} sync {r['grad_sync']} reshard {r['reshard_after_forward']} reduce {r['reduce_dtype']} "
+              f"compiled loss {r.get('compiled_loss')}: "
               f"{r['tok_s_per_gpu']:,.0f} tok/s, MFU {_pct(r['mfu'])}, {r['peak_mem_gib'] or 0:.1f} GiB")
         txt = p.with_name(p.stem + ".kernels.txt")
         print(txt.read_text().rstrip() if txt.is_file() else "  (no kernel profile: CPU run)")
     for p in sorted(out.glob("p_*.log")):
         if not p.with_suffix(".json").is_file():
             print(f"\n[profile] {p.stem} failed: {_err(p)}")
-    halves, anchor = [_json(p) for p in sorted(out.glob("p_half*.json"))], _anchor(out, "a_half")
-    if anchor:
-        ratio = "".join(f", {h['name']} {h['tok_s_per_gpu'] / anchor['tok_s_per_gpu']:.2f}× the anchor" for h in halves)
-        print(f"\n[anchor] anchor_fsdp.py one rank, {anchor.get('layers', '?')} layers, micro {anchor['micro']} acc "
-              f"{anchor['acc']}: {anchor['tok_s_per_gpu']:,} tok/s, MFU {_pct(anchor.get('mfu_989'))}, "
-              f"{anchor.get('peak_mem_gib', 0)} GiB{ratio}")
-    elif (out / "a_half.log").is_file():
-        print(f"\n[anchor] failed: {_err(out / 'a_half.log')}")
+    _anchor_beside(out, "a_half", "p_half*.json", "one rank")
+    _anchor_beside(out, "a_mesh", "p_mesh_*.json", "REPL=1 SHARD=2")
 
+
+def _anchor_beside(out: Path, name: str, runs: str, where: str) -> None:
+    """The anchor run `name` of a `single.sh` phase, with each engine run matching `runs` as a ratio to it."""
+    engines, anchor = [_json(p) for p in sorted(out.glob(runs))], _anchor(out, name)
+    if anchor:
+        ratio = "".join(f", {r['name']} {r['tok_s_per_gpu'] / anchor['tok_s_per_gpu']:.2f}× the anchor" for r in engines)
+        print(f"\n[anchor] anchor_fsdp.py {where}, {anchor.get('layers', '?')} layers, micro {anchor['micro']} acc "
+              f"{anchor['acc']}: {anchor['tok_s_per_gpu']:,} tok/s/GPU, MFU {_pct(anchor.get('mfu_989'))}, "
+              f"{anchor.get('peak_mem_gib', 0)} GiB{ratio}")
+    elif (out / f"{name}.log").is_file():
+        print(f"\n[anchor] {name} failed: {_err(out / (name + '.log'))}")
 
 if __name__ == "__main__":
     {"screen": screen, "accept": accept, "scaleout": scaleout, "single": single}[sys.argv[1]](Path(sys.argv[2]))
