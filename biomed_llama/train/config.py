@@ -142,8 +142,10 @@ class PretrainConfig(StrictModel):
     (the LM head and loss without the vocabulary-sized logits; honours `loss_weighting`). On CPU the plain
     modules run (liger has no CPU path). Speed and memory only (numerics within bf16 rounding)."""
     grad_sync: Literal["last", "every"] = "last"
-    """Gradient accumulation: reduce-scatter on the `last` micro batch only (unsharded fp32 gradients are kept
-    between micro batches: more memory, less traffic) or on `every` one (sharded gradients only)."""
+    """Gradient accumulation: reduce-scatter on the `last` micro batch only (unsharded gradients are kept
+    between micro batches: more memory, less traffic) or on `every` one (sharded gradients only). On one node
+    `every` is faster once memory is tight: the 7B at micro 8 on 1×2 H200 ran 59% MFU with it, 52% with `last`,
+    whose extra unsharded gradients stalled the caching allocator (bench/RESULTS.md)."""
     activation_checkpointing: Literal["none", "full", "selective"] = "none"
     """Recompute activations in backward: every layer whole (`full`), or keep matmul/attention outputs and recompute the rest (`selective`)."""
     log_every: int = Field(1, ge=1)
