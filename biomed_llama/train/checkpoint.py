@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
 import random
@@ -127,22 +128,37 @@ def _disk_errors(final: Path):
             raise
         raise err from None
     except CheckpointException as e:
-        causes = [c for c in (_disk_cause(exc) for exc, _ in e.failures.values()) if c is not None]
+        causes = [c for c in (_disk_cause(exc, final.parent) for exc, _ in e.failures.values()) if c is not None]
         if not causes:
             raise
         raise output_error(causes[0], final, note) from None
 
 
-def _disk_cause(exc: BaseException | None) -> OSError | None:
-    """The full-disk / unwritable OSError `exc` is or arose from (torch.save meets ENOSPC, then fails closing its
-    zip file with a RuntimeError whose context is the OSError), or None."""
+FULL_BELOW = 64 * 1024
+"""Free bytes under which a checkpoint disk counts as full when a write came up short without an OSError."""
+
+
+def _disk_cause(exc: BaseException | None, where: Path | None = None) -> OSError | None:
+    """The full-disk / unwritable OSError `exc` is or arose from, or None.
+
+    torch.save meets ENOSPC in two ways: the OSError itself, or, when the file object took fewer bytes than
+    given without raising, a RuntimeError from its zip writer ("unexpected pos 704 vs 598") and no OSError at
+    all. The second counts as a full disk only when the disk under `where` has (almost) no room left.
+    """
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and output_error(exc) is not None:
             return exc
+        if where is not None and _short_write(exc) and shutil.disk_usage(where).free < FULL_BELOW:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _short_write(exc: BaseException) -> bool:
+    """True for torch.save's zip writer finding that fewer bytes reached the file than it wrote."""
+    return isinstance(exc, RuntimeError) and "unexpected pos" in str(exc)
 
 
 def _quiet_writer_threads() -> None:
@@ -156,8 +172,9 @@ def _quiet_writer_threads() -> None:
         return
 
     def hook(args) -> None:
+        # a short write is left to the saving thread, which re-raises it and checks the disk's free space
         if (args.thread is not None and "_write_files_from_queue" in args.thread.name
-                and _disk_cause(args.exc_value) is not None):
+                and (_disk_cause(args.exc_value) is not None or _short_write(args.exc_value))):
             return
         previous(args)
 

@@ -48,6 +48,34 @@ def test_an_injected_enospc_in_a_dcp_write_is_one_output_error(tmp_path, monkeyp
     assert sorted(p.name for p in run.iterdir()) == ["step-00000002", "step-00000004"]
 
 
+@pytest.mark.parametrize("free", [0, 10**9], ids=["full", "room"])
+def test_a_short_zip_write_is_a_full_disk_only_when_the_disk_has_no_room(tmp_path, monkeypatch, free):
+    """torch.save can meet ENOSPC as a RuntimeError of its zip writer with no OSError behind it (seen on a full
+    tmpfs): that is the full-disk line when the disk has no room left, else DCP's own exception stands."""
+    import shutil
+    import traceback
+
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from biomed_llama.train import checkpoint as C
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - free, free))
+    short = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    final = tmp_path / "run" / "step-00000002"
+    final.parent.mkdir()
+    failure = CheckpointException("write failed", {0: (short, traceback.StackSummary())})
+    expected = OutputError if free == 0 else CheckpointException
+    with pytest.raises(expected) as e:
+        with C._disk_errors(final):
+            raise failure
+    if free == 0:
+        assert str(e.value).startswith(f"cannot write {final}: no space left on device; step-00000002.tmp")
+    other = CheckpointException("write failed", {0: (RuntimeError("some other failure"), traceback.StackSummary())})
+    with pytest.raises(CheckpointException):
+        with C._disk_errors(final):
+            raise other
+
+
 @pytest.mark.integration
 def test_a_full_checkpoint_disk_under_launch_is_one_line_and_exit_1(tmp_path):
     with tmpfs(tmp_path / "disk", "256k") as disk:
