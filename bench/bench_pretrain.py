@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> None:
     tr = build(spec)  # the engine's own build: mesh, loader, meta model → parallelize → materialise, AdamW, schedule
     if args.eager_loss:  # the loss as before it was compiled with the blocks: HF's own for token weighting
         tr.model.compiled_loss = False
-        tr.step.options.weighted_head = bool(getattr(tr.model, "fused_loss", False))
+        tr.step.options.weighted_head = tr.model.weighted_loss_only
     starting_weights(tr)
     mesh, n_params, flops_tok = tr.mesh, tr.n_params, tr.flops_per_token
     losses, t0 = [], None

@@ -12,6 +12,8 @@ FlashAttention `flash_*`, memory-efficient `fmha_*`, inductor `triton_*`).
 
 from __future__ import annotations
 
+import bisect
+import functools
 from typing import Any
 
 CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -24,6 +26,7 @@ CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=None)  # a trace has thousands of kernels but about a hundred names
 def kernel_class(name: str) -> str:
     """The class of a kernel by its name (see `CLASSES`); `other` when none matches."""
     low = name.lower()
@@ -72,12 +75,14 @@ def communication(kernels: list[tuple[str, float, float]]) -> dict[str, Any]:
     comp = merged([(a, b) for n, a, b in kernels if kernel_class(n) != "collective"])
     c_s = sum(b - a for a, b in coll)
     exposed = c_s - intersection_seconds(coll, comp)
+    ends = [b for _, b in coll]
     alone: dict[str, list[float]] = {}
     beside: dict[str, list[float]] = {}
     for name, a, b in kernels:
         if kernel_class(name) != "matmul":
             continue
-        ov = intersection_seconds([(a, b)], coll) if coll else 0.0
+        first = bisect.bisect_right(ends, a)  # the collectives that end after this kernel starts
+        ov = intersection_seconds([(a, b)], coll[first:])
         (beside if ov > 0.5 * (b - a) else alone).setdefault(name, []).append(b - a)
     both = [n for n in beside if n in alone]
     took = sum(sum(beside[n]) for n in both)

@@ -13,6 +13,8 @@ the root's forward runs. The state dict and the exported model are plain `LlamaF
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
@@ -28,9 +30,7 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights:
     return (per_token * weights).sum()
 
 
-_COMPILED: dict[str, object] = {}
-
-
+@functools.cache
 def compiled_weighted_cross_entropy():
     """`weighted_cross_entropy` under torch.compile (built once per process).
 
@@ -39,9 +39,7 @@ def compiled_weighted_cross_entropy():
     one fused reduction reads the bf16 logits and backward writes their bf16 gradient: the 7B's peak at micro 8
     on 1×2 H200 fell by 3.9 GiB (bench/RESULTS.md). torchtitan compiles its loss for the same reason.
     """
-    if "ce" not in _COMPILED:
-        _COMPILED["ce"] = torch.compile(weighted_cross_entropy)
-    return _COMPILED["ce"]
+    return torch.compile(weighted_cross_entropy)
 
 
 def weighted_token_loss(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor,
@@ -73,6 +71,12 @@ class TrainableLlamaForCausalLM(LlamaForCausalLM):
     """Use the fused linear cross-entropy for the weighted loss (set by `kernels.apply_kernels` on CUDA)."""
     compiled_loss: bool = False
     """Run the weighted loss's cross-entropy under torch.compile (set with `pretrain.compile`)."""
+
+    @property
+    def weighted_loss_only(self) -> bool:
+        """Whether the loss should come from `token_weights` for every weighting: the fused or the compiled head
+        replaces HF's own loss, which runs only for token weighting without them."""
+        return self.fused_loss or self.compiled_loss
 
     def forward(self, input_ids=None, labels=None, token_weights=None, **kwargs):
         """HF's forward; with `token_weights` [B, S-1] the loss is Σ w·ℓ and no logits are returned."""

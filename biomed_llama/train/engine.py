@@ -199,7 +199,7 @@ def _step_options(cfg: PretrainConfig, env: DistEnv, loader: DistributedLoader, 
 
     return StepOptions(sync_every_micro=cfg.grad_sync == "every",
                        keep_unsharded=not cfg.reshard_after_forward and loader.accumulation > 1,
-                       weighted_head=bool(getattr(model, "fused_loss", False) or getattr(model, "compiled_loss", False)),
+                       weighted_head=bool(getattr(model, "weighted_loss_only", False)),
                        forward_context=functools.partial(sdpa_context, cfg.sdpa_backend, env.device))
 
 
