@@ -73,7 +73,7 @@ def bench_spec(args: argparse.Namespace, world_size: int, cuda: bool):
                          reshard_after_forward=not args.no_reshard, compile=args.compile,
                          activation_checkpointing=args.ac, device="auto", loss_weighting=args.loss_weighting,
                          sdpa_backend=args.sdpa_backend, kernels=[k for k in args.kernels.split(",") if k],
-                         grad_sync=args.grad_sync)
+                         grad_sync=args.grad_sync, activation_memory_budget=args.memory_budget)
     return TrainSpec(stage="bench", seed=1234, cfg=cfg, model=mcfg,
                      dataset=lambda: (MotifDataset(global_batch * args.steps, seq, vocab), None))
 
@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> None:
         "name": args.name, "shape": args.shape, "params": n_params, "world": env.world_size, "mesh": list(mesh.shape),
         "micro": args.micro, "acc": args.acc, "compile": args.compile, "ac": args.ac, "attention": args.attention,
         "reshard_after_forward": cfg.reshard_after_forward, "reduce_dtype": cfg.reduce_dtype,
+        "memory_budget": cfg.activation_memory_budget,
         "sdpa_backend": cfg.sdpa_backend, "kernels": tr.kernels, "grad_sync": cfg.grad_sync,
         "loss_weighting": cfg.loss_weighting, "compiled_loss": bool(getattr(tr.model, "compiled_loss", False)),
         "host_sync": args.host_sync, "mem_cap_gib": args.mem_cap_gib,
@@ -265,6 +266,8 @@ def main() -> None:
     r.add_argument("--shard", type=int, default=None, help="shard group size (default: the node's GPUs)")
     r.add_argument("--compile", action="store_true")
     r.add_argument("--ac", choices=["none", "full", "selective"], default="none")
+    r.add_argument("--memory-budget", type=float, default=1.0,
+                   help="with --compile: pretrain.activation_memory_budget (share of saved activations kept)")
     r.add_argument("--attention", default="sdpa")
     r.add_argument("--no-reshard", action="store_true", help="reshard_after_forward=False (ZeRO-2)")
     r.add_argument("--reduce-dtype", default="float32", choices=["float32", "bfloat16"])

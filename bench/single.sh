@@ -15,7 +15,8 @@
 #      profiles'), gradients reduced every micro batch; capN = micro N, reshard, within an 80 GiB cap; +last = reduce
 #      after the last micro batch only; +keep = no reshard; +f32 = fp32 reduce; +eager = the loss outside torch.compile;
 #      +seq = per-sequence loss weighting; +nchK = NCCL_MAX_NCHANNELS=K (fewer
-#      SMs for the collectives). The profiles say how much of the collectives is exposed and what overlapping them
+#      SMs for the collectives); +bX = activation memory budget X of the compiled layers (recompute to fit a bigger
+#      micro batch); +accN = accumulation N. The profiles say how much of the collectives is exposed and what overlapping them
 #      costs the matmuls; MESH_TRACE=<variant> also writes that run's Chrome trace (rank 0); MESH_ANCHOR=0 skips the anchor.
 # On 2 GPUs the whole 7B over a 1×2 mesh: CK_SHAPE=7b CK_NPROC=2 PHASES=ckpt (81 GB of files).
 # The 16-layer checkpoint shape falls back to the 8-layer slice when the checkpoint disk has < 50 GB free (said in the log).
@@ -72,6 +73,8 @@ if [[ " $PHASES " == *" mesh "* ]]; then
         eager) flags="$flags --eager-loss" ;;
         seq) flags="$flags --loss-weighting sequence" ;;
         nch[0-9]*) envs+=("NCCL_MAX_NCHANNELS=${part#nch}") ;;
+        b[0-9]*) flags="$flags --memory-budget ${part#b}" ;;
+        acc[0-9]*) flags="$flags --acc ${part#acc}" ;;
         *) echo "bench: unknown mesh variant part '$part'" >&2; exit 2 ;;
       esac
     done

@@ -35,7 +35,8 @@ def _pct(x) -> str:
 
 def _engine_row(r: dict) -> str:
     levers = f"sdpa={r.get('sdpa_backend')} kernels={','.join(r.get('kernels') or []) or '-'} " \
-             f"sync={r.get('grad_sync')} reshard={r.get('reshard_after_forward')} hostsync={r.get('host_sync')}"
+             f"sync={r.get('grad_sync')} reshard={r.get('reshard_after_forward')} hostsync={r.get('host_sync')}" \
+        + (f" budget={r['memory_budget']}" if r.get("memory_budget", 1.0) != 1.0 else "")
     return (f"| {r['name']} | {levers} | micro {r['micro']} acc {r['acc']} | {r['tok_s_per_gpu']:,.0f} | "
             f"{_pct(r['mfu'])} | {r['peak_mem_gib'] or 0:.1f} |")
 
@@ -102,6 +103,20 @@ def _cli(out: Path, name: str) -> dict | None:
             "mem": max(float(m.group(6)) for m in rows), "steps": int(rows[-1].group(1)), "from": "log"}
 
 
+def _settings(out: Path, name: str) -> str:
+    """The batch of a CLI run as accept.sh recorded it ("micro 8 acc 8"), or "?" when it did not."""
+    path = out / f"{name}.settings"
+    m = re.match(r"micro (\d+) acc (\d+)", path.read_text()) if path.is_file() else None
+    return f"micro {m.group(1)} acc {m.group(2)}" if m else "?"
+
+
+def _node(out: Path) -> str:
+    """Which node the cli_node run emulated ("emulated node of 4 GPUs, cap 105.1 GiB"), as accept.sh recorded it."""
+    path = out / "cli_node.settings"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return lines[-1] if len(lines) > 1 else "emulated node"
+
+
 def _anchor(out: Path, name: str) -> dict | None:
     path = out / f"{name}.log"
     for ln in reversed(path.read_text().splitlines() if path.is_file() else []):
@@ -132,13 +147,19 @@ def accept(out: Path) -> None:
     anchors = {n: _anchor(out, n) for n in ("anchor_m4", "anchor_m5", "anchor_m6") if (out / f"{n}.log").is_file()}
     top = max((a for a in anchors.values() if a), key=lambda a: a["tok_s_per_gpu"], default=None)
     print("| run | tok/s/GPU | MFU | peak GiB | × best anchor |\n| --- | ---: | ---: | ---: | ---: |")
-    for name, r in (("engine CLI, best settings", best), ("engine CLI, 80 GiB cap", cap)):
+    node = _cli(out, "cli_node")
+    runs = (("cli_best", "engine CLI, best settings", best), ("cli_cap", "engine CLI, 80 GiB cap", cap),
+            ("cli_node", f"engine CLI, 80 GiB card, {_node(out)}", node))
+    for key, name, r in runs:
+        if not (out / f"{key}.log").is_file():
+            continue
         if r:
             ratio = f"{r['tok_s'] / top['tok_s_per_gpu']:.2f}×" if top else "n/a"
             mem = f"{r['mem']:.1f}" if r["mem"] is not None else "n/a"
-            print(f"| {name} ({r['from']}, {r['steps']} steps) | {r['tok_s']:,.0f} | {_pct(r['mfu'])} | {mem} | {ratio} |")
+            print(f"| {name}, {_settings(out, key)} ({r['from']}, {r['steps']} steps) | {r['tok_s']:,.0f} | "
+                  f"{_pct(r['mfu'])} | {mem} | {ratio} |")
         else:
-            print(f"| {name} | failed: {_err(out / ('cli_best.log' if 'best' in name else 'cli_cap.log'))} | | | |")
+            print(f"| {name} | failed: {_err(out / f'{key}.log')} | | | |")
     for name, a in anchors.items():
         if a:
             print(f"| anchor_fsdp micro {a['micro']} acc {a['acc']} | {a['tok_s_per_gpu']:,} | {_pct(a['mfu_989'])} | "

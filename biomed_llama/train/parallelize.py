@@ -63,9 +63,19 @@ def apply_activation_checkpointing(model: nn.Module, mode: str) -> None:
             layers[i] = checkpoint_wrapper(layer, context_fn=context_fn, preserve_rng_state=False)
 
 
-def apply_compile(model: nn.Module) -> None:
+def apply_compile(model: nn.Module, activation_memory_budget: float = 1.0) -> None:
     """Compile each decoder layer in place (one graph per block, reused by all identical layers), and the weighted
-    loss's cross-entropy (`lm.compiled_weighted_cross_entropy`: the fp32 [tokens, vocab] copies are not held)."""
+    loss's cross-entropy (`lm.compiled_weighted_cross_entropy`: the fp32 [tokens, vocab] copies are not held).
+
+    `activation_memory_budget` < 1 makes the partitioner keep only that share of each layer's saved activations
+    and recompute the rest in backward, cheapest FLOPs first (the norms and the SwiGLU product before any
+    matmul). It is functorch's process-wide setting, read when a graph is compiled (at the first forward), so it
+    is set here for every graph this process compiles; the reference value 1.0 is set too, so a process that
+    builds several models (the tests) does not inherit an earlier model's budget.
+    """
+    import torch._functorch.config as functorch_config
+
+    functorch_config.activation_memory_budget = activation_memory_budget
     for layer in model.model.layers:
         layer.compile()
     if hasattr(model, "compiled_loss"):
@@ -100,6 +110,6 @@ def parallelize(model: nn.Module, mesh, cfg: PretrainConfig) -> nn.Module:
     """AC, then compile, then FSDP2, as the params say; returns the same (now sharded) model."""
     apply_activation_checkpointing(model, cfg.activation_checkpointing)
     if cfg.compile:
-        apply_compile(model)
+        apply_compile(model, cfg.activation_memory_budget)
     apply_fsdp(model, mesh, cfg)
     return model
