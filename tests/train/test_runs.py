@@ -64,5 +64,6 @@ def test_later_numeric_options_change_the_run_id_only_when_set():
     seq = p.pretrain.model_copy(update={"loss_weighting": "sequence"})
     assert spec_fingerprint(p.seed, p.model, seq, 100, {}) != base
     speed = p.pretrain.model_copy(update={"sdpa_backend": "cudnn", "kernels": ["rms_norm"], "grad_sync": "every",
-                                          "checkpoint_async": True})
+                                          "checkpoint_async": True, "compile": True,
+                                          "activation_memory_budget": 0.7})
     assert spec_fingerprint(p.seed, p.model, speed, 100, {}) == base
