@@ -48,9 +48,10 @@ def merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def intersection_seconds(x: list[tuple[float, float]], y: list[tuple[float, float]]) -> float:
-    """Length of the intersection of two `merged` interval lists."""
-    i = j = 0
+def intersection_seconds(x: list[tuple[float, float]], y: list[tuple[float, float]], start: int = 0) -> float:
+    """Length of the intersection of two `merged` interval lists, reading `y` from index `start` (the intervals
+    before it are known to end before `x` begins)."""
+    i, j = 0, start
     total = 0.0
     while i < len(x) and j < len(y):
         lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
@@ -82,7 +83,7 @@ def communication(kernels: list[tuple[str, float, float]]) -> dict[str, Any]:
         if kernel_class(name) != "matmul":
             continue
         first = bisect.bisect_right(ends, a)  # the collectives that end after this kernel starts
-        ov = intersection_seconds([(a, b)], coll[first:])
+        ov = intersection_seconds([(a, b)], coll, first)
         (beside if ov > 0.5 * (b - a) else alone).setdefault(name, []).append(b - a)
     both = [n for n in beside if n in alone]
     took = sum(sum(beside[n]) for n in both)

@@ -104,17 +104,12 @@ def _cli(out: Path, name: str) -> dict | None:
 
 
 def _settings(out: Path, name: str) -> str:
-    """The batch of a CLI run as accept.sh recorded it ("micro 8 acc 8"), or "?" when it did not."""
+    """A CLI run as accept.sh recorded it: its notes (cli_node: "emulated node of 4 GPUs, cap 105.1 GiB"), then its
+    batch ("micro 8 acc 8", "?" when not recorded)."""
     path = out / f"{name}.settings"
-    m = re.match(r"micro (\d+) acc (\d+)", path.read_text()) if path.is_file() else None
-    return f"micro {m.group(1)} acc {m.group(2)}" if m else "?"
-
-
-def _node(out: Path) -> str:
-    """Which node the cli_node run emulated ("emulated node of 4 GPUs, cap 105.1 GiB"), as accept.sh recorded it."""
-    path = out / "cli_node.settings"
     lines = path.read_text().splitlines() if path.is_file() else []
-    return lines[-1] if len(lines) > 1 else "emulated node"
+    m = re.match(r"micro (\d+) acc (\d+)", lines[0]) if lines else None
+    return ", ".join(lines[1:] + [f"micro {m.group(1)} acc {m.group(2)}" if m else "?"])
 
 
 def _anchor(out: Path, name: str) -> dict | None:
@@ -149,7 +144,7 @@ def accept(out: Path) -> None:
     print("| run | tok/s/GPU | MFU | peak GiB | × best anchor |\n| --- | ---: | ---: | ---: | ---: |")
     node = _cli(out, "cli_node")
     runs = (("cli_best", "engine CLI, best settings", best), ("cli_cap", "engine CLI, 80 GiB cap", cap),
-            ("cli_node", f"engine CLI, 80 GiB card, {_node(out)}", node))
+            ("cli_node", "engine CLI, 80 GiB card", node))
     for key, name, r in runs:
         if not (out / f"{key}.log").is_file():
             continue

@@ -16,17 +16,14 @@ import budget_plan as B  # noqa: E402
 def test_saved_activations_leave_out_the_weights_and_shrink_with_the_budget(monkeypatch):
     import torch._functorch.config as functorch_config
 
-    from biomed_llama.model.build import build_meta_model, init_weights, llama_config
     from biomed_llama.model.config import ModelConfig
+    from tests.helpers.models import trainable_model
 
     monkeypatch.setattr(functorch_config, "activation_memory_budget", 1.0)  # restored after the test
     hidden, ffn, seq = 64, 176, 32
     cfg = ModelConfig(hidden_size=hidden, intermediate_size=ffn, num_layers=1, num_heads=2, vocab_size=64,
                       max_position_embeddings=seq)
-    model = build_meta_model(llama_config(cfg))
-    model.to_empty(device="cpu")
-    init_weights(model, 0, 0.02)
-    model.to(torch.bfloat16)
+    model = trainable_model(cfg).to(torch.bfloat16)
     layer = model.model.layers[0]
     full = B.saved_activations(layer, model, 1.0, hidden, seq)
     low = B.saved_activations(layer, model, 0.5, hidden, seq)

@@ -29,3 +29,14 @@ def make_tiny_model(dest: Path, tokenizer: Path = DEMO_TOKENIZER, manifest: bool
 
         write_manifest(dest, stage="test-model", params={"seed": seed})
     return dest
+
+
+def trainable_model(cfg, seed: int = 0, std: float = 0.02):
+    """The engine's trainable LLaMA for a `ModelConfig`, built on the meta device, materialised on the CPU and
+    initialised as the engine does (`init_weights`), without sharding."""
+    from biomed_llama.model.build import build_meta_model, init_weights, llama_config
+
+    model = build_meta_model(llama_config(cfg))
+    model.to_empty(device="cpu")
+    init_weights(model, seed, std)
+    return model

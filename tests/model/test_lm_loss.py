@@ -7,18 +7,15 @@ import pytest
 import torch
 
 from biomed_llama.model import lm
-from biomed_llama.model.build import build_meta_model, init_weights, llama_config
 from biomed_llama.model.config import ModelConfig
+from tests.helpers.models import trainable_model
 
 CFG = ModelConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, vocab_size=300,
                   max_position_embeddings=64)
 
 
 def _model():
-    model = build_meta_model(llama_config(CFG))
-    model.to_empty(device="cpu")
-    init_weights(model, 0, 0.02)
-    return model
+    return trainable_model(CFG)
 
 
 def _batch():

@@ -6,19 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from biomed_llama.model.build import build_meta_model, init_weights, llama_config
 from biomed_llama.model.config import ModelConfig
 from biomed_llama.train.config import PretrainConfig
 from biomed_llama.train.parallelize import apply_compile
+from tests.helpers.models import trainable_model
 
 CFG = ModelConfig(hidden_size=64, intermediate_size=176, num_layers=2, num_heads=2, vocab_size=300,
                   max_position_embeddings=64)
 
 
 def _compiled_model(budget: float):
-    model = build_meta_model(llama_config(CFG))
-    model.to_empty(device="cpu")
-    init_weights(model, 0, 0.02)
+    model = trainable_model(CFG)
     apply_compile(model, budget)
     return model
 
@@ -54,7 +52,7 @@ def test_a_lower_budget_saves_less_for_backward_and_changes_no_number():
     torch._dynamo.reset()
     import torch._functorch.config as functorch_config
 
-    apply_compile(_compiled_model(1.0))  # the next model of the process gets the default back
+    _compiled_model(1.0)  # the next model of the process gets the default back
     assert functorch_config.activation_memory_budget == 1.0
     # the layers' activations are most of what is saved (the rest: embedding, head, loss)
     assert low_saved < 0.85 * full_saved, (low_saved, full_saved)
