@@ -196,9 +196,10 @@ def _step_options(cfg: PretrainConfig, env: DistEnv, loader: DistributedLoader, 
     import functools
 
     from biomed_llama.model.attention import sdpa_context
+    from biomed_llama.train.parallelize import gathered_modules
 
     return StepOptions(sync_every_micro=cfg.grad_sync == "every",
-                       keep_unsharded=not cfg.reshard_after_forward and loader.accumulation > 1,
+                       keep_gathered=tuple(gathered_modules(model, cfg)) if loader.accumulation > 1 else (),
                        weighted_head=bool(getattr(model, "weighted_loss_only", False)),
                        forward_context=functools.partial(sdpa_context, cfg.sdpa_backend, env.device))
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from biomed_llama.errors import ConfigError
 from biomed_llama.train.config import PretrainConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -86,9 +87,10 @@ def apply_fsdp(model: nn.Module, mesh, cfg: PretrainConfig) -> None:
     """`fully_shard` every layer, the embedding, the LM head and the root over `mesh`.
 
     The last layer and the LM head are not resharded after forward: backward needs them first,
-    so resharding would only gather them again at once. With the fused loss (`model.fused_loss`) the
-    LM head stays in the root unit: the loss reads its weight directly, not through its forward, and
-    the root's parameters are gathered for the whole of the root's forward.
+    so resharding would only gather them again at once; nor are the last `cfg.gathered_layers` layers
+    (`gathered_modules` keeps them gathered between micro batches too). With the fused loss
+    (`model.fused_loss`) the LM head stays in the root unit: the loss reads its weight directly, not
+    through its forward, and the root's parameters are gathered for the whole of the root's forward.
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -99,11 +101,28 @@ def apply_fsdp(model: nn.Module, mesh, cfg: PretrainConfig) -> None:
     reshard = cfg.reshard_after_forward
     fully_shard(model.model.embed_tokens, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
     layers = model.model.layers
+    first_kept = len(layers) - max(1, _gathered_count(model, cfg))
     for i, layer in enumerate(layers):
-        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard and i < len(layers) - 1)
+        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard and i < first_kept)
     if not getattr(model, "fused_loss", False):
         fully_shard(model.lm_head, mesh=mesh, mp_policy=mp, reshard_after_forward=False)
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
+
+
+def _gathered_count(model: nn.Module, cfg: PretrainConfig) -> int:
+    n = len(model.model.layers)
+    if cfg.gathered_layers > n:
+        raise ConfigError(f"pretrain.gathered_layers is {cfg.gathered_layers} but the model has {n} layers")
+    return cfg.gathered_layers
+
+
+def gathered_modules(model: nn.Module, cfg: PretrainConfig) -> list[nn.Module]:
+    """The FSDP modules to keep gathered between the micro batches of a step: the whole model with
+    `reshard_after_forward: false`, else the last `gathered_layers` decoder layers (none by default)."""
+    if not cfg.reshard_after_forward:
+        return [model]
+    count = _gathered_count(model, cfg)
+    return list(model.model.layers)[len(model.model.layers) - count:] if count else []
 
 
 def parallelize(model: nn.Module, mesh, cfg: PretrainConfig) -> nn.Module:

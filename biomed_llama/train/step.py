@@ -94,8 +94,9 @@ class StepOptions:
 
     sync_every_micro: bool = False
     """Reduce-scatter gradients after every micro batch (else only after the last: more memory, less traffic)."""
-    keep_unsharded: bool = False
-    """Keep gathered parameters between the micro batches of a step (with `reshard_after_forward: false`)."""
+    keep_gathered: tuple[torch.nn.Module, ...] = ()
+    """FSDP modules whose parameters stay gathered between the micro batches of a step (`parallelize.
+    gathered_modules`: the whole model with `reshard_after_forward: false`, or the last `gathered_layers` layers)."""
     weighted_head: bool = False
     """The model computes the loss from per-token weights (the fused or the compiled head): both weightings pass
     weights."""
@@ -107,8 +108,8 @@ def _fsdp_flags(model, k: int, n: int, opts: StepOptions) -> None:
     last = k == n - 1
     if hasattr(model, "set_requires_gradient_sync"):
         model.set_requires_gradient_sync(last or opts.sync_every_micro)
-        if opts.keep_unsharded:
-            model.set_reshard_after_backward(last)
+        for module in opts.keep_gathered:
+            module.set_reshard_after_backward(last)
 
 
 @dataclass

@@ -97,7 +97,9 @@ def test_sequence_weighting_same_for_every_micro_and_accumulation(tokens, one_ra
     pytest.param(4, 2, 1, {}, marks=pytest.mark.integration),
     # the speed levers that touch the step: params kept gathered across micro batches, a sync per micro batch
     (2, 2, 1, {"reshard_after_forward": False, "grad_sync": "every"}),
-], ids=["2-ranks", "4-ranks-2x2", "2-ranks-zero2-sync-every"])
+    # the last layer kept gathered across micro batches while the other resharded (pretrain.gathered_layers)
+    (2, 2, 1, {"gathered_layers": 1, "grad_sync": "every"}),
+], ids=["2-ranks", "4-ranks-2x2", "2-ranks-zero2-sync-every", "2-ranks-gathered-layer"])
 def test_sequence_weighting_same_on_more_ranks(tokens, one_rank, tmp_path, nproc, shard, micro, speed):
     from biomed_llama.train.metrics import read_loss_curve
 

@@ -65,5 +65,5 @@ def test_later_numeric_options_change_the_run_id_only_when_set():
     assert spec_fingerprint(p.seed, p.model, seq, 100, {}) != base
     speed = p.pretrain.model_copy(update={"sdpa_backend": "cudnn", "kernels": ["rms_norm"], "grad_sync": "every",
                                           "checkpoint_async": True, "compile": True,
-                                          "activation_memory_budget": 0.7})
+                                          "activation_memory_budget": 0.7, "gathered_layers": 2})
     assert spec_fingerprint(p.seed, p.model, speed, 100, {}) == base
