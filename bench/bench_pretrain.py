@@ -73,7 +73,8 @@ def bench_spec(args: argparse.Namespace, world_size: int, cuda: bool):
                          reshard_after_forward=not args.no_reshard, compile=args.compile,
                          activation_checkpointing=args.ac, device="auto", loss_weighting=args.loss_weighting,
                          sdpa_backend=args.sdpa_backend, kernels=[k for k in args.kernels.split(",") if k],
-                         grad_sync=args.grad_sync, activation_memory_budget=args.memory_budget)
+                         grad_sync=args.grad_sync, activation_memory_budget=args.memory_budget,
+                         gathered_layers=args.gathered_layers)
     return TrainSpec(stage="bench", seed=1234, cfg=cfg, model=mcfg,
                      dataset=lambda: (MotifDataset(global_batch * args.steps, seq, vocab), None))
 
@@ -135,13 +136,15 @@ def run(args: argparse.Namespace) -> None:
         "name": args.name, "shape": args.shape, "params": n_params, "world": env.world_size, "mesh": list(mesh.shape),
         "micro": args.micro, "acc": args.acc, "compile": args.compile, "ac": args.ac, "attention": args.attention,
         "reshard_after_forward": cfg.reshard_after_forward, "reduce_dtype": cfg.reduce_dtype,
-        "memory_budget": cfg.activation_memory_budget,
+        "memory_budget": cfg.activation_memory_budget, "gathered_layers": cfg.gathered_layers,
         "sdpa_backend": cfg.sdpa_backend, "kernels": tr.kernels, "grad_sync": cfg.grad_sync,
         "loss_weighting": cfg.loss_weighting, "compiled_loss": bool(getattr(tr.model, "compiled_loss", False)),
         "host_sync": args.host_sync, "mem_cap_gib": args.mem_cap_gib,
         "device": torch.cuda.get_device_name(env.device) if cuda else "cpu",
         "tok_s_per_gpu": tok_s_dev, "flops_per_token": flops_tok, "flop_rate_per_gpu": tok_s_dev * flops_tok,
         "mfu": M.mfu(tok_s_dev, flops_tok, peak), "peak_mem_gib": M.memory_gib(env.device),
+        # what the caching allocator held at its peak: what a memory cap (and an 80 GB card) must hold
+        "peak_reserved_gib": torch.cuda.max_memory_reserved(env.device) / 2**30 if cuda else None,
         "step_s": dt, "losses": losses,
     }
     if kernels is not None:
@@ -270,6 +273,8 @@ def main() -> None:
                    help="with --compile: pretrain.activation_memory_budget (share of saved activations kept)")
     r.add_argument("--attention", default="sdpa")
     r.add_argument("--no-reshard", action="store_true", help="reshard_after_forward=False (ZeRO-2)")
+    r.add_argument("--gathered-layers", type=int, default=0,
+                   help="with resharding: pretrain.gathered_layers (the last N layers stay gathered through the step)")
     r.add_argument("--reduce-dtype", default="float32", choices=["float32", "bfloat16"])
     r.add_argument("--lr", type=float, default=3e-4)
     r.add_argument("--sdpa-backend", default="auto", choices=["auto", "cudnn", "flash", "efficient"])

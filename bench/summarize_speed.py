@@ -85,22 +85,33 @@ def _checkpoint(out: Path) -> None:
         print(f"no checkpoint rows: {_err(out / 'checkpoint.log')}")
 
 
+WARM_STEPS = 2
+"""Steps that are not the steady state of a CLI run: the compile (step 1) and, with async checkpoints, the one-time
+pinning of the host staging buffers after the first update (step 2)."""
+
+
 def _cli(out: Path, name: str) -> dict | None:
-    """Throughput of a CLI run: its metrics file, else the mean of its log rows after the first."""
+    """Throughput of a CLI run: the mean of its log windows that start after step `WARM_STEPS` (a log row covers
+    the steps since the previous row), else its metrics file (the engine's mean over the windows after the first,
+    which with `log_every: 1` still holds step 2); peak memory and checkpoint saves from the metrics file."""
     metrics = _json(out / f"{name}_metrics.json")
     rows = [LOG_ROW.search(ln) for ln in (out / f"{name}.log").read_text().splitlines()] \
         if (out / f"{name}.log").is_file() else []
     rows = [m for m in rows if m]
+    steps = [int(m.group(1)) for m in rows]
+    windows = [(before + 1, m) for m, before in zip(rows, [0] + steps)]  # (first step of the window, its row)
+    steady = [m for first, m in windows if first > WARM_STEPS]
+    mem = metrics["peak_memory_gib"] if metrics else max((float(m.group(6)) for m in rows), default=None)
+    saves = metrics.get("checkpoint_saves") if metrics else None
+    if steady:
+        world = 2
+        return {"tok_s": sum(float(m.group(4).replace(",", "")) for m in steady) / len(steady) / world,
+                "mfu": sum(float(m.group(5)) for m in steady) / len(steady) / 100, "mem": mem, "saves": saves,
+                "steps": steps[-1], "from": f"log, steps {steps[-len(steady) - 1] + 1}-{steps[-1]}"}
     if metrics:
-        return {"tok_s": metrics["tokens_per_s_per_device"], "mfu": metrics["mfu"], "mem": metrics["peak_memory_gib"],
-                "steps": metrics["steps"], "saves": metrics.get("checkpoint_saves"), "from": "metrics"}
-    if len(rows) < 2:
-        return None
-    later = rows[1:]
-    world = 2
-    return {"tok_s": sum(float(m.group(4).replace(",", "")) for m in later) / len(later) / world,
-            "mfu": sum(float(m.group(5)) for m in later) / len(later) / 100,
-            "mem": max(float(m.group(6)) for m in rows), "steps": int(rows[-1].group(1)), "from": "log"}
+        return {"tok_s": metrics["tokens_per_s_per_device"], "mfu": metrics["mfu"], "mem": mem, "saves": saves,
+                "steps": metrics["steps"], "from": "metrics"}
+    return None
 
 
 def _settings(out: Path, name: str) -> str:
@@ -120,16 +131,21 @@ def _anchor(out: Path, name: str) -> dict | None:
     return None
 
 
+def _levers(r: dict) -> str:
+    """The speed levers of a bench run, as the loss check names them."""
+    return (f"{r['sdpa_backend']}, {','.join(r['kernels']) or 'no kernels'}, sync {r['grad_sync']}, compiled loss "
+            f"{r.get('compiled_loss')}, budget {r.get('memory_budget', 1.0)}, gathered layers "
+            f"{r.get('gathered_layers', 0)}")
+
+
 def _loss_check(out: Path) -> None:
     old, new = _json(out / "loss_old.json"), _json(out / "loss_new.json")
     if not (old and new):
         print(f"[loss] missing: old {_err(out / 'loss_old.log')} / new {_err(out / 'loss_new.log')}")
         return
     diffs = [abs(a - b) / abs(a) for a, b in zip(old["losses"], new["losses"])]
-    print(f"[loss] 7B 8-layer slice, same data and init, {len(diffs)} steps: old ({old['sdpa_backend']}, "
-          f"{','.join(old['kernels']) or 'no kernels'}, sync {old['grad_sync']}, compiled loss "
-          f"{old.get('compiled_loss')}) vs new ({new['sdpa_backend']}, {','.join(new['kernels']) or '-'}, "
-          f"sync {new['grad_sync']}, compiled loss {new.get('compiled_loss')}): max rel diff {max(diffs):.4f}, last {old['losses'][-1]:.4f} vs "
+    print(f"[loss] 7B 8-layer slice, same data and init, {len(diffs)} steps: old ({_levers(old)}) vs new "
+          f"({_levers(new)}): max rel diff {max(diffs):.4f}, last {old['losses'][-1]:.4f} vs "
           f"{new['losses'][-1]:.4f} -> {'WITHIN' if max(diffs) < 0.02 else 'OUTSIDE'} bf16 noise (bar 2%)")
     print("    old:", " ".join(f"{v:.3f}" for v in old["losses"][::5]))
     print("    new:", " ".join(f"{v:.3f}" for v in new["losses"][::5]))
@@ -208,8 +224,10 @@ def single(out: Path) -> None:
         r = _json(p)
         print(f"\n[profile] {r['name']}: {r['shape']} mesh {r['mesh']} micro {r['micro']} acc {r['acc']} compile "
               f"{r['compile']} sync {r['grad_sync']} reshard {r['reshard_after_forward']} reduce {r['reduce_dtype']} "
-              f"compiled loss {r.get('compiled_loss')}: "
-              f"{r['tok_s_per_gpu']:,.0f} tok/s, MFU {_pct(r['mfu'])}, {r['peak_mem_gib'] or 0:.1f} GiB")
+              f"compiled loss {r.get('compiled_loss')} budget {r.get('memory_budget', 1.0)} gathered layers "
+              f"{r.get('gathered_layers', 0)} cap {r.get('mem_cap_gib') or 'none'}: "
+              f"{r['tok_s_per_gpu']:,.0f} tok/s, MFU {_pct(r['mfu'])}, {r['peak_mem_gib'] or 0:.1f} GiB "
+              f"(reserved {r.get('peak_reserved_gib') or 0:.1f})")
         txt = p.with_name(p.stem + ".kernels.txt")
         print(txt.read_text().rstrip() if txt.is_file() else "  (no kernel profile: CPU run)")
     for p in sorted(out.glob("p_*.log")):

@@ -20,6 +20,13 @@ def test_kernel_classes_follow_the_library_names() -> None:
     assert [K.kernel_class(n) for n, _, _ in TIMELINE] == ["matmul", "matmul", "collective", "compiled fused", "matmul"]
     assert K.kernel_class("cudnn_generated_fort_native_sdpa_sm90") == "attention"
     assert K.kernel_class("some_unknown_kernel") == "other"
+    # the fused AdamW is the optimizer; FSDP's cast copies into the all-gather input are multi-tensor kernels too,
+    # but paid per gather (the names as CUDA profiles print them)
+    mta = "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::"
+    assert K.kernel_class(mta + "FusedOptimizerTensorListMetadata<4>, at::native::(anonymous namespace)::"
+                                "FusedAdamMathFunctor<float, 4, (ADAM_MODE)1, false>>") == "optimizer"
+    assert K.kernel_class(mta + "TensorListMetadata<2>, at::native::(anonymous namespace)::UnaryOpFunctor<"
+                                "c10::BFloat16, 2, 1, 1>, at::native::Copy<float, float>>") == "foreach"
 
 
 def test_union_and_intersection() -> None:
