@@ -3,8 +3,8 @@
 Used by `bench_pretrain.py run --profile N` after its timed steps (the trace does not slow the timing). The classes
 answer "why this MFU": matrix multiplies (and the rate they reach), attention, the compiler's fused element-wise
 kernels, other ATen kernels, the optimizer, the other multi-tensor (`foreach`) kernels (mostly FSDP's casts into
-each all-gather), collectives, copies; plus the wall time the GPU sat idle, the longest
-idle gaps, and on a mesh how much of the collectives' time is exposed and what running beside them costs the matmuls.
+each all-gather), collectives, copies; plus the wall time the GPU sat idle, the longest idle gaps, and on a mesh how
+much of the collectives' time is exposed and what running beside them costs the matmuls.
 
 Kernel names are matched by substring, first class that matches wins, in this order (the names are the ones
 CUDA 12–13 libraries use on Hopper: cuBLAS `nvjet_*` / `sm90_xmma_gemm_*`, cuDNN SDPA `cudnn_generated_*sdpa*`,

@@ -14,12 +14,13 @@
 #      call. A variant is a base and '+'-joined changes: m8 = micro 8 × acc 2, cuDNN, no reshard, bf16 reduce (the paper
 #      profiles'), gradients reduced every micro batch; capN = micro N, reshard, within an 80 GiB cap; +last = reduce
 #      after the last micro batch only; +keep = no reshard; +f32 = fp32 reduce; +eager = the loss outside torch.compile;
-#      +seq = per-sequence loss weighting; +nchK = NCCL_MAX_NCHANNELS=K (fewer
-#      SMs for the collectives); +protoP = NCCL_PROTO=P (Simple, LL128: NCCL picks LL for the 1×2 gathers); +bX = activation memory budget X of the compiled layers (recompute to fit a bigger
-#      micro batch); +accN = accumulation N; +gN = with resharding, the last N layers kept gathered through the step
-#      (pretrain.gathered_layers); +uN = micro N; +nocap = no memory cap. The profiles say how much of the collectives is exposed and what overlapping them
-#      costs the matmuls; MESH_STEPS / MESH_WARMUP (8 / 3) set the steps per run; MESH_TRACE=<variant> also writes
-#      that run's Chrome trace (rank 0); MESH_ANCHOR=0 skips the anchor.
+#      +seq = per-sequence loss weighting; +nchK = NCCL_MAX_NCHANNELS=K (fewer SMs for the collectives);
+#      +protoP = NCCL_PROTO=P (Simple, LL128: NCCL picks LL for the 1×2 gathers); +bX = activation memory budget X of
+#      the compiled layers (recompute to fit a bigger micro batch); +accN = accumulation N; +gN = with resharding, the
+#      last N layers kept gathered through the step (pretrain.gathered_layers); +uN = micro N; +nocap = no memory cap.
+#      The profiles say how much of the collectives is exposed and what overlapping them costs the matmuls;
+#      MESH_STEPS / MESH_WARMUP (8 / 3) set the steps per run; MESH_TRACE=<variant> also writes that run's Chrome
+#      trace (rank 0); MESH_ANCHOR=0 skips the anchor.
 # On 2 GPUs the whole 7B over a 1×2 mesh: CK_SHAPE=7b CK_NPROC=2 PHASES=ckpt (81 GB of files).
 # The 16-layer checkpoint shape falls back to the 8-layer slice when the checkpoint disk has < 50 GB free (said in the log).
 # CPU smoke run: TINY=1 bash bench/single.sh
@@ -86,8 +87,8 @@ if [[ " $PHASES " == *" mesh "* ]]; then
     done
     echo "== mesh: $MESH 1x2 $variant ($(date +%T), ${SECONDS}s used)"
     group "${MESH_LIMIT:-150}" "$DIR/p_mesh_$variant.log" env "${envs[@]}" $PY -m torch.distributed.run --standalone \
-      --nproc-per-node 2 bench/bench_pretrain.py run --out "$DIR" --shape $MESH --steps "${MESH_STEPS:-8}" --warmup "${MESH_WARMUP:-3}" $COMPILE $flags \
-      --profile 2 $([ "$variant" = "${MESH_TRACE:-}" ] && echo --trace) --name "p_mesh_$variant"
+      --nproc-per-node 2 bench/bench_pretrain.py run --out "$DIR" --shape $MESH --steps "${MESH_STEPS:-8}" \
+      --warmup "${MESH_WARMUP:-3}" $COMPILE $flags --profile 2 $([ "$variant" = "${MESH_TRACE:-}" ] && echo --trace) --name "p_mesh_$variant"
   done
   [ "${TINY:-0}" = 1 ] || [ "${MESH_ANCHOR:-1}" = 0 ] || group 120 "$DIR/a_mesh.log" env REPL=1 SHARD=2 MICRO=4 ACC=2 COMPILE=1 STEPS=4 \
     $PY -m torch.distributed.run --standalone --nproc-per-node 2 .bench/anchor_fsdp.py

@@ -21,8 +21,7 @@ from biomed_llama.errors import IntegrityError, UserError
 _RESUME_FREE = {"micro_batch_size", "device", "shard_size", "reshard_after_forward", "compile",
                 "activation_checkpointing", "log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_dir",
                 "output", "export_dtype", "export_init", "metrics", "plots", "progress", "sdpa_backend", "kernels",
-                "grad_sync", "checkpoint_async", "activation_memory_budget",
-                "gathered_layers"}
+                "grad_sync", "checkpoint_async", "activation_memory_budget", "gathered_layers"}
 # Options added later: left out of the fingerprint at the value that means the earlier behaviour, so that the runs of earlier
 # versions (which computed exactly the default) keep their run ids and their checkpoints still resume.
 _LATER_DEFAULTS = {"loss_weighting": "token", "decay_norms_and_biases": False, "released_loader": None}
