@@ -2,9 +2,9 @@
 
 Used by `bench_pretrain.py run --profile N` after its timed steps (the trace does not slow the timing). The classes
 answer "why this MFU": matrix multiplies (and the rate they reach), attention, the compiler's fused element-wise
-kernels, other ATen kernels, the optimizer, the other multi-tensor (`foreach`) kernels (mostly FSDP's casts into
-each all-gather), collectives, copies; plus the wall time the GPU sat idle, the longest idle gaps, and on a mesh how
-much of the collectives' time is exposed and what running beside them costs the matmuls.
+kernels, other ATen kernels, the optimizer, the other multi-tensor (`foreach`) kernels (mostly FSDP's copies into
+each all-gather's input), collectives, copies; plus the wall time the GPU sat idle, the longest idle gaps, and on a
+mesh how much of the collectives' time is exposed and what running beside them costs the matmuls.
 
 Kernel names are matched by substring, first class that matches wins, in this order (the names are the ones
 CUDA 12–13 libraries use on Hopper: cuBLAS `nvjet_*` / `sm90_xmma_gemm_*`, cuDNN SDPA `cudnn_generated_*sdpa*`,
@@ -22,8 +22,8 @@ CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attention", ("flash", "fmha", "sdpa", "attention", "cudnn_generated")),
     ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "splitkreduce", "cublas")),
     # the fused AdamW (`FusedAdamMathFunctor` over `FusedOptimizerTensorListMetadata`) and the clip's norms; every
-    # other multi-tensor kernel is FSDP's: the fp32 → bf16 cast into each all-gather's input (`_foreach_copy_`) and
-    # its other per-micro-batch list ops, paid per gather, not per step
+    # other multi-tensor kernel is FSDP's: the copy of the bf16 shards into each all-gather's input
+    # (`_foreach_copy_`) and its other per-micro-batch list ops, paid per gather, not per step
     ("optimizer", ("fusedoptimizer", "fusedadam", "fused_adam", "adamw", "lpnorm")),
     ("foreach", ("multi_tensor_apply", "foreach")),
     ("compiled fused", ("triton_",)),
