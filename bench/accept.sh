@@ -75,12 +75,15 @@ anchor() {  # anchor NAME LIMIT MICRO: the shared plain-FSDP2 baseline at the sa
     $PY -m torch.distributed.run --standalone --nproc-per-node 2 "${ANCHORS:-.bench}/anchor_fsdp.py"
 }
 
+capped() {  # capped GIB COMMAND...: COMMAND with each worker's GPU memory capped at GIB (bench/memcap)
+  BIOMED_MEM_CAP_GIB=$1 PYTHONPATH=$PWD/bench/memcap:$PYTHONPATH "${@:2}"
+}
+
 phase cli_best "$CLI_LIMIT" && cli cli_best "$CLI_LIMIT" "$MICRO_BEST" $BEST_SET
 phase anchor_m6 "$ANCHOR_LIMIT" && anchor anchor_m6 "$ANCHOR_LIMIT" 6
-phase cli_cap "$CAP_LIMIT" && BIOMED_MEM_CAP_GIB=$CAP_GIB PYTHONPATH=$PWD/bench/memcap:$PYTHONPATH \
-  cli cli_cap "$CAP_LIMIT" "$MICRO_CAP" $CAP_SET
-phase cli_node "$CAP_LIMIT" && BIOMED_MEM_CAP_GIB=$NODE_GIB PYTHONPATH=$PWD/bench/memcap:$PYTHONPATH \
-  cli cli_node "$CAP_LIMIT" "$MICRO_NODE" $NODE_SET && echo "emulated node of $NODE_GPUS GPUs, cap $NODE_GIB GiB" >> "$DIR/cli_node.settings"
+phase cli_cap "$CAP_LIMIT" && capped "$CAP_GIB" cli cli_cap "$CAP_LIMIT" "$MICRO_CAP" $CAP_SET
+phase cli_node "$CAP_LIMIT" && capped "$NODE_GIB" cli cli_node "$CAP_LIMIT" "$MICRO_NODE" $NODE_SET \
+  && echo "emulated node of $NODE_GPUS GPUs, cap $NODE_GIB GiB" >> "$DIR/cli_node.settings"
 phase anchor_m4 "$ANCHOR_LIMIT" && anchor anchor_m4 "$ANCHOR_LIMIT" 4
 phase anchor_m5 "$ANCHOR_LIMIT" && anchor anchor_m5 "$ANCHOR_LIMIT" 5
 if phase loss "$LOSS_LIMIT"; then

@@ -33,10 +33,16 @@ def _pct(x) -> str:
     return f"{100 * x:.1f}%" if x is not None else "n/a"
 
 
+def _levers(r: dict) -> str:
+    """The speed levers of a bench run (its JSON row), as every summary names them."""
+    return (f"{r.get('sdpa_backend')}, {','.join(r.get('kernels') or []) or 'no kernels'}, sync {r.get('grad_sync')}, "
+            f"compiled loss "
+            f"{r.get('compiled_loss')}, budget {r.get('memory_budget', 1.0)}, gathered layers "
+            f"{r.get('gathered_layers', 0)}")
+
+
 def _engine_row(r: dict) -> str:
-    levers = f"sdpa={r.get('sdpa_backend')} kernels={','.join(r.get('kernels') or []) or '-'} " \
-             f"sync={r.get('grad_sync')} reshard={r.get('reshard_after_forward')} hostsync={r.get('host_sync')}" \
-        + (f" budget={r['memory_budget']}" if r.get("memory_budget", 1.0) != 1.0 else "")
+    levers = f"{_levers(r)}, reshard {r.get('reshard_after_forward')}, host sync {r.get('host_sync')}"
     return (f"| {r['name']} | {levers} | micro {r['micro']} acc {r['acc']} | {r['tok_s_per_gpu']:,.0f} | "
             f"{_pct(r['mfu'])} | {r['peak_mem_gib'] or 0:.1f} |")
 
@@ -99,15 +105,15 @@ def _cli(out: Path, name: str) -> dict | None:
         if (out / f"{name}.log").is_file() else []
     rows = [m for m in rows if m]
     steps = [int(m.group(1)) for m in rows]
-    windows = [(before + 1, m) for m, before in zip(rows, [0] + steps)]  # (first step of the window, its row)
-    steady = [m for first, m in windows if first > WARM_STEPS]
+    # a row's window starts after the previous row's step
+    steady = [(before + 1, m) for m, before in zip(rows, [0] + steps) if before + 1 > WARM_STEPS]
     mem = metrics["peak_memory_gib"] if metrics else max((float(m.group(6)) for m in rows), default=None)
     saves = metrics.get("checkpoint_saves") if metrics else None
     if steady:
         world = 2
-        return {"tok_s": sum(float(m.group(4).replace(",", "")) for m in steady) / len(steady) / world,
-                "mfu": sum(float(m.group(5)) for m in steady) / len(steady) / 100, "mem": mem, "saves": saves,
-                "steps": steps[-1], "from": f"log, steps {steps[-len(steady) - 1] + 1}-{steps[-1]}"}
+        return {"tok_s": sum(float(m.group(4).replace(",", "")) for _, m in steady) / len(steady) / world,
+                "mfu": sum(float(m.group(5)) for _, m in steady) / len(steady) / 100, "mem": mem, "saves": saves,
+                "steps": steps[-1], "from": f"log, steps {steady[0][0]}-{steps[-1]}"}
     if metrics:
         return {"tok_s": metrics["tokens_per_s_per_device"], "mfu": metrics["mfu"], "mem": mem, "saves": saves,
                 "steps": metrics["steps"], "from": "metrics"}
@@ -129,13 +135,6 @@ def _anchor(out: Path, name: str) -> dict | None:
         if ln.startswith("{") and "tok_s_per_gpu" in ln:
             return json.loads(ln)
     return None
-
-
-def _levers(r: dict) -> str:
-    """The speed levers of a bench run, as the loss check names them."""
-    return (f"{r['sdpa_backend']}, {','.join(r['kernels']) or 'no kernels'}, sync {r['grad_sync']}, compiled loss "
-            f"{r.get('compiled_loss')}, budget {r.get('memory_budget', 1.0)}, gathered layers "
-            f"{r.get('gathered_layers', 0)}")
 
 
 def _loss_check(out: Path) -> None:
@@ -223,9 +222,8 @@ def single(out: Path) -> None:
     for p in sorted(out.glob("p_*.json")):
         r = _json(p)
         print(f"\n[profile] {r['name']}: {r['shape']} mesh {r['mesh']} micro {r['micro']} acc {r['acc']} compile "
-              f"{r['compile']} sync {r['grad_sync']} reshard {r['reshard_after_forward']} reduce {r['reduce_dtype']} "
-              f"compiled loss {r.get('compiled_loss')} budget {r.get('memory_budget', 1.0)} gathered layers "
-              f"{r.get('gathered_layers', 0)} cap {r.get('mem_cap_gib') or 'none'}: "
+              f"{r['compile']}, {_levers(r)}, reshard {r['reshard_after_forward']} reduce {r['reduce_dtype']} "
+              f"cap {r.get('mem_cap_gib') or 'none'}: "
               f"{r['tok_s_per_gpu']:,.0f} tok/s, MFU {_pct(r['mfu'])}, {r['peak_mem_gib'] or 0:.1f} GiB "
               f"(reserved {r.get('peak_reserved_gib') or 0:.1f})")
         txt = p.with_name(p.stem + ".kernels.txt")

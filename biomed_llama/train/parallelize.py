@@ -121,8 +121,8 @@ def gathered_modules(model: nn.Module, cfg: PretrainConfig) -> list[nn.Module]:
     `reshard_after_forward: false`, else the last `gathered_layers` decoder layers (none by default)."""
     if not cfg.reshard_after_forward:
         return [model]
-    count = _gathered_count(model, cfg)
-    return list(model.model.layers)[len(model.model.layers) - count:] if count else []
+    layers = list(model.model.layers)
+    return layers[len(layers) - _gathered_count(model, cfg):]
 
 
 def parallelize(model: nn.Module, mesh, cfg: PretrainConfig) -> nn.Module:
