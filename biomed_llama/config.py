@@ -101,12 +101,15 @@ def describe_error(err: ValidationError, source: str) -> str:
     return f"{source}: {key}: {msg}" + (f" (+{more} more)" if more else "")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a params YAML file into a dict; a missing or malformed file is a ConfigError."""
+def read_yaml(path: Path, loader: type[yaml.SafeLoader] = yaml.SafeLoader, what: str = "params file") -> dict[str, Any]:
+    """Read a params YAML file into a dict; a missing or malformed file is a ConfigError.
+
+    `loader` is SafeLoader or a subclass of it (profiles.py adds the `!delete` tag); `what` names the file in errors.
+    """
     if not path.is_file():
-        raise ConfigError(f"params file {path} not found")
+        raise ConfigError(f"{what} {path} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:

@@ -4,7 +4,8 @@ One place for each: `REPO` (the checkout's root); `models.make_tiny_model` (a ra
 saved as a HF folder); `data.write_extracted` (an extract-stage output: Parquet parts + manifest);
 `tokenizer.tiny_bpe` (a byte-level BPE with LLaMA's special ids); `train` (the token-store writer,
 tiny pretrain params, the torchrun runner); `dvc` (a git + DVC copy of the checkout and a runner);
-`load_script` (a file of scripts/ as a module).
+`load_script` (a file of scripts/ as a module); `PROFILES` and `load_named_profile` (the checked-in
+profiles, composed as `biomed-llama compose` would).
 """
 
 from __future__ import annotations
@@ -15,6 +16,26 @@ from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 """The checkout's root folder (where params.yaml, dvc.yaml and data/sample live)."""
+
+
+# The checked-in profiles by name: the demo, and the paper profile with each overlay that makes a profile.
+PROFILES: dict[str, tuple[str, ...]] = {
+    "params.yaml": ("params.yaml",),
+    "paper": ("configs/paper.yaml",),
+    "paper-intent": ("configs/paper.yaml", "configs/overlays/intent.yaml"),
+}
+"""Each profile's layers, relative to REPO, in merge order (`biomed-llama compose` composes them)."""
+
+
+def load_named_profile(name: str):
+    """The validated Params of the named profile (see PROFILES), composed from its layers."""
+    from biomed_llama.config import load_params
+    from biomed_llama.profiles import load_profile
+
+    layers = PROFILES[name]
+    if len(layers) == 1:
+        return load_params(REPO / layers[0])
+    return load_profile([REPO / layer for layer in layers])
 
 
 def load_script(name: str) -> ModuleType:

@@ -87,10 +87,10 @@ def _printed(value: float, printed: str) -> str:
 
 
 def test_demo_and_paper_profiles_list_the_released_sources_and_factors(repo_root):
-    from biomed_llama.config import load_params
+    from tests.helpers import PROFILES, load_named_profile
 
-    for profile in ("params.yaml", "configs/paper.yaml", "configs/paper-intent.yaml"):
-        sources = load_params(repo_root / profile).instruct_mix.sources
+    for profile in PROFILES:
+        sources = load_named_profile(profile).instruct_mix.sources
         assert {s.name: s.epochs for s in sources} == N_EPOCH_PER_SOURCE, profile
         assert [s.name for s in sources] == list(N_EPOCH_PER_SOURCE), profile  # the population order of the draw
         assert all(s.cot == s.name.endswith("-cot") for s in sources), profile

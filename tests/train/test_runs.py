@@ -8,10 +8,10 @@ import pytest
 from tests.helpers import train as H
 
 # Run ids computed by the version whose optimiser fields lay flat in `pretrain` and `finetune.<mode>`.
-# That version's configs/paper.yaml held what configs/paper-intent.yaml holds now (lr 3e-5, no released
-# loader); the released-scripts profile's values are other values, so other run ids.
+# That version's configs/paper.yaml held what the intent profile (paper.yaml + overlays/intent.yaml) holds
+# now (lr 3e-5, no released loader); the released-scripts profile's values are other values, so other run ids.
 EARLIER = {"params.yaml": ("283000e16932b29b", "868b6dc6ce676f0d"),
-           "configs/paper-intent.yaml": ("2c9916792543a8cb", "dd4860d5f6c2dacb")}
+           "paper-intent": ("2c9916792543a8cb", "dd4860d5f6c2dacb")}
 
 
 def _without_later_numerics(p):
@@ -30,11 +30,10 @@ def _without_later_numerics(p):
 
 @pytest.mark.parametrize("profile", sorted(EARLIER))
 def test_run_ids_of_earlier_versions_are_kept(profile):
-    from biomed_llama.config import load_params
     from biomed_llama.train.runs import spec_fingerprint
+    from tests.helpers import load_named_profile
 
-    p = load_params(H.REPO / profile)
-    p = _without_later_numerics(p)
+    p = _without_later_numerics(load_named_profile(profile))
     pretrain_id = spec_fingerprint(p.seed, p.model, p.pretrain, 100, {"tokens_files": "x"})
     task = p.finetune.engine_config(p.pretrain, "task", "medqa", 1000)
     finetune_id = spec_fingerprint(p.seed, p.model, task, 24, {"examples": "y"})
