@@ -50,96 +50,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
-WORDS = ("patient patients treatment therapy clinical study trial cohort risk disease cell cells protein "
-         "expression gene mutation receptor inflammation infection antibiotic dose serum plasma level "
-         "increased decreased significant analysis outcome mortality survival tumor cancer chronic acute "
-         "syndrome diagnosis imaging biopsy renal hepatic cardiac pulmonary vascular neural immune "
-         "response pathway signaling mechanism model mice human in vitro in vivo baseline follow-up "
-         "months years median mean ratio interval confidence associated compared control group").split()
-DRUGS = ["metformin", "lisinopril", "amoxicillin", "warfarin", "prednisone", "furosemide", "atorvastatin",
-         "levothyroxine", "omeprazole", "ceftriaxone", "heparin", "insulin", "doxycycline", "propranolol"]
-DIAGNOSES = ["sarcoidosis", "hypothyroidism", "infective endocarditis", "iron deficiency anemia",
-             "pulmonary embolism", "rheumatoid arthritis", "nephrotic syndrome", "tuberculosis",
-             "atrial fibrillation", "congestive heart failure", "gout", "lupus nephritis", "sepsis"]
+from synth_benchmarks import text_of, write_benchmarks  # noqa: E402  (the writer make_gpu_inputs.py uses too)
 
 # A worker starts no new cell later than this before the budget ends (the longest stock cell at 25% ran ~80 s on an H100).
 DRAIN_S = 100.0
 REAL = {"medqa4": 1273, "medqa5": 1273, "medmcqa": 4183, "pubmedqa": 1000, "ppl_bytes": 5_000_000}
 TINY = {"medqa4": 16, "medqa5": 16, "medmcqa": 24, "pubmedqa": 12, "ppl_bytes": 20_000}
-
-
-def sentence(rnd: random.Random, lo: int, hi: int) -> str:
-    """A pseudo-biomedical sentence of lo..hi words."""
-    words = [rnd.choice(WORDS) for _ in range(rnd.randint(lo, hi))]
-    return " ".join(words).capitalize() + "."
-
-
-def text_of(rnd: random.Random, n_words: int) -> str:
-    """Sentences until about n_words words."""
-    out, n = [], 0
-    while n < n_words:
-        s = sentence(rnd, 8, 24)
-        out.append(s)
-        n += s.count(" ") + 1
-    return " ".join(out)
-
-
-def text_tokens(rnd: random.Random, n_tokens: int, tok) -> str:
-    """Sentences until about n_tokens tokens of `tok` (lengths are set in tokens: the demo tokenizer
-    splits words ~1.8x finer than LLaMA's, so word counts would overstate the work)."""
-    out, n = [], 0
-    while n < n_tokens:
-        s = sentence(rnd, 4, 10)  # short sentences: the last one overshoots the target by little
-        out.append(s)
-        n += len(tok.encode(" " + s, add_special_tokens=False))
-    return " ".join(out)
-
-
-def option(rnd: random.Random) -> str:
-    """An answer option of 1-3 words (real options are mostly short noun phrases)."""
-    if rnd.random() < 0.5:
-        return rnd.choice(DRUGS + DIAGNOSES)
-    return " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 3)))
-
-
-def write_benchmarks(root: Path, sizes: dict[str, int], rnd: random.Random, tok) -> dict[str, str]:
-    """Write the four benchmark files in their published formats; return their paths.
-
-    Lengths in tokens, as LLaMA's tokenizer sees the real sets: MedQA vignettes 90-240 (mean ~165),
-    MedMCQA questions 8-35, PubMedQA abstracts 220-420 over 3-4 contexts."""
-    paths = {"medqa4": root / "medqa/US/4_options/phrases_no_exclude_test.jsonl",
-             "medqa5": root / "medqa/US/test.jsonl", "medmcqa": root / "medmcqa/dev.json",
-             "pubmedqa": root / "pubmedqa/ori_pqal.json"}
-    for p in paths.values():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    for key, n_opt in (("medqa4", 4), ("medqa5", 5)):
-        letters = "ABCDE"[:n_opt]
-        with paths[key].open("w") as f:
-            for _ in range(sizes[key]):
-                opts = [option(rnd) for _ in letters]
-                gold = rnd.randrange(n_opt)
-                q = f"A {rnd.randint(18, 90)}-year-old presents. " + text_tokens(rnd, rnd.randint(90, 240), tok) + \
-                    " Which of the following is the most likely diagnosis?"
-                f.write(json.dumps({"question": q, "answer": opts[gold], "options": dict(zip(letters, opts)),
-                                    "meta_info": "step1", "answer_idx": letters[gold]}) + "\n")
-    with paths["medmcqa"].open("w") as f:
-        for i in range(sizes["medmcqa"]):
-            o = [option(rnd) for _ in range(4)]
-            f.write(json.dumps({"id": f"bench-{i}", "question": text_tokens(rnd, rnd.randint(8, 35), tok), "opa": o[0], "opb": o[1],
-                                "opc": o[2], "opd": o[3], "cop": rnd.randint(1, 4), "choice_type": "single",
-                                "exp": "", "subject_name": "Medicine", "topic_name": "Bench"}) + "\n")
-    pqa = {}
-    for i in range(sizes["pubmedqa"]):
-        n_ctx = rnd.randint(3, 4)
-        ctx = [text_tokens(rnd, rnd.randint(220, 420) // n_ctx, tok) for _ in range(n_ctx)]
-        d = rnd.choice(["yes", "no", "maybe"])
-        pqa[str(20000000 + i)] = {"QUESTION": sentence(rnd, 8, 18)[:-1] + "?", "CONTEXTS": ctx,
-                                  "LABELS": ["BACKGROUND"] * len(ctx), "MESHES": [], "YEAR": "2010",
-                                  "reasoning_required_pred": d, "reasoning_free_pred": d,
-                                  "final_decision": d, "LONG_ANSWER": sentence(rnd, 10, 30)}
-    paths["pubmedqa"].write_text(json.dumps(pqa))
-    return {k: str(v) for k, v in paths.items()}
 
 
 def write_extracted(root: Path, n_bytes: int, rnd: random.Random) -> Path:
