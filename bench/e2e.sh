@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The paper profile end to end on one GPU, in ONE call (issue 23 item 3; device carry: .whl, filled by
+# `WHEELS=e2e bash bench/device_wheels.sh`):
+#   1. a scratch git + DVC copy of this checkout ($WORK; the device copy has no .git);
+#   2. every raw input generated at the paper's paths (scripts/make_gpu_inputs.py: Pile shards, the 20
+#      instruction sources, the benchmark files at their real test sizes, a LLaMA-format tokenizer and a
+#      random-init LLaMA-format model at reduced depth, stand-ins for the other 0-shot rows' models);
+#   3. params.yaml = configs/paper.yaml + configs/overlays/gpu-smoke.yaml (`biomed-llama compose`);
+#   4. `dvc repro evaluate` (launch.mode local, CUDA), GPU memory sampled in the background;
+#   5. a second `dvc repro evaluate` and `dvc status`: both must be no-ops;
+#   6. `biomed-llama verify` on every output folder with a manifest;
+#   7. the pretrain stage again into its own folders, killed (SIGKILL of its process group) once its first
+#      async checkpoint is complete, then rerun: it must resume and export the same weights (sha256 of
+#      model.safetensors) as the uninterrupted run of step 4;
+#   8. the table: per stage wall time and peak GPU memory (sampled; and torch's peak from the training
+#      stages' metrics), the checks, reports/table.md.
+# Results in $OUT/e2e (8 files at most come back): environment.txt, inputs.json, repro.log, repro2.log,
+# verify.log, resume.log, summary.txt, table.md. Exit status 0 only when every check passed.
+# CPU smoke (integration tier, tests/test_e2e.py): TINY=1 bash bench/e2e.sh — `--size cpu` inputs and
+# configs/overlays/cpu-smoke.yaml composed last; the same steps, the venv's Python and DVC.
+# Knobs: WORK_DIR, GEN_ARGS (extra make_gpu_inputs.py arguments, e.g. "--hidden 4096 --heads 32 --ffn 11008"),
+# OVERLAY (one more overlay composed last, e.g. to try other sizes), SKIP_RESUME=1.
+cd "$(dirname "$0")/.." && source bench/lib.sh
+REPO=$PWD
+DIR=${OUT:-/tmp}/e2e
+WORK=${WORK_DIR:-/tmp/e2e_work}
+mkdir -p "$DIR"
+rm -rf "$WORK" && mkdir -p "$WORK"
+if [ "${TINY:-0}" = 1 ]; then
+  SIZE=cpu; LAYERS="configs/overlays/gpu-smoke.yaml configs/overlays/cpu-smoke.yaml"
+  BIN=$(dirname "$(command -v "${PYTHON:-python3}")"); export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+else
+  SIZE=gpu; LAYERS="configs/overlays/gpu-smoke.yaml"
+  BIN=/tmp/site/bin  # the carried wheels' console scripts (dvc)
+fi
+[ -n "${OVERLAY:-}" ] && LAYERS="$LAYERS $OVERLAY"
+environment "$DIR"
+
+# 1. the scratch checkout: what git tracks (or, without .git, the device copy's files less the carried ones)
+if git rev-parse --git-dir > /dev/null 2>&1; then
+  git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -C "$WORK" -xf -
+else
+  tar --exclude=./.whl --exclude=./.bench --exclude=./.venv -cf - . | tar -C "$WORK" -xf -
+fi
+cp "$REPO"/configs/overlays/*.yaml "$WORK/configs/overlays/" 2> /dev/null  # an uncommitted OVERLAY too
+cd "$WORK" || exit 1
+# `biomed-llama` for the stages: the package of this copy, run by the Python that has the carried wheels
+mkdir -p .e2e-bin
+printf '#!/bin/sh\nexec %s -m biomed_llama "$@"\n' "$(command -v "$PY")" > .e2e-bin/biomed-llama
+chmod +x .e2e-bin/biomed-llama
+export PATH="$WORK/.e2e-bin:$BIN:$PATH" PYTHONPATH="$WORK${PYTHONPATH:+:$PYTHONPATH}"
+export GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=e2e@localhost GIT_COMMITTER_NAME=e2e GIT_COMMITTER_EMAIL=e2e@localhost
+DVC="$PY -m dvc"
+{ git init -q && git add -A && git commit -qm "e2e snapshot" &&
+  $DVC config core.analytics false && $DVC config core.site_cache_dir "$WORK/.dvc/site-cache" &&
+  $DVC config cache.type hardlink,copy; } || { echo "e2e: scratch repo setup failed"; exit 1; }
+# hardlinks: the outputs are not copied into the cache a second time (12 model folders on a 64 GiB disk)
+
+stamp() { $PY -u -c 'import sys, time
+for line in sys.stdin: sys.stdout.write(f"{time.time():.3f} {line}")'; }  # each line with its time
+FAIL=()
+
+# 2-3. inputs and params
+T0=$(date +%s.%N)
+$PY scripts/make_gpu_inputs.py --root . --size $SIZE --report "$DIR/inputs.json" ${GEN_ARGS:-} > "$WORK/gen.log" 2>&1 ||
+  { tail -20 "$WORK/gen.log"; echo "e2e: input generation failed"; exit 1; }
+T1=$(date +%s.%N)
+biomed-llama compose configs/paper.yaml $LAYERS --out params.yaml || { echo "e2e: compose failed"; exit 1; }
+echo "inputs generated in $(python3 -c "print(round($T1 - $T0, 1))") s; free disk: $(df -h . | tail -1)"
+
+# 4. the pipeline, GPU memory sampled every 0.5 s
+SAMPLER=""
+if command -v nvidia-smi > /dev/null; then
+  (while :; do echo "$(date +%s.%N) $(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)"
+     sleep 0.5; done) > "$WORK/gpu_mem.txt" 2> /dev/null &
+  SAMPLER=$!
+fi
+echo "== dvc repro evaluate ($(date +%T))"
+echo "$(date +%s.%N) e2e: inputs $T0 $T1" > "$DIR/repro.log"
+$DVC repro evaluate 2>&1 | stamp >> "$DIR/repro.log"
+RC=${PIPESTATUS[0]}
+echo "$(date +%s.%N) e2e: repro exit $RC" >> "$DIR/repro.log"
+[ "$RC" = 0 ] || FAIL+=("dvc repro exited $RC")
+
+# 5. the second repro and the status: no-ops
+echo "== second dvc repro ($(date +%T))"
+{ $DVC repro evaluate 2>&1; echo "-- dvc status"; $DVC status 2>&1; } > "$DIR/repro2.log"
+grep -q "Running stage" "$DIR/repro2.log" && FAIL+=("second repro ran a stage")
+grep -q "Data and pipelines are up to date" "$DIR/repro2.log" || FAIL+=("dvc status not clean")
+
+# 6. every output folder with a manifest
+echo "== verify ($(date +%T))"
+: > "$DIR/verify.log"
+for m in $(find data/extracted data/tokens data/instruct data/eval models reports -name manifest.json 2> /dev/null | sort); do
+  d=$(dirname "$m")
+  case "$d" in models/llama-7b|models/gpt-neo-2.7b|models/biomedlm-2.7b|models/pmc-llama-7b) continue ;; esac
+  if biomed-llama verify "$d" >> "$DIR/verify.log" 2>&1; then echo "ok $d" >> "$DIR/verify.log"
+  else FAIL+=("verify $d"); echo "FAILED $d" >> "$DIR/verify.log"; fi
+done
+grep -c "^ok " "$DIR/verify.log" | xargs echo "verified folders:"
+
+# 7. kill pretrain after its first complete async checkpoint, rerun, compare the weights
+if [ "${SKIP_RESUME:-0}" != 1 ]; then
+  echo "== resume check ($(date +%T))"
+  SETS=(--set pretrain.checkpoint_dir=e2e-resume/ckpt --set pretrain.output=e2e-resume/model
+        --set pretrain.metrics=e2e-resume/metrics.json --set pretrain.plots=e2e-resume/plots)
+  EVERY=$($PY -c "import yaml; print(yaml.safe_load(open('params.yaml'))['pretrain']['checkpoint_every'])")
+  STEP=$(printf 'step-%08d' "$EVERY")
+  {
+    echo "-- run 1: killed once $STEP is complete"
+    setsid biomed-llama launch pretrain "${SETS[@]}" > e2e-resume.1.log 2>&1 &
+    PID=$!
+    while kill -0 $PID 2> /dev/null; do
+      if ls e2e-resume/ckpt/*/"$STEP"/manifest.json > /dev/null 2>&1; then
+        kill -9 -- -$PID 2> /dev/null; echo "killed at $(date +%T) after $STEP"; break
+      fi
+      sleep 0.1
+    done
+    wait $PID 2> /dev/null
+    tail -5 e2e-resume.1.log
+    [ -e e2e-resume/model/model.safetensors ] && echo "run 1 finished before the kill: no resume tested"
+    echo "-- run 2: the same command"
+    biomed-llama launch pretrain "${SETS[@]}" > e2e-resume.2.log 2>&1
+    echo "exit $?"; grep -h "resumed from\|done" e2e-resume.2.log
+    sha256sum models/pretrained/model.safetensors e2e-resume/model/model.safetensors
+  } > "$DIR/resume.log" 2>&1
+  grep -q "resumed from" e2e-resume.2.log || FAIL+=("pretrain did not resume")
+  A=$(sha256sum models/pretrained/model.safetensors 2> /dev/null | cut -c1-64)
+  B=$(sha256sum e2e-resume/model/model.safetensors 2> /dev/null | cut -c1-64)
+  if [ -n "$A" ] && [ "$A" = "$B" ]; then echo "resumed weights == uninterrupted weights ($A)" | tee -a "$DIR/resume.log"
+  else FAIL+=("resumed weights differ"); $PY bench/e2e_table.py diff models/pretrained e2e-resume/model >> "$DIR/resume.log" 2>&1; fi
+fi
+[ -n "$SAMPLER" ] && kill "$SAMPLER" 2> /dev/null
+
+# 8. the table
+cp reports/table.md "$DIR/table.md" 2> /dev/null || FAIL+=("no reports/table.md")
+$PY bench/e2e_table.py summary --log "$DIR/repro.log" --mem "$WORK/gpu_mem.txt" --root "$WORK" \
+  --fail "$(printf '%s; ' "${FAIL[@]}")" | tee "$DIR/summary.txt"
+echo "== done ($(date +%T), ${SECONDS}s)"
+[ ${#FAIL[@]} = 0 ]
