@@ -6,7 +6,8 @@
 #      instruction sources, the benchmark files at their real test sizes, a LLaMA-format tokenizer and a
 #      random-init LLaMA-format model at reduced depth, stand-ins for the other 0-shot rows' models);
 #   3. params.yaml = configs/paper.yaml + configs/overlays/gpu-smoke.yaml (`biomed-llama compose`);
-#   4. `dvc repro evaluate` (launch.mode local, CUDA), GPU memory sampled in the background;
+#   4. `dvc repro evaluate` (launch.mode local, CUDA), GPU memory sampled in the background: first
+#      `dvc repro pretrain`, then step 7, then the rest (so the resume check runs whatever the budget);
 #   5. a second `dvc repro evaluate` and `dvc status`: both must be no-ops;
 #   6. `biomed-llama verify` on every output folder with a manifest;
 #   7. the pretrain stage again into its own folders, killed (SIGKILL of its process group) once its first
@@ -19,7 +20,7 @@
 # CPU smoke (integration tier, tests/test_e2e.py): TINY=1 bash bench/e2e.sh — `--size cpu` inputs and
 # configs/overlays/cpu-smoke.yaml composed last; the same steps, the venv's Python and DVC.
 # Knobs: WORK_DIR, GEN_ARGS (extra make_gpu_inputs.py arguments, e.g. "--hidden 4096 --heads 32 --ffn 11008"),
-# OVERLAY (one more overlay composed last, e.g. to try other sizes), SKIP_RESUME=1.
+# OVERLAY (one more overlay composed last, e.g. to try other sizes), SKIP_RESUME=1, BUDGET (seconds, 570).
 cd "$(dirname "$0")/.." && source bench/lib.sh
 REPO=$PWD
 DIR=${OUT:-/tmp}/e2e
@@ -56,6 +57,7 @@ DVC="$PY -m dvc"
   $DVC config cache.type hardlink,copy; } || { echo "e2e: scratch repo setup failed"; exit 1; }
 # hardlinks: the outputs are not copied into the cache a second time (12 model folders on a 64 GiB disk)
 
+BUDGET=${BUDGET:-570}  # seconds for the whole call (the device's limit is 600; the wheels install first)
 stamp() { $PY -u -c 'import sys, time
 for line in sys.stdin: sys.stdout.write(f"{time.time():.3f} {line}")'; }  # each line with its time
 FAIL=()
@@ -68,46 +70,36 @@ T1=$(date +%s.%N)
 biomed-llama compose configs/paper.yaml $LAYERS --out params.yaml || { echo "e2e: compose failed"; exit 1; }
 echo "inputs generated in $(python3 -c "print(round($T1 - $T0, 1))") s; free disk: $(df -h . | tail -1)"
 
-# 4. the pipeline, GPU memory sampled every 0.5 s
+# 4. the pipeline, GPU memory sampled every 0.5 s: first up to pretrain, then (7.) the kill-and-resume
+# check while the compile cache is warm, then the rest; the whole repro stops at the call's budget.
 SAMPLER=""
 if command -v nvidia-smi > /dev/null; then
   (while :; do echo "$(date +%s.%N) $(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)"
      sleep 0.5; done) > "$WORK/gpu_mem.txt" 2> /dev/null &
   SAMPLER=$!
 fi
-echo "== dvc repro evaluate ($(date +%T))"
+left() { local n=$((BUDGET - SECONDS - $1)); echo $((n > 1 ? n : 1)); }  # seconds left of the budget, less a reserve
+repro() {  # repro TARGET: `dvc repro TARGET`, time-stamped into repro.log, within the budget
+  echo "== dvc repro $1 ($(date +%T), ${SECONDS}s used)"
+  timeout --signal=TERM --kill-after=20 "$(left 60)" $DVC repro "$1" 2>&1 | stamp >> "$DIR/repro.log"
+  local rc=${PIPESTATUS[0]}
+  echo "$(date +%s.%N) e2e: repro $1 exit $rc" >> "$DIR/repro.log"  # ends the last stage's window
+  [ "$rc" = 0 ] || FAIL+=("dvc repro $1 exited $rc")
+  return "$rc"
+}
 echo "$(date +%s.%N) e2e: inputs $T0 $T1" > "$DIR/repro.log"
-$DVC repro evaluate 2>&1 | stamp >> "$DIR/repro.log"
-RC=${PIPESTATUS[0]}
-echo "$(date +%s.%N) e2e: repro exit $RC" >> "$DIR/repro.log"
-[ "$RC" = 0 ] || FAIL+=("dvc repro exited $RC")
-
-# 5. the second repro and the status: no-ops
-echo "== second dvc repro ($(date +%T))"
-{ $DVC repro evaluate 2>&1; echo "-- dvc status"; $DVC status 2>&1; } > "$DIR/repro2.log"
-grep -q "Running stage" "$DIR/repro2.log" && FAIL+=("second repro ran a stage")
-grep -q "Data and pipelines are up to date" "$DIR/repro2.log" || FAIL+=("dvc status not clean")
-
-# 6. every output folder with a manifest
-echo "== verify ($(date +%T))"
-: > "$DIR/verify.log"
-for m in $(find data/extracted data/tokens data/instruct data/eval models reports -name manifest.json 2> /dev/null | sort); do
-  d=$(dirname "$m")
-  case "$d" in models/llama-7b|models/gpt-neo-2.7b|models/biomedlm-2.7b|models/pmc-llama-7b) continue ;; esac
-  if biomed-llama verify "$d" >> "$DIR/verify.log" 2>&1; then echo "ok $d" >> "$DIR/verify.log"
-  else FAIL+=("verify $d"); echo "FAILED $d" >> "$DIR/verify.log"; fi
-done
-grep -c "^ok " "$DIR/verify.log" | xargs echo "verified folders:"
+repro pretrain
 
 # 7. kill pretrain after its first complete async checkpoint, rerun, compare the weights
-if [ "${SKIP_RESUME:-0}" != 1 ]; then
-  echo "== resume check ($(date +%T))"
+if [ "${SKIP_RESUME:-0}" != 1 ] && [ -e models/pretrained/model.safetensors ] && [ "$(left 150)" -gt 1 ]; then
+  echo "== resume check ($(date +%T), ${SECONDS}s used)"
   SETS=(--set pretrain.checkpoint_dir=e2e-resume/ckpt --set pretrain.output=e2e-resume/model
-        --set pretrain.metrics=e2e-resume/metrics.json --set pretrain.plots=e2e-resume/plots)
+        --set pretrain.export_init=e2e-resume/init --set pretrain.metrics=e2e-resume/metrics.json
+        --set pretrain.plots=e2e-resume/plots)
   EVERY=$($PY -c "import yaml; print(yaml.safe_load(open('params.yaml'))['pretrain']['checkpoint_every'])")
   STEP=$(printf 'step-%08d' "$EVERY")
   {
-    echo "-- run 1: killed once $STEP is complete"
+    echo "-- run 1: killed (SIGKILL, its process group) once $STEP is complete"
     setsid biomed-llama launch pretrain "${SETS[@]}" > e2e-resume.1.log 2>&1 &
     PID=$!
     while kill -0 $PID 2> /dev/null; do
@@ -117,11 +109,11 @@ if [ "${SKIP_RESUME:-0}" != 1 ]; then
       sleep 0.1
     done
     wait $PID 2> /dev/null
-    tail -5 e2e-resume.1.log
+    grep -h "step \|new run" e2e-resume.1.log | tail -4
     [ -e e2e-resume/model/model.safetensors ] && echo "run 1 finished before the kill: no resume tested"
     echo "-- run 2: the same command"
-    biomed-llama launch pretrain "${SETS[@]}" > e2e-resume.2.log 2>&1
-    echo "exit $?"; grep -h "resumed from\|done" e2e-resume.2.log
+    timeout "$(left 30)" biomed-llama launch pretrain "${SETS[@]}" > e2e-resume.2.log 2>&1
+    echo "exit $?"; grep -h "resumed from\|step \|done" e2e-resume.2.log | tail -6
     sha256sum models/pretrained/model.safetensors e2e-resume/model/model.safetensors
   } > "$DIR/resume.log" 2>&1
   grep -q "resumed from" e2e-resume.2.log || FAIL+=("pretrain did not resume")
@@ -129,7 +121,29 @@ if [ "${SKIP_RESUME:-0}" != 1 ]; then
   B=$(sha256sum e2e-resume/model/model.safetensors 2> /dev/null | cut -c1-64)
   if [ -n "$A" ] && [ "$A" = "$B" ]; then echo "resumed weights == uninterrupted weights ($A)" | tee -a "$DIR/resume.log"
   else FAIL+=("resumed weights differ"); $PY bench/e2e_table.py diff models/pretrained e2e-resume/model >> "$DIR/resume.log" 2>&1; fi
+  rm -rf e2e-resume  # its checkpoints: the disk is needed for the fine-tunes'
+elif [ "${SKIP_RESUME:-0}" != 1 ]; then
+  FAIL+=("resume check not run (no pretrain export, or out of budget)")
 fi
+
+repro evaluate
+
+# 5. the second repro and the status: no-ops
+echo "== second dvc repro ($(date +%T), ${SECONDS}s used)"
+{ timeout "$(left 20)" $DVC repro evaluate 2>&1; echo "-- dvc status"; timeout "$(left 10)" $DVC status 2>&1; } > "$DIR/repro2.log"
+grep -q "Running stage" "$DIR/repro2.log" && FAIL+=("second repro ran a stage")
+grep -q "Data and pipelines are up to date" "$DIR/repro2.log" || FAIL+=("dvc status not clean")
+
+# 6. every output folder with a manifest
+echo "== verify ($(date +%T), ${SECONDS}s used)"
+: > "$DIR/verify.log"
+for m in $(find data/extracted data/tokens data/instruct data/eval models reports -name manifest.json 2> /dev/null | sort); do
+  d=$(dirname "$m")
+  case "$d" in models/llama-7b|models/gpt-neo-2.7b|models/biomedlm-2.7b|models/pmc-llama-7b) continue ;; esac
+  if biomed-llama verify "$d" >> "$DIR/verify.log" 2>&1; then echo "ok $d" >> "$DIR/verify.log"
+  else FAIL+=("verify $d"); echo "FAILED $d" >> "$DIR/verify.log"; fi
+done
+grep -c "^ok " "$DIR/verify.log" | xargs echo "verified folders:"
 [ -n "$SAMPLER" ] && kill "$SAMPLER" 2> /dev/null
 
 # 8. the table

@@ -5,7 +5,7 @@
     python bench/e2e_table.py diff MODEL_DIR_A MODEL_DIR_B
 
 `summary` reads the time-stamped `dvc repro` log (each line `<unix time> <text>`; a stage runs from its
-`Running stage 'NAME':` line to the next one, the last to the line `e2e: repro exit`), the GPU memory
+`Running stage 'NAME':` line to the next one or to the line `e2e: repro TARGET exit RC`), the GPU memory
 samples (`<unix time> <MiB used>`, nvidia-smi every 0.5 s: the whole card, every process), and torch's own
 peak from each training stage's metrics file (`peak_memory_gib`: the largest allocated by the stage's
 process). It prints one row per stage, the total, and PASS or the list of failed checks.
@@ -25,8 +25,11 @@ STAGE = re.compile(r"Running stage '([^']+)'")
 
 
 def stage_windows(log: Path) -> tuple[list[tuple[str, float, float]], float | None]:
-    """[(stage, start, end)] in the order they ran, and the input generation's seconds (None if not logged)."""
-    marks, end, gen = [], None, None
+    """[(stage, start, end)] in the order they ran, and the input generation's seconds (None if not logged).
+
+    A stage's window ends at the next stage's `Running stage` line or at a `e2e: repro … exit` line (the
+    end of one `dvc repro`; bench/e2e.sh runs other work between two)."""
+    windows, current, gen = [], None, None
     for line in log.read_text(errors="replace").splitlines():
         ts, _, text = line.partition(" ")
         try:
@@ -34,15 +37,16 @@ def stage_windows(log: Path) -> tuple[list[tuple[str, float, float]], float | No
         except ValueError:
             continue
         m = STAGE.search(text)
-        if m:
-            marks.append((m.group(1), t))
-        elif text.startswith("e2e: repro exit"):
-            end = t
+        if m or text.startswith("e2e: repro"):
+            if current:
+                windows.append((current[0], current[1], t))
+            current = (m.group(1), t) if m else None
         elif text.startswith("e2e: inputs"):
             a, b = (float(x) for x in text.split()[2:4])
             gen = b - a
-    ends = [t for _, t in marks[1:]] + [end if end is not None else (marks[-1][1] if marks else 0.0)]
-    return [(name, t, e) for (name, t), e in zip(marks, ends)], gen
+    if current:  # cut off without an end line: up to the last line seen
+        windows.append((current[0], current[1], t))
+    return windows, gen
 
 
 def mem_samples(path: Path) -> list[tuple[float, float]]:

@@ -90,7 +90,7 @@ BENCH = {"gpu": {"medqa4": 1273, "medqa5": 1273, "medmcqa": 4183, "pubmedqa": 10
 # Records per instruction source (the draw takes instruct_mix.n_records from them by the released
 # weights; the task fine-tunes train on the first three: steps = ceil(3 epochs × n / batch)).
 INSTRUCT = {"gpu": {"medqa": 256, "medmcqa": 256, "pubmedqa": 256, "alpaca": 400, "examples": 8},
-            "cpu": {"medqa": 128, "medmcqa": 128, "pubmedqa": 128, "alpaca": 16, "examples": 2}}  # ≥ one batch of 128
+            "cpu": {"medqa": 32, "medmcqa": 32, "pubmedqa": 32, "alpaca": 16, "examples": 2}}  # one batch of cpu-smoke
 
 # The "LLaMA-7B": LLaMA-7B's head size (128), FFN ratio (11008 / 4096) and vocabulary (32,000) at reduced
 # depth and width. Why not the 7B width (4096, 32 heads, 11008)? Disk: every training run of the paper

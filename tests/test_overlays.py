@@ -42,11 +42,13 @@ FORBIDDEN = ("seed", "tokenize.*", "*.optim.*", "*.loss_weighting", "pretrain.pa
              "eval.max_length", "eval.generation.max_new_tokens", "eval.generation.padding_side",
              "eval.generation.medmcqa_split", "eval.generation.finetune_input", "eval.models.*.suites",
              "eval.models.*.tasks", "readers.*")
-# The CPU overlay may in addition move the run to the CPU (device, dtypes, compile, recomputation) and
-# set the data stages' workers; it is a smoke, never a result.
+# The CPU overlay may in addition move the run to the CPU (device, dtypes, compile, recomputation), set the
+# data stages' workers, and shorten the padded sequence lengths and batches (every sequence is padded to its
+# length: at 2,048 a CPU step took 15-45 s); it is a smoke on 2 cores, never a result.
 CPU_ALLOWED = GPU_ALLOWED | {"pretrain.device", "pretrain.param_dtype", "pretrain.reduce_dtype", "pretrain.compile",
-                             "pretrain.activation_checkpointing", "extract.workers", "tokenize.workers",
-                             "eval.device", "eval.dtype", "eval.token_budget"}
+                             "pretrain.activation_checkpointing", "pretrain.max_seq_length", "finetune.max_length",
+                             "finetune.*.global_batch_size", "finetune.*.micro_batch_size", "extract.workers",
+                             "tokenize.workers", "eval.device", "eval.dtype", "eval.token_budget", "eval.batch_size"}
 
 
 def leaves(data: dict, where: str = "") -> list[str]:

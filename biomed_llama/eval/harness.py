@@ -72,6 +72,24 @@ def plan_runs(cfg: EvalConfig) -> list[Run]:
     return runs
 
 
+def model_positions(path: str) -> int | None:
+    """The longest input a HF model directory's config allows (GPT-2's `n_positions`, LLaMA's and GPT-Neo's
+    `max_position_embeddings`), or None when its config names none.
+
+    `eval.max_length` is capped at it: BioMedLM (GPT-2, 1,024 positions) fed 2,048-token perplexity windows
+    fails with an index error in its position embedding (found by bench/e2e.sh's stand-in). lm-eval's HFLM,
+    given no max_length, takes the same config attributes (`HFLM.max_length`).
+    """
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.is_file():
+        return None
+    cfg = json.loads(cfg_file.read_text())
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    return None
+
+
 def hf_model_args(cfg: EvalConfig, path: str, suite: str | None = None) -> dict[str, Any]:
     """The HFLM arguments: EOS as the prefix token, max_length, and for `suite` its BOS setting (the seed
     suite: `add_bos_token=False`; others: the tokenizer's default). `suite=None` leaves BOS to `set_suite`.
@@ -83,7 +101,7 @@ def hf_model_args(cfg: EvalConfig, path: str, suite: str | None = None) -> dict[
 
     eos = AutoTokenizer.from_pretrained(path).eos_token_id
     args = {"pretrained": path, "dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size,
-            "max_length": cfg.max_length, "prefix_token_id": eos}
+            "max_length": min(cfg.max_length, model_positions(path) or cfg.max_length), "prefix_token_id": eos}
     return {**args, "add_bos_token": False} if suite is not None and suite in NO_BOS_SUITES else args
 
 

@@ -77,3 +77,28 @@ def test_a_fewshot_count_over_the_pool_is_one_line_and_keeps_the_runs_done(prepa
     metrics = evaluate(Params(eval=_cfg(prepared, tmp_path, models, fewshot={**fewshot, "pubmedqa": 1})))
     assert {k.rsplit(".", 1)[0] for k in metrics["b"]} == {"seed.pubmedqa.0shot", "seed.pubmedqa.1shot"}
     assert verify(tmp_path / "results" / "b") == []
+
+
+def test_a_model_with_fewer_positions_than_max_length_is_scored_within_them(tmp_path):
+    """BioMedLM's architecture (GPT-2, n_positions 1,024 < eval.max_length 2,048): the perplexity windows fit
+    its positions instead of failing with an index error in the position embedding (bench/e2e.sh found it)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from biomed_llama.eval import harness
+    from biomed_llama.eval.config import EvalConfig
+    from tests.helpers.models import DEMO_TOKENIZER
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=4096, n_embd=16, n_layer=1, n_head=2, n_positions=64)).save_pretrained(model_dir)
+    for f in DEMO_TOKENIZER.iterdir():
+        shutil.copy2(f, model_dir / f.name)
+    cfg = EvalConfig(device="cpu", dtype="float32", batch_size=2, max_length=2048)
+    args = harness.hf_model_args(cfg, str(model_dir))
+    assert args["max_length"] == 64 and harness.model_positions(str(model_dir)) == 64
+    from lm_eval.api.instance import Instance
+
+    lm = harness.load_lm(args, "stock")
+    (ll,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", None, ("word " * 300,), 0)])
+    assert ll < 0
