@@ -19,7 +19,7 @@ def test_e2e_cpu_smoke_passes_every_check(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     env = {**os.environ, "TINY": "1", "PYTHON": sys.executable, "OUT": str(out), "WORK_DIR": str(work)}
     run = subprocess.run(["bash", str(REPO / "bench/e2e.sh")], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=1500)
+                         timeout=1700)
     summary = (out / "e2e/summary.txt").read_text() if (out / "e2e/summary.txt").is_file() else ""
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "checks: PASS" in summary

@@ -92,3 +92,14 @@ def test_bench_eval_wheels_are_cuda_lock_pins(repo_root: Path, cuda: dict[str, s
     pins = {normalise(n): v for n, v in (ln.split("==") for ln in lines)}
     assert {"transformers", "lm-eval", "tokenizers", "datasets"} <= set(pins)
     assert {n: v for n, v in pins.items() if cuda.get(n) != v} == {}
+
+
+def test_e2e_wheels_are_cuda_lock_pins(repo_root: Path, cuda: dict[str, str]) -> None:
+    """requirements/e2e-wheels.txt (what bench/e2e.sh's pipeline needs carried) pins cuda.lock's versions and
+    carries DVC, zstandard, lm-eval and pydantic, never the GPU machine's torch stack."""
+    lines = [ln.split("#")[0].strip() for ln in (repo_root / "requirements/e2e-wheels.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    pins = {normalise(n): v for n, v in (ln.split("==") for ln in lines)}
+    assert {"dvc", "zstandard", "lm-eval", "pydantic", "datasets"} <= set(pins)
+    assert not {"torch", "triton", "numpy", "pandas", "pyarrow"} & set(pins)
+    assert {n: v for n, v in pins.items() if cuda.get(n) != v} == {}
