@@ -73,18 +73,17 @@ def plan_runs(cfg: EvalConfig) -> list[Run]:
 
 
 def model_positions(path: str) -> int | None:
-    """The longest input a HF model directory's config allows (GPT-2's `n_positions`, LLaMA's and GPT-Neo's
-    `max_position_embeddings`), or None when its config names none.
+    """The size of a HF model directory's learned position table (GPT-2's `n_positions` / `n_ctx`), or None.
 
     `eval.max_length` is capped at it: BioMedLM (GPT-2, 1,024 positions) fed 2,048-token perplexity windows
-    fails with an index error in its position embedding (found by bench/e2e.sh's stand-in). lm-eval's HFLM,
-    given no max_length, takes the same config attributes (`HFLM.max_length`).
+    fails with an index error in its position embedding (found by bench/e2e.sh's stand-in). LLaMA's rotary
+    positions have no table (its `max_position_embeddings` is no limit), so a LLaMA is never capped.
     """
     cfg_file = Path(path) / "config.json"
     if not cfg_file.is_file():
         return None
     cfg = json.loads(cfg_file.read_text())
-    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+    for key in ("n_positions", "n_ctx"):
         if isinstance(cfg.get(key), int):
             return cfg[key]
     return None
