@@ -102,6 +102,13 @@ class PretrainConfig(StrictModel):
     """Tokens per training sequence (2048 in the paper)."""
     packing: Literal["truncate", "concat"] = "concat"
     """`truncate`: one document per sequence, BOS + text + EOS cut to max_seq_length and padded (the released loader); `concat`: BOS + text + EOS documents joined and cut into full sequences."""
+    document_order: Literal["subset_major", "interleaved", "shuffled"] = "subset_major"
+    """Order of the sequences the loader reads (before any `shuffle`): `subset_major` = each subset whole, in
+    `subsets` order; `interleaved` = the subsets merged by a seeded uniform random interleave keeping each
+    subset's own order (how the Pile's shards hold them: a per-shard extraction, as the released
+    `/INPUT/pile/pile-pubmed/train` folder suggests, keeps them mixed); `shuffled` = one seeded permutation.
+    In `truncate` mode a sequence is a document. It decides what the released loader's one epoch (its first
+    1/`workers` of the stream) holds: subset-major, only abstracts (README "Params and profiles")."""
     shuffle: bool = True
     """Shuffle sequences with a seeded permutation (same order for any world size); false reads in file order like the original."""
     released_loader: Optional[ReleasedLoader] = None
@@ -388,6 +395,7 @@ class FinetuneConfig(StrictModel):
             "micro_batch_size": hp.micro_batch_size, "max_steps": hp.steps(n_examples),
             # map-style SFT datasets under the Trainer's sampler: shuffled, no worker replay (evaluation/main.py:150)
             "max_seq_length": self.max_length, "shuffle": True, "released_loader": None,
+            "document_order": "subset_major",  # the SFT examples have no subsets; keeps the run id of pretrain's order
             "checkpoint_every": self.checkpoint_every,
             "checkpoint_dir": paths.checkpoint_dir, "tokenizer": self.start_of(start)[0], "output": paths.output,
             "metrics": paths.metrics, "plots": paths.plots, "export_init": None,
