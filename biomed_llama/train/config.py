@@ -258,29 +258,68 @@ class RunPaths:
     plots: str
 
 
+class TrainerSteps(StrictModel):
+    """The released fine-tuning's step count, as HF Trainer 4.28 computed it (the authors' fork, be40569cc).
+
+    `trainer.py:865-870` gives each of `world_size` ranks a `DistributedSampler` (no drop_last: every rank
+    gets ceil(n / world_size) examples, the shortfall padded with repeats), `trainer.py:913-922` batches it
+    (`--dataloader_drop_last False`, evaluation/train.sh:36), so `len_dataloader = ceil(ceil(n / world) /
+    micro)`; `trainer.py:1690-1691`: steps per epoch = `len_dataloader // accumulation` (at least 1);
+    `trainer.py:1702`: steps = `ceil(epochs × steps per epoch)`. At an epoch's end the Trainer carries the
+    `len_dataloader mod accumulation` leftover micro batches into the next epoch's first step (its
+    accumulation counter `total_batched_samples` runs across epochs, `trainer.py:1868,1905,1952`) and stops after
+    the last step, leaving the last epoch's final `epochs × leftover` micro batches unused. The engine
+    instead steps through whole global batches of a fresh per-epoch permutation (dropping each epoch's
+    `n mod global_batch` tail); with this count its epochs end where the Trainer's do whenever
+    `ceil(n / world) // (micro × accumulation) = n // global_batch`, as for every released mode (MedQA 237
+    steps, MedMCQA 4,284, PubMedQA 4,950, the mixture 1,171), so no step starts an extra epoch's shuffle.
+    """
+
+    world_size: int = Field(8, ge=1)
+    """Ranks of the released fine-tuning (evaluation/train.sh:21 `--nproc_per_node=8`)."""
+    micro_batch: int = Field(1, ge=1)
+    """`--per_device_train_batch_size` of the released fine-tuning (evaluation/train.sh:30)."""
+
+    def steps(self, n_examples: int, epochs: float, global_batch: int) -> int:
+        """Optimiser steps of `epochs` passes over `n_examples` at `global_batch` sequences a step."""
+        accumulation = global_batch // (self.world_size * self.micro_batch)
+        len_dataloader = math.ceil(math.ceil(n_examples / self.world_size) / self.micro_batch)
+        return math.ceil(epochs * max(len_dataloader // accumulation, 1))
+
+
 class FinetuneHparams(StrictModel):
     """Optimiser, schedule and batch settings of one fine-tune mode (the original's HF Trainer arguments)."""
 
     optim: FinetuneOptim = Field(default_factory=FinetuneOptim)
     """AdamW and the LR schedule; unset keys: lr 2e-5, wd 1e-4, betas (0.9, 0.999), warmup 0.03, cosine to 0."""
     epochs: float = Field(3, gt=0)
-    """Passes over the training examples; steps = ceil(epochs × examples / global_batch_size)."""
+    """Passes over the training examples; the step count: see `trainer_steps`."""
     global_batch_size: int = Field(128, ge=1)
     """Sequences per optimiser step over all ranks (the original: 1 per device × 16 accumulation × 8 GPUs)."""
     micro_batch_size: int = Field(1, ge=1)
     """Sequences per rank per forward pass; accumulation steps = global / (micro × world)."""
     loss_weighting: Optional[LossWeighting] = None
     """`token` or `sequence` (see `pretrain.loss_weighting`); null: the same as `pretrain.loss_weighting`."""
+    trainer_steps: Optional[TrainerSteps] = None
+    """Count steps as the released HF Trainer 4.28 did over its ranks (`TrainerSteps`: `epochs × (ceil(n / world /
+    micro) // accumulation)`; the paper profile); null: `ceil(epochs × n / global_batch_size)`, which the demo keeps
+    (its world is not the release's 8 ranks), 1-2 steps more on the paper's data, the extra ones from a new epoch."""
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneHparams":
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must divide "
                              f"global_batch_size ({self.global_batch_size})")
+        ts = self.trainer_steps
+        if ts is not None and self.global_batch_size % (ts.world_size * ts.micro_batch):
+            raise ValueError(f"trainer_steps: world_size × micro_batch ({ts.world_size} × {ts.micro_batch}) must divide "
+                             f"global_batch_size ({self.global_batch_size})")
         return self
 
     def steps(self, n_examples: int) -> int:
-        """Optimiser steps for `n_examples` examples: ceil(epochs × n / global batch), at least 1."""
+        """Optimiser steps for `n_examples` examples: `trainer_steps`' count, else ceil(epochs × n / global batch), ≥ 1."""
+        if self.trainer_steps is not None:
+            return self.trainer_steps.steps(n_examples, self.epochs, self.global_batch_size)
         return max(1, math.ceil(self.epochs * n_examples / self.global_batch_size))
 
 
