@@ -176,6 +176,21 @@ def _modern_rows(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> list[
     return rows
 
 
+def generation_note(cfg: EvalConfig) -> str:
+    """The line naming what the fine-tune and instructed cells measured: each `eval.generation` choice that the
+    released evaluation/main.py made otherwise, labelled released or corrected (configs/paper.yaml's DEPARTS)."""
+    gen = cfg.generation
+    split = ("MedMCQA on the validation split (a correction; released: the test split, main.py:119, whose "
+             "withheld answers make option D every target)" if gen.medmcqa_split == "validation" else
+             "MedMCQA on the test split as released (main.py:119: withheld answers, option D every target, "
+             "so its cells are agreement with option D)")
+    given = ("the fine-tuned models given the prompt alone (a correction; released: prompt + gold answer + </s>, "
+             "mcqa_dataset.py:124-135)" if gen.finetune_input == "prompt" else
+             "the fine-tuned models given prompt + gold answer + </s> as released (mcqa_dataset.py:124-135, so "
+             "their cells are not answer accuracy)")
+    return f"Fine-tune and instructed cells: {split}; {given}."
+
+
 def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str = "") -> str:
     """The Markdown report: the seed's main table and instructed table (all rows), and the modern-suite table when run."""
     mc = "accuracy" if cfg.mc_metric == "acc" else "length-normalised accuracy (acc_norm)"
@@ -187,6 +202,7 @@ def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile:
             "exact match of greedy generation; Random = chance accuracy of the test sets. The paper's value is "
             "in brackets; `not measured` = no model of ours was evaluated for that row (reference models: set "
             "`eval.models.<name>.path`). Fine-tune cells over several seeds: mean ± sample std (n seeds).", ""]
+    out += [generation_note(cfg), ""]
     out += _markdown(MAIN_COLUMNS, table_rows(cfg, metrics, "main"))
     out += ["", "## Instruction tuning", ""]
     out += _markdown(INSTRUCT_COLUMNS, table_rows(cfg, metrics, "instructed"))

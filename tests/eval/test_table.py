@@ -93,3 +93,14 @@ def test_measured_cells_join_their_rows_and_extra_rows_follow(tmp_path):
 def test_reserved_model_names_are_refused():
     with pytest.raises(ValueError, match="taken by the table"):
         EvalConfig(models={"random": EvalModel(path="x", paper_row="Random")})
+
+
+@pytest.mark.parametrize("split,given,says", [
+    ("validation", "prompt", ["validation split (a correction", "prompt alone (a correction"]),
+    ("test", "prompt_and_target", ["test split as released", "prompt + gold answer + </s> as released"]),
+])
+def test_the_table_says_which_generation_choices_made_its_cells(split, given, says):
+    gen = {"medmcqa_split": split, "finetune_input": given}
+    cfg = EvalConfig(models={}, generation=gen, benchmarks={"medmcqa_test": "t.json"} if split == "test" else {})
+    note = [ln for ln in render_table(cfg, {}, "paper").splitlines() if ln.startswith("Fine-tune and instructed cells:")]
+    assert len(note) == 1 and all(s in note[0] for s in says), note
