@@ -177,6 +177,13 @@ class PretrainConfig(StrictModel):
     """Keep only the newest this many checkpoints of the run's own folder (other runs' folders are never pruned)."""
     checkpoint_dir: str = "checkpoints/pretrain"
     """Root of run folders `<run_id>/step-NNNNNNNN/`; `run_id` fingerprints seed, model, numeric params, steps and the data's content. A rerun with the same params and data resumes from the newest complete checkpoint of its folder; other params or data start fresh in a new folder, leaving the others untouched."""
+    added_tokens: int = Field(0, ge=0)
+    """Rows appended to the input embeddings and the LM head of `model.base` before training, each set to the mean
+    of the existing rows: the released fine-tuning's `[PAD]` (evaluation/main.py:98-103 → the original's
+    modeling_utils.py:24-35: `resize_token_embeddings`, whose new rows the fork's `_get_resized_embeddings`
+    normal-inits, then overwritten by the mean of the old rows). Nothing feeds the new id, but its logit joins
+    every softmax. The export drops the rows again (the model keeps the base's vocabulary and tokenizer). Set
+    by `finetune.pad_token`; 0 for pretraining."""
     output: str = "models/pretrained"
     """The exported HF model directory (safetensors + tokenizer + config + manifest)."""
     export_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -356,6 +363,12 @@ class FinetuneConfig(StrictModel):
     truncation: Literal["right", "prompt_left"] = "right"
     """Over-long examples: `right` cuts the end like the original (an example left without any output
     token is dropped and counted); `prompt_left` drops prompt tokens from the left so the output survives."""
+    pad_token: Literal["none", "released"] = "none"
+    """`released`: add `[PAD]` to the vocabulary for training as evaluation/main.py:98-103 did (32,001 rows for
+    LLaMA: one extra logit in every softmax, its rows the mean of the others; `pretrain.added_tokens`); the
+    export drops the row, so the exported model and every evaluation keep the base's 32,000 (the released
+    evaluation could only differ where greedy decoding picked `[PAD]`, which its decode then skipped).
+    `none`: the base vocabulary. Padding never carries a target either way (one sequence per device, as released)."""
     tokenization: Literal["joint", "separate"] = "joint"
     """How an (input, output) pair becomes ids: `joint` = the released code's (input + output tokenized as
     one string, the first len(ids(input)) positions masked; `evaluation/instruct_dataset.py:85-105`);
@@ -435,6 +448,7 @@ class FinetuneConfig(StrictModel):
             # map-style SFT datasets under the Trainer's sampler: shuffled, no worker replay (evaluation/main.py:150)
             "max_seq_length": self.max_length, "shuffle": True, "released_loader": None,
             "document_order": "subset_major",  # the SFT examples have no subsets; keeps the run id of pretrain's order
+            "added_tokens": 1 if self.pad_token == "released" else 0,
             "checkpoint_every": self.checkpoint_every,
             "checkpoint_dir": paths.checkpoint_dir, "tokenizer": self.start_of(start)[0], "output": paths.output,
             "metrics": paths.metrics, "plots": paths.plots, "export_init": None,

@@ -137,6 +137,10 @@ def _model_config(spec: TrainSpec, device: torch.device, data_vocab: int | None)
     cfg, mcfg = spec.cfg, spec.model
     check_attention(mcfg.attention, device)
     config = llama_config(mcfg, None if (mcfg.base or mcfg.vocab_size) else _vocab_from_tokenizer(cfg.tokenizer))
+    if cfg.added_tokens:  # the released fine-tuning's [PAD] rows (evaluation/main.py:98-103), loaded as the mean
+        if not mcfg.base:
+            raise UserError(f"{spec.stage}: added vocabulary rows are the mean of model.base's; set model.base")
+        config.vocab_size += cfg.added_tokens
     if data_vocab is not None and data_vocab > config.vocab_size:
         raise UserError(f"tokens were made with a vocabulary of {data_vocab}, the model has {config.vocab_size}")
     if cfg.max_seq_length > config.max_position_embeddings:
@@ -209,7 +213,7 @@ def starting_weights(tr: Trainer) -> None:
     from biomed_llama.model.build import init_weights, load_hf_weights
 
     if tr.spec.model.base:
-        load_hf_weights(tr.model, tr.spec.model.base)
+        load_hf_weights(tr.model, tr.spec.model.base, added_rows=tr.cfg.added_tokens)
     else:
         init_weights(tr.model, tr.spec.seed, tr.config.initializer_range)
 
@@ -222,7 +226,8 @@ def _export_init(tr: Trainer) -> None:
     spec, cfg = tr.spec, tr.cfg
     export_hf(tr.model, tr.config, cfg.export_init, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
               params={"seed": spec.seed, "model": spec.manifest_params.get("model")},
-              inputs=[spec.model.base] if spec.model.base else [], extra={"init_of": cfg.output}, stage="init")
+              inputs=[spec.model.base] if spec.model.base else [], extra={"init_of": cfg.output}, stage="init",
+              drop_rows=cfg.added_tokens)
 
 
 def restore(tr: Trainer) -> Restored:
@@ -310,7 +315,8 @@ def finish(tr: Trainer, rs: Restored, end: LoopEnd) -> TrainResult | None:
     spec, cfg, history = tr.spec, tr.cfg, rs.history
     metrics = final_metrics(tr, history, end)
     out = export_hf(tr.model, tr.config, cfg.output, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
-                    params=spec.manifest_params, inputs=spec.inputs, extra={"metrics": metrics}, stage=spec.stage)
+                    params=spec.manifest_params, inputs=spec.inputs, extra={"metrics": metrics}, stage=spec.stage,
+                    drop_rows=cfg.added_tokens)
     rs.checkpointer.close()
     metrics = final_metrics(tr, history, end, rs.checkpointer.saves)
     if not tr.env.is_main:
