@@ -181,7 +181,7 @@ class PretrainConfig(StrictModel):
     """Rows appended to the input embeddings and the LM head of `model.base` before training, each set to the mean
     of the existing rows: the released fine-tuning's `[PAD]` (evaluation/main.py:98-103 → the original's
     modeling_utils.py:24-35: `resize_token_embeddings`, whose new rows the fork's `_get_resized_embeddings`
-    normal-inits, then overwritten by the mean of the old rows). Nothing feeds the new id, but its logit joins
+    normal-inits (its modeling_utils.py:1471), then overwritten by the mean of the old rows). Nothing feeds the new id, but its logit joins
     every softmax. The export drops the rows again (the model keeps the base's vocabulary and tokenizer). Set
     by `finetune.pad_token`; 0 for pretraining."""
     output: str = "models/pretrained"

@@ -5,9 +5,9 @@ Loss weighting (`pretrain.loss_weighting`) is a part of its own, chosen by `loss
   tokens, all ranks and micro batches): the gradient of the global token mean.
 - `SequenceMeanLoss`: a target token of sequence s weighs 1/(n_s · N_seq) (n_s: the sequence's
   targets, N_seq: the global batch's sequences that have any): the mean over sequences of each
-  sequence's mean token loss, what HF Trainer 4.28 computed with one sequence per device
-  (`modeling_llama.py:708-713` takes the micro batch's token mean, `trainer.py:2704-2706` divides by
-  the accumulation steps, DDP/FSDP average over ranks).
+  sequence's mean token loss, what HF Trainer 4.28 computed with one sequence per device (the
+  authors' fork be40569cc: `modeling_llama.py:735-740` takes the micro batch's token mean,
+  `trainer.py:2709-2711` divides by the accumulation steps, DDP/FSDP average over ranks).
 Both normalisers are global sums, so either loss is the same for any micro × accumulation × world
 split. `count` gives a rank's share of the normaliser (the loop sums it over ranks), `inputs` the
 model inputs that carry the weighting. FSDP averages gradients over the data-parallel ranks, so the
