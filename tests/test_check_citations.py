@@ -1,4 +1,7 @@
-"""`scripts/check_citations.py` on a synthetic original repository and a synthetic package checkout."""
+"""`scripts/check_citations.py` on a synthetic original repository and a synthetic package checkout.
+
+check-citations: skip-file (the citations below are made up for the synthetic repository)
+"""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def test_each_citation_is_printed_beside_its_lines_and_flagged(tmp_path):
         "tests/t.py": "# absent.py:1 and not_a_citation.py: 3 and url.py:x\n",
         "README.md": "see `evaluation/main.py:1`\n",
         "scripts/ignored.py": "# utils/data.py:1 (scripts/ is not scanned)\n",
+        "tests/own_test.py": f"# {cc.SKIP_FILE}\n# utils/data.py:1\n",
     })
     out = io.StringIO()
     counts = cc.report(pkg, [orig], out=out)
