@@ -14,7 +14,7 @@ What it does, in order (one process, one GPU):
 3. for every (suite, task) the paper profile's generation rows run (derived from `configs/paper.yaml`'s
    eval section, not listed here), calls `evaluate`'s own code (`eval/generate.py: run_generation`):
    - faithful: `eval.generation_speed` off (batch 4 in file order, as evaluation/main.py:156-159) on the
-     first `--faithful-limit` items (24); its full-set time is EXTRAPOLATED (wall × items / items run);
+     first `--faithful-limit` items (20); its full-set time is EXTRAPOLATED (wall × items / items run);
    - fast: the labelled setting (`eval.config.FAST_GENERATION`: batch `--fast-batch`, longest first, static
      KV cache, compiled decode step) on the first `--fast-fraction` of the items (half), extrapolated alike, after
      one warm-up batch of the same shape (its compile time is reported apart and charged to every model);
@@ -248,11 +248,37 @@ def projection_table(p: dict[str, Any], seed_source: str, gpu: str) -> str:
     return "\n".join(lines)
 
 
+def warm_up(model, tok, cfg) -> None:
+    """One tiny eager generation, so that the first cell does not pay the device's start-up."""
+    from biomed_llama.eval import generate
+
+    gen = cfg.generation.model_copy(update={"max_new_tokens": 2})
+    generate.generate_rows(model, [tok("warm up")["input_ids"]] * 4, generate.pad_id(tok), tok.eos_token_id, gen)
+
+
+def keep(report: dict[str, Any], plan: dict[str, Any], args, seed_s: float, t0: float) -> dict[str, Any]:
+    """The projection from the cells so far (and `--merge`'s), peak memory and wall time; written to the JSON."""
+    import torch
+
+    measured = {c["cell"]: c for c in report["cells"]}
+    if args.merge:  # cells of an earlier run (same card: bench_generate.json names it) fill in what this one lacks
+        earlier = json.loads(args.merge.read_text())
+        report["merged"] = {"file": str(args.merge), "card": earlier.get("card"),
+                            "cells": [c["cell"] for c in earlier["cells"] if c["cell"] not in measured]}
+        measured = {**{c["cell"]: c for c in earlier["cells"]}, **measured}
+    report["projection"] = project(plan, measured, seed_s, args.load_s)
+    if args.device == "cuda":
+        report["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    report["wall_s"] = time.perf_counter() - t0
+    (args.out / "bench_generate.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="CPU smoke: tiny model and sets, 16 new tokens, no compile")
     ap.add_argument("--faithful-limit", type=int, default=None,
-                    help="items per cell the batch-4 run takes (default 24, tiny 12); the rest is extrapolated")
+                    help="items per cell the batch-4 run takes (default 20, tiny 12); the rest is extrapolated")
     ap.add_argument("--fast-fraction", type=float, default=None,
                     help="fraction of each cell's items the fast run takes (default 0.5, tiny 1); the rest is extrapolated")
     ap.add_argument("--fast-batch", type=int, default=None, help="the fast setting's batch (default FAST_GENERATION's; tiny 8)")
@@ -263,6 +289,11 @@ def main() -> int:
                     help="seconds to load one model from disk, charged to every model run (default 0: not counted)")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="no new cell starts after this many seconds (default 420; tiny 1800); skipped cells are named")
+    ap.add_argument("--cells", default=None,
+                    help="comma-separated cells to run (e.g. instruct.medmcqa,finetune.medmcqa); default: every cell of the plan")
+    ap.add_argument("--merge", type=Path, default=None,
+                    help="a previous run's bench_generate.json: its cells count in the projection where this run has none "
+                         "(a run split over two device calls)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", REPO / ".bench/generate")))
     ap.add_argument("--print-deps", action="store_true", help="after the run, list the distributions imported")
     args = ap.parse_args()
@@ -274,7 +305,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
-    args.faithful_limit = args.faithful_limit or (12 if args.tiny else 24)
+    args.faithful_limit = args.faithful_limit or (12 if args.tiny else 20)
     args.fast_fraction = args.fast_fraction or (1.0 if args.tiny else 0.5)
     budget = args.budget_s or (1800.0 if args.tiny else 420.0)
     speed = FAST_GENERATION.model_copy(update={
@@ -290,10 +321,15 @@ def main() -> int:
     cfg, counts, tok = make_data(work, args.tiny, args.device, "float32" if args.tiny else "bfloat16", max_new)
     print(f"data in {time.perf_counter() - t0:.1f}s: {counts}; cells {plan['cells']}", flush=True)
     model, build_s = timed(lambda: generation_model(args.tiny, args.device, len(tok)), args.device)
-    report: dict[str, Any] = {"card": card(), "model_build_s": build_s, "max_new_tokens": max_new,
+    _, init_s = timed(lambda: warm_up(model, tok, cfg), args.device)  # CUDA and cuBLAS start-up, not any cell's
+    report: dict[str, Any] = {"card": card(), "model_build_s": build_s, "init_s": init_s, "max_new_tokens": max_new,
                               "faithful_batch": plan["batch_size"], "fast": speed.model_dump(), "seed_suite_s": seed_s,
                               "seed_suite_source": seed_source, "cells": [], "skipped": []}
-    for cell in plan["cells"]:
+    wanted = args.cells.split(",") if args.cells else plan["cells"]
+    unknown = sorted(set(wanted) - set(plan["cells"]))
+    if unknown:
+        raise SystemExit(f"--cells: {', '.join(unknown)} not in the plan {plan['cells']}")
+    for cell in wanted:
         if time.perf_counter() - t0 > budget:
             report["skipped"].append(cell)
             print(f"[skip] {cell}: budget of {budget:.0f}s spent", flush=True)
@@ -304,14 +340,12 @@ def main() -> int:
         print(f"[{cell}] faithful {res['faithful']['wall_s']:.1f}s/{res['faithful']['docs']} docs, fast "
               f"{res['fast']['wall_s']:.1f}s/{res['fast']['docs']} docs (warm-up {res['fast']['warmup_s']:.1f}s), "
               f"outputs differ {res['outputs_differ']}/{res['compared']}", flush=True)
-        (args.out / "bench_generate.json").write_text(json.dumps(report, indent=2))  # a cut run keeps its cells
-    if args.device == "cuda":
-        report["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    report["projection"] = project(plan, {c["cell"]: c for c in report["cells"]}, seed_s, args.load_s)
-    report["wall_s"] = time.perf_counter() - t0
-    (args.out / "bench_generate.json").write_text(json.dumps(report, indent=2))
+        keep(report, plan, args, seed_s, t0)  # after every cell: a run cut short keeps its cells and projection
+    report = keep(report, plan, args, seed_s, t0)
     gpu = report["card"].get("gpu") or "CPU (tiny: not a projection of anything real)"
     print(cell_table(report["cells"]))
+    if report.get("merged", {}).get("cells"):
+        print(f"\nfrom {report['merged']['file']} (card {report['merged']['card']}): {', '.join(report['merged']['cells'])}")
     print()
     print(projection_table(report["projection"], seed_source, gpu))
     print(f"\n{gpu}; torch {report['card']['torch']}, transformers {report['card']['transformers']}; model build "

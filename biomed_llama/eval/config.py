@@ -84,14 +84,16 @@ class GenerationSpeed(StrictModel):
     param of `evaluate` and not in `eval.generation` (each manifest records it). All off (the default) is the
     released loop: batches of `generation.batch_size` (4) in file order, a growing KV cache, no compile.
 
-    The fast setting (`batch_size: 64, sort_by_length: true, static_cache: true, compile: true`) changes no
+    The fast setting (`batch_size: 128, sort_by_length: true, static_cache: true, compile: true`) changes no
     prompt, target, pad side, token or stopping rule: each prompt is still left-padded, masked and greedily
     continued on its own. In float32 the outputs are identical (tests/eval/test_generate.py); in float16 /
     bfloat16 other batch shapes take other kernels' rounding, so a near-tie may resolve otherwise: how many
     outputs differ at the paper's size is measured by bench/bench_generate.py (bench/RESULTS.md)."""
 
     batch_size: int | None = Field(None, ge=1)
-    """Prompts per `generate` call; None: `generation.batch_size` (4, as released)."""
+    """Prompts per `generate` call; None: `generation.batch_size` (4, as released). A 7B model's static cache holds
+    0.5 MB per row and position (fp16): 128 rows × 768 positions (PubMedQA) are 50 GB; lower it on an out-of-memory
+    error (the longest prompts come first when sorting, so it fails at once)."""
     sort_by_length: bool = False
     """Batch the prompts longest first (results are put back in file order): less padding per batch."""
     static_cache: bool = False
@@ -109,7 +111,7 @@ class GenerationSpeed(StrictModel):
         return self
 
 
-FAST_GENERATION = GenerationSpeed(batch_size=64, sort_by_length=True, static_cache=True, compile=True)
+FAST_GENERATION = GenerationSpeed(batch_size=128, sort_by_length=True, static_cache=True, compile=True)
 """The labelled fast setting of the generation rows (bench/bench_generate.py measures it beside batch 4)."""
 
 
