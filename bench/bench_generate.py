@@ -24,14 +24,14 @@ What it does, in order (one process, one GPU):
    seed suite's measured time per base model (bench/RESULTS.md: 6.8 min on one H200, or `--seed-suite-s`),
    and this run's per-set generation times, faithful and fast.
 
-GPU (one H200, ~8 min):  bash bench/bench_generate.sh   (= python bench/bench_generate.py with the env of
-                         bench/bench_eval.sh; --fast-fraction 1 --faithful-limit 48 for more measured items)
-CPU smoke (a minute):    python bench/bench_generate.py --tiny   (tiny model and sets; fast = batch, sort, static
-                                                                  cache, no compile on the CPU)
+GPU (one H200, ~8 min):  bash bench/bench_generate.sh        (the wheels of requirements/bench-eval-wheels.txt carried
+                         in .whl/; --fast-fraction 1 --faithful-limit 48 measure more, --cells/--merge split a run)
+CPU smoke (a minute):    bash bench/bench_generate.sh --tiny (tiny model and sets; fast = batch 8, sort, static cache,
+                                                              no compile on the CPU)
 Results: the tables on stdout and `<out>/bench_generate.json` (written after every cell); out = $OUT if set,
-else .bench/generate. Runs with its dependencies on PYTHONPATH (the wheels of requirements/bench-eval-wheels.txt:
-transformers, lm-eval (eval/task_utils imports its sampler), pydantic, pyyaml, ...); `--print-deps` lists the
-distributions it imported.
+else .bench/generate. Beyond the GPU machine's torch, numpy, scipy, sympy, pillow and zstandard it imports only
+distributions of requirements/bench-eval-wheels.txt (transformers, lm-eval: eval/task_utils imports its sampler,
+pydantic, pyyaml, jinja2, ...); `--print-deps` lists them.
 """
 
 from __future__ import annotations
