@@ -126,10 +126,11 @@ def test_slurm_launch_returns_0_only_for_completed(tmp_path: Path, monkeypatch):
 
 def _drift_torch(tmp_path: Path, monkeypatch) -> None:
     """A lock that pins this environment except torch (2.13.0), and an installed torch 2.11 (the GPU machine's)."""
-    from biomed_llama import provenance
+    from biomed_llama import env_check, provenance
 
     installed = {**provenance.packages(), "torch": "2.11.0+cu130"}
-    monkeypatch.setattr(provenance, "packages", lambda: installed)
+    for module in (provenance, env_check):  # env_check holds its own name for it
+        monkeypatch.setattr(module, "packages", lambda: installed)
     lock = tmp_path / "env.lock"
     lock.write_text("".join(f"{n}=={'2.13.0' if n == 'torch' else v}\n" for n, v in installed.items()))
     monkeypatch.setenv("BIOMED_LOCK", str(lock))
