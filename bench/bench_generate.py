@@ -179,11 +179,43 @@ def run_cell(model, tok, cfg, cell: str, full: int, args, speed) -> dict[str, An
                     "accuracy": res_x["results"][cell]["exact_match,none"]},
            "compared": len(both),
            "outputs_differ": sum(s["output"] != fast[s["doc_id"]]["output"] for s in both),
+           "prefix_agree": prefix_agreement([(s["output"], fast[s["doc_id"]]["output"]) for s in both]),
            "scores_differ": sum(s["exact_match"] != fast[s["doc_id"]]["exact_match"] for s in both),
            "tokens_differ": sum(s["new_tokens"] != fast[s["doc_id"]]["new_tokens"] for s in both)}
     for k in ("faithful", "fast"):
         out[k]["tokens_per_s"] = out[k]["new_tokens"] / out[k]["wall_s"]
     return out
+
+
+def prefix_agreement(pairs: list[tuple[str, str]]) -> float:
+    """Mean share of each output pair's longer text that the two share from the start (1.0: identical).
+
+    A random-init model has small top-2 logit gaps at every step, so in bf16 one rounding difference of another
+    batch shape flips one greedy token and the rest of the 128-token output diverges from there: this says
+    how far the outputs agree before that happens, beside the count of outputs that differ anywhere."""
+    def shared(a: str, b: str) -> float:
+        n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        return n / max(len(a), len(b), 1)
+
+    return sum(shared(a, b) for a, b in pairs) / max(len(pairs), 1)
+
+
+def fp32_check(model, tok, cfg, cell: str, n: int, batch: int, args, speed) -> dict[str, Any]:
+    """The same `n` items through batch 4 and the fast setting (batch `batch`, so its padding, sorting and cache
+    reset run over several batches) with the model in float32: the check that the fast path computes the same
+    greedy outputs, apart from the bf16 rounding of other batch shapes. Casts `model` to float32 in place."""
+    from biomed_llama.eval import generate
+
+    model.float()
+    suite, task = cell.split(".")
+    base = cfg.model_copy(update={"limit": n, "dtype": "float32"})
+    res_f, wall_f = timed(lambda: generate.run_generation(model, tok, base, suite, task, cell), args.device)
+    fast_cfg = base.model_copy(update={"generation_speed": speed.model_copy(update={"batch_size": batch})})
+    res_x, wall_x = timed(lambda: generate.run_generation(model, tok, fast_cfg, suite, task, cell), args.device)
+    faith, fast = res_f["samples"][cell], {s["doc_id"]: s for s in res_x["samples"][cell]}
+    return {"cell": cell, "docs": len(faith), "fast_batch": batch, "faithful_s": wall_f, "fast_s": wall_x,
+            "outputs_differ": sum(s["output"] != fast[s["doc_id"]]["output"] for s in faith),
+            "prefix_agree": prefix_agreement([(s["output"], fast[s["doc_id"]]["output"]) for s in faith])}
 
 
 # ---- the projection ----
@@ -225,7 +257,8 @@ def cell_table(cells: list[dict]) -> str:
         lines.append(f"| {c['cell']} | {c['full_docs']} | {f['wall_s']:.1f} ({f['docs']}) | {f['full_s']:.1f}{ext(f)} | "
                      f"{x['warmup_s']:.1f} / {x['compile_s']:.1f} | {x['wall_s']:.1f} ({x['docs']}) | {x['full_s']:.1f}{ext(x)} | "
                      f"{f['full_s'] / x['full_s']:.1f}x | {f['tokens_per_s']:.0f} / {x['tokens_per_s']:.0f} | "
-                     f"{c['outputs_differ']} of {c['compared']} (scores {c['scores_differ']}) |")
+                     f"{c['outputs_differ']} of {c['compared']} (scores {c['scores_differ']}; "
+                     f"{c.get('prefix_agree', 1.0):.0%} shared from the start) |")
     return "\n".join(lines)
 
 
@@ -283,6 +316,9 @@ def main() -> int:
                     help="fraction of each cell's items the fast run takes (default 0.5, tiny 1); the rest is extrapolated")
     ap.add_argument("--fast-batch", type=int, default=None, help="the fast setting's batch (default FAST_GENERATION's; tiny 8)")
     ap.add_argument("--no-compile", action="store_true", help="the fast setting without compiling the decode step")
+    ap.add_argument("--fp32-check", type=int, default=None,
+                    help="after the cells, this many items of finetune.medqa4 through both settings in float32 "
+                         "(default 16 on CUDA, 0 tiny; 0: skip)")
     ap.add_argument("--seed-suite-s", type=float, default=None,
                     help="seconds of one 7B model's seed suite (default: bench/RESULTS.md's measured row)")
     ap.add_argument("--load-s", type=float, default=0.0,
@@ -308,8 +344,11 @@ def main() -> int:
     args.faithful_limit = args.faithful_limit or (12 if args.tiny else 20)
     args.fast_fraction = args.fast_fraction or (1.0 if args.tiny else 0.5)
     budget = args.budget_s or (1800.0 if args.tiny else 420.0)
+    # The fast batch's KV cache: about 50 GB for PubMedQA at batch 128 (7B, bf16): 128 fits a 141 GB H200, an 80 GB
+    # card takes 64 (128 ran out of memory on an H100).
+    big = args.device == "cuda" and torch.cuda.get_device_properties(0).total_memory > 120 * 2**30
     speed = FAST_GENERATION.model_copy(update={
-        "batch_size": args.fast_batch or (8 if args.tiny else FAST_GENERATION.batch_size),
+        "batch_size": args.fast_batch or (8 if args.tiny else FAST_GENERATION.batch_size if big else 64),
         "compile": FAST_GENERATION.compile and args.device == "cuda" and not args.no_compile})
     if speed.compile:  # every cell's cache shape compiles once; dynamo's default limit (8) would fall back to eager
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -341,6 +380,11 @@ def main() -> int:
               f"{res['fast']['wall_s']:.1f}s/{res['fast']['docs']} docs (warm-up {res['fast']['warmup_s']:.1f}s), "
               f"outputs differ {res['outputs_differ']}/{res['compared']}", flush=True)
         keep(report, plan, args, seed_s, t0)  # after every cell: a run cut short keeps its cells and projection
+    n_check = args.fp32_check if args.fp32_check is not None else (0 if args.tiny else 16)
+    if n_check:
+        report["fp32_check"] = check = fp32_check(model, tok, cfg, "finetune.medqa4", n_check, 8, args, speed)
+        print(f"[fp32 check] {check['cell']}: {check['outputs_differ']} of {check['docs']} outputs differ between batch 4 "
+              f"and the fast setting (batch {check['fast_batch']}) in float32", flush=True)
     report = keep(report, plan, args, seed_s, t0)
     gpu = report["card"].get("gpu") or "CPU (tiny: not a projection of anything real)"
     print(cell_table(report["cells"]))
