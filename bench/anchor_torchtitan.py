@@ -24,8 +24,9 @@ sequence, so the loss moves. The tokenizer is a stand-in that only reports the v
 
 What is left out of torchtitan's training path, and why: no checkpoints (`checkpoint.enable` false, as a speed run
 needs none), no validation, no profiler, no TensorBoard/W&B logging (their defaults are off; wandb is not installed
-on the GPU machine and is never imported with logging off). `datasets` (its HF loader) is not imported: the
-synthetic loader replaces it.
+on the GPU machine and is never imported with logging off). HF `datasets` is carried because torchtitan's
+validator module imports it at import time; the synthetic loader replaces the HF loader, so it is never called
+(and if it does not import there, a stand-in that refuses to run takes its place: `_datasets_importable`).
 
 Throughput: each `train_step` is timed (CUDA-synchronised) by a wrapper; tok/s per GPU = local tokens per step
 over the mean step time after TITAN_WARMUP steps. MFU: 6·N(non-embedding) + 12·L·d·S FLOPs per token against
@@ -226,9 +227,31 @@ def llama7b():
     )
 
 
+def _datasets_importable() -> str:
+    """torchtitan's validator module imports HF `datasets` at import time; the anchor's synthetic loader never calls
+    it. When the carried `datasets` does not import against the machine's own packages (pyarrow, fsspec versions),
+    a stand-in module whose functions refuse to run takes its place, and the result row says so."""
+    try:
+        import datasets  # noqa: F401
+
+        return "datasets " + datasets.__version__
+    except Exception as e:  # noqa: BLE001 - any import failure of a module the run never calls
+        import types
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("the torchtitan anchor reads synthetic tokens; HF datasets is not importable here")
+
+        stub, dist = types.ModuleType("datasets"), types.ModuleType("datasets.distributed")
+        stub.Dataset, stub.load_dataset, dist.split_dataset_by_node = object, refuse, refuse
+        stub.distributed = dist
+        sys.modules.update({"datasets": stub, "datasets.distributed": dist})
+        return f"datasets stand-in ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+
+
 def main() -> None:
     """Run torchtitan's trainer as its `train.py` does, timing each step; rank 0 prints one JSON line of results."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    datasets_note = _datasets_importable()
     from torchtitan.config import ConfigManager
     from torchtitan.tools.logging import init_logger
     from torchtitan.trainer import Trainer
@@ -262,7 +285,7 @@ def main() -> None:
         from biomed_llama.train.metrics import peak_flops
 
         peak = peak_flops(trainer.device)
-        row = {"name": "torchtitan", "torchtitan": _version(), "layers": layers, "micro": micro,
+        row = {"name": "torchtitan", "torchtitan": _version(), "datasets": datasets_note, "layers": layers, "micro": micro,
                "acc": trainer.gradient_accumulation_steps, "world": torch.distributed.get_world_size(),
                "ac": os.environ.get("TITAN_AC", "none"), "attention": os.environ.get("TITAN_ATTN", "flex"),
                "cuda_graphs": not config.training.disable_cuda_graphs, "compile": config.compile.enable,
