@@ -97,9 +97,10 @@ WARM_STEPS = 2
 pinning of the host staging buffers after the first update (step 2)."""
 
 
-def _cli(out: Path, name: str, world: int = 2) -> dict | None:
-    """Throughput of a CLI run: the mean of its log windows that start after step `WARM_STEPS` (a log row covers
-    the steps since the previous row), else its metrics file (the engine's mean over the windows after the first,
+def _cli(out: Path, name: str, world: int = 2, skip_last: bool = False) -> dict | None:
+    """Throughput per GPU (`world` GPUs) of a CLI run: the mean of its log windows that start after step `WARM_STEPS`
+    (a log row covers the steps since the previous row) and, with `skip_last`, end before its last step (which
+    holds the checkpoint save), else its metrics file (the engine's mean over the windows after the first,
     which with `log_every: 1` still holds step 2); peak memory and checkpoint saves from the metrics file."""
     metrics = _json(out / f"{name}_metrics.json")
     rows = [LOG_ROW.search(ln) for ln in (out / f"{name}.log").read_text().splitlines()] \
@@ -107,7 +108,8 @@ def _cli(out: Path, name: str, world: int = 2) -> dict | None:
     rows = [m for m in rows if m]
     steps = [int(m.group(1)) for m in rows]
     # a row's window starts after the previous row's step
-    steady = [(before + 1, m) for m, before in zip(rows, [0] + steps) if before + 1 > WARM_STEPS]
+    steady = [(before + 1, m) for m, before in zip(rows, [0] + steps)
+              if before + 1 > WARM_STEPS and not (skip_last and m.group(1) == m.group(2))]
     mem = metrics["peak_memory_gib"] if metrics else max((float(m.group(6)) for m in rows), default=None)
     saves = metrics.get("checkpoint_saves") if metrics else None
     if steady:
@@ -275,7 +277,7 @@ def titan(out: Path) -> None:
     print("| run | tok/s/GPU | MFU (6N + 12LdS, 989 TFLOP/s) | peak GiB (allocated / reserved) | × torchtitan |")
     print("| --- | ---: | ---: | ---: | ---: |")
     anchor = _anchor(out, "titan")
-    card = _cli(out, "cli_card", world=1) if (out / "cli_card.log").is_file() else None
+    card = _cli(out, "cli_card", world=1, skip_last=True) if (out / "cli_card.log").is_file() else None
     if card:
         ratio = f"{card['tok_s'] / anchor['tok_s_per_gpu']:.3f}×" if anchor else "n/a"
         mem = f"{card['mem']:.1f}" if card["mem"] is not None else "n/a"
