@@ -14,8 +14,9 @@ TITAN_LAYERS layers (32 for the 7B; 16 on one H200, 8 on one H100). Everything e
 its llama3 configs: fused QKV projection, FlexAttention with the block-causal mask (one document per sequence here,
 so plain causal attention; TITAN_ATTN=flex_flash or varlen for its other kernels), the chunked linear cross-entropy
 (`ChunkedLossWrapper`), fused AdamW (betas 0.9/0.95, weight decay 0.1, as `default_adamw`), FSDP2 with bf16
-parameters and fp32 reduction, per-block torch.compile of the model and the loss, CUDA graphs of the
-forward/backward (its 0.3.0 default), float8 off. Activation checkpointing: TITAN_AC = none (default), selective,
+parameters and fp32 reduction (parameters kept gathered from forward to backward, TITAN_RESHARD=never, as our
+CLI's per-card setting; "default" is torchtitan's own policy), per-block torch.compile of the model and the loss,
+CUDA graphs of the forward/backward (its 0.3.0 default), float8 off. Activation checkpointing: TITAN_AC = none (default), selective,
 full, or budget:X (its MemoryBudgetAC, the compiler's recomputation budget, like our
 `pretrain.activation_memory_budget`).
 
@@ -218,7 +219,9 @@ def llama7b():
                                 steps=steps, disable_cuda_graphs=os.environ.get("TITAN_CUDA_GRAPHS", "1") == "0"),
         dataloader=loader_cls.Config(),
         metrics=MetricsProcessor.Config(log_freq=1),
-        parallelism=ParallelismConfig(),  # FSDP over every rank (data_parallel_shard_degree -1), its default resharding
+        # FSDP over every rank (data_parallel_shard_degree -1); parameters kept gathered from forward to backward
+        # ("never" reshard, TITAN_RESHARD), as our CLI's per-card setting does (reshard_after_forward: false)
+        parallelism=ParallelismConfig(fsdp_reshard_after_forward=os.environ.get("TITAN_RESHARD", "never")),
         checkpoint=CheckpointManager.Config(enable=False),
         activation_checkpoint=_activation_checkpoint(os.environ.get("TITAN_AC", "none")),
         compile=CompileConfig(enable=os.environ.get("TITAN_COMPILE", "1") == "1", components=["model", "loss"]),
@@ -288,6 +291,7 @@ def main() -> None:
         row = {"name": "torchtitan", "torchtitan": _version(), "datasets": datasets_note, "layers": layers, "micro": micro,
                "acc": trainer.gradient_accumulation_steps, "world": torch.distributed.get_world_size(),
                "ac": os.environ.get("TITAN_AC", "none"), "attention": os.environ.get("TITAN_ATTN", "flex"),
+               "reshard_after_forward": config.parallelism.fsdp_reshard_after_forward,
                "cuda_graphs": not config.training.disable_cuda_graphs, "compile": config.compile.enable,
                "device": torch.cuda.get_device_name(trainer.device), "steps_timed": len(steady),
                "step_s": steady, "tok_s_per_gpu": tok_s, "flops_per_token": fpt,

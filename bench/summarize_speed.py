@@ -287,7 +287,8 @@ def titan(out: Path) -> None:
         print(f"| biomed-llama pretrain | failed: {_err(out / 'cli_card.log')} | | | |")
     if anchor:
         print(f"| torchtitan {anchor['torchtitan']}, {anchor['layers']} layers, micro {anchor['micro']} acc "
-              f"{anchor['acc']}, AC {anchor['ac']}, {anchor['attention']}, CUDA graphs {anchor['cuda_graphs']} "
+              f"{anchor['acc']}, AC {anchor['ac']}, {anchor['attention']}, CUDA graphs {anchor['cuda_graphs']}, reshard "
+              f"{anchor.get('reshard_after_forward')} "
               f"({anchor['steps_timed']} steps timed) | {anchor['tok_s_per_gpu']:,.0f} | {_pct(anchor['mfu'])} | "
               f"{anchor['peak_mem_gib']:.1f} / {anchor['peak_reserved_gib']:.1f} | 1.000× |")
     elif (out / "titan.log").is_file():
