@@ -23,7 +23,7 @@
 #   fp8     (≈ 3 min; limit T_FP8 150 per run): the 7B 8-layer slice (bench_pretrain.py, compile, micro FP8_MICRO 8 x
 #           acc 2, cuDNN, no resharding): bf16 vs `pretrain.float8` for each recipe in FP8_RECIPES (tensorwise), MFU in
 #           bf16-equivalent FLOPs (the same count against the bf16 peak); target >= 1.25x;
-#   fp8loss (≈ 3.5 min; limit T_FP8LOSS 200 per run): 200 steps of the 8-layer slice, same data and init, bf16 vs FP8
+#   fp8loss (≈ 3.5 min; limit T_FP8LOSS 150 per run): 200 steps of the 8-layer slice, same data and init, bf16 vs FP8
 #           (the first of FP8_RECIPES), micro 2 x acc 2, lr 3e-4: the smoothed relative difference (bar 1%);
 #   attn    (≈ 3 min; limits 60 + T_ATTN 150 per run): attention kernels (bench_attention.py), then the engine on
 #           the 7B 8-layer slice (micro 4 x acc 2, compile, bf16): cuDNN SDPA vs xformers' memory-efficient attention
@@ -36,7 +36,7 @@ DIR=${OUT:-/tmp}/titan
 WORK=${WORK_DIR:-/tmp/titan_work}
 PHASES=${PHASES:-tests titan cap3 fp8 fp8loss attn}
 BUDGET=${BUDGET:-560}
-T_TESTS=${T_TESTS:-150} T_CLI=${T_CLI:-240} T_TITAN=${T_TITAN:-240} T_FP8=${T_FP8:-150} T_FP8LOSS=${T_FP8LOSS:-200}
+T_TESTS=${T_TESTS:-150} T_CLI=${T_CLI:-240} T_TITAN=${T_TITAN:-240} T_FP8=${T_FP8:-150} T_FP8LOSS=${T_FP8LOSS:-150}
 T_ATTN=${T_ATTN:-150} T_CAP=${T_CAP:-130}
 MICRO=${MICRO:-8} ACC=${ACC:-2} STEPS=${STEPS:-10} LOG=${LOG:-1} CAP_GIB=${CAP_GIB:-0}
 FP8_MICRO=${FP8_MICRO:-8} FP8_RECIPES=${FP8_RECIPES:-tensorwise}

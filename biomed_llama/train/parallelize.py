@@ -225,7 +225,7 @@ def parallelize(model: nn.Module, mesh, cfg: PretrainConfig) -> nn.Module:
     """FP8 (when asked), AC, then compile, then FSDP2, as the params say; returns the same (now sharded) model."""
     if cfg.float8 is not None:
         check_float8(cfg.float8, torch.device(mesh.device_type))
-        model.float8_modules = apply_float8(model, cfg.float8)
+        apply_float8(model, cfg.float8)
     apply_activation_checkpointing(model, cfg.activation_checkpointing)
     if cfg.compile:
         apply_compile(model, cfg.activation_memory_budget)
