@@ -221,7 +221,9 @@ def llama7b():
         metrics=MetricsProcessor.Config(log_freq=1),
         # FSDP over every rank (data_parallel_shard_degree -1); parameters kept gathered from forward to backward
         # ("never" reshard, TITAN_RESHARD), as our CLI's per-card setting does (reshard_after_forward: false)
-        parallelism=ParallelismConfig(fsdp_reshard_after_forward=os.environ.get("TITAN_RESHARD", "never")),
+        # its SPMD backend: TITAN_SPMD, default its own (spmd_types)
+        parallelism=ParallelismConfig(fsdp_reshard_after_forward=os.environ.get("TITAN_RESHARD", "never"),
+                                      **({"spmd_backend": os.environ["TITAN_SPMD"]} if "TITAN_SPMD" in os.environ else {})),
         checkpoint=CheckpointManager.Config(enable=False),
         activation_checkpoint=_activation_checkpoint(os.environ.get("TITAN_AC", "none")),
         compile=CompileConfig(enable=os.environ.get("TITAN_COMPILE", "1") == "1", components=["model", "loss"]),
@@ -251,10 +253,33 @@ def _datasets_importable() -> str:
         return f"datasets stand-in ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
 
 
+def _torch_compat() -> str | None:
+    """torchtitan 0.3.0 imports `torch.distributed.fsdp.DataParallelMeshDims` at module level
+    (torchtitan/distributed/full_dtensor.py:23, distributed/fsdp.py), a name torch 2.11 (the GPU machine's) lacks: a
+    static check of torchtitan's `from torch… import` lines against torch 2.11.0's sources finds no other missing
+    name. torchtitan passes it to `fully_shard` only when a data-parallel mesh has more than one rank under its
+    `full_dtensor` / `spmd_types` backends (fsdp.py:171, full_dtensor.py:86-91): never on one GPU, nor under
+    `partial_dtensor` (TITAN_SPMD). So a stand-in for the name lets torchtitan import; building one fails loudly."""
+    import torch.distributed.fsdp as fsdp
+
+    if hasattr(fsdp, "DataParallelMeshDims"):
+        return None
+
+    class DataParallelMeshDims:
+        """Stand-in for torch >= 2.12's class (its name only)."""
+
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError(f"torch {torch.__version__} has no DataParallelMeshDims: run torchtitan's anchor on one "
+                               f"GPU or with TITAN_SPMD=partial_dtensor")
+
+    fsdp.DataParallelMeshDims = DataParallelMeshDims
+    return f"torch {torch.__version__}: torch.distributed.fsdp.DataParallelMeshDims stand-in"
+
+
 def main() -> None:
     """Run torchtitan's trainer as its `train.py` does, timing each step; rank 0 prints one JSON line of results."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    datasets_note = _datasets_importable()
+    datasets_note, compat_note = _datasets_importable(), _torch_compat()
     from torchtitan.config import ConfigManager
     from torchtitan.tools.logging import init_logger
     from torchtitan.trainer import Trainer
@@ -288,7 +313,8 @@ def main() -> None:
         from biomed_llama.train.metrics import peak_flops
 
         peak = peak_flops(trainer.device)
-        row = {"name": "torchtitan", "torchtitan": _version(), "datasets": datasets_note, "layers": layers, "micro": micro,
+        row = {"name": "torchtitan", "torchtitan": _version(), "datasets": datasets_note, "torch_compat": compat_note,
+               "spmd_backend": config.parallelism.spmd_backend, "layers": layers, "micro": micro,
                "acc": trainer.gradient_accumulation_steps, "world": torch.distributed.get_world_size(),
                "ac": os.environ.get("TITAN_AC", "none"), "attention": os.environ.get("TITAN_ATTN", "flex"),
                "reshard_after_forward": config.parallelism.fsdp_reshard_after_forward,

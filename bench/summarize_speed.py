@@ -293,6 +293,9 @@ def titan(out: Path) -> None:
               f"{anchor['peak_mem_gib']:.1f} / {anchor['peak_reserved_gib']:.1f} | 1.000× |")
     elif (out / "titan.log").is_file():
         print(f"| torchtitan | failed: {_err(out / 'titan.log')} | | | |")
+    if anchor and (anchor.get("torch_compat") or "stand-in" in anchor.get("datasets", "")):
+        print(f"torchtitan ran with: {anchor.get('torch_compat') or ''} {anchor.get('datasets', '')}, "
+              f"SPMD backend {anchor.get('spmd_backend')}")
     if (out / "titan_first.log").is_file():
         print(f"torchtitan's first try (its defaults) failed: {_err(out / 'titan_first.log')}")
     if card and anchor:

@@ -14,7 +14,8 @@
 #           FlexAttention, chunked loss, CUDA graphs) at the same LAYERS (16 on a card of > 100 GiB, else 8), micro
 #           MICRO 8 and accumulation ACC 2, STEPS 10 (steady: steps 3-9 for the CLI, the last holding its checkpoint;
 #           steps 4-10 for torchtitan); CAP_GIB caps both (bench/memcap) for "equal memory"; if torchtitan fails, it is
-#           retried once with TITAN_RETRY (default: selective AC, no CUDA graphs), the first failure in titan_first.log;
+#           retried once with TITAN_RETRY (default: its partial_dtensor SPMD backend, no CUDA graphs; TITAN_AC=selective
+#           there if the first ran out of memory), the first failure in titan_first.log;
 #   cap3    (≈ 5.5 min; limit T_CAP 130 per run): the 80 GiB setting three times. One GPU emulates a GPU of the 1x2
 #           mesh: the 16-layer 7B (3.5B parameters: about the training state one rank of 1x2 holds, 3.37B) at micro
 #           CAP_MICRO 8 (16 layers x 8 sequences hold what 32 layers x micro 4 hold), accumulation CAP_ACC 8 (64
@@ -41,7 +42,7 @@ T_ATTN=${T_ATTN:-150} T_CAP=${T_CAP:-130}
 MICRO=${MICRO:-8} ACC=${ACC:-2} STEPS=${STEPS:-10} LOG=${LOG:-1} CAP_GIB=${CAP_GIB:-0}
 FP8_MICRO=${FP8_MICRO:-8} FP8_RECIPES=${FP8_RECIPES:-tensorwise}
 CAP_MICRO=${CAP_MICRO:-8} CAP_ACC=${CAP_ACC:-8} CAP80=${CAP80:-80}
-TITAN_RETRY=${TITAN_RETRY:-TITAN_AC=selective TITAN_CUDA_GRAPHS=0}
+TITAN_RETRY=${TITAN_RETRY:-TITAN_SPMD=partial_dtensor TITAN_CUDA_GRAPHS=0}
 export NPROC=1
 mkdir -p "$DIR"
 rm -rf "$WORK"
@@ -87,9 +88,11 @@ if phase titan $((T_CLI + T_TITAN)); then
     titan "$DIR/titan.log"
     if ! grep -q '"tok_s_per_gpu"' "$DIR/titan.log"; then
       mv "$DIR/titan.log" "$DIR/titan_first.log"
-      echo "== titan: retried with $TITAN_RETRY ($(date +%T), ${SECONDS}s used)"
+      retry=$TITAN_RETRY
+      grep -qi "out of memory" "$DIR/titan_first.log" && retry="$retry TITAN_AC=selective"
+      echo "== titan: retried with $retry ($(date +%T), ${SECONDS}s used)"
       # shellcheck disable=SC2086
-      titan "$DIR/titan.log" $TITAN_RETRY
+      titan "$DIR/titan.log" $retry
     fi
   fi
 fi
