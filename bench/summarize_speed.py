@@ -115,7 +115,7 @@ def _cli(out: Path, name: str, world: int = 2, skip_last: bool = False) -> dict 
     if steady:
         return {"tok_s": sum(float(m.group(4).replace(",", "")) for _, m in steady) / len(steady) / world,
                 "mfu": sum(float(m.group(5)) for _, m in steady) / len(steady) / 100, "mem": mem, "saves": saves,
-                "steps": steps[-1], "from": f"log, steps {steady[0][0]}-{steps[-1]}"}
+                "steps": steps[-1], "from": f"log, steps {steady[0][0]}-{steady[-1][1].group(1)}"}
     if metrics:
         return {"tok_s": metrics["tokens_per_s_per_device"], "mfu": metrics["mfu"], "mem": mem, "saves": saves,
                 "steps": metrics["steps"], "from": "metrics"}
