@@ -188,6 +188,12 @@ def apply_float8(model: nn.Module, recipe: str, emulate: bool = False) -> list[s
         return keep
 
     convert_to_float8_training(model, config=float8_config(recipe, emulate), module_filter_fn=pick)
+    if recipe == "rowwise":
+        # compiled rowwise scaling rounds its casts as eager does only with this inductor setting (pytorch#150859;
+        # torchtitan 0.3.0 sets it for its rowwise recipe too: components/quantization/float8.py)
+        import torch._inductor.config as inductor_config
+
+        inductor_config.emulate_precision_casts = True
     return converted
 
 
