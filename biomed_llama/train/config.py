@@ -165,6 +165,12 @@ class PretrainConfig(StrictModel):
     budget). Below 1 the partitioner recomputes, in backward, the ops that are cheapest by FLOPs until the saved
     activations fit; 1 keeps its runtime-optimal choice. Memory and speed only: it lets a larger micro batch fit
     (an 80 GB card on 1×2), at the cost of the recomputation."""
+    float8: Optional[Literal["tensorwise", "rowwise"]] = None
+    """NOT the paper's numerics (bf16; off in every profile): train the decoder layers' linear layers in FP8
+    (torchao float8 training, dynamic scaling; the LM head stays bf16). `tensorwise`: one scale per tensor, the
+    FSDP2 all-gathers in float8 too; `rowwise`: one scale per row, closer to bf16, slower. For speed on
+    H100/H200 (compute capability 8.9+, with `compile`); refused on the CPU, without torchao and on older GPUs.
+    It changes the numbers trained, so it changes the run id. null: bf16 (bench/RESULTS.md has its speed and loss)."""
     log_every: int = Field(1, ge=1)
     """Log a line (and a loss row) every this many steps."""
     checkpoint_every: int = Field(1000, ge=1)

@@ -20,9 +20,16 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def gather_full_state_dict(model) -> dict[str, torch.Tensor]:
-    """Collective: the full (unsharded) state dict on CPU on rank 0, empty on other ranks."""
+    """Collective: the full (unsharded) state dict on CPU on rank 0, empty on other ranks, as plain tensors."""
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(model, options=opts)
+    return {k: _plain(v) for k, v in get_model_state_dict(model, options=opts).items()}
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """The weight itself: with `pretrain.float8` a decoder weight is torchao's float8 training wrapper
+    (`WeightWithDynamicFloat8CastTensor`), which keeps its high-precision value in `_tensor`; safetensors
+    writes only plain tensors."""
+    return t._tensor if type(t) is not torch.Tensor and isinstance(getattr(t, "_tensor", None), torch.Tensor) else t
 
 
 def export_hf(model, config, out: str | Path, *, tokenizer: str | Path, dtype: str, params: dict[str, Any],

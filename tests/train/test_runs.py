@@ -65,6 +65,10 @@ def test_later_numeric_options_change_the_run_id_only_when_set():
     assert spec_fingerprint(p.seed, p.model, seq, 100, {}) != base
     for later in ({"document_order": "interleaved"}, {"document_order": "shuffled"}, {"added_tokens": 1}):
         assert spec_fingerprint(p.seed, p.model, p.pretrain.model_copy(update=later), 100, {}) != base, later
+    # FP8 training changes the numbers: each recipe is a run of its own; off (null) keeps the earlier ids
+    fp8 = {r: spec_fingerprint(p.seed, p.model, p.pretrain.model_copy(update={"float8": r}), 100, {})
+           for r in (None, "tensorwise", "rowwise")}
+    assert fp8[None] == base and len(set(fp8.values())) == 3
     speed = p.pretrain.model_copy(update={"sdpa_backend": "cudnn", "kernels": ["rms_norm"], "grad_sync": "every",
                                           "checkpoint_async": True, "compile": True,
                                           "activation_memory_budget": 0.7, "gathered_layers": 2})
