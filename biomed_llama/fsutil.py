@@ -75,11 +75,11 @@ def _write_through(path: str | Path) -> Path:
     """The path a write replaces: a symlinked output is written through (its target replaced, the link kept),
     never renamed away. Refuses (exit 2) a path that is or holds the working directory or a `.git`."""
     path = Path(path)
-    real = Path(os.path.realpath(path))
+    real = os.path.realpath(path)
     problem = _holds_checkout(real)
     if problem:
         raise ConfigError(f"refusing to write {path}: {problem}; nothing was changed")
-    return real if path.is_symlink() else path
+    return Path(real) if path.is_symlink() else path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
