@@ -262,7 +262,8 @@ class Declared:
     key: str
     path: str
     role: str
-    """`out`: the stage writes it; `in`: the stage reads it (another stage's output, or a raw input)."""
+    """`out`: the stage writes it; `in`: the stage reads it, and a stage is meant to write it (`tokenize.input`,
+    `finetune.model`, …); `raw`: the stage reads it and no stage writes it (`inputs.*`, tokenizers, benchmark files)."""
 
 
 def _declared(p: Any) -> list[Declared]:
@@ -274,24 +275,24 @@ def _declared(p: Any) -> list[Declared]:
             out.append(Declared(stage, key, path, role))
 
     ex = p.extract
-    add("extract", "in", "inputs.pile", p.inputs.pile)
+    add("extract", "raw", "inputs.pile", p.inputs.pile)
     for key in ("output", "metrics"):
         add("extract", "out", f"extract.{key}", getattr(ex, key))
     if ex.remote is not None:
         add("extract", "out", "extract.cache", ex.cache)
     tk = p.tokenize
     add("tokenize", "in", "tokenize.input", tk.input)
-    add("tokenize", "in", "tokenize.tokenizer", tk.tokenizer)
+    add("tokenize", "raw", "tokenize.tokenizer", tk.tokenizer)
     add("tokenize", "out", "tokenize.output", tk.output)
     add("tokenize", "out", "tokenize.metrics", tk.metrics)
     pt = p.pretrain
     add("pretrain", "in", "pretrain.tokens", pt.tokens)
-    add("pretrain", "in", "pretrain.tokenizer", pt.tokenizer)
-    add("pretrain", "in", "model.base", p.model.base)
+    add("pretrain", "raw", "pretrain.tokenizer", pt.tokenizer)
+    add("pretrain", "raw", "model.base", p.model.base)
     for key in ("checkpoint_dir", "output", "export_init", "metrics", "plots"):
         add("pretrain", "out", f"pretrain.{key}", getattr(pt, key))
     im = p.instruct_mix
-    add("instruct-mix", "in", "inputs.instruct", p.inputs.instruct)
+    add("instruct-mix", "raw", "inputs.instruct", p.inputs.instruct)
     add("instruct-mix", "out", "instruct_mix.output", im.output)
     add("instruct-mix", "out", "instruct_mix.metrics", im.metrics)
     ft = p.finetune
@@ -301,7 +302,7 @@ def _declared(p: Any) -> list[Declared]:
     if ft.base is not None:
         add("finetune", "in", "finetune.base.model", ft.base.model)
     for name, task in ft.tasks.items():
-        add("finetune", "in", f"finetune.tasks.{name}.path", task.path)
+        add("finetune", "raw", f"finetune.tasks.{name}.path", task.path)
     for start in starts:
         runs = [ft.run_paths("instruct", None, start)]
         runs += [ft.run_paths("task", t, start, seed) for t in ft.tasks for seed in ft.seeds_of(t)]
@@ -309,9 +310,9 @@ def _declared(p: Any) -> list[Declared]:
             for field in ("output", "checkpoint_dir", "metrics", "plots"):
                 add("finetune", "out", f"finetune ({r.name} {field})", getattr(r, field))
     ev = p.eval
-    add("prepare-eval", "in", "inputs.benchmarks", p.inputs.benchmarks)
+    add("prepare-eval", "raw", "inputs.benchmarks", p.inputs.benchmarks)
     for field, value in ev.benchmarks:
-        add("prepare-eval", "in", f"eval.benchmarks.{field}", value)
+        add("prepare-eval", "in" if field == "pile_extracted" else "raw", f"eval.benchmarks.{field}", value)
     add("prepare-eval", "out", "eval.output", ev.output)
     add("evaluate", "in", "eval.output", ev.output)
     for name, model in ev.models.items():
@@ -342,11 +343,15 @@ def output_problems(params: Any, stage: str, sanctioned: Any = None) -> list[str
     """
     decl = _declared(params)
     real = {d: _real(d.path) for d in decl}
-    # An input that a stage of the params file writes (or that holds or lies inside what one writes: a task's
-    # seed folders) is guarded through that output; the others are raw inputs, which no output may overlap.
-    file_decl = _declared(sanctioned) if sanctioned is not None else decl
-    made = [_real(d.path) for d in file_decl if d.role == "out"]
-    raw = {d for d in decl if d.role == "in" and not any(_overlap(real[d], m) for m in made)}
+    # An input meant to be a stage's output is guarded through that output where one writes it (or holds or lies
+    # inside it: a task's seed folders): one of the params file's, another stage's, or this stage's exactly (the
+    # wiring of an ad-hoc run: `--set eval.output=X` is prepare-eval's output and evaluate's input). The others
+    # (an external model named as an input) are raw, as are the inputs no stage writes: no output may overlap them.
+    file_out = [_real(d.path) for d in (_declared(sanctioned) if sanctioned is not None else decl) if d.role == "out"]
+    other_out = [real[d] for d in decl if d.role == "out" and d.stage != stage]
+    own_out = {real[d] for d in decl if d.role == "out" and d.stage == stage}
+    raw = {d for d in decl if d.role == "raw" or (d.role == "in" and real[d] not in own_out
+                                                    and not any(_overlap(real[d], m) for m in file_out + other_out))}
     file_value = {d.key: d.path for d in _declared(sanctioned)} if sanctioned is not None else {}
     root = checkout_root()
     tracked: list[str] | None = None
@@ -357,7 +362,7 @@ def output_problems(params: Any, stage: str, sanctioned: Any = None) -> list[str
         if why:
             problems.append(f"{here}: {why}")
             continue
-        clash = _clash(o, ro, stage, decl, real, raw)
+        clash = _clash(o, ro, stage, decl, real, raw, root)
         if clash:
             problems.append(f"{here} {clash}")
             continue
@@ -378,19 +383,22 @@ def _overlap(a: str, b: str) -> bool:
     return _inside(a, b) or _inside(b, a)
 
 
-def _clash(o: Declared, ro: str, stage: str, decl: list[Declared], real: dict, raw: set) -> str | None:
-    """How output `o` (real path `ro`) overlaps a path it must not (None: it overlaps none)."""
+def _clash(o: Declared, ro: str, stage: str, decl: list[Declared], real: dict, raw: set, root: str) -> str | None:
+    """How output `o` (real path `ro`) overlaps a path it must not (None: it overlaps none).
+
+    A declared folder that holds the whole checkout (an input root of `/`: inputs may lie anywhere) bounds
+    nothing: every output lies inside it, so only being it or holding it counts there."""
     # the stage's own inputs first: the line names what this run would have destroyed first
-    for d in sorted(decl, key=lambda d: (d.stage != stage or d.role != "in")):
+    for d in sorted(decl, key=lambda d: (d.stage != stage or d.role == "out")):
         if d.key == o.key and d.role == "out":
             continue  # itself (the seeds of a task share their checkpoint folder and metrics file)
-        if d.stage != stage and d.role == "in" and d not in raw:
+        if d.stage != stage and d.role != "out" and d not in raw:
             continue  # another stage reading what a stage writes: the pipeline's wiring
         rd = real[d]
         rel = "is also" if ro == rd else "holds" if _inside(rd, ro) else "lies inside" if _inside(ro, rd) else None
-        if rel is None:
+        if rel is None or (rel == "lies inside" and _inside(root, rd)):
             continue
-        whose = ("an input of this stage" if d.stage == stage and d.role == "in" else
+        whose = ("an input of this stage" if d.stage == stage and d.role != "out" else
                  "another output of this stage" if d.stage == stage else
                  f"an output of stage {d.stage}" if d.role == "out" else f"an input of stage {d.stage}")
         return f"{rel} {d.key} ({d.path}), {whose}"
