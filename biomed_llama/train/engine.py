@@ -7,8 +7,8 @@ effective engine and model params, the dataset, the fingerprint's data part, the
   optimizer, scheduler and step count, held by one `Trainer` (the benchmark calls exactly this);
 - restore (`restore`): the run folder; the starting weights (`model.base` or the seeded init) and
   their optional export (`export_init`), or the newest checkpoint of the run's own folder;
-- loop (`train`): `train_loop` with the log and checkpoint hooks;
-- finish (`finish`): final metrics and the HF export.
+- loop (`train`): `train_loop` with the log and checkpoint hooks; a non-finite step stops it (exit 5);
+- finish (`finish`): the HF export, then the final metrics and loss curve from the checkpointed history.
 
 One process per GPU under torchrun; a world of one without it.
 """

@@ -1,7 +1,8 @@
-"""The loop's side effects as callbacks: the log step (history, log line, loss curve, progress) and checkpoints.
+"""The loop's side effects as callbacks: the log step (history, log line, progress) and checkpoints.
 
-`LogHook` runs on every rank (its loss all-reduce is a collective) and hands each log row to its
-sinks (rank 0's: the log line, `loss.tsv`, the progress bar). `CheckpointHook` saves on its cadence,
+`LogHook` runs on every rank (its loss all-reduce is a collective), records each log row in the run's
+history (checkpointed; `loss.tsv` is written from it when the run finishes) and hands it to its sinks
+(rank 0's: the log line, the progress bar). `CheckpointHook` saves on its cadence,
 at the last step and when the loop is interrupted. Order matters: the log hook comes first, so a
 checkpoint's history holds the row of the step it saves.
 """
