@@ -264,22 +264,25 @@ class Declared:
     role: str
     """`out`: the stage writes it; `in`: the stage reads it, and a stage is meant to write it (`tokenize.input`,
     `finetune.model`, …); `raw`: the stage reads it and no stage writes it (`inputs.*`, tokenizers, benchmark files)."""
+    adds: bool = False
+    """An output folder the stage writes files into (checkpoint roots, plot and metrics folders), never replaced
+    whole: two such folders may nest (`plots/` and `plots/instruct/`), as their files differ; being one is a clash."""
 
 
 def _declared(p: Any) -> list[Declared]:
     """Every output and input path the params declare, per stage (`p`: the validated Params)."""
     out: list[Declared] = []
 
-    def add(stage: str, role: str, key: str, path: Any) -> None:
+    def add(stage: str, role: str, key: str, path: Any, adds: bool = False) -> None:
         if isinstance(path, str) and path.strip():
-            out.append(Declared(stage, key, path, role))
+            out.append(Declared(stage, key, path, role, adds))
 
     ex = p.extract
     add("extract", "raw", "inputs.pile", p.inputs.pile)
     for key in ("output", "metrics"):
         add("extract", "out", f"extract.{key}", getattr(ex, key))
     if ex.remote is not None:
-        add("extract", "out", "extract.cache", ex.cache)
+        add("extract", "out", "extract.cache", ex.cache, adds=True)
     tk = p.tokenize
     add("tokenize", "in", "tokenize.input", tk.input)
     add("tokenize", "raw", "tokenize.tokenizer", tk.tokenizer)
@@ -290,7 +293,7 @@ def _declared(p: Any) -> list[Declared]:
     add("pretrain", "raw", "pretrain.tokenizer", pt.tokenizer)
     add("pretrain", "raw", "model.base", p.model.base)
     for key in ("checkpoint_dir", "output", "export_init", "metrics", "plots"):
-        add("pretrain", "out", f"pretrain.{key}", getattr(pt, key))
+        add("pretrain", "out", f"pretrain.{key}", getattr(pt, key), adds=key in ("checkpoint_dir", "plots"))
     im = p.instruct_mix
     add("instruct-mix", "raw", "inputs.instruct", p.inputs.instruct)
     add("instruct-mix", "out", "instruct_mix.output", im.output)
@@ -308,7 +311,8 @@ def _declared(p: Any) -> list[Declared]:
         runs += [ft.run_paths("task", t, start, seed) for t in ft.tasks for seed in ft.seeds_of(t)]
         for r in runs:
             for field in ("output", "checkpoint_dir", "metrics", "plots"):
-                add("finetune", "out", f"finetune ({r.name} {field})", getattr(r, field))
+                add("finetune", "out", f"finetune ({r.name} {field})", getattr(r, field),
+                    adds=field in ("checkpoint_dir", "plots"))
     ev = p.eval
     add("prepare-eval", "raw", "inputs.benchmarks", p.inputs.benchmarks)
     for field, value in ev.benchmarks:
@@ -320,7 +324,7 @@ def _declared(p: Any) -> list[Declared]:
     for name, path in ev.loss_plots.items():
         add("evaluate", "in", f"eval.loss_plots.{name}", path)
     for key in ("metrics_dir", "results_dir", "table", "figure"):
-        add("evaluate", "out", f"eval.{key}", getattr(ev, key))
+        add("evaluate", "out", f"eval.{key}", getattr(ev, key), adds=key in ("metrics_dir", "results_dir"))
     return out
 
 
@@ -398,6 +402,8 @@ def _clash(o: Declared, ro: str, stage: str, decl: list[Declared], real: dict, r
         rel = "is also" if ro == rd else "holds" if _inside(rd, ro) else "lies inside" if _inside(ro, rd) else None
         if rel is None or (rel == "lies inside" and _inside(root, rd)):
             continue
+        if rel != "is also" and o.adds and d.adds:
+            continue  # two folders of files, nested: each writes its own files
         whose = ("an input of this stage" if d.stage == stage and d.role != "out" else
                  "another output of this stage" if d.stage == stage else
                  f"an output of stage {d.stage}" if d.role == "out" else f"an input of stage {d.stage}")

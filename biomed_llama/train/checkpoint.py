@@ -376,12 +376,13 @@ class Checkpointer:
             _barrier()
         record.stall_s = time.perf_counter() - t0
         self.saves.append(record)
-        self._record_saves()
+        if not self.async_save:
+            self._record_saves()  # complete now; an async one is recorded when it becomes complete (`_finish`)
         return final
 
     def _record_saves(self) -> None:
-        """Rank 0: write the save records so far beside the step folders (`SAVES_FILE`); the checkpoint of a
-        record's step is complete by then (sync) or becomes so before the record is final (async: `_finish`)."""
+        """Rank 0: write the save records so far beside the step folders (`SAVES_FILE`), once the newest is complete
+        (an async save's record may still gain stall time afterwards: `close` writes the final ones)."""
         if self.rank == 0 and self.root.is_dir():
             atomic_write_json(self.root / SAVES_FILE, [dataclasses.asdict(r) for r in self.saves])
 
