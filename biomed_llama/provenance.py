@@ -342,6 +342,9 @@ def write_manifest(folder: str | Path, *, stage: str, params: dict[str, Any],
 def _read_manifest(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
     """(manifest, []) or (None, [the one problem]) for `folder/manifest.json`."""
     mpath = folder / MANIFEST
+    if not folder.exists():  # say so, not "no manifest": e.g. a relative path from outside the checkout
+        return None, [f"{folder}: no such folder (looked in {Path.cwd()}; run from the checkout, or run the stage "
+                      f"that makes it)"]
     if not mpath.is_file():
         return None, [f"{folder}: no {MANIFEST}"]
     try:

@@ -101,16 +101,17 @@ class SourceRecords:
 
 
 def read_instruct_source(src: InstructSource, policy: Literal["skip", "abort"],
-                         medmcqa_cop: CopConvention = "auto") -> SourceRecords:
-    """Read all files of a source and render each item with the instruct templates."""
-    bad = BadRecords(policy)
+                         medmcqa_cop: CopConvention = "auto", duplicates: Literal["abort", "drop"] = "abort") -> SourceRecords:
+    """Read all files of a source and render each item with the instruct templates (dropped duplicates are
+    listed with the bad records, `readers.duplicates`)."""
+    bad = BadRecords(policy, duplicates=duplicates)
     pairs = []
     for path in src.paths:
         for _, item in read_source(src.format, path, bad, cot=src.cot, medmcqa_cop=medmcqa_cop):
             pairs.append(render_instruct(item, cot=src.cot))
     if not pairs:
         raise UserError(f"instruction source {src.name!r} has no valid records ({len(bad.found)} bad)")
-    return SourceRecords(src, pairs, bad.found)
+    return SourceRecords(src, pairs, bad.found + bad.dropped)
 
 
 @dataclass
@@ -191,7 +192,7 @@ def group_figures(sources: dict[str, dict[str, Any]]) -> dict[str, dict[str, flo
 
 def build_mixture(cfg: InstructMixConfig, readers: ReadersConfig) -> Mixture:
     """Read every configured source (benchmark files as `readers` says) and draw the mixture (no files written)."""
-    read = [read_instruct_source(s, cfg.on_bad_record, readers.medmcqa_cop) for s in cfg.sources]
+    read = [read_instruct_source(s, cfg.on_bad_record, readers.medmcqa_cop, readers.duplicates) for s in cfg.sources]
     return draw_mixture(read, cfg.n_records, cfg.seed, cfg.allocation)
 
 

@@ -179,6 +179,12 @@ class PretrainConfig(StrictModel):
     """Save checkpoints in the background (DCP async save): training waits only while the state is copied to
     host memory, not while it is written and hashed; the checkpoint becomes resumable once complete. Pins host
     memory equal to each GPU's share of the training state (40 GB per GPU for 7B on 1×2), kept across saves."""
+    max_nonfinite_skips: int = Field(0, ge=0)
+    """A step whose loss or gradient norm is not finite (NaN, inf) is never applied, and stops the run there (one
+    line naming the step and the value, exit 5, nothing exported; the last finite checkpoint is kept). A
+    correction option (the released HF Trainer 4.28 trained on through NaN): skip up to this many such steps (the
+    batch is consumed, no update, the schedule does not advance) before stopping, as large-scale trainers do.
+    0: stop at the first."""
     keep_checkpoints: int = Field(3, ge=1)
     """Keep only the newest this many checkpoints of the run's own folder (other runs' folders are never pruned)."""
     checkpoint_dir: str = "checkpoints/pretrain"

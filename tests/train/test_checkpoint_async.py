@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from biomed_llama.train.checkpoint import SAVES_FILE
 from tests.helpers import train as H
 
 TOL = 1e-5
@@ -154,7 +155,8 @@ def test_a_crash_during_an_async_save_leaves_no_complete_checkpoint(tokens, stra
     again = _run(tmp_path, tokens, max_steps=8, checkpoint_every=4, checkpoint_async=True)
     assert sorted(again.losses) == list(range(1, 9))  # nothing resumed: trained from the start
     assert max(abs(again.losses[s] - full.losses[s]) for s in again.losses) < TOL
-    assert sorted(p.name for p in run.iterdir()) == ["step-00000004", "step-00000008"]  # the stale .tmp is gone
+    # the stale .tmp is gone; beside the checkpoints, the run's save records
+    assert sorted(p.name for p in run.iterdir()) == [SAVES_FILE, "step-00000004", "step-00000008"]
 
 
 @pytest.mark.integration  # two torchrun processes on two cores: the integration tier
