@@ -47,36 +47,10 @@ fi
 environment "$DIR"
 $PY bench/make_store.py --out "$WORK" --shape $SHAPE --sequences $((MICRO_BEST * ACC * 2 * STEPS + 16)) > "$DIR/store.log" 2>&1
 
-phase() {  # phase NAME LIMIT: true if NAME was asked for and fits the budget
-  case " $PHASES " in *" $1 "*) ;; *) return 1 ;; esac
-  if [ $((SECONDS + $2)) -gt $BUDGET ]; then echo "== $1 skipped: ${SECONDS}s used, needs $2s"; return 1; fi
-  echo "== $1 ($(date +%T), ${SECONDS}s used)"
-}
-
-cli() {  # cli NAME LIMIT MICRO SETTINGS...: the real CLI under torchrun on the synthetic store
-  local name=$1 limit=$2 micro=$3
-  shift 3
-  local sets=()
-  for s in $DEV "$@" pretrain.micro_batch_size=$micro pretrain.global_batch_size=$((micro * ACC * 2)) \
-      pretrain.max_steps=$STEPS pretrain.log_every=$LOG pretrain.checkpoint_every=$STEPS \
-      pretrain.checkpoint_dir=$WORK/ckpt_$name pretrain.output=$WORK/model_$name pretrain.metrics=$WORK/$name.json; do
-    sets+=(--set "$s")
-  done
-  echo "micro $micro acc $ACC steps $STEPS log_every $LOG: $*" > "$DIR/$name.settings"
-  group "$limit" "$DIR/$name.log" $PY -m torch.distributed.run --standalone --nproc-per-node 2 \
-    -m biomed_llama pretrain --params "$WORK/params.yaml" "${sets[@]}"
-  cp "$WORK/$name.json" "$DIR/${name}_metrics.json" 2> /dev/null
-  rm -rf "$WORK/ckpt_$name" "$WORK/model_$name"
-}
-
 anchor() {  # anchor NAME LIMIT MICRO: the shared plain-FSDP2 baseline at the same mesh and accumulation
   [ "${TINY:-0}" = 1 ] && { echo "anchor needs CUDA (TINY)" > "$DIR/$1.log"; return; }
   REPL=1 SHARD=2 COMPILE=1 MICRO=$3 ACC=$ACC STEPS=4 group "$2" "$DIR/$1.log" \
     $PY -m torch.distributed.run --standalone --nproc-per-node 2 "${ANCHORS:-.bench}/anchor_fsdp.py"
-}
-
-capped() {  # capped GIB COMMAND...: COMMAND with each worker's GPU memory capped at GIB (bench/memcap)
-  BIOMED_MEM_CAP_GIB=$1 PYTHONPATH=$PWD/bench/memcap:$PYTHONPATH "${@:2}"
 }
 
 phase cli_best "$CLI_LIMIT" && cli cli_best "$CLI_LIMIT" "$MICRO_BEST" $BEST_SET

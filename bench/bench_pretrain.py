@@ -10,7 +10,8 @@ within a few steps), the seeded init, and the engine's step (`Trainer.step`). Wr
     python bench/bench_pretrain.py summarize DIR
 
 MFU: 6·N(non-embedding) + 12·L·d·S FLOPs per token (biomed_llama.train.metrics) against
-989 TFLOP/s (H100/H200 SXM dense bf16) or 312 (A100).
+989 TFLOP/s (H100/H200 SXM dense bf16) or 312 (A100); with `--float8` the same count against the same bf16 peak
+(bf16-equivalent FLOPs, so an FP8 run's MFU compares with a bf16 run's as a speed ratio).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def bench_spec(args: argparse.Namespace, world_size: int, cuda: bool):
                          activation_checkpointing=args.ac, device="auto", loss_weighting=args.loss_weighting,
                          sdpa_backend=args.sdpa_backend, kernels=[k for k in args.kernels.split(",") if k],
                          grad_sync=args.grad_sync, activation_memory_budget=args.memory_budget,
-                         gathered_layers=args.gathered_layers)
+                         gathered_layers=args.gathered_layers, float8=args.float8)
     return TrainSpec(stage="bench", seed=1234, cfg=cfg, model=mcfg,
                      dataset=lambda: (MotifDataset(global_batch * args.steps, seq, vocab), None))
 
@@ -138,7 +139,8 @@ def run(args: argparse.Namespace) -> None:
         "reshard_after_forward": cfg.reshard_after_forward, "reduce_dtype": cfg.reduce_dtype,
         "memory_budget": cfg.activation_memory_budget, "gathered_layers": cfg.gathered_layers,
         "sdpa_backend": cfg.sdpa_backend, "kernels": tr.kernels, "grad_sync": cfg.grad_sync,
-        "loss_weighting": cfg.loss_weighting, "compiled_loss": bool(getattr(tr.model, "compiled_loss", False)),
+        "loss_weighting": cfg.loss_weighting, "float8": cfg.float8,
+        "compiled_loss": bool(getattr(tr.model, "compiled_loss", False)),
         "host_sync": args.host_sync, "mem_cap_gib": args.mem_cap_gib,
         "device": torch.cuda.get_device_name(env.device) if cuda else "cpu",
         "tok_s_per_gpu": tok_s_dev, "flops_per_token": flops_tok, "flop_rate_per_gpu": tok_s_dev * flops_tok,
@@ -280,6 +282,8 @@ def main() -> None:
     r.add_argument("--sdpa-backend", default="auto", choices=["auto", "cudnn", "flash", "efficient"])
     r.add_argument("--kernels", default="", help="comma-separated liger kernels (rms_norm,swiglu,rope,linear_cross_entropy)")
     r.add_argument("--grad-sync", default="last", choices=["last", "every"])
+    r.add_argument("--float8", default=None, choices=["tensorwise", "rowwise"],
+                   help="pretrain.float8: torchao FP8 training of the decoder's linear layers (not the paper's numerics)")
     r.add_argument("--loss-weighting", default="token", choices=["token", "sequence"])
     r.add_argument("--eager-loss", action="store_true", help="with --compile: keep the loss out of torch.compile")
     r.add_argument("--host-sync", action="store_true", help="read the loss on the host every step")

@@ -53,3 +53,32 @@ environment() {
   } > "$1/environment.txt" 2>&1
   cat "$1/environment.txt"
 }
+
+# ---- phases of the acceptance scripts (accept.sh, titan.sh): each caller sets PHASES, BUDGET, DIR, WORK, PY
+
+phase() {  # phase NAME LIMIT: true if NAME was asked for and fits the budget
+  case " $PHASES " in *" $1 "*) ;; *) return 1 ;; esac
+  if [ $((SECONDS + $2)) -gt $BUDGET ]; then echo "== $1 skipped: ${SECONDS}s used, needs $2s"; return 1; fi
+  echo "== $1 ($(date +%T), ${SECONDS}s used)"
+}
+
+cli() {  # cli NAME LIMIT MICRO SETTINGS...: the real CLI under torchrun (NPROC ranks, 2 by default) on the synthetic
+  # store $WORK/params.yaml ($DEV, $ACC, $STEPS, $LOG set by the caller); log and metrics into $DIR
+  local name=$1 limit=$2 micro=$3
+  shift 3
+  local sets=()
+  for s in $DEV "$@" pretrain.micro_batch_size=$micro pretrain.global_batch_size=$((micro * ACC * ${NPROC:-2})) \
+      pretrain.max_steps=$STEPS pretrain.log_every=$LOG pretrain.checkpoint_every=$STEPS \
+      pretrain.checkpoint_dir=$WORK/ckpt_$name pretrain.output=$WORK/model_$name pretrain.metrics=$WORK/$name.json; do
+    sets+=(--set "$s")
+  done
+  echo "micro $micro acc $ACC steps $STEPS log_every $LOG: $*" > "$DIR/$name.settings"
+  group "$limit" "$DIR/$name.log" $PY -m torch.distributed.run --standalone --nproc-per-node "${NPROC:-2}" \
+    -m biomed_llama pretrain --params "$WORK/params.yaml" "${sets[@]}"
+  cp "$WORK/$name.json" "$DIR/${name}_metrics.json" 2> /dev/null
+  rm -rf "$WORK/ckpt_$name" "$WORK/model_$name"
+}
+
+capped() {  # capped GIB COMMAND...: COMMAND with each worker's GPU memory capped at GIB (bench/memcap)
+  BIOMED_MEM_CAP_GIB=$1 PYTHONPATH=$PWD/bench/memcap:$PYTHONPATH "${@:2}"
+}

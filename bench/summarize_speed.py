@@ -3,6 +3,7 @@
     python bench/summarize_speed.py screen DIR
     python bench/summarize_speed.py accept DIR
     python bench/summarize_speed.py single DIR
+    python bench/summarize_speed.py titan DIR
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _levers(r: dict) -> str:
     return (f"{r.get('sdpa_backend')}, {','.join(r.get('kernels') or []) or 'no kernels'}, sync {r.get('grad_sync')}, "
             f"compiled loss "
             f"{r.get('compiled_loss')}, budget {r.get('memory_budget', 1.0)}, gathered layers "
-            f"{r.get('gathered_layers', 0)}")
+            f"{r.get('gathered_layers', 0)}" + (f", float8 {r['float8']}" if r.get("float8") else ""))
 
 
 def _engine_row(r: dict) -> str:
@@ -96,9 +97,10 @@ WARM_STEPS = 2
 pinning of the host staging buffers after the first update (step 2)."""
 
 
-def _cli(out: Path, name: str) -> dict | None:
-    """Throughput of a CLI run: the mean of its log windows that start after step `WARM_STEPS` (a log row covers
-    the steps since the previous row), else its metrics file (the engine's mean over the windows after the first,
+def _cli(out: Path, name: str, world: int = 2, skip_last: bool = False) -> dict | None:
+    """Throughput per GPU (`world` GPUs) of a CLI run: the mean of its log windows that start after step `WARM_STEPS`
+    (a log row covers the steps since the previous row) and, with `skip_last`, end before its last step (which
+    holds the checkpoint save), else its metrics file (the engine's mean over the windows after the first,
     which with `log_every: 1` still holds step 2); peak memory and checkpoint saves from the metrics file."""
     metrics = _json(out / f"{name}_metrics.json")
     rows = [LOG_ROW.search(ln) for ln in (out / f"{name}.log").read_text().splitlines()] \
@@ -106,14 +108,14 @@ def _cli(out: Path, name: str) -> dict | None:
     rows = [m for m in rows if m]
     steps = [int(m.group(1)) for m in rows]
     # a row's window starts after the previous row's step
-    steady = [(before + 1, m) for m, before in zip(rows, [0] + steps) if before + 1 > WARM_STEPS]
+    steady = [(before + 1, m) for m, before in zip(rows, [0] + steps)
+              if before + 1 > WARM_STEPS and not (skip_last and m.group(1) == m.group(2))]
     mem = metrics["peak_memory_gib"] if metrics else max((float(m.group(6)) for m in rows), default=None)
     saves = metrics.get("checkpoint_saves") if metrics else None
     if steady:
-        world = 2
         return {"tok_s": sum(float(m.group(4).replace(",", "")) for _, m in steady) / len(steady) / world,
                 "mfu": sum(float(m.group(5)) for _, m in steady) / len(steady) / 100, "mem": mem, "saves": saves,
-                "steps": steps[-1], "from": f"log, steps {steady[0][0]}-{steps[-1]}"}
+                "steps": steps[-1], "from": f"log, steps {steady[0][0]}-{steady[-1][1].group(1)}"}
     if metrics:
         return {"tok_s": metrics["tokens_per_s_per_device"], "mfu": metrics["mfu"], "mem": mem, "saves": saves,
                 "steps": metrics["steps"], "from": "metrics"}
@@ -246,5 +248,105 @@ def _anchor_beside(out: Path, name: str, runs: str, where: str) -> None:
     elif (out / f"{name}.log").is_file():
         print(f"\n[anchor] {name} failed: {_err(out / (name + '.log'))}")
 
+def _smoothed(xs: list[float], alpha: float = 0.1) -> list[float]:
+    """Exponential moving average (TensorBoard's smoothing), to compare two noisy loss curves."""
+    out, acc = [], xs[0]
+    for x in xs:
+        acc = alpha * x + (1 - alpha) * acc
+        out.append(acc)
+    return out
+
+
+def _bench_row(r: dict | None, name: str, out: Path, base: dict | None = None) -> str:
+    """A table row of a `bench_pretrain.py` run (its JSON), with its ratio to `base`; its error when it failed."""
+    if not r:
+        return f"| {name} | failed: {_err(out / (name + '.log'))} | | | | |"
+    ratio = f"{r['tok_s_per_gpu'] / base['tok_s_per_gpu']:.3f}×" if base else ""
+    return (f"| {name} | {r['shape']} micro {r['micro']} acc {r['acc']}, {_levers(r)} | {r['tok_s_per_gpu']:,.0f} | "
+            f"{_pct(r['mfu'])} | {r['peak_mem_gib'] or 0:.1f} / {r.get('peak_reserved_gib') or 0:.1f} | {ratio} |")
+
+
+def titan(out: Path) -> None:
+    """`bench/titan.sh`: the CLI vs torchtitan 0.3.0, FP8 speed and loss, xformers vs cuDNN, the 80 GiB setting × 3."""
+    import statistics
+
+    print(f"== issue 26 on one GPU ({out}) ==")
+    print(_err(out / "pytest_fp8.log") if (out / "pytest_fp8.log").is_file() else "[tests] not run")
+    settings = (out / "titan.settings").read_text().strip() if (out / "titan.settings").is_file() else "?"
+    print(f"\n[titan] {settings}")
+    print("| run | tok/s/GPU | MFU (6N + 12LdS, 989 TFLOP/s) | peak GiB (allocated / reserved) | × torchtitan |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    anchor = _anchor(out, "titan")
+    card = _cli(out, "cli_card", world=1, skip_last=True) if (out / "cli_card.log").is_file() else None
+    if card:
+        ratio = f"{card['tok_s'] / anchor['tok_s_per_gpu']:.3f}×" if anchor else "n/a"
+        mem = f"{card['mem']:.1f}" if card["mem"] is not None else "n/a"
+        print(f"| biomed-llama pretrain, {_settings(out, 'cli_card')} ({card['from']}) | {card['tok_s']:,.0f} | "
+              f"{_pct(card['mfu'])} | {mem} | {ratio} |")
+    elif (out / "cli_card.log").is_file():
+        print(f"| biomed-llama pretrain | failed: {_err(out / 'cli_card.log')} | | | |")
+    if anchor:
+        print(f"| torchtitan {anchor['torchtitan']}, {anchor['layers']} layers, micro {anchor['micro']} acc "
+              f"{anchor['acc']}, AC {anchor['ac']}, {anchor['attention']}, CUDA graphs {anchor['cuda_graphs']}, reshard "
+              f"{anchor.get('reshard_after_forward')} "
+              f"({anchor['steps_timed']} steps timed) | {anchor['tok_s_per_gpu']:,.0f} | {_pct(anchor['mfu'])} | "
+              f"{anchor['peak_mem_gib']:.1f} / {anchor['peak_reserved_gib']:.1f} | 1.000× |")
+    elif (out / "titan.log").is_file():
+        print(f"| torchtitan | failed: {_err(out / 'titan.log')} | | | |")
+    if anchor and (anchor.get("torch_compat") or "stand-in" in anchor.get("datasets", "")):
+        print(f"torchtitan ran with: {anchor.get('torch_compat') or ''} {anchor.get('datasets', '')}, "
+              f"SPMD backend {anchor.get('spmd_backend')}")
+    if (out / "titan_first.log").is_file():
+        print(f"torchtitan's first try (its defaults) failed: {_err(out / 'titan_first.log')}")
+    if card and anchor:
+        print(f"target >= 1.10x torchtitan: {'PASS' if card['tok_s'] >= 1.10 * anchor['tok_s_per_gpu'] else 'FAIL'}")
+    print("\n[fp8] 7B 8-layer slice, bf16 vs pretrain.float8 (MFU in bf16-equivalent FLOPs)")
+    print("| run | settings | tok/s/GPU | MFU | peak GiB | × bf16 |\n| --- | --- | ---: | ---: | ---: | ---: |")
+    bf16 = _json(out / "f_bf16.json")
+    for p in [out / "f_bf16.log", *sorted(q for q in out.glob("f_*.log") if q.stem != "f_bf16")]:
+        if p.is_file():
+            print(_bench_row(_json(p.with_suffix(".json")), p.stem, out, bf16 if p.stem != "f_bf16" else None))
+    old, new = _json(out / "l_bf16.json"), _json(out / "l_fp8.json")
+    if old and new:
+        a, b = _smoothed(old["losses"]), _smoothed(new["losses"])
+        rel = [abs(x - y) / abs(x) for x, y in zip(a, b)]
+        print(f"[fp8 loss] {len(rel)} steps, same data and init, smoothed (EMA 0.1): max relative difference "
+              f"{max(rel):.4f} (at step {rel.index(max(rel)) + 1}), last {a[-1]:.4f} vs {b[-1]:.4f} -> "
+              f"{'WITHIN' if max(rel) <= 0.01 else 'OUTSIDE'} 1%")
+        print("    bf16:", " ".join(f"{v:.3f}" for v in old["losses"][::20]))
+        print("    fp8 :", " ".join(f"{v:.3f}" for v in new["losses"][::20]))
+    elif (out / "l_bf16.log").is_file():
+        missing = [f"{n}: {_err(out / f'l_{n}.log')}" for n, r in (("bf16", old), ("fp8", new)) if not r]
+        print(f"[fp8 loss] missing: {'; '.join(missing)}")
+    att = _json(out / "attention.json")
+    if att:
+        print("\n[attention kernels] causal fwd+bwd ms, bf16,", att["shape"])
+        for r in att["rows"]:
+            print(f"    {r['backend']:<16} " + (f"{r['fwd_bwd_ms']:.3f} ms" if "fwd_bwd_ms" in r else r.get("error", "")))
+    cudnn = _json(out / "a_cudnn.json")
+    if (out / "a_cudnn.log").is_file():
+        print("\n[attention in training] the engine, same batch, bf16, compile")
+        print("| run | settings | tok/s/GPU | MFU | peak GiB | × cuDNN |\n| --- | --- | ---: | ---: | ---: | ---: |")
+        print(_bench_row(cudnn, "a_cudnn", out))
+        if (out / "a_xformers.log").is_file():
+            xf = _json(out / "a_xformers.json")
+            print(_bench_row(xf, "a_xformers", out, cudnn))
+            if xf and cudnn:
+                gap = 1 - xf["tok_s_per_gpu"] / cudnn["tok_s_per_gpu"]
+                print(f"xformers costs {100 * gap:.1f}% of cuDNN's throughput: target within 3%: "
+                      f"{'PASS' if gap <= 0.03 else 'FAIL'}")
+    caps = [(p.stem, _json(p.with_suffix(".json"))) for p in sorted(out.glob("c80_*.log"))]
+    if caps:
+        print("\n[80 GiB x 3] one GPU emulating a GPU of 1x2 (16-layer 7B), the profile's 80 GiB levers, capped")
+        print("| run | settings | tok/s/GPU | MFU | peak GiB | |\n| --- | --- | ---: | ---: | ---: | --- |")
+        for name, r in caps:
+            print(_bench_row(r, name, out))
+        mfus = [r["mfu"] for _, r in caps if r and r["mfu"] is not None]
+        if mfus:
+            print(f"MFU over {len(mfus)} runs: min {_pct(min(mfus))}, median {_pct(statistics.median(mfus))}; "
+                  f"target min >= 57%: {'PASS' if len(mfus) == 3 and min(mfus) >= 0.57 else 'FAIL'}")
+
+
 if __name__ == "__main__":
-    {"screen": screen, "accept": accept, "scaleout": scaleout, "single": single}[sys.argv[1]](Path(sys.argv[2]))
+    {"screen": screen, "accept": accept, "scaleout": scaleout, "single": single, "titan": titan}[sys.argv[1]](
+        Path(sys.argv[2]))

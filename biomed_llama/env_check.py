@@ -9,79 +9,18 @@ the image's identity.
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from biomed_llama.errors import UserError
 from biomed_llama.fsutil import sha256_file
-from biomed_llama.provenance import container_identity, lock_path, normalise, packages
+# The lock's reading and comparison live in provenance (every manifest records the drift); re-exported here.
+from biomed_llama.provenance import (UNLOCKED_OK, Drift, compare, container_identity, lock_path, packages, read_lock,
+                                     versions_match)
 
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;([^\\#]*))?")
-# Installer tooling and the package itself are in every environment without being locked.
-UNLOCKED_OK = frozenset({"pip", "setuptools", "wheel", "biomed-llama"})
+__all__ = ["UNLOCKED_OK", "Drift", "check", "compare", "image_lock_hash", "read_lock", "require_locked", "versions_match"]
+
 LOCK_LABEL = "biomed.lock.sha256"
-
-
-@dataclass(frozen=True)
-class Drift:
-    """One package whose installed state differs from the lock (None = absent on that side)."""
-
-    name: str
-    locked: str | None
-    installed: str | None
-
-    def __str__(self) -> str:
-        if self.installed is None:
-            return f"{self.name}: locked {self.locked}, not installed"
-        if self.locked is None:
-            return f"{self.name}: installed {self.installed}, not in the lock"
-        return f"{self.name}: locked {self.locked}, installed {self.installed}"
-
-
-def read_lock(path: str | Path) -> dict[str, str]:
-    """Return {normalised name: version} of a lock's `name==version` lines whose marker holds here.
-
-    Continuation lines (`--hash=…`), comments and options are skipped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"lock file {path} not found (BIOMED_LOCK selects another)")
-    pins: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        m = PIN.match(line.strip())
-        if not m:
-            continue
-        marker = (m.group(3) or "").strip()
-        if marker:
-            from packaging.markers import Marker
-
-            if not Marker(marker).evaluate():
-                continue
-        pins[normalise(m.group(1))] = m.group(2)
-    return pins
-
-
-def versions_match(locked: str, installed: str) -> bool:
-    """PEP 440 `==`: equal versions; a lock without a local label accepts any (`2.13.0` ~ `2.13.0+cpu`)."""
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        lv, iv = Version(locked), Version(installed)
-    except InvalidVersion:
-        return locked == installed
-    return lv == iv if lv.local else lv == Version(iv.public)
-
-
-def compare(locked: Mapping[str, str], installed: Mapping[str, str], *, allow_extra: bool = False) -> list[Drift]:
-    """Drift between a lock and installed versions: missing, different, and (unless allowed) unlocked packages."""
-    drift = [Drift(n, v, installed.get(n)) for n, v in sorted(locked.items())
-             if n not in installed or not versions_match(v, installed[n])]
-    if not allow_extra:
-        drift += [Drift(n, None, v) for n, v in sorted(installed.items())
-                  if n not in locked and n not in UNLOCKED_OK]
-    return sorted(drift, key=lambda d: d.name)
 
 
 def image_lock_hash() -> str | None:
@@ -111,3 +50,14 @@ def check(lock: str | Path | None = None, *, allow_extra: bool = False) -> dict[
         "problems": problems,
         "ok": not problems,
     }
+
+
+def require_locked(lock: str | Path | None = None) -> str:
+    """Raise one UserError line naming the drifted packages unless this environment matches `lock`
+    (`check` with extra packages allowed, the image's recorded lock hash compared); return the lock's path."""
+    report = check(lock, allow_extra=True)
+    if not report["ok"]:
+        names = ", ".join(f"{d['name']} {d['installed'] or 'missing'} (locked {d['locked']})" for d in report["drift"])
+        raise UserError(f"launch.require_locked_env: the environment differs from {report['lock']}: "
+                        f"{names or report['problems'][0]}; run inside the image, or set launch.require_locked_env: false")
+    return report["lock"]

@@ -30,6 +30,12 @@ class BadRecordError(UserError):
     exit_code = 4
 
 
+class DivergedError(UserError):
+    """Training met a non-finite loss or gradient norm (or weights) and stopped there; exit code 5."""
+
+    exit_code = 5
+
+
 class OutputError(UserError):
     """An output that cannot be written (disk or quota full, read-only file system, no permission); exit code 1."""
 

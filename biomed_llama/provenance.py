@@ -11,12 +11,14 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from biomed_llama.errors import IntegrityError
+from biomed_llama.errors import IntegrityError, UserError
 from biomed_llama.fsutil import atomic_write_json, sha256_file
 from biomed_llama.image_labels import LABELS_FILE
 
@@ -142,23 +144,115 @@ def packages() -> dict[str, str]:
 
 def normalise(name: str) -> str:
     """PEP 503 name normalisation (`Foo_Bar.baz` → `foo-bar-baz`)."""
-    import re
-
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def fingerprint() -> dict[str, Any]:
-    """Return the environment fingerprint stored in every manifest and printed by `biomed-llama env`."""
+    """Return the environment fingerprint stored in every manifest and printed by `biomed-llama env`.
+
+    Everything in it is read from the running environment (installed distributions, the imported
+    torch), never from the lock: the lock is named (path, sha256) and what differs from it is listed
+    (`lock.drift`), so a run outside the image (a cluster's own torch) says so in every manifest.
+    """
     lock = lock_path()
+    installed = packages()
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         **_torch_versions(),
         "git": git_state(),
-        "lock": {"path": str(lock), "sha256": sha256_file(lock) if lock.is_file() else None},
+        "lock": {"path": str(lock), "sha256": sha256_file(lock) if lock.is_file() else None,
+                 "drift": lock_drift(lock, installed)},
         "container": container_identity(),
-        "packages": packages(),
+        "packages": installed,
     }
+
+
+# ---- the lock, and what of it the environment differs from ----
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;([^\\#]*))?")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One package whose installed state differs from the lock (None = absent on that side)."""
+
+    name: str
+    locked: str | None
+    installed: str | None
+
+    def __str__(self) -> str:
+        if self.installed is None:
+            return f"{self.name}: locked {self.locked}, not installed"
+        if self.locked is None:
+            return f"{self.name}: installed {self.installed}, not in the lock"
+        return f"{self.name}: locked {self.locked}, installed {self.installed}"
+
+
+def read_lock(path: str | Path) -> dict[str, str]:
+    """Return {normalised name: version} of a lock's `name==version` lines whose marker holds here.
+
+    Continuation lines (`--hash=…`), comments and options are skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"lock file {path} not found (BIOMED_LOCK selects another)")
+    pins: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        m = PIN.match(line.strip())
+        if not m:
+            continue
+        marker = (m.group(3) or "").strip()
+        if marker:
+            from packaging.markers import Marker
+
+            if not Marker(marker).evaluate():
+                continue
+        pins[normalise(m.group(1))] = m.group(2)
+    return pins
+
+
+def versions_match(locked: str, installed: str) -> bool:
+    """PEP 440 `==`: equal versions; a lock without a local label accepts any (`2.13.0` ~ `2.13.0+cpu`)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        lv, iv = Version(locked), Version(installed)
+    except InvalidVersion:
+        return locked == installed
+    return lv == iv if lv.local else lv == Version(iv.public)
+
+
+def compare(locked: Mapping[str, str], installed: Mapping[str, str], *, allow_extra: bool = False) -> list[Drift]:
+    """Drift between a lock and installed versions: missing, different, and (unless allowed) unlocked packages."""
+    drift = [Drift(n, v, installed.get(n)) for n, v in sorted(locked.items())
+             if n not in installed or not versions_match(v, installed[n])]
+    if not allow_extra:
+        drift += [Drift(n, None, v) for n, v in sorted(installed.items())
+                  if n not in locked and n not in UNLOCKED_OK]
+    return sorted(drift, key=lambda d: d.name)
+
+
+# Installer tooling and the package itself are in every environment without being locked.
+UNLOCKED_OK = frozenset({"pip", "setuptools", "wheel", "biomed-llama"})
+
+
+@functools.lru_cache(maxsize=8)
+def _pins(path: str, digest: str) -> dict[str, str]:
+    """`read_lock`, once per lock content (every manifest of a run compares with the same lock)."""
+    return read_lock(path)
+
+
+def lock_drift(lock: str | Path, installed: Mapping[str, str]) -> list[str] | None:
+    """The locked packages `installed` lacks or has at other versions (`Drift` lines); None without a lock file.
+
+    Packages the lock does not name are not counted: a cluster's extra tools do not change the locked
+    ones, and `biomed-llama env check` (without `--allow-extra`) is the strict comparison.
+    """
+    lock = Path(lock)
+    if not lock.is_file():
+        return None
+    return [str(d) for d in compare(_pins(str(lock), sha256_file(lock)), installed, allow_extra=True)]
 
 
 # Every file of a folder is hashed, dotfiles included (a file slipped into an output must fail
@@ -248,6 +342,9 @@ def write_manifest(folder: str | Path, *, stage: str, params: dict[str, Any],
 def _read_manifest(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
     """(manifest, []) or (None, [the one problem]) for `folder/manifest.json`."""
     mpath = folder / MANIFEST
+    if not folder.exists():  # say so, not "no manifest": e.g. a relative path from outside the checkout
+        return None, [f"{folder}: no such folder (looked in {Path.cwd()}; run from the checkout, or run the stage "
+                      f"that makes it)"]
     if not mpath.is_file():
         return None, [f"{folder}: no {MANIFEST}"]
     try:

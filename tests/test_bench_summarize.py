@@ -41,3 +41,44 @@ def test_no_steady_window_falls_back_to_the_metrics(tmp_path):
     _run(tmp_path, [_row(2, 9000, 19.5)])
     r = S._cli(tmp_path, "cli_cap")
     assert r["tok_s"] == 1000.0 and r["from"] == "metrics"
+
+
+def test_one_gpu_runs_and_the_last_step_s_checkpoint_left_out(tmp_path):
+    # bench/titan.sh's CLI run: one GPU (tok/s is the GPU's), its last step holds the checkpoint save
+    _run(tmp_path, [_row(1, 2000, 5.0), _row(2, 9000, 20.0), _row(3, 25000, 55.0), _row(4, 20000, 44.0)])
+    r = S._cli(tmp_path, "cli_cap", world=1, skip_last=True)
+    assert r["tok_s"] == 25000 and r["mfu"] == 0.55 and r["from"] == "log, steps 3-3"
+
+
+def _bench(folder: Path, name: str, tok_s: float, mfu: float, **extra) -> None:
+    row = {"name": name, "shape": "7b16", "micro": 8, "acc": 8, "tok_s_per_gpu": tok_s, "mfu": mfu,
+           "peak_mem_gib": 76.0, "peak_reserved_gib": 78.0, "sdpa_backend": "cudnn", "kernels": [], "grad_sync": "every",
+           "compiled_loss": True, "memory_budget": 0.7, "gathered_layers": 6, **extra}
+    (folder / f"{name}.json").write_text(json.dumps(row))
+    (folder / f"{name}.log").write_text(json.dumps(row) + "\n")
+
+
+def test_the_titan_summary_states_each_target_against_its_baseline(tmp_path, capsys):
+    (tmp_path / "cli_card.log").write_text("\n".join(
+        [_row(1, 1000, 2.0), _row(2, 1000, 2.0), _row(3, 27000, 59.0), _row(4, 20000, 44.0)]) + "\n")
+    anchor = {"name": "torchtitan", "torchtitan": "0.3.0", "datasets": "datasets 4.7.0", "torch_compat": None,
+              "layers": 16, "micro": 8, "acc": 2, "ac": "none", "attention": "flex", "cuda_graphs": True,
+              "steps_timed": 7, "tok_s_per_gpu": 25000.0, "mfu": 0.546, "peak_mem_gib": 90.0, "peak_reserved_gib": 95.0}
+    (tmp_path / "titan.log").write_text("[titan] step: 1\n" + json.dumps(anchor) + "\n")
+    _bench(tmp_path, "f_bf16", 50000.0, 0.57)
+    _bench(tmp_path, "f_tensorwise", 65000.0, 0.74, float8="tensorwise")
+    losses = [10.0 - 0.04 * i for i in range(200)]
+    _bench(tmp_path, "l_bf16", 1.0, 0.1, losses=losses)
+    _bench(tmp_path, "l_fp8", 1.0, 0.1, losses=[v * 1.004 for v in losses], float8="tensorwise")
+    _bench(tmp_path, "a_cudnn", 40000.0, 0.5)
+    _bench(tmp_path, "a_xformers", 38000.0, 0.47)
+    for i, mfu in enumerate([0.571, 0.569, 0.58], 1):
+        _bench(tmp_path, f"c80_{i}", 25000.0, mfu)
+    S.titan(tmp_path)
+    out = capsys.readouterr().out
+    assert "| 27,000 | 59.0% |" in out and "| 1.080× |" in out  # steps 3 of 1-4: the compile, pinning, save left out
+    assert "target >= 1.10x torchtitan: FAIL" in out
+    assert "| 1.300× |" in out  # FP8 over bf16
+    assert "max relative difference 0.0040" in out and "WITHIN 1%" in out
+    assert "xformers costs 5.0% of cuDNN's throughput: target within 3%: FAIL" in out
+    assert "min 56.9%, median 57.1%; target min >= 57%: FAIL" in out

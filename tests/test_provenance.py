@@ -9,8 +9,8 @@ import pytest
 
 from biomed_llama.errors import IntegrityError
 from biomed_llama.fsutil import atomic_dir, sha256_file
-from biomed_llama.provenance import (describe_inputs, fingerprint, require_current_inputs, require_verified, verify,
-                                     verify_inputs, write_manifest)
+from biomed_llama.provenance import (describe_inputs, fingerprint, lock_drift, read_lock, require_current_inputs,
+                                     require_verified, verify, verify_inputs, write_manifest)
 
 
 def _make(folder: Path) -> None:
@@ -242,3 +242,38 @@ def test_evaluate_writes_no_bytecode_into_the_task_folders(monkeypatch) -> None:
 
     CliRunner().invoke(app, ["evaluate", "--params", str(REPO / "params.yaml")])
     assert seen == {"flag": True}
+
+
+def drifted_environment(monkeypatch: pytest.MonkeyPatch, torch_version: str = "2.11.0+cu130") -> dict[str, str]:
+    """Simulate the GPU machine: the installed torch is not the lock's (its distribution and the imported module)."""
+    import torch
+
+    from biomed_llama import provenance
+
+    installed = {**provenance.packages(), "torch": torch_version}
+    monkeypatch.setattr(provenance, "packages", lambda: installed)
+    monkeypatch.setattr(torch, "__version__", torch_version)
+    return installed
+
+
+def test_fingerprint_records_the_environment_that_ran_not_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 repo_root: Path) -> None:
+    lock = repo_root / "requirements/cpu.lock"
+    monkeypatch.setenv("BIOMED_LOCK", str(lock))
+    locked_torch = read_lock(lock)["torch"]
+    drifted_environment(monkeypatch)
+    _make(tmp_path / "out")
+    env = write_manifest(tmp_path / "out", stage="unit", params={})["environment"]
+    assert env["torch"] == "2.11.0+cu130" and env["packages"]["torch"] == "2.11.0+cu130"
+    assert env["lock"] == {"path": str(lock), "sha256": sha256_file(lock),
+                           "drift": [f"torch: locked {locked_torch}, installed 2.11.0+cu130"]}
+    monkeypatch.setenv("BIOMED_LOCK", str(tmp_path / "absent.lock"))
+    assert fingerprint()["lock"] == {"path": str(tmp_path / "absent.lock"), "sha256": None, "drift": None}
+
+
+def test_lock_drift_counts_locked_packages_only(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    lock.write_text("torch==2.13.0 \\\n    --hash=sha256:" + "a" * 64 + "\nnumpy==2.3.0\n")
+    assert lock_drift(lock, {"torch": "2.13.0+cpu", "numpy": "2.3.0", "extra-tool": "1"}) == []
+    assert lock_drift(lock, {"torch": "2.11.0+cu130"}) == ["numpy: locked 2.3.0, not installed",
+                                                          "torch: locked 2.13.0, installed 2.11.0+cu130"]

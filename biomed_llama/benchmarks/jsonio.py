@@ -77,16 +77,33 @@ def read_jsonl(path: str | Path) -> list[Entry]:
     return entries
 
 
-def load_json(path: str | Path, kind: type) -> Any:
-    """Load a whole JSON file that must be a `kind` (list or dict); anything else is a UserError."""
-    path = Path(path)
+def _load(path: Path, kind: type) -> tuple[Any, list[tuple[str, Any]]]:
+    """The whole JSON value of `path` (a `kind`) and, for an object, its top-level (key, value) pairs in file order,
+    a repeated key included: `json.loads` keeps only the last value of a key, the pairs keep every one."""
+    pairs: list[list[tuple[str, Any]]] = []
+
+    def keep(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        pairs[:] = [items]  # the top-level object is the last one parsed
+        return dict(items)
+
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(_read_text(path), object_pairs_hook=keep)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(data, kind):
         raise UserError(f"{path}: expected a JSON {_json_type(kind())} at top level, got {_json_type(data)}")
-    return data
+    return data, (pairs[0] if isinstance(data, dict) and pairs else [])
+
+
+def load_json(path: str | Path, kind: type) -> Any:
+    """Load a whole JSON file that must be a `kind` (list or dict); anything else is a UserError."""
+    return _load(Path(path), kind)[0]
+
+
+def object_pairs(path: str | Path) -> list[tuple[str, Any]]:
+    """The top-level (key, value) pairs of a JSON-object file in file order, a repeated key kept each time
+    (PubMedQA's files are one object keyed by PMID: a PMID given twice must not silently overwrite the first)."""
+    return _load(Path(path), dict)[1]
 
 
 def list_entries(path: str | Path) -> list[Entry]:
@@ -100,17 +117,36 @@ def _json_type(value: Any) -> str:
 
 
 def collect(path: str | Path, bad: BadRecords, entries: list[Entry],
-            parse: Callable[[Any, str], Item]) -> Positioned:
-    """Parse every entry with `parse(value, key)`; a RecordProblem goes to `bad` with file and position."""
+            parse: Callable[[Any, str], Item], *, unique: bool = False) -> Positioned:
+    """Parse every entry with `parse(value, key)`; a RecordProblem goes to `bad` with file and position.
+
+    `unique` (the benchmark items): an item whose id repeats an earlier one's, or whose record is the same
+    record again, goes to `bad.duplicate` (exit 4, or dropped when it is exact and `readers.duplicates: drop`).
+    """
     out: Positioned = []
+    by_id: dict[str, tuple[str, str]] = {}  # id → (position, canonical record)
+    by_record: dict[str, str] = {}  # canonical record → position
     for e in entries:
         try:
             if isinstance(e.value, RecordProblem):
                 raise e.value
             _require_unicode(e.value)
-            out.append((e.position, parse(e.value, e.key)))
+            item = parse(e.value, e.key)
         except RecordProblem as problem:
             bad.report(str(path), e.position, str(problem))
+            continue
+        if unique:
+            record = json.dumps(e.value, sort_keys=True, ensure_ascii=False)
+            item_id = str(getattr(item, "id", None) or e.key)
+            if item_id in by_id:
+                first, seen = by_id[item_id]
+                bad.duplicate(str(path), e.position, item_id, first, identical=seen == record)
+                continue
+            if record in by_record:  # the same record under an id of its own (MedQA: ids are line numbers)
+                bad.duplicate(str(path), e.position, item_id, by_record[record], identical=True)
+                continue
+            by_id[item_id], by_record[record] = (e.position, record), e.position
+        out.append((e.position, item))
     return out
 
 

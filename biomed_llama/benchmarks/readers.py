@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from biomed_llama.benchmarks.jsonio import (
-    Entry, Positioned, RecordProblem, as_object, collect, lettered_options, load_json, optional_text,
+    Entry, Positioned, RecordProblem, as_object, collect, lettered_options, object_pairs, optional_text,
     read_jsonl, text_field,
 )
 from biomed_llama.benchmarks.records import LETTERS, YES_NO_MAYBE, BadRecords, MCItem, YesNoItem
@@ -49,7 +49,7 @@ def _medqa(value: Any, key: str, n_options: int | None) -> MCItem:
 
 def read_medqa(path: str | Path, bad: BadRecords, n_options: int | None = None) -> Positioned:
     """Read MedQA-USMLE JSON lines; `n_options` (4 or 5) makes a record with another count bad."""
-    return collect(path, bad, read_jsonl(path), lambda v, k: _medqa(v, k, n_options))
+    return collect(path, bad, read_jsonl(path), lambda v, k: _medqa(v, k, n_options), unique=True)
 
 
 def _is_int(value: Any) -> bool:
@@ -101,7 +101,7 @@ def read_medmcqa(path: str | Path, bad: BadRecords, medmcqa_cop: CopConvention =
     """Read MedMCQA JSON lines, with the `cop` convention `medmcqa_cop` (`detect_cop_base`)."""
     entries = read_jsonl(path)
     base = detect_cop_base(path, [e.value.get("cop") for e in entries if isinstance(e.value, dict)], medmcqa_cop)
-    return collect(path, bad, entries, lambda v, k: _medmcqa(v, k, base))
+    return collect(path, bad, entries, lambda v, k: _medmcqa(v, k, base), unique=True)
 
 
 def _medmcqa_unlabeled(value: Any, key: str) -> MCItem:
@@ -118,7 +118,7 @@ def _medmcqa_unlabeled(value: Any, key: str) -> MCItem:
 def read_medmcqa_unlabeled(path: str | Path, bad: BadRecords) -> Positioned:
     """Read the MedMCQA test set (answers withheld; any `cop` ignored) with the released evaluation's targets:
     every item's answer is its option D, as `evaluation/mcqa_dataset.py` made it from HF's cop = -1."""
-    return collect(path, bad, read_jsonl(path), _medmcqa_unlabeled)
+    return collect(path, bad, read_jsonl(path), _medmcqa_unlabeled, unique=True)
 
 
 def _pubmedqa(value: Any, key: str) -> YesNoItem:
@@ -137,9 +137,10 @@ def _pubmedqa(value: Any, key: str) -> YesNoItem:
 
 
 def read_pubmedqa(path: str | Path, bad: BadRecords) -> Positioned:
-    """Read PubMedQA `ori_pqal.json` / `ori_pqaa.json`: one object keyed by PMID, in file order."""
-    entries = [Entry(f"PMID {k}", str(k), v) for k, v in load_json(path, dict).items()]
-    return collect(path, bad, entries, _pubmedqa)
+    """Read PubMedQA `ori_pqal.json` / `ori_pqaa.json`: one object keyed by PMID, in file order (a PMID key
+    given twice is a duplicate item, found while parsing: a JSON object would keep only its last value)."""
+    entries = [Entry(f"PMID {k}", str(k), v) for k, v in object_pairs(path)]
+    return collect(path, bad, entries, _pubmedqa, unique=True)
 
 
 def read_benchmark(fmt: BenchmarkFormat, path: str | Path, bad: BadRecords, *,

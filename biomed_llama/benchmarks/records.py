@@ -85,12 +85,21 @@ class BadRecord:
 
 @dataclass
 class BadRecords:
-    """Applies a bad-record policy: `abort` raises BadRecordError at the first one, `skip` collects them."""
+    """Applies a bad-record policy: `abort` raises BadRecordError at the first one, `skip` collects them.
+
+    A duplicate item (`duplicate`) follows its own policy (`readers.duplicates`), whatever `policy` says: a
+    repeated item would count twice in an evaluation set's denominator, or weigh twice in a fine-tune.
+    """
 
     policy: Literal["skip", "abort"]
     advice: str = "on_bad_record: abort; set skip to drop such records"
     """Appended to the abort message in parentheses: what the user can do about it."""
     found: list[BadRecord] = field(default_factory=list)
+    duplicates: Literal["abort", "drop"] = "abort"
+    """`abort`: a duplicate item is BadRecordError (exit 4) naming its id and file; `drop`: an exact duplicate
+    (the same record again) is dropped and listed in `dropped` (a different record under a taken id still aborts)."""
+    dropped: list[BadRecord] = field(default_factory=list)
+    """The exact duplicates dropped under `duplicates: drop`, each with the position of the record it repeats."""
 
     def report(self, path: str, position: str, reason: str) -> None:
         """Record a bad record, or raise BadRecordError naming file and position under `abort`."""
@@ -98,3 +107,13 @@ class BadRecords:
         if self.policy == "abort":
             raise BadRecordError(f"{bad} ({self.advice})")
         self.found.append(bad)
+
+    def duplicate(self, path: str, position: str, item_id: str, first: str, identical: bool) -> None:
+        """A record whose id (or whole content) repeats the one at `first`: drop it (exact, `drop`) or abort."""
+        what = "an exact duplicate" if identical else "a different record"
+        if identical and self.duplicates == "drop":
+            self.dropped.append(BadRecord(str(path), position, f"exact duplicate of {first} (id {item_id}), dropped"))
+            return
+        advice = ("readers.duplicates: drop drops exact duplicates" if identical
+                  else "two different records share the id: fix or replace the file")
+        raise BadRecordError(f"{path}:{position}: duplicate item id {item_id} ({what} of {first}; {advice})")

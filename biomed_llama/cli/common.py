@@ -21,6 +21,21 @@ ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params YAML (de
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a param: KEY=VALUE, e.g. pretrain.optim.lr=3e-5.")]
 
 
-def load(params: Path, overrides: Optional[list[str]]) -> Params:
-    """Load and validate params for a command (a ConfigError becomes exit code 2 in `main`)."""
-    return load_params(params, overrides or [])
+def load(params: Path, overrides: Optional[list[str]], stage: str | None = None) -> Params:
+    """Load and validate params for a command (a ConfigError becomes exit code 2 in `main`).
+
+    `stage`: the pipeline stage the command runs; its outputs are checked before anything is touched
+    (`fsutil.check_stage_outputs`: an output may never overwrite an input, another stage's data, the
+    checkout or git-tracked files).
+    """
+    from biomed_llama.errors import ConfigError
+    from biomed_llama.fsutil import STAGE_OF_COMMAND, check_stage_outputs
+
+    cfg = load_params(params, overrides or [])
+    if stage in STAGE_OF_COMMAND:
+        try:  # the params file's own values: a git-tracked metrics file it names may be rewritten
+            sanctioned = load_params(params, []) if overrides else cfg
+        except ConfigError:
+            sanctioned = None
+        check_stage_outputs(cfg, STAGE_OF_COMMAND[stage], sanctioned)
+    return cfg

@@ -19,7 +19,7 @@ def extract(
     shard_index: Annotated[int, typer.Option(help="Which of the --num-shards jobs this is (0-based).")] = 0,
 ) -> None:
     """Keep the PubMed records of Pile shards and write Parquet shards per subset and split."""
-    cfg = load(params, set_)
+    cfg = load(params, set_, "extract")
     from biomed_llama.data.extract import run_extract
 
     run_extract(cfg, workers=workers, num_shards=num_shards, shard_index=shard_index)
@@ -33,7 +33,7 @@ def extract_merge(
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: extract.workers).")] = None,
 ) -> None:
     """Merge the partial outputs of `extract --num-shards N --shard-index i` into the final output."""
-    cfg = load(params, set_)
+    cfg = load(params, set_, "extract-merge")
     from biomed_llama.data.extract import merge_extract
 
     merge_extract(cfg, num_shards=num_shards, workers=workers)
@@ -46,7 +46,7 @@ def tokenize(
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: tokenize.workers).")] = None,
 ) -> None:
     """Tokenize the extracted shards into a flat token array and document index per subset/split."""
-    cfg = load(params, set_)
+    cfg = load(params, set_, "tokenize")
     from biomed_llama.data.tokenize import run_tokenize
 
     run_tokenize(cfg, workers=workers)

@@ -12,7 +12,7 @@ from biomed_llama.cli.common import ParamsOpt, SetOpt, app, load
 @app.command("prepare-eval")
 def prepare_eval(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Convert the benchmark files into task JSON-lines and render the lm-eval task folders."""
-    cfg = load(params, set_)
+    cfg = load(params, set_, "prepare-eval")
     from biomed_llama.eval.prepare import prepare_eval as run
 
     counts = run(cfg.eval, cfg.readers)
@@ -27,7 +27,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     # lm-eval imports the rendered task folders' utils.py: no bytecode cache may appear inside the
     # verified data/eval (a file added there fails `verify`, and a planted .pyc would be code).
     sys.dont_write_bytecode = True
-    cfg = load(params, set_)
+    cfg = load(params, set_, "evaluate")
     from biomed_llama.eval.run import evaluate as run
 
     run(cfg)

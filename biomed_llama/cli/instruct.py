@@ -12,7 +12,7 @@ from biomed_llama.cli.common import ParamsOpt, SetOpt, app, load
 @app.command("instruct-mix")
 def instruct_mix(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Read the instruction sources, draw the weighted mixture with a seed, write it with a manifest."""
-    cfg = load(params, set_)
+    cfg = load(params, set_, "instruct-mix")
     from biomed_llama.instruct.mixture import run_instruct_mix
 
     metrics = run_instruct_mix(cfg)

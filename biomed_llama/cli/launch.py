@@ -25,7 +25,7 @@ def launch(
     """
     from biomed_llama.launch.commands import build, launch as run
 
-    cfg = load(params, set_).launch
+    cfg = load(params, set_, stage).launch  # a stage's unsafe output is refused here, before it starts
     if dry_run:
         cmd = build(cfg, stage, params, set_ or [], ctx.args)
         for k, v in sorted(cmd.env.items()):

@@ -16,7 +16,7 @@ def pretrain(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 
     Resumes from the newest checkpoint in its run folder under pretrain.checkpoint_dir; SIGTERM/SIGUSR1 save one and exit.
     """
-    cfg = load(params, set_)
+    cfg = load(params, set_, "pretrain")
     from biomed_llama.train.pretrain import run_pretrain
 
     run_pretrain(cfg)
@@ -36,7 +36,7 @@ def finetune(
     Loss on output + EOS tokens only; exports models/instruct or models/ft-<task> (one model per seed of
     finetune.tasks.<task>.seeds); `--base` writes finetune.base's folders. Resumes like pretrain.
     """
-    cfg = load(params, set_)
+    cfg = load(params, set_, "finetune")
     from biomed_llama.train.finetune import run_finetune, run_task_seeds
 
     start = "base" if base else "pretrained"

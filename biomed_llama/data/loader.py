@@ -14,6 +14,15 @@ The global batch of step s is a fixed set of sequence indices that depends only 
 contiguous slice of it and splits that into micro batches. The loader's whole state is the number
 of global batches consumed, so resuming is exact.
 
+Document order (`pretrain.document_order`, `document_order_index`): which sequence of the stores the
+loader's sequence i is. `subset_major`: every sequence of the first subset, then the next (the
+stores concatenated); `interleaved`: the subsets merged by a seeded uniform random interleave that
+keeps each subset's own file order, the order the Pile's shards hold the two subsets in (its
+documents are spread over its shards at random, so a per-shard extraction keeps them mixed);
+`shuffled`: one seeded permutation of all sequences. With `shuffle: true` the per-epoch permutation
+comes on top (any order then trains alike); it matters for the file-order readers, above all the
+released loader, whose one epoch covers only its first 1/16.
+
 `released_global_indices` is the other order, labelled for what it is: the stream the released run
 fed (correction 8 of REPRODUCTION.md, `pretrain.released_loader`): file order, each batch as many
 times in a row as there were loader workers, one epoch covering 1/workers of the distinct data.
@@ -55,10 +64,41 @@ def open_stores(root: str | Path, subsets: Sequence[str], split: str) -> list[St
     return stores
 
 
-class PackedDataset:
-    """Random access to packed sequences over one or more token stores."""
+DOCUMENT_ORDERS = ("subset_major", "interleaved", "shuffled")
 
-    def __init__(self, stores: Sequence[Store], seq_len: int, packing: str):
+
+def document_order_index(counts: Sequence[int], order: str, seed: int) -> np.ndarray | None:
+    """Where the loader's sequence i lies in the concatenated stores (int64[sum(counts)]); None: in place.
+
+    `counts` are the sequences of each store in `pretrain.subsets` order. `interleaved` draws which
+    subset each position takes, as a seeded permutation of the multiset of subset labels (a uniform
+    random interleave), and fills each subset's positions with its sequences in their own order;
+    `shuffled` is a seeded permutation of every sequence. The same seed gives the same order on any
+    rank and world size.
+    """
+    if order not in DOCUMENT_ORDERS:
+        raise UserError(f"unknown document order {order!r}; use one of {', '.join(DOCUMENT_ORDERS)}")
+    if order == "subset_major":
+        return None
+    n = int(sum(counts))
+    # its own stream: the per-epoch shuffle (`DistributedLoader._order`) uses [seed, epoch]
+    rng = np.random.default_rng([seed, 0x0D0C])
+    if order == "shuffled":
+        return rng.permutation(n).astype(np.int64)
+    labels = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    index = np.empty(n, dtype=np.int64)
+    for s in range(len(counts)):
+        at = labels == s
+        index[at] = starts[s] + np.arange(int(counts[s]), dtype=np.int64)
+    return index
+
+
+class PackedDataset:
+    """Random access to packed sequences over one or more token stores, in `document_order`."""
+
+    def __init__(self, stores: Sequence[Store], seq_len: int, packing: str, *, document_order: str = "subset_major",
+                 seed: int = 0):
         if not stores:
             raise UserError("no token stores given")
         if packing not in ("truncate", "concat"):
@@ -77,6 +117,13 @@ class PackedDataset:
             self._stream_offsets = [np.asarray(s.offsets, dtype=np.int64) + np.arange(len(s.offsets)) for s in stores]
             counts = [int(so[-1]) // seq_len for so in self._stream_offsets]
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.counts = counts
+        """Sequences of each store, in the stores' order."""
+        self._index = document_order_index(counts, document_order, seed)
+
+    def store_of(self, i: int) -> int:
+        """Which store (subset, in `pretrain.subsets` order) the loader's sequence i comes from."""
+        return self._locate(i)[0]
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -84,6 +131,8 @@ class PackedDataset:
     def _locate(self, i: int) -> tuple[int, int]:
         if not 0 <= i < len(self):
             raise IndexError(i)
+        if self._index is not None:
+            i = int(self._index[i])
         s = int(np.searchsorted(self._starts, i, side="right") - 1)
         return s, i - int(self._starts[s])
 

@@ -79,6 +79,42 @@ class GenerationConfig(StrictModel):
     after the gold answer and its `</s>`."""
 
 
+class GenerationSpeed(StrictModel):
+    """How fast the `instruct` / `finetune` rows are generated (`eval.generation_speed`): speed only, so not a DVC
+    param of `evaluate` and not in `eval.generation` (each manifest records it). All off (the default) is the
+    released loop: batches of `generation.batch_size` (4) in file order, a growing KV cache, no compile.
+
+    The fast setting (`batch_size: 128, sort_by_length: true, static_cache: true, compile: true`) changes no
+    prompt, target, pad side, token or stopping rule: each prompt is still left-padded, masked and greedily
+    continued on its own. In float32 the outputs are identical (tests/eval/test_generate.py); in float16 /
+    bfloat16 other batch shapes take other kernels' rounding, so a near-tie may resolve otherwise: how many
+    outputs differ at the paper's size is measured by bench/bench_generate.py (bench/RESULTS.md)."""
+
+    batch_size: int | None = Field(None, ge=1)
+    """Prompts per `generate` call; None: `generation.batch_size` (4, as released). A 7B model's static cache holds
+    0.5 MB per row and position (fp16): 128 rows × 768 positions (PubMedQA) are 50 GB; lower it on an out-of-memory
+    error (the longest prompts come first when sorting, so it fails at once)."""
+    sort_by_length: bool = False
+    """Batch the prompts longest first (results are put back in file order): less padding per batch."""
+    static_cache: bool = False
+    """A preallocated KV cache (transformers' `StaticCache`), one per batch shape, reset between batches; the
+    last batch is filled up with copies of its last prompt (their outputs dropped) so that every batch has one shape."""
+    compile: bool = False
+    """`torch.compile` the decode step (transformers' compiled generation, CUDA graphs on a GPU); needs
+    `static_cache`. Each new cache shape compiles once per model."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "GenerationSpeed":
+        if self.compile and not self.static_cache:
+            raise ValueError("eval.generation_speed.compile needs eval.generation_speed.static_cache: true "
+                             "(transformers compiles the decode step only over a static cache)")
+        return self
+
+
+FAST_GENERATION = GenerationSpeed(batch_size=128, sort_by_length=True, static_cache=True, compile=True)
+"""The labelled fast setting of the generation rows (bench/bench_generate.py measures it beside batch 4)."""
+
+
 class EvalModel(StrictModel):
     """One model to evaluate and where its cells go in the table."""
 
@@ -137,6 +173,9 @@ class EvalConfig(StrictModel):
     """`packed`: tokens per forward pass (rows × padded length); lower it on an out-of-memory error."""
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     """The `instruct` and `finetune` suites' generation settings (the original's values by default)."""
+    generation_speed: GenerationSpeed = Field(default_factory=GenerationSpeed)
+    """Speed-only settings of the generation rows (larger batches, static KV cache, compile); default: as released.
+    Not a DVC param (changing it reruns nothing); recorded in the eval manifests."""
     limit: int | None = Field(None, ge=1)
     """Evaluate only the first N documents of each task (debugging; None: all, as the table)."""
     mc_metric: Literal["acc", "acc_norm"] = "acc"

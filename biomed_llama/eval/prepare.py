@@ -55,7 +55,8 @@ def read_docs(task: str, path: str, readers: ReadersConfig) -> list[dict[str, An
     code 4), whatever `instruct_mix.on_bad_record` says for training data.
     """
     _, fmt, n_options = MC_FILES[task]
-    bad = BadRecords("abort", advice="an evaluation set keeps every item: fix or replace the file")
+    bad = BadRecords("abort", advice="an evaluation set keeps every item: fix or replace the file",
+                     duplicates=readers.duplicates)
     items = read_benchmark(fmt, require_file(path, "benchmark file"), bad,
                            medmcqa_cop=readers.medmcqa_cop, n_options=n_options)
     return mc_docs(items)

@@ -7,7 +7,9 @@ gives: `seed` 0-shot and few-shot, `finetune` the fine-tune row (cells gathered 
 fine-tunes of that paper model; mean ± sample std over seeds where a task has several), `instruct`
 the instructed table; the `random` pseudo-model (chance accuracy of the test sets) the Random row.
 A measured combination the seed has no row for (e.g. GPT-Neo few-shot) is added after the seed's
-rows. `modern` gets its own table, marked as not the paper's method. The header names the profile.
+rows. `modern` gets its own table, marked as not the paper's method. The header names the profile and
+says whether the outputs behind the cells (each evaluated model's folder and its eval results) were made
+in an environment that differs from the lock (their manifests' `environment.lock.drift`).
 
 `table_cells` gives the same cells as flat `section/model/method/ours/task` keys for
 `metrics/eval/table.json`, so `dvc metrics diff` compares them cell by cell.
@@ -18,9 +20,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from biomed_llama.eval.config import EvalConfig
+from biomed_llama.fsutil import sha256_file
+from biomed_llama.provenance import MANIFEST, lock_drift
 
 MAIN_COLUMNS = [("PubMed-A", ["pubmed_a"]), ("PubMed-C", ["pubmed_c"]), ("USMLE (4/5)", ["medqa4", "medqa5"]),
                 ("MedMCQA", ["medmcqa"]), ("PubMedQA", ["pubmedqa"])]
@@ -176,6 +181,95 @@ def _modern_rows(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> list[
     return rows
 
 
+def generation_note(cfg: EvalConfig) -> str:
+    """The line naming what the fine-tune and instructed cells measured: each `eval.generation` choice that the
+    released evaluation/main.py made otherwise, labelled released or corrected (configs/paper.yaml's DEPARTS)."""
+    gen = cfg.generation
+    split = ("MedMCQA on the validation split (a correction; released: the test split, main.py:119, whose "
+             "withheld answers make option D every target)" if gen.medmcqa_split == "validation" else
+             "MedMCQA on the test split as released (main.py:119: withheld answers, option D every target, "
+             "so its cells are agreement with option D)")
+    given = ("the fine-tuned models given the prompt alone (a correction; released: prompt + gold answer + </s>, "
+             "mcqa_dataset.py:124-135)" if gen.finetune_input == "prompt" else
+             "the fine-tuned models given prompt + gold answer + </s> as released (mcqa_dataset.py:124-135, so "
+             "their cells are not answer accuracy)")
+    return f"Fine-tune and instructed cells: {split}; {given}."
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def recorded_drift(env: dict[str, Any]) -> list[str] | None:
+    """What a manifest's environment differed in from its lock: its recorded `lock.drift`; for a manifest
+    written before that was recorded, its packages compared with the lock file if that is unchanged (same
+    sha256); None when it cannot be told."""
+    lock = env.get("lock") or {}
+    if "drift" in lock:
+        return lock["drift"]
+    path = Path(lock.get("path") or "")
+    if lock.get("sha256") and path.is_file() and sha256_file(path) == lock["sha256"] and env.get("packages"):
+        return lock_drift(path, env["packages"])
+    return None
+
+
+def environment_outputs(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """The manifests behind the measured cells, by folder: each measured model's eval results
+    (`<results_dir>/<name>`) and every input recorded there with a manifest (the model folders, its seed
+    runs, the prepared benchmarks). External models have none and are not listed."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in cfg.models:
+        folder = Path(cfg.results_dir) / name
+        manifest = _read(folder / MANIFEST) if name in metrics else None
+        if manifest is None:
+            continue
+        out[str(folder)] = manifest
+        for raw, rec in (manifest.get("inputs") or {}).items():
+            if isinstance(rec, dict) and "manifest_sha256" in rec and raw not in out:
+                got = _read(Path(raw) / MANIFEST)
+                if got is not None:
+                    out[raw] = got
+    return out
+
+
+def environment_note(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> list[str]:
+    """Header lines: whether the outputs behind the cells came from an environment that differs from the lock.
+
+    Grouped by lock and drift, so a GPU run with its own torch reads as one line listing what differed
+    and which outputs it made; nothing when no manifest is there to say (nothing measured yet).
+    """
+    outputs = environment_outputs(cfg, metrics)
+    if not outputs:
+        return []
+    groups: dict[tuple[str, tuple[str, ...] | None], list[str]] = {}
+    for folder, manifest in outputs.items():
+        env = manifest.get("environment") or {}
+        drift = recorded_drift(env)
+        lock = (env.get("lock") or {}).get("path") or "?"
+        groups.setdefault((lock, None if drift is None else tuple(drift)), []).append(
+            f"`{folder}` ({manifest.get('stage', '?')})")
+    differ = {k: v for k, v in groups.items() if k[1] is None or k[1]}
+    if not differ:
+        locks = ", ".join(sorted({f"`{lock}`" for lock, _ in groups}))
+        return [f"Environment: all {len(outputs)} outputs behind these cells (evaluated models and their eval "
+                f"results) were made in an environment that matches its lock ({locks}).", ""]
+    n = sum(len(v) for v in differ.values())
+    lines = [f"**Environment differs from the lock**: {n} of {len(outputs)} outputs behind these cells were made "
+             "in an environment other than the lock's (their manifests record the packages that ran; "
+             "`biomed-llama env check` compares one):", ""]
+    for (lock, drift), folders in differ.items():
+        if drift is None:
+            what = "not known (the manifest names no drift and its lock file changed or is absent)"
+        else:
+            what = "; ".join(drift[:8]) + (f"; … {len(drift) - 8} more" if len(drift) > 8 else "")
+        lines.append(f"- against `{lock}`: {what}. Outputs: {', '.join(folders)}")
+    return lines + [""]
+
+
 def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str = "") -> str:
     """The Markdown report: the seed's main table and instructed table (all rows), and the modern-suite table when run."""
     mc = "accuracy" if cfg.mc_metric == "acc" else "length-normalised accuracy (acc_norm)"
@@ -183,10 +277,12 @@ def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile:
     if profile:
         out += [f"Every measured number below was produced by the `{profile}` profile (`profile` in its params "
                 "file; each trained model's manifest records it too).", ""]
+    out += environment_note(cfg, metrics)
     out += [f"Measured cells: perplexity = word perplexity; multiple choice = {mc}; fine-tune and instructed = "
             "exact match of greedy generation; Random = chance accuracy of the test sets. The paper's value is "
             "in brackets; `not measured` = no model of ours was evaluated for that row (reference models: set "
             "`eval.models.<name>.path`). Fine-tune cells over several seeds: mean ± sample std (n seeds).", ""]
+    out += [generation_note(cfg), ""]
     out += _markdown(MAIN_COLUMNS, table_rows(cfg, metrics, "main"))
     out += ["", "## Instruction tuning", ""]
     out += _markdown(INSTRUCT_COLUMNS, table_rows(cfg, metrics, "instructed"))

@@ -42,9 +42,9 @@ def option_choices(doc: dict[str, Any]) -> list[str]:
 
 
 def pubmedqa_fewshot_target(doc: dict[str, Any]) -> str:
-    """A PubMedQA few-shot example's answer: the lower-case decision (fork `tasks/pubmedqa.py:83-84`,
+    """A PubMedQA few-shot example's answer: the lower-case decision (fork `tasks/pubmedqa.py:85-86`,
     `" {}".format(doc["final_decision"])`; the delimiter supplies the space), while the scored choices
-    are `Yes` / `No` / `Maybe` (pubmedqa.py:95-97)."""
+    are `Yes` / `No` / `Maybe` (pubmedqa.py:97-99)."""
     return doc["options"][doc["label"]].lower()
 
 

@@ -233,7 +233,7 @@ def task_pairs(params: Any, task: str) -> list[tuple[str, str]]:
     if task not in tasks:
         raise UserError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(tasks)}")
     spec = tasks[task]
-    bad = BadRecords(params.instruct_mix.on_bad_record)
+    bad = BadRecords(params.instruct_mix.on_bad_record, duplicates=params.readers.duplicates)
     items = read_source(spec.format, spec.path, bad, medmcqa_cop=params.readers.medmcqa_cop)
     if not items:
         raise UserError(f"fine-tune task {task!r}: {spec.path} has no valid records")

@@ -8,9 +8,15 @@ each source may name the seed table's row it is counted in (`group`), and the me
 Drawing N records (`instruct_mix.allocation`):
 - `released` (the released code, `instruct_dataset.py:70-77`): `random.choices` over the sources
   with those weights, N times, then `random.choice` of a record within each drawn source, in that
-  order, from one `random.Random(seed)` (the original used the unseeded global generator; with
-  `random.seed(seed)` before it, it draws exactly this mixture). Records repeat and per-source
-  counts vary around N × share; the records stay in draw order (the trainer shuffles them).
+  order, from one `random.Random(seed)`. In one process, `random.seed(seed)` before the original's
+  code draws exactly this mixture. The released run did not: main.py ran on 8 ranks
+  (evaluation/train.sh:21) and each built its own `InstructDataset` (main.py:126-133) with the
+  unseeded global generator (HF's `set_seed` comes later, in `Trainer.__init__`, main.py:150), so
+  each rank drew its own 150,000 records and trained on the sampler's eighth of them. Every record
+  of a draw is independent and alike in distribution, so those eight partial draws are distributed
+  as one draw: the package makes one, seeded, and cannot match the release's records. Records
+  repeat and per-source counts vary around N × share; the records stay in draw order (the trainer
+  shuffles them).
 - `proportional` (the package's earlier method, an alternative): per-source counts by
   largest-remainder rounding of N × share (ties to the source listed first), so the drawn
   percentages equal the weights up to one record; within a source ⌊c / n⌋ full passes, each a
@@ -95,16 +101,17 @@ class SourceRecords:
 
 
 def read_instruct_source(src: InstructSource, policy: Literal["skip", "abort"],
-                         medmcqa_cop: CopConvention = "auto") -> SourceRecords:
-    """Read all files of a source and render each item with the instruct templates."""
-    bad = BadRecords(policy)
+                         medmcqa_cop: CopConvention = "auto", duplicates: Literal["abort", "drop"] = "abort") -> SourceRecords:
+    """Read all files of a source and render each item with the instruct templates (dropped duplicates are
+    listed with the bad records, `readers.duplicates`)."""
+    bad = BadRecords(policy, duplicates=duplicates)
     pairs = []
     for path in src.paths:
         for _, item in read_source(src.format, path, bad, cot=src.cot, medmcqa_cop=medmcqa_cop):
             pairs.append(render_instruct(item, cot=src.cot))
     if not pairs:
         raise UserError(f"instruction source {src.name!r} has no valid records ({len(bad.found)} bad)")
-    return SourceRecords(src, pairs, bad.found)
+    return SourceRecords(src, pairs, bad.found + bad.dropped)
 
 
 @dataclass
@@ -185,7 +192,7 @@ def group_figures(sources: dict[str, dict[str, Any]]) -> dict[str, dict[str, flo
 
 def build_mixture(cfg: InstructMixConfig, readers: ReadersConfig) -> Mixture:
     """Read every configured source (benchmark files as `readers` says) and draw the mixture (no files written)."""
-    read = [read_instruct_source(s, cfg.on_bad_record, readers.medmcqa_cop) for s in cfg.sources]
+    read = [read_instruct_source(s, cfg.on_bad_record, readers.medmcqa_cop, readers.duplicates) for s in cfg.sources]
     return draw_mixture(read, cfg.n_records, cfg.seed, cfg.allocation)
 
 

@@ -135,6 +135,28 @@ def require_container(cfg: LaunchConfig) -> None:
         raise UserError(f"launch.image {cfg.image} not found for {cfg.container}; build it with `{build_with}`")
 
 
+def require_locked_env(cfg: LaunchConfig, stage: str) -> None:
+    """`launch.require_locked_env`: refuse (one line) unless the environment `stage` runs in matches its lock.
+
+    Without a container that is this process's environment; with one it is the image's, so the check
+    runs there (`biomed-llama env check --allow-extra` through the same prefix as the stage). Slurm mode
+    checks on the submission host: with the image, the same image the nodes run.
+    """
+    if not cfg.require_locked_env:
+        return
+    if cfg.container == "none":
+        from biomed_llama.env_check import require_locked
+
+        require_locked()
+        return
+    prefix = container_prefix(cfg, workdir=Path.cwd(), gpu=False)
+    done = subprocess.run([*prefix, "biomed-llama", "env", "check", "--allow-extra"], capture_output=True, text=True)
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise UserError(f"launch.require_locked_env: {stage} not started: inside {cfg.image}, {why}; "
+                        f"or set launch.require_locked_env: false")
+
+
 def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
            extra: Sequence[str] = ()) -> int:
     """Run `stage` as `cfg.mode` says and return its exit status (0 only when it finished).
@@ -149,6 +171,7 @@ def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequenc
     cmd = build(cfg, stage, params, overrides, extra)
     if cmd.argv[0] != "sbatch":
         require_container(cfg)
+        require_locked_env(cfg, stage)
         if stage in TRAIN_STAGES and cfg.container == "none":
             from biomed_llama.launch.local import run_torchrun
 
@@ -158,6 +181,7 @@ def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequenc
         raise UserError("launch.mode=slurm: sbatch not found; run on a Slurm login node or set launch.mode=local")
     if cfg.container == "apptainer" and not Path(cfg.image).is_file():
         raise UserError(f"launch.image {cfg.image} not found; build it with `make sif` or pull it (README: Full reproduction on a cluster)")
+    require_locked_env(cfg, stage)
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)  # Slurm does not create the log folder
     job_id = slurm.submit(cmd.argv, {**os.environ, **cmd.env})
     log = job_log(cfg, stage, job_id)

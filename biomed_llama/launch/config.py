@@ -43,6 +43,11 @@ class LaunchConfig(StrictModel):
     container: Literal["none", "apptainer", "podman"] = "none"
     """Where every stage runs (`biomed-llama launch STAGE`): `none` = this machine's environment;
     `apptainer` = `apptainer exec [--nv] … IMAGE`; `podman` = `podman run … IMAGE` (launch/container.py)."""
+    require_locked_env: bool = False
+    """Refuse to start a stage (exit 1, one line naming the packages) when the environment it would run in
+    differs from its lock (`biomed-llama env check --allow-extra`: inside `image` when a container is set,
+    else here). For clusters that run the image and want nothing else; off: a stage runs in whatever
+    environment it finds and every manifest records that environment and its drift from the lock."""
     image: str = "biomed.sif"
     """The image: for Apptainer (and Slurm) the SIF file built by `make sif`, a path every node must
     see; for podman an image name, e.g. `localhost/biomed-llama:cpu` (built by `make image`)."""

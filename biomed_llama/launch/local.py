@@ -83,10 +83,42 @@ def failure_line(stage: str, failures: dict[int, object]) -> tuple[str, int]:
     return f"{stage}: rank {rank} exited with code {code} (its traceback is above)", code
 
 
+ERROR_DIR_PREFIX = "biomed-launch-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def clean_stale_error_dirs(root: str | Path | None = None) -> list[Path]:
+    """Remove the error folders (`biomed-launch-<pid>-…` under the temp dir) of launchers that are gone: a
+    launcher killed with -9 cannot remove its own. Folders of live launchers and of other users stay; return
+    the removed ones."""
+    removed = []
+    for p in Path(root or tempfile.gettempdir()).glob(f"{ERROR_DIR_PREFIX}*"):
+        pid = p.name[len(ERROR_DIR_PREFIX):].split("-", 1)[0]
+        try:
+            mine = p.is_dir() and not p.is_symlink() and p.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 @contextmanager
 def _worker_env(extra: dict[str, str]) -> Iterator[Path]:
-    """The environment torchrun hands the workers (it copies this process's), and the error folder."""
-    folder = Path(tempfile.mkdtemp(prefix="biomed-launch-"))
+    """The environment torchrun hands the workers (it copies this process's), and the error folder (named by
+    this launcher's pid, so that the next launcher removes it if this one is killed before it can)."""
+    clean_stale_error_dirs()
+    folder = Path(tempfile.mkdtemp(prefix=f"{ERROR_DIR_PREFIX}{os.getpid()}-"))
     saved = {k: os.environ.get(k) for k in (*extra, ERROR_DIR_ENV, PARENT_PID_ENV)}
     os.environ.update({**extra, ERROR_DIR_ENV: str(folder), PARENT_PID_ENV: str(os.getpid())})
     try:

@@ -133,12 +133,24 @@ def _safetensors_files(path: Path) -> list[Path]:
     return files
 
 
+# The vocabulary-sized tensors that `added_rows` extends (LLaMA does not tie them).
+VOCAB_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")
+
+
+def _with_mean_rows(full: torch.Tensor, added: int) -> torch.Tensor:
+    """`full` with `added` rows appended, each the fp32 mean of its rows (the original's modeling_utils.py:31-35)."""
+    mean = full.float().mean(dim=0, keepdim=True)
+    return torch.cat([full.float(), mean.expand(added, -1)])
+
+
 @torch.no_grad()
-def load_hf_weights(model: nn.Module, path: str | Path) -> None:
+def load_hf_weights(model: nn.Module, path: str | Path, added_rows: int = 0) -> None:
     """Fill the (possibly sharded) parameters of `model` from a HF safetensors directory.
 
     Reads one tensor at a time and, through safetensors' lazy slicing, only the rows of this
     rank's shard; a missing or misshapen tensor is a UserError. Rotary buffers are recomputed.
+    With `added_rows` the model's embeddings and LM head have that many rows more than the file's:
+    those two are read whole and extended by the mean of their rows (`pretrain.added_tokens`).
     """
     from safetensors import safe_open
 
@@ -153,10 +165,17 @@ def load_hf_weights(model: nn.Module, path: str | Path) -> None:
                         continue
                     raise UserError(f"{file.name}: tensor {key} has no parameter in the model")
                 param, part = params[key], f.get_slice(key)
-                if tuple(part.get_shape()) != tuple(param.shape):
-                    raise UserError(f"{file.name}: {key} has shape {tuple(part.get_shape())}, model {tuple(param.shape)}")
+                shape = tuple(part.get_shape())
+                extend = added_rows if key in VOCAB_TENSORS else 0
+                if (shape[0] + extend, *shape[1:]) != tuple(param.shape):
+                    raise UserError(f"{file.name}: {key} has shape {shape}, model {tuple(param.shape)}"
+                                    + (f" ({extend} added rows)" if extend else ""))
                 sl = _local_slices(param)
-                value = part[sl] if sl is not None else part[:]
+                if extend:
+                    full = _with_mean_rows(part[:], extend)
+                    value = full[sl] if sl is not None else full
+                else:
+                    value = part[sl] if sl is not None else part[:]
                 local = _local(param)
                 local.copy_(value.to(device=local.device, dtype=local.dtype))
                 seen.add(key)

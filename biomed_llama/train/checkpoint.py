@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -52,6 +53,8 @@ from biomed_llama.train.ckpt_staging import HostStager
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 TRAINER_FILE = "trainer.json"
+SAVES_FILE = "saves.json"
+"""Beside the step folders: the run's `SaveRecord`s (rank 0's), so a resumed run's metrics list every save."""
 
 
 def step_dir(root: str | Path, step: int) -> Path:
@@ -373,7 +376,23 @@ class Checkpointer:
             _barrier()
         record.stall_s = time.perf_counter() - t0
         self.saves.append(record)
+        if not self.async_save:
+            self._record_saves()  # complete now; an async one is recorded when it becomes complete (`_finish`)
         return final
+
+    def _record_saves(self) -> None:
+        """Rank 0: write the save records so far beside the step folders (`SAVES_FILE`), once the newest is complete
+        (an async save's record may still gain stall time afterwards: `close` writes the final ones)."""
+        if self.rank == 0 and self.root.is_dir():
+            atomic_write_json(self.root / SAVES_FILE, [dataclasses.asdict(r) for r in self.saves])
+
+    def _restore_saves(self, step: int) -> None:
+        """The records of the saves up to `step` (the resumed checkpoint's), as the run that made them wrote them."""
+        try:
+            records = json.loads((self.root / SAVES_FILE).read_text())
+            self.saves = [SaveRecord(**r) for r in records if int(r["step"]) <= step]
+        except (OSError, ValueError, TypeError, KeyError):
+            self.saves = []  # a run of an earlier version, or the file lost: the new saves only
 
     def prestage(self) -> None:
         """Async, once (after the first update, when the optimizer state exists): allocate the stager's host buffers
@@ -413,6 +432,7 @@ class Checkpointer:
         self._commit(pending.tmp, pending.final)
         pending.committed = True
         pending.record.complete_s = time.perf_counter() - pending.started
+        self._record_saves()
 
     def wait(self) -> None:
         """Collective: wait for this rank's async save, then rank 0 makes it complete (before the next or at the end)."""
@@ -432,6 +452,7 @@ class Checkpointer:
         """Collective: finish the async save in flight (every rank waits for its part; rank 0 completes it)."""
         self.wait()
         _barrier()
+        self._record_saves()
         if self.async_save:
             self._pool.shutdown(wait=True)
             self._stager.close()
@@ -468,6 +489,7 @@ class Checkpointer:
                 part.obj.load_state_dict(trainer[name])
             elif (own := path / f"{name}-rank{self.rank}.json").is_file():
                 part.obj.load_state_dict(json.loads(own.read_text()))
+        self._restore_saves(int(trainer["step"]))
         return int(trainer["step"])
 
 

@@ -73,7 +73,8 @@ def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     path = folder / MANIFEST
     if not path.is_file():
         raise IntegrityError(f"checkpoint {folder} has no {MANIFEST} (an older version's or an unfinished save); "
-                             "refusing to resume from it: remove that folder to start over")
+                             "refusing to resume from it: remove that folder, and the run resumes from its newest complete "
+                             "checkpoint before it (from scratch if there is none)")
     try:
         files = json.loads(path.read_text())["files"]
         return {str(k): {"sha256": str(v["sha256"]), "bytes": int(v["bytes"])} for k, v in files.items()}

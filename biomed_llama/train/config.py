@@ -102,6 +102,13 @@ class PretrainConfig(StrictModel):
     """Tokens per training sequence (2048 in the paper)."""
     packing: Literal["truncate", "concat"] = "concat"
     """`truncate`: one document per sequence, BOS + text + EOS cut to max_seq_length and padded (the released loader); `concat`: BOS + text + EOS documents joined and cut into full sequences."""
+    document_order: Literal["subset_major", "interleaved", "shuffled"] = "subset_major"
+    """Order of the sequences the loader reads (before any `shuffle`): `subset_major` = each subset whole, in
+    `subsets` order; `interleaved` = the subsets merged by a seeded uniform random interleave keeping each
+    subset's own order (how the Pile's shards hold them: a per-shard extraction, as the released
+    `/INPUT/pile/pile-pubmed/train` folder suggests, keeps them mixed); `shuffled` = one seeded permutation.
+    In `truncate` mode a sequence is a document. It decides what the released loader's one epoch (its first
+    1/`workers` of the stream) holds: subset-major, only abstracts (README "Params and profiles")."""
     shuffle: bool = True
     """Shuffle sequences with a seeded permutation (same order for any world size); false reads in file order like the original."""
     released_loader: Optional[ReleasedLoader] = None
@@ -158,6 +165,12 @@ class PretrainConfig(StrictModel):
     budget). Below 1 the partitioner recomputes, in backward, the ops that are cheapest by FLOPs until the saved
     activations fit; 1 keeps its runtime-optimal choice. Memory and speed only: it lets a larger micro batch fit
     (an 80 GB card on 1×2), at the cost of the recomputation."""
+    float8: Optional[Literal["tensorwise", "rowwise"]] = None
+    """NOT the paper's numerics (bf16; off in every profile): train the decoder layers' linear layers in FP8
+    (torchao float8 training, dynamic scaling; the LM head stays bf16). `tensorwise`: one scale per tensor, the
+    FSDP2 all-gathers in float8 too; `rowwise`: one scale per row, closer to bf16, slower. For speed on
+    H100/H200 (compute capability 8.9+, with `compile`); refused on the CPU, without torchao and on older GPUs.
+    It changes the numbers trained, so it changes the run id. null: bf16 (bench/RESULTS.md has its speed and loss)."""
     log_every: int = Field(1, ge=1)
     """Log a line (and a loss row) every this many steps."""
     checkpoint_every: int = Field(1000, ge=1)
@@ -166,10 +179,23 @@ class PretrainConfig(StrictModel):
     """Save checkpoints in the background (DCP async save): training waits only while the state is copied to
     host memory, not while it is written and hashed; the checkpoint becomes resumable once complete. Pins host
     memory equal to each GPU's share of the training state (40 GB per GPU for 7B on 1×2), kept across saves."""
+    max_nonfinite_skips: int = Field(0, ge=0)
+    """A step whose loss or gradient norm is not finite (NaN, inf) is never applied, and stops the run there (one
+    line naming the step and the value, exit 5, nothing exported; the last finite checkpoint is kept). A
+    correction option (the released HF Trainer 4.28 trained on through NaN): skip up to this many such steps (the
+    batch is consumed, no update, the schedule does not advance) before stopping, as large-scale trainers do.
+    0: stop at the first."""
     keep_checkpoints: int = Field(3, ge=1)
     """Keep only the newest this many checkpoints of the run's own folder (other runs' folders are never pruned)."""
     checkpoint_dir: str = "checkpoints/pretrain"
     """Root of run folders `<run_id>/step-NNNNNNNN/`; `run_id` fingerprints seed, model, numeric params, steps and the data's content. A rerun with the same params and data resumes from the newest complete checkpoint of its folder; other params or data start fresh in a new folder, leaving the others untouched."""
+    added_tokens: int = Field(0, ge=0)
+    """Rows appended to the input embeddings and the LM head of `model.base` before training, each set to the mean
+    of the existing rows: the released fine-tuning's `[PAD]` (evaluation/main.py:98-103 → the original's
+    modeling_utils.py:24-35: `resize_token_embeddings`, whose new rows the fork's `_get_resized_embeddings`
+    normal-inits (its modeling_utils.py:1471), then overwritten by the mean of the old rows). Nothing feeds the new id, but its logit joins
+    every softmax. The export drops the rows again (the model keeps the base's vocabulary and tokenizer). Set
+    by `finetune.pad_token`; 0 for pretraining."""
     output: str = "models/pretrained"
     """The exported HF model directory (safetensors + tokenizer + config + manifest)."""
     export_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -251,29 +277,68 @@ class RunPaths:
     plots: str
 
 
+class TrainerSteps(StrictModel):
+    """The released fine-tuning's step count, as HF Trainer 4.28 computed it (the authors' fork, be40569cc).
+
+    `trainer.py:865-870` gives each of `world_size` ranks a `DistributedSampler` (no drop_last: every rank
+    gets ceil(n / world_size) examples, the shortfall padded with repeats), `trainer.py:913-922` batches it
+    (`--dataloader_drop_last False`, evaluation/train.sh:36), so `len_dataloader = ceil(ceil(n / world) /
+    micro)`; `trainer.py:1690-1691`: steps per epoch = `len_dataloader // accumulation` (at least 1);
+    `trainer.py:1702`: steps = `ceil(epochs × steps per epoch)`. At an epoch's end the Trainer carries the
+    `len_dataloader mod accumulation` leftover micro batches into the next epoch's first step (its
+    accumulation counter `total_batched_samples` runs across epochs, `trainer.py:1868,1905,1952`) and stops after
+    the last step, leaving the last epoch's final `epochs × leftover` micro batches unused. The engine
+    instead steps through whole global batches of a fresh per-epoch permutation (dropping each epoch's
+    `n mod global_batch` tail); with this count its epochs end where the Trainer's do whenever
+    `ceil(n / world) // (micro × accumulation) = n // global_batch`, as for every released mode (MedQA 237
+    steps, MedMCQA 4,284, PubMedQA 4,950, the mixture 1,171), so no step starts an extra epoch's shuffle.
+    """
+
+    world_size: int = Field(8, ge=1)
+    """Ranks of the released fine-tuning (evaluation/train.sh:21 `--nproc_per_node=8`)."""
+    micro_batch: int = Field(1, ge=1)
+    """`--per_device_train_batch_size` of the released fine-tuning (evaluation/train.sh:30)."""
+
+    def steps(self, n_examples: int, epochs: float, global_batch: int) -> int:
+        """Optimiser steps of `epochs` passes over `n_examples` at `global_batch` sequences a step."""
+        accumulation = global_batch // (self.world_size * self.micro_batch)
+        len_dataloader = math.ceil(math.ceil(n_examples / self.world_size) / self.micro_batch)
+        return math.ceil(epochs * max(len_dataloader // accumulation, 1))
+
+
 class FinetuneHparams(StrictModel):
     """Optimiser, schedule and batch settings of one fine-tune mode (the original's HF Trainer arguments)."""
 
     optim: FinetuneOptim = Field(default_factory=FinetuneOptim)
     """AdamW and the LR schedule; unset keys: lr 2e-5, wd 1e-4, betas (0.9, 0.999), warmup 0.03, cosine to 0."""
     epochs: float = Field(3, gt=0)
-    """Passes over the training examples; steps = ceil(epochs × examples / global_batch_size)."""
+    """Passes over the training examples; the step count: see `trainer_steps`."""
     global_batch_size: int = Field(128, ge=1)
     """Sequences per optimiser step over all ranks (the original: 1 per device × 16 accumulation × 8 GPUs)."""
     micro_batch_size: int = Field(1, ge=1)
     """Sequences per rank per forward pass; accumulation steps = global / (micro × world)."""
     loss_weighting: Optional[LossWeighting] = None
     """`token` or `sequence` (see `pretrain.loss_weighting`); null: the same as `pretrain.loss_weighting`."""
+    trainer_steps: Optional[TrainerSteps] = None
+    """Count steps as the released HF Trainer 4.28 did over its ranks (`TrainerSteps`: `epochs × (ceil(n / world /
+    micro) // accumulation)`; the paper profile); null: `ceil(epochs × n / global_batch_size)`, which the demo keeps
+    (its world is not the release's 8 ranks), 1-2 steps more on the paper's data, the extra ones from a new epoch."""
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneHparams":
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must divide "
                              f"global_batch_size ({self.global_batch_size})")
+        ts = self.trainer_steps
+        if ts is not None and self.global_batch_size % (ts.world_size * ts.micro_batch):
+            raise ValueError(f"trainer_steps: world_size × micro_batch ({ts.world_size} × {ts.micro_batch}) must divide "
+                             f"global_batch_size ({self.global_batch_size})")
         return self
 
     def steps(self, n_examples: int) -> int:
-        """Optimiser steps for `n_examples` examples: ceil(epochs × n / global batch), at least 1."""
+        """Optimiser steps for `n_examples` examples: `trainer_steps`' count, else ceil(epochs × n / global batch), ≥ 1."""
+        if self.trainer_steps is not None:
+            return self.trainer_steps.steps(n_examples, self.epochs, self.global_batch_size)
         return max(1, math.ceil(self.epochs * n_examples / self.global_batch_size))
 
 
@@ -310,6 +375,12 @@ class FinetuneConfig(StrictModel):
     truncation: Literal["right", "prompt_left"] = "right"
     """Over-long examples: `right` cuts the end like the original (an example left without any output
     token is dropped and counted); `prompt_left` drops prompt tokens from the left so the output survives."""
+    pad_token: Literal["none", "released"] = "none"
+    """`released`: add `[PAD]` to the vocabulary for training as evaluation/main.py:98-103 did (32,001 rows for
+    LLaMA: one extra logit in every softmax, its rows the mean of the others; `pretrain.added_tokens`); the
+    export drops the row, so the exported model and every evaluation keep the base's 32,000 (the released
+    evaluation could only differ where greedy decoding picked `[PAD]`, which its decode then skipped).
+    `none`: the base vocabulary. Padding never carries a target either way (one sequence per device, as released)."""
     tokenization: Literal["joint", "separate"] = "joint"
     """How an (input, output) pair becomes ids: `joint` = the released code's (input + output tokenized as
     one string, the first len(ids(input)) positions masked; `evaluation/instruct_dataset.py:85-105`);
@@ -388,6 +459,8 @@ class FinetuneConfig(StrictModel):
             "micro_batch_size": hp.micro_batch_size, "max_steps": hp.steps(n_examples),
             # map-style SFT datasets under the Trainer's sampler: shuffled, no worker replay (evaluation/main.py:150)
             "max_seq_length": self.max_length, "shuffle": True, "released_loader": None,
+            "document_order": "subset_major",  # the SFT examples have no subsets; keeps the run id of pretrain's order
+            "added_tokens": 1 if self.pad_token == "released" else 0,
             "checkpoint_every": self.checkpoint_every,
             "checkpoint_dir": paths.checkpoint_dir, "tokenizer": self.start_of(start)[0], "output": paths.output,
             "metrics": paths.metrics, "plots": paths.plots, "export_init": None,

@@ -7,8 +7,8 @@ effective engine and model params, the dataset, the fingerprint's data part, the
   optimizer, scheduler and step count, held by one `Trainer` (the benchmark calls exactly this);
 - restore (`restore`): the run folder; the starting weights (`model.base` or the seeded init) and
   their optional export (`export_init`), or the newest checkpoint of the run's own folder;
-- loop (`train`): `train_loop` with the log and checkpoint hooks;
-- finish (`finish`): final metrics and the HF export.
+- loop (`train`): `train_loop` with the log and checkpoint hooks; a non-finite step stops it (exit 5);
+- finish (`finish`): the HF export, then the final metrics and loss curve from the checkpointed history.
 
 One process per GPU under torchrun; a world of one without it.
 """
@@ -137,6 +137,10 @@ def _model_config(spec: TrainSpec, device: torch.device, data_vocab: int | None)
     cfg, mcfg = spec.cfg, spec.model
     check_attention(mcfg.attention, device)
     config = llama_config(mcfg, None if (mcfg.base or mcfg.vocab_size) else _vocab_from_tokenizer(cfg.tokenizer))
+    if cfg.added_tokens:  # the released fine-tuning's [PAD] rows (evaluation/main.py:98-103), loaded as the mean
+        if not mcfg.base:
+            raise UserError(f"{spec.stage}: added vocabulary rows are the mean of model.base's; set model.base")
+        config.vocab_size += cfg.added_tokens
     if data_vocab is not None and data_vocab > config.vocab_size:
         raise UserError(f"tokens were made with a vocabulary of {data_vocab}, the model has {config.vocab_size}")
     if cfg.max_seq_length > config.max_position_embeddings:
@@ -209,7 +213,7 @@ def starting_weights(tr: Trainer) -> None:
     from biomed_llama.model.build import init_weights, load_hf_weights
 
     if tr.spec.model.base:
-        load_hf_weights(tr.model, tr.spec.model.base)
+        load_hf_weights(tr.model, tr.spec.model.base, added_rows=tr.cfg.added_tokens)
     else:
         init_weights(tr.model, tr.spec.seed, tr.config.initializer_range)
 
@@ -222,7 +226,8 @@ def _export_init(tr: Trainer) -> None:
     spec, cfg = tr.spec, tr.cfg
     export_hf(tr.model, tr.config, cfg.export_init, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
               params={"seed": spec.seed, "model": spec.manifest_params.get("model")},
-              inputs=[spec.model.base] if spec.model.base else [], extra={"init_of": cfg.output}, stage="init")
+              inputs=[spec.model.base] if spec.model.base else [], extra={"init_of": cfg.output}, stage="init",
+              drop_rows=cfg.added_tokens)
 
 
 def restore(tr: Trainer) -> Restored:
@@ -260,44 +265,79 @@ def restore(tr: Trainer) -> Restored:
 
 
 def train(tr: Trainer, rs: Restored, stop: StopFlag) -> LoopEnd:
-    """Run the loop from `rs.start` with the log hook (rank 0: log line, loss curve, progress) and checkpoints."""
+    """Run the loop from `rs.start` with the log hook (rank 0: log line, progress) and checkpoints.
+
+    A non-finite step stops the run there (after `max_nonfinite_skips` skipped ones): DivergedError, exit 5,
+    nothing exported and no metrics written, the checkpoints saved so far (all finite) kept.
+    """
     from biomed_llama.train.hooks import CheckpointHook, LogHook, console_sink, progress_bar
     from biomed_llama.train.loop import TrainingInterrupted, train_loop
 
     cfg, env, total = tr.cfg, tr.env, tr.total_steps
-    curve = M.LossCurve(cfg.plots, rs.start, rs.history.losses) if env.is_main else None
     with progress_bar(env.is_main and cfg.progress, total, rs.start, tr.spec.stage) as advance:
-        sinks = [curve.append, console_sink(total), advance] if env.is_main else []
+        sinks = [console_sink(total), advance] if env.is_main else []
         log = LogHook(every=cfg.log_every, total_steps=total, tokens_per_step=tr.tokens_per_step,
                       flops_per_token=tr.flops_per_token, env=env, history=rs.history, sinks=sinks)
-        save = CheckpointHook(rs.checkpointer, every=cfg.checkpoint_every, total_steps=total)
+        save = CheckpointHook(rs.checkpointer, every=cfg.checkpoint_every, total_steps=total,
+                              check=lambda step: _require_finite_weights(tr, rs, step))
         if env.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(env.device)
-        end = train_loop(tr.step, tr.loader, start=rs.start, total_steps=total, stop=stop, callbacks=[log, save])
+        end = train_loop(tr.step, tr.loader, start=rs.start, total_steps=total, stop=stop, callbacks=[log, save],
+                         max_skips=cfg.max_nonfinite_skips, skipped=rs.history.skipped)
     if end.interrupted_by:
         rs.checkpointer.close()
         raise TrainingInterrupted(f"stopped by signal {end.interrupted_by} at step {end.step}; checkpoint "
                                   f"saved in {rs.run_dir}; rerun the same command to resume", end.interrupted_by)
+    if end.nonfinite is not None:
+        bad = end.nonfinite
+        _diverged(tr, rs, f"non-finite {bad.what} at step {end.diverged_at} (loss {bad.loss}, grad norm "
+                          f"{bad.grad_norm}); that update was not applied")
     return end
+
+
+def _diverged(tr: Trainer, rs: Restored, what: str) -> None:
+    """Stop the run with one line (DivergedError, exit 5) naming `what` and the last finite checkpoint kept."""
+    from biomed_llama.errors import DivergedError
+    from biomed_llama.train.checkpoint import latest_checkpoint
+
+    rs.checkpointer.close()
+    last = latest_checkpoint(rs.run_dir)
+    kept = f"the last finite checkpoint {last} is kept" if last else "no checkpoint was saved"
+    skips = rs.history.skipped
+    skipped = f" after skipping {len(skips)} (steps {', '.join(map(str, skips))})" if skips else ""
+    raise DivergedError(f"{tr.spec.stage}: {what}{skipped}; stopped: nothing exported, no metrics written, {kept} "
+                        f"(lower the learning rate, or let pretrain.max_nonfinite_skips skip such steps)")
+
+
+def _require_finite_weights(tr: Trainer, rs: Restored, step: int) -> None:
+    """Before a save: weights that are not finite (a finite but huge update overflowed them) stop the run unsaved."""
+    from biomed_llama.train.step import weights_finite
+
+    if not weights_finite(tr.model):
+        _diverged(tr, rs, f"non-finite weights after step {step}; not saved")
 
 
 def final_metrics(tr: Trainer, history: RunHistory, end: LoopEnd, saves: list | None = None) -> dict[str, Any]:
     """The stage's metrics: final loss, tokens, mean throughput and MFU, memory, mesh and model size."""
     env = tr.env
-    # Throughput: skip the first sample (compile, allocator warm-up) when there are others.
+    # Throughput: skip the first sample (compile, allocator warm-up) when there are others. Every value comes
+    # from the checkpointed history (and saves), so a rerun that resumes at the end writes the same file.
     samples = history.tokens_per_s[1:] or history.tokens_per_s
     tok_s = sum(samples) / len(samples) if samples else None
     per_dev = tok_s / env.world_size if tok_s else None
+    peak_mem = history.peak_memory_gib()
     return {
         "final_loss": history.losses[max(history.losses)] if history.losses else None,
         "steps": end.step, "tokens_seen": end.step * tr.tokens_per_step,
         "tokens_per_s": tok_s, "tokens_per_s_per_device": per_dev,
         "mfu": M.mfu(per_dev, tr.flops_per_token, M.peak_flops(env.device)) if per_dev else None,
-        "flops_per_token": tr.flops_per_token, "peak_memory_gib": M.memory_gib(env.device),
+        "flops_per_token": tr.flops_per_token,
+        "peak_memory_gib": peak_mem if peak_mem is not None else M.memory_gib(env.device),
         "world_size": env.world_size, "mesh": list(tr.mesh.shape), "device": env.device.type,
         "device_name": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu",
         "n_params": tr.n_params, "n_embedding_params": tr.n_embed, "kernels": tr.kernels,
-        "checkpoint_saves": [dataclasses.asdict(r) for r in saves or []], **tr.spec.extra_metrics,
+        "checkpoint_saves": [dataclasses.asdict(r) for r in saves or []], "skipped_steps": list(history.skipped),
+        **tr.spec.extra_metrics,
     }
 
 
@@ -310,12 +350,14 @@ def finish(tr: Trainer, rs: Restored, end: LoopEnd) -> TrainResult | None:
     spec, cfg, history = tr.spec, tr.cfg, rs.history
     metrics = final_metrics(tr, history, end)
     out = export_hf(tr.model, tr.config, cfg.output, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
-                    params=spec.manifest_params, inputs=spec.inputs, extra={"metrics": metrics}, stage=spec.stage)
+                    params=spec.manifest_params, inputs=spec.inputs, extra={"metrics": metrics}, stage=spec.stage,
+                    drop_rows=cfg.added_tokens)
     rs.checkpointer.close()
     metrics = final_metrics(tr, history, end, rs.checkpointer.saves)
     if not tr.env.is_main:
         return None
     M.write_final_metrics(cfg.metrics, metrics)
+    M.write_loss_curve(cfg.plots, history.rows)
     print_line(f"{spec.stage}: done " + json.dumps({k: metrics[k] for k in ("final_loss", "tokens_seen", "mfu")}))
     return TrainResult(metrics=metrics, losses=history.losses, output=out)
 

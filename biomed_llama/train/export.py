@@ -20,14 +20,27 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def gather_full_state_dict(model) -> dict[str, torch.Tensor]:
-    """Collective: the full (unsharded) state dict on CPU on rank 0, empty on other ranks."""
+    """Collective: the full (unsharded) state dict on CPU on rank 0, empty on other ranks, as plain tensors."""
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(model, options=opts)
+    return {k: _plain(v) for k, v in get_model_state_dict(model, options=opts).items()}
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """The weight itself: with `pretrain.float8` a decoder weight is torchao's float8 training wrapper
+    (`WeightWithDynamicFloat8CastTensor`), which keeps its high-precision value in `_tensor`; safetensors
+    writes only plain tensors."""
+    return t._tensor if type(t) is not torch.Tensor and isinstance(getattr(t, "_tensor", None), torch.Tensor) else t
 
 
 def export_hf(model, config, out: str | Path, *, tokenizer: str | Path, dtype: str, params: dict[str, Any],
-              inputs: Iterable[str | Path], extra: dict[str, Any], stage: str = "pretrain") -> Path | None:
-    """Collective: write the HF model directory `out` from rank 0; returns `out` on rank 0, None elsewhere."""
+              inputs: Iterable[str | Path], extra: dict[str, Any], stage: str = "pretrain",
+              drop_rows: int = 0) -> Path | None:
+    """Collective: write the HF model directory `out` from rank 0; returns `out` on rank 0, None elsewhere.
+
+    `drop_rows`: leave out the last rows of the embeddings and LM head (`pretrain.added_tokens`, the
+    training-only `[PAD]`), so the export has the vocabulary of its tokenizer."""
+    from biomed_llama.model.build import VOCAB_TENSORS
+
     state = gather_full_state_dict(model)
     if dist.get_rank() != 0:
         dist.barrier() if dist.get_world_size() > 1 else None
@@ -36,8 +49,10 @@ def export_hf(model, config, out: str | Path, *, tokenizer: str | Path, dtype: s
 
     from biomed_llama.provenance import write_manifest
 
-    state = {k: v.to(_DTYPES[dtype]).contiguous() for k, v in state.items()}
+    state = {k: (v[:-drop_rows] if drop_rows and k in VOCAB_TENSORS else v).to(_DTYPES[dtype]).contiguous()
+             for k, v in state.items()}
     config = config.__class__.from_dict(config.to_dict())
+    config.vocab_size -= drop_rows
     config.use_cache = True  # inference default for the exported model
     config._attn_implementation = "sdpa"  # loaders pick their own kernel; xformers is ours, not HF's
     config.dtype = dtype

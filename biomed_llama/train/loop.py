@@ -19,7 +19,7 @@ import torch
 from biomed_llama.data.loader import DistributedLoader
 from biomed_llama.errors import UserError
 from biomed_llama.train.mesh import all_reduce_cpu
-from biomed_llama.train.step import TrainStep
+from biomed_llama.train.step import NonFinite, TrainStep
 
 
 class TrainingInterrupted(UserError):
@@ -84,15 +84,24 @@ class Callback:
 
 @dataclass
 class LoopEnd:
-    """Where `train_loop` stopped: the last step done, and the signal that stopped it (0: the budget was spent)."""
+    """Where `train_loop` stopped: the last step done, and the signal that stopped it (0: the budget was spent),
+    or the non-finite step that stopped it (`diverged_at`, not applied, with its values)."""
 
     step: int
     interrupted_by: int = 0
+    diverged_at: int = 0
+    nonfinite: NonFinite | None = None
 
 
 def train_loop(step_fn: TrainStep, loader: DistributedLoader, *, start: int, total_steps: int, stop: StopFlag,
-               callbacks: Sequence[Callback]) -> LoopEnd:
-    """Run steps `start+1 … total_steps`, calling `callbacks` in order; stop cleanly on a signal."""
+               callbacks: Sequence[Callback], max_skips: int = 0, skipped: list[int] | None = None) -> LoopEnd:
+    """Run steps `start+1 … total_steps`, calling `callbacks` in order; stop cleanly on a signal.
+
+    A step the step function did not apply (a non-finite loss or gradient norm) is appended to `skipped` (the
+    run's list, checkpointed with its history) while it holds fewer than `max_skips`; otherwise the loop stops
+    there, before any callback sees that step (no log row, no checkpoint of it).
+    """
+    skipped = [] if skipped is None else skipped
     step = start
     while step < total_steps:
         for cb in callbacks:
@@ -109,6 +118,10 @@ def train_loop(step_fn: TrainStep, loader: DistributedLoader, *, start: int, tot
         lr = step_fn.lr()
         loss, grad_norm = step_fn(micros, int(total))
         step += 1
+        if step_fn.skipped is not None:
+            if len(skipped) >= max_skips:
+                return LoopEnd(step - 1, diverged_at=step, nonfinite=step_fn.skipped)
+            skipped.append(step)
         out = StepOutput(step, loss, grad_norm, lr)
         for cb in callbacks:
             cb.post_step(out)

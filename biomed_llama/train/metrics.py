@@ -10,11 +10,12 @@ MFU as null rather than a guess.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import torch
 
-from biomed_llama.fsutil import atomic_write_json
+from biomed_llama.fsutil import atomic_write_json, atomic_write_text
 
 # Dense bf16 tensor-core peak (no sparsity), TFLOP/s × 1e12, matched against the device name.
 PEAK_BF16 = [("H200", 989e12), ("H100", 989e12), ("A100", 312e12)]
@@ -50,45 +51,38 @@ def memory_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30
 
 
-class LossCurve:
-    """`plots/pretrain/loss.tsv`, appended per log step; a resume first drops rows past the resumed step.
+def loss_curve_text(rows: dict[int, dict]) -> str:
+    """`loss.tsv` of the logged rows: step and the LOSS_COLUMNS, floats at repr precision (curves compare exactly),
+    an empty cell where a value is unknown (None: a non-finite loss of a skipped step, or a row of a checkpoint
+    written before rows were kept)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, LOSS_COLUMNS, delimiter="\t", lineterminator="\n", restval="", extrasaction="ignore")
+    w.writeheader()
+    for step in sorted(rows):
+        row = {**rows[step], "step": step}
+        w.writerow({k: repr(v) if isinstance(v, float) else ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
 
-    A resumed run whose file lost its earlier rows (DVC removes a stage's outputs before rerunning it,
-    e.g. after a code change, and the run then resumes from its last checkpoint) gets them back from
-    the checkpointed loss history: step and loss (the other columns are not checkpointed, left empty).
+
+def write_loss_curve(folder: str | Path, rows: dict[int, dict]) -> None:
+    """Write `<folder>/loss.tsv` (DVC plots) atomically from the run's checkpointed log rows.
+
+    Written once, when the run finishes, from the history rather than appended while it runs: a run that
+    stops (diverged, refused, interrupted) leaves the pipeline's curve as it was, and a rerun that resumes at
+    the final checkpoint rewrites the same bytes. The log line of each step shows the curve live.
     """
-
-    def __init__(self, folder: str | Path, resume_step: int, history: dict[int, float] | None = None):
-        self.path = Path(folder) / "loss.tsv"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        rows = []
-        if resume_step > 0 and self.path.is_file():
-            with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f, delimiter="\t") if int(r["step"]) <= resume_step]
-        kept = {int(r["step"]) for r in rows}
-        lost = sorted(s for s in (history or {}) if s <= resume_step and s not in kept)
-        if lost:
-            rows = sorted(rows + [{"step": s, "loss": repr(float(history[s]))} for s in lost], key=lambda r: int(r["step"]))
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, LOSS_COLUMNS, delimiter="\t", lineterminator="\n", restval="")
-            w.writeheader()
-            w.writerows(rows)
-
-    def append(self, row: dict) -> None:
-        """Add one row (floats written with repr precision so curves compare exactly)."""
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, LOSS_COLUMNS, delimiter="\t", lineterminator="\n").writerow(
-                {k: repr(row[k]) if isinstance(row[k], float) else row[k] for k in LOSS_COLUMNS})
+    atomic_write_text(Path(folder) / "loss.tsv", loss_curve_text(rows))
 
 
 def read_loss_curve(folder: str | Path) -> list[dict]:
-    """Rows of `loss.tsv` as dicts of numbers (for tests and reports)."""
+    """Rows of `loss.tsv` as dicts of numbers, None for an empty cell (for tests and reports)."""
     with open(Path(folder) / "loss.tsv", newline="") as f:
-        return [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in csv.DictReader(f, delimiter="\t")]
+        return [{k: (None if v == "" else int(v) if k == "step" else float(v)) for k, v in r.items()}
+                for r in csv.DictReader(f, delimiter="\t")]
 
 
 def write_final_metrics(path: str | Path, metrics: dict) -> None:
-    """Write `metrics/pretrain.json` atomically."""
+    """Write `metrics/pretrain.json` atomically (a NaN or infinite value as null: `fsutil.finite_json`)."""
     atomic_write_json(path, metrics)
 
 

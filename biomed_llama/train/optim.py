@@ -20,12 +20,12 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False)
     """Two AdamW groups: matrices and embeddings with `weight_decay`, norms and biases with 0 (with
     `decay_all`, every parameter in the first group and the second empty).
 
-    `decay_all` is what the released runs did. Their HF Trainer 4.28 (`trainer.py:1071-1072`) exempted
-    the parameters under `nn.LayerNorm` modules (`pytorch_utils.py:24`: `ALL_LAYERNORM_LAYERS =
-    [nn.LayerNorm]`) and names containing "bias"; LLaMA's `LlamaRMSNorm` is a plain `nn.Module`
-    (`models/llama/modeling_llama.py:74`) and LLaMA has no biases, so nothing was exempt, and with
-    `--fsdp` the optimizer was built after wrapping (`trainer.py:1724-1729, 1758-1759`) over FSDP's
-    flattened parameters, whose names hid the modules anyway.
+    `decay_all` is what the released runs did. Their HF Trainer 4.28 (the authors' fork be40569cc:
+    `trainer.py:1075-1076`) exempted the parameters under `nn.LayerNorm` modules (`pytorch_utils.py:24`:
+    `ALL_LAYERNORM_LAYERS = [nn.LayerNorm]`) and names containing "bias"; LLaMA's `LlamaRMSNorm` is a
+    plain `nn.Module` (`models/llama/modeling_llama.py:83`) and LLaMA has no biases, so nothing was
+    exempt, and with `--fsdp` the optimizer was built after wrapping (`trainer.py:1729-1734,1763-1764`)
+    over FSDP's flattened parameters, whose names hid the modules anyway.
     """
     decay, skip = [], []
     for name, p in model.named_parameters():

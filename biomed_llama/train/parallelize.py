@@ -1,12 +1,14 @@
-"""Apply activation checkpointing, per-block torch.compile and FSDP2 hybrid sharding to a LLaMA.
+"""Apply FP8 training (opt-in), activation checkpointing, per-block torch.compile and FSDP2 hybrid sharding to a LLaMA.
 
-Order (as torchtitan): AC wraps each decoder layer, compile compiles each (wrapped) layer in place,
-then `fully_shard` makes each layer, the embedding and the LM head their own FSDP unit and the root
-the last one, all over the (`replicate`, `shard`) mesh with the params' mixed-precision policy.
+Order (as torchtitan): the float8 conversion swaps the decoder layers' linear layers first (it must see plain
+`nn.Linear`s, and compile must see the float8 ones), AC wraps each decoder layer, compile compiles each
+(wrapped) layer in place, then `fully_shard` makes each layer, the embedding and the LM head their own FSDP unit
+and the root the last one, all over the (`replicate`, `shard`) mesh with the params' mixed-precision policy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import defaultdict
 
@@ -33,12 +35,14 @@ def _selective_policy():
         aten._scaled_dot_product_flash_attention.default,
         aten._scaled_dot_product_cudnn_attention.default,
     }
+    # with `pretrain.float8` the decoder's projections are FP8 matmuls (`_scaled_mm`): counted like bf16 ones
+    matmuls = {aten.mm.default, aten._scaled_mm.default}
     counts: dict[str, int] = defaultdict(int)
 
     def policy(ctx, func, *args, **kwargs):
         if func in save_always:
             return CheckpointPolicy.MUST_SAVE
-        if func is aten.mm.default:
+        if func in matmuls:
             # forward and recompute count separately so both make the same choice for the same mm
             key = "recompute" if ctx.is_recompute else "forward"
             counts[key] += 1
@@ -125,10 +129,113 @@ def gathered_modules(model: nn.Module, cfg: PretrainConfig) -> list[nn.Module]:
     return layers[len(layers) - _gathered_count(model, cfg):]
 
 
+FLOAT8_MIN_CAPABILITY = (8, 9)
+"""FP8 tensor cores: Ada (SM 8.9) and Hopper (9.0) or newer; torchao's float8 matmuls need them."""
+
+
+def check_float8(recipe: str | None, device: torch.device) -> None:
+    """Refuse `pretrain.float8` in one line where it cannot run: on the CPU, without torchao, before SM 8.9."""
+    if recipe is None:
+        return
+    if device.type != "cuda":
+        raise ConfigError(f"pretrain.float8: {recipe} needs a CUDA GPU of compute capability 8.9 or newer "
+                          f"(H100/H200/L40S); this run is on {device.type}. Set pretrain.float8: null")
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FLOAT8_MIN_CAPABILITY:
+        raise ConfigError(f"pretrain.float8: {recipe} needs compute capability 8.9 or newer (FP8 tensor cores); "
+                          f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}. "
+                          f"Set pretrain.float8: null")
+    try:
+        import torchao.float8  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"pretrain.float8: {recipe} needs torchao (pip install torchao); "
+                          f"it is not installed. Set pretrain.float8: null") from None
+
+
+def float8_config(recipe: str, emulate: bool = False):
+    """torchao's `Float8LinearConfig` for `recipe`. `tensorwise`: one dynamic scale per tensor (cuBLAS FP8
+    matmul) and the FSDP2 all-gathers in float8 too (half the bytes of bf16; each weight cast to float8 once per
+    gather, not once per use); `rowwise`: one scale per row (CUTLASS matmul), closer to bf16, slower, its
+    weights gathered in bf16. `emulate` runs the float8 matmuls in high precision (the CPU tests)."""
+    from torchao.float8 import Float8LinearConfig
+
+    if recipe == "tensorwise":
+        return Float8LinearConfig(enable_fsdp_float8_all_gather=True, emulate=emulate)
+    cfg = Float8LinearConfig.from_recipe_name(recipe)
+    return dataclasses.replace(cfg, emulate=emulate) if emulate else cfg
+
+
+def _float8_filter(module: nn.Module, fqn: str) -> bool:
+    """The linear layers of the decoder layers only (q/k/v/o, gate/up/down): the LM head stays in bf16, as
+    torchtitan's float8 recipes leave the output projection (its logits feed the loss), and the FP8 matmul
+    needs both weight dimensions divisible by 16."""
+    if not isinstance(module, nn.Linear) or ".layers." not in f".{fqn}":
+        return False
+    return module.in_features % 16 == 0 and module.out_features % 16 == 0
+
+
+def apply_float8(model: nn.Module, recipe: str, emulate: bool = False) -> list[str]:
+    """Swap the decoder layers' `nn.Linear`s for torchao's `Float8Linear` (dynamic scaling, `recipe`); returns
+    the names of the converted modules. Must run before compile and FSDP (as torchtitan's converters do)."""
+    from torchao.float8 import convert_to_float8_training
+
+    converted: list[str] = []
+
+    def pick(module: nn.Module, fqn: str) -> bool:
+        keep = _float8_filter(module, fqn)
+        if keep:
+            converted.append(fqn)
+        return keep
+
+    convert_to_float8_training(model, config=float8_config(recipe, emulate), module_filter_fn=pick)
+    if recipe == "rowwise":
+        # compiled rowwise scaling rounds its casts as eager does only with this inductor setting (pytorch#150859;
+        # torchtitan 0.3.0 sets it for its rowwise recipe too: components/quantization/float8.py)
+        import torch._inductor.config as inductor_config
+
+        inductor_config.emulate_precision_casts = True
+    return converted
+
+
+def _precompute_float8_scales_after_each_update(model: nn.Module) -> None:
+    """With float8 all-gathers: compute every float8 weight's scale at once (one fused amax over all of them,
+    `precompute_float8_dynamic_scale_for_fsdp`) instead of one reduction per weight inside each all-gather, once
+    per update, as torchtitan's float8 converter does after its optimizer step. Here the step of this model's
+    optimizer only marks the scales stale and the model's next forward computes them: the optimizer is built
+    after `parallelize` (so the mark is the global optimizer post-step hook, kept to this model's optimizer by its
+    parameters, removed with the model), and a step that precedes a checkpoint load (DCP's state-dict init takes a
+    step on empty weights) must not leave scales of the weights it replaced."""
+    import weakref
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from torchao.float8 import precompute_float8_dynamic_scale_for_fsdp
+
+    ref, stale = weakref.ref(model), [True]
+    first = id(next(model.parameters()))
+
+    def mark(optimizer, args, kwargs):
+        if ref() is not None and any(id(p) == first for group in optimizer.param_groups for p in group["params"]):
+            stale[0] = True
+
+    def before_forward(module, args):
+        if stale[0]:
+            precompute_float8_dynamic_scale_for_fsdp(module)
+            stale[0] = False
+
+    # removed when the model goes (not from inside the hook: the hooks' dict is being iterated then)
+    weakref.finalize(model, register_optimizer_step_post_hook(mark).remove)
+    model.register_forward_pre_hook(before_forward, prepend=True)
+
+
 def parallelize(model: nn.Module, mesh, cfg: PretrainConfig) -> nn.Module:
-    """AC, then compile, then FSDP2, as the params say; returns the same (now sharded) model."""
+    """FP8 (when asked), AC, then compile, then FSDP2, as the params say; returns the same (now sharded) model."""
+    if cfg.float8 is not None:
+        check_float8(cfg.float8, torch.device(mesh.device_type))
+        apply_float8(model, cfg.float8)
     apply_activation_checkpointing(model, cfg.activation_checkpointing)
     if cfg.compile:
         apply_compile(model, cfg.activation_memory_budget)
     apply_fsdp(model, mesh, cfg)
+    if cfg.float8 == "tensorwise":
+        _precompute_float8_scales_after_each_update(model)
     return model

@@ -42,7 +42,8 @@ def pretrain_spec(params) -> TrainSpec:
         if not (Path(cfg.tokenizer) / "tokenizer_config.json").is_file():
             raise UserError(f"pretrain.tokenizer={cfg.tokenizer}: not a HF tokenizer directory (no tokenizer_config.json)")
         stores = open_stores(cfg.tokens, cfg.subsets, cfg.split)
-        return PackedDataset(stores, cfg.max_seq_length, cfg.packing), int(stores[0].meta["vocab_size"])
+        return (PackedDataset(stores, cfg.max_seq_length, cfg.packing, document_order=cfg.document_order,
+                              seed=params.seed), int(stores[0].meta["vocab_size"]))
 
     base_checked = []
     if mcfg.base:

@@ -24,7 +24,8 @@ _RESUME_FREE = {"micro_batch_size", "device", "shard_size", "reshard_after_forwa
                 "grad_sync", "checkpoint_async", "activation_memory_budget", "gathered_layers"}
 # Options added later: left out of the fingerprint at the value that means the earlier behaviour, so that the runs of earlier
 # versions (which computed exactly the default) keep their run ids and their checkpoints still resume.
-_LATER_DEFAULTS = {"loss_weighting": "token", "decay_norms_and_biases": False, "released_loader": None}
+_LATER_DEFAULTS = {"loss_weighting": "token", "decay_norms_and_biases": False, "released_loader": None,
+                   "document_order": "subset_major", "added_tokens": 0, "float8": None, "max_nonfinite_skips": 0}
 # Fields that only say where the packed token stream comes from: a run with its own data
 # fingerprint leaves them out (the fingerprint stands for the data).
 _STREAM_FIELDS = {"tokens", "subsets", "split", "packing"}

@@ -5,9 +5,9 @@ Loss weighting (`pretrain.loss_weighting`) is a part of its own, chosen by `loss
   tokens, all ranks and micro batches): the gradient of the global token mean.
 - `SequenceMeanLoss`: a target token of sequence s weighs 1/(n_s · N_seq) (n_s: the sequence's
   targets, N_seq: the global batch's sequences that have any): the mean over sequences of each
-  sequence's mean token loss, what HF Trainer 4.28 computed with one sequence per device
-  (`modeling_llama.py:708-713` takes the micro batch's token mean, `trainer.py:2704-2706` divides by
-  the accumulation steps, DDP/FSDP average over ranks).
+  sequence's mean token loss, what HF Trainer 4.28 computed with one sequence per device (the
+  authors' fork be40569cc: `modeling_llama.py:735-740` takes the micro batch's token mean,
+  `trainer.py:2709-2711` divides by the accumulation steps, DDP/FSDP average over ranks).
 Both normalisers are global sums, so either loss is the same for any micro × accumulation × world
 split. `count` gives a rank's share of the normaliser (the loop sums it over ranks), `inputs` the
 model inputs that carry the weighting. FSDP averages gradients over the data-parallel ranks, so the
@@ -23,7 +23,10 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import math
+
 import torch
+import torch.distributed as dist
 
 from biomed_llama.data.loader import IGNORE_INDEX, MicroBatch
 
@@ -88,6 +91,54 @@ def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[st
     return {k: v.pin_memory().to(device, non_blocking=True) for k, v in tensors.items()}
 
 
+@dataclass(frozen=True)
+class NonFinite:
+    """A step that was not applied: its global loss and its gradient norm, one of them NaN or infinite."""
+
+    loss: float
+    grad_norm: float
+
+    @property
+    def what(self) -> str:
+        """Which value is not finite (the loss first: a NaN loss makes the gradients NaN too)."""
+        return "loss" if not math.isfinite(self.loss) else "gradient norm"
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def nonfinite(local_loss: torch.Tensor, grad_norm: torch.Tensor) -> NonFinite | None:
+    """The step's values if its loss (summed over ranks) or gradient norm is not finite, else None.
+
+    Every rank gets the same answer (one scalar all-reduce), so every rank skips or stops at the same step.
+    Reading the values is a host sync, once per step before the update: an update from a NaN gradient
+    would make every weight NaN, and no later check could undo it.
+    """
+    both = torch.stack([local_loss.detach().float(), grad_norm.detach().float().to(local_loss.device)])
+    if _world() > 1:
+        dist.all_reduce(both)  # [global loss, world × grad norm]: finite exactly when every rank's are
+    loss, norm = both.tolist()
+    if math.isfinite(loss) and math.isfinite(norm):
+        return None
+    return NonFinite(loss, float(grad_norm))
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    """Whether every parameter of `model` (every rank's shards) is finite; a collective where the world is larger."""
+    bad = None
+    for p in model.parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p
+        flag = (~torch.isfinite(local.detach())).any()
+        bad = flag if bad is None else bad | flag
+    if bad is None:
+        return True
+    count = bad.float().reshape(1)
+    if _world() > 1:
+        dist.all_reduce(count)
+    return float(count) == 0.0
+
+
 @dataclass
 class StepOptions:
     """How a step runs (speed only; the numbers are the same either way)."""
@@ -127,6 +178,8 @@ class TrainStep:
     options: StepOptions = field(default_factory=StepOptions)
     before_update: list[Callable[[], None]] = field(default_factory=list)
     """Called after the last backward, before the optimizer changes anything (e.g. wait for checkpoint staging)."""
+    skipped: NonFinite | None = field(default=None, init=False)
+    """Set by the last call when its loss or gradient norm was not finite: then nothing was updated."""
 
     def lr(self) -> float:
         """The learning rate the next step uses."""
@@ -139,7 +192,9 @@ class TrainStep:
     def __call__(self, micros: list[MicroBatch], total: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward/backward each micro batch, clip, step; return (loss, grad norm).
 
-        The returned loss is this rank's share: summed over ranks it is the global batch's loss.
+        The returned loss is this rank's share: summed over ranks it is the global batch's loss. A step whose
+        loss or gradient norm is not finite changes nothing (no update, no schedule step; `skipped` says so):
+        the loop decides whether the run skips it or stops.
         """
         local_loss = torch.zeros((), device=self.device, dtype=torch.float32)
         batches = [to_device({"input_ids": mb.input_ids, "labels": mb.labels,
@@ -152,6 +207,10 @@ class TrainStep:
             (loss * self.dp_size).backward()
             local_loss += loss.detach().float()
         grad_norm = clip_grad_norm(self.model, self.max_grad_norm)
+        self.skipped = nonfinite(local_loss, grad_norm)
+        if self.skipped is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            return local_loss, grad_norm
         for hook in self.before_update:
             hook()
         self.optimizer.step()

@@ -109,6 +109,6 @@ def test_logged_prompts_are_the_original_format(pipeline):
     ctx, cont = samples[0]["arguments"][0]
     assert cont == "Yes"  # no leading space, as the original scored it
     shot, _, current = ctx.partition("\n\n")
-    # The fork's doc_to_target (tasks/pubmedqa.py:83-84): the lower-case decision after a space.
+    # The fork's doc_to_target (tasks/pubmedqa.py:85-86): the lower-case decision after a space.
     assert shot.startswith("Abstract: ") and re.search(r"\nAnswer: (yes|no|maybe)$", shot)
     assert current.startswith("Abstract: ") and current.endswith("\nAnswer:")

@@ -53,20 +53,20 @@ def fork_encode_pair(tok, context: str, continuation: str) -> tuple[list[int], l
 
 
 def fork_text(doc) -> str:
-    """usmleqa.py:105-106, medmcqa.py:60-61; pubmedqa.py:53-57 (contexts joined by newlines)."""
+    """usmleqa.py:80-81, medmcqa.py:57-58; pubmedqa.py:53-57 (contexts joined by newlines)."""
     if doc["context"]:
         return f"Abstract: {doc['context']}\nQuestion: {doc['question']}\nAnswer:"
     return f"Question: {doc['question']}\nAnswer:"
 
 
 def fork_target(doc) -> str:
-    """MultipleChoiceTask.doc_to_target (base.py:744-745); PubMedQA's `" {final_decision}"` (pubmedqa.py:83-84)."""
+    """MultipleChoiceTask.doc_to_target (base.py:744-745); PubMedQA's `" {final_decision}"` (pubmedqa.py:85-86)."""
     answer = doc["options"][doc["label"]]
     return " " + (answer.lower() if doc["context"] else answer)
 
 
 def fork_choices(doc) -> list[str]:
-    """base.py:747-752 (`" {choice}"`); PubMedQA: `Yes`, `No`, `Maybe` (pubmedqa.py:95-97)."""
+    """base.py:747-752 (`" {choice}"`); PubMedQA: `Yes`, `No`, `Maybe` (pubmedqa.py:97-99)."""
     return ["Yes", "No", "Maybe"] if doc["context"] else [" " + o for o in doc["options"]]
 
 

@@ -18,7 +18,7 @@ import torch
 
 from biomed_llama.errors import ConfigError
 from biomed_llama.eval import generate
-from biomed_llama.eval.config import GenerationConfig
+from biomed_llama.eval.config import GenerationConfig, GenerationSpeed
 from biomed_llama.eval.prepare import prepare_eval
 from biomed_llama.eval.task_utils import read_jsonl
 
@@ -182,3 +182,59 @@ def test_medmcqa_test_split_has_the_released_targets(prepared, tmp_path):
     assert [d["label"] for d in docs] == [3, 0, 3]  # options[-1], lettered by its first occurrence
     assert generate.task_docs(cfg.model_copy(update={"generation": GenerationConfig()}), "finetune", "medmcqa") == \
         read_jsonl(Path(cfg.output) / "medmcqa.test.jsonl")
+
+
+# ---- eval.generation_speed: the labelled fast setting ----
+
+def test_batches_are_file_order_by_default_and_sorted_filled_when_fast():
+    lengths = [5, 9, 7, 9, 3, 8, 6]
+    assert generate.batches(lengths, GenerationConfig(), GenerationSpeed()) == [[0, 1, 2, 3], [4, 5, 6]]  # main.py:158
+    fast = GenerationSpeed(batch_size=3, sort_by_length=True, static_cache=True)
+    plan = generate.batches(lengths, GenerationConfig(), fast)
+    assert plan == [[1, 3, 5], [2, 6, 0], [4, 4, 4]]  # longest first (stable), last batch filled with its last index
+    assert sorted(dict.fromkeys(i for b in plan for i in b)) == list(range(7))
+    assert generate.batches([4, 2], GenerationConfig(), fast) == [[0, 1]]  # one short batch: nothing to fill
+    with pytest.raises(ValueError, match="static_cache"):
+        GenerationSpeed(compile=True)
+
+
+@pytest.mark.parametrize("suite,task", [("instruct", "medqa4"), ("finetune", "medmcqa"), ("instruct", "pubmedqa")])
+def test_fast_generation_gives_the_released_loops_outputs_in_float32(prepared, eval_root, suite, task):
+    """Batch 7, longest first, static KV cache (reused across batches, last batch filled up) against batch 4 in
+    file order with a growing cache: every output and score identical. In float32 a prompt's row does not depend
+    on its batch mates (pads are masked out of attention and positions count real tokens only); compile is the
+    GPU bench's (bench/bench_generate.py), where bf16 may round otherwise."""
+    cfg = prepared.model_copy(update={"max_length": 2048, "generation": GenerationConfig(max_new_tokens=12)})
+    model, tok = generate.load_generator(cfg, str(eval_root / "model"))
+    docs = generate.task_docs(cfg, suite, task)[:30]
+    faithful = generate.score_docs(model, tok, docs, suite, task, cfg)
+    fast_cfg = cfg.model_copy(update={"generation_speed": GenerationSpeed(batch_size=7, sort_by_length=True,
+                                                                            static_cache=True)})
+    fast = generate.score_docs(model, tok, docs, suite, task, fast_cfg)
+    (shape, _), = [model.__dict__["_biomed_static_cache"]]
+    assert shape[0] == 7 and shape[1] % generate.CACHE_STEP == 0  # the static cache really ran
+    lengths = [len(tok(s["prompt"])["input_ids"]) for s in faithful]
+    assert len(set(lengths)) > 1 and lengths != sorted(lengths, reverse=True)  # other batches, other padding
+    assert [s["output"] for s in fast] == [s["output"] for s in faithful]
+    assert [(s["exact_match"], s["new_tokens"]) for s in fast] == [(s["exact_match"], s["new_tokens"]) for s in faithful]
+    assert sum(s["new_tokens"] for s in faithful) > len(docs)  # more than an EOS each: there was text to compare
+
+
+def test_new_tokens_counts_up_to_the_first_eos():
+    assert generate.new_tokens([0, 0, 5, 6, 7, 2, 3, 3], width=4, eos=2) == 2  # 7 and EOS
+    assert generate.new_tokens([5, 6, 7, 8], width=2, eos=2) == 2
+    assert generate.new_tokens([5, 6, 2], width=3, eos=2) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_static_generation_gives_the_same_outputs_on_the_gpu(prepared, eval_root):
+    """The whole fast setting (compile included) in float32 on a GPU: the same outputs as the released loop."""
+    cfg = prepared.model_copy(update={"max_length": 2048, "device": "cuda",
+                                      "generation": GenerationConfig(max_new_tokens=12)})
+    model, tok = generate.load_generator(cfg, str(eval_root / "model"))
+    docs = generate.task_docs(cfg, "instruct", "medmcqa")[:24]
+    faithful = generate.score_docs(model, tok, docs, "instruct", "medmcqa", cfg)
+    fast = generate.score_docs(model, tok, docs, "instruct", "medmcqa", cfg.model_copy(update={
+        "generation_speed": GenerationSpeed(batch_size=8, sort_by_length=True, static_cache=True, compile=True)}))
+    assert [s["output"] for s in fast] == [s["output"] for s in faithful]

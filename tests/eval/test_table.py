@@ -93,3 +93,67 @@ def test_measured_cells_join_their_rows_and_extra_rows_follow(tmp_path):
 def test_reserved_model_names_are_refused():
     with pytest.raises(ValueError, match="taken by the table"):
         EvalConfig(models={"random": EvalModel(path="x", paper_row="Random")})
+
+
+@pytest.mark.parametrize("split,given,says", [
+    ("validation", "prompt", ["validation split (a correction", "prompt alone (a correction"]),
+    ("test", "prompt_and_target", ["test split as released", "prompt + gold answer + </s> as released"]),
+])
+def test_the_table_says_which_generation_choices_made_its_cells(split, given, says):
+    gen = {"medmcqa_split": split, "finetune_input": given}
+    cfg = EvalConfig(models={}, generation=gen, benchmarks={"medmcqa_test": "t.json"} if split == "test" else {})
+    note = [ln for ln in render_table(cfg, {}, "paper").splitlines() if ln.startswith("Fine-tune and instructed cells:")]
+    assert len(note) == 1 and all(s in note[0] for s in says), note
+
+
+def test_a_drifted_environment_evaluates_and_the_table_says_so(prepared, eval_root, tmp_path, monkeypatch, repo_root):
+    """Issue 23, item 4: the GPU machine's torch is not the lock's. `evaluate` still runs, its manifest records
+    the torch that ran, and the table's header names the drift and the outputs it touched; the model folder,
+    made in an environment matching the lock, is counted apart."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from biomed_llama import provenance
+    from biomed_llama.config import Params
+    from biomed_llama.eval.run import evaluate
+
+    lock = tmp_path / "env.lock"  # pins exactly this environment: the fixtures' model folder matches it
+    lock.write_text("".join(f"{n}=={v}\n" for n, v in provenance.packages().items()))
+    monkeypatch.setenv("BIOMED_LOCK", str(lock))
+    locked_torch = provenance.packages()["torch"]
+    model = tmp_path / "model"
+    from tests.helpers.models import make_tiny_model
+
+    make_tiny_model(model, repo_root / "data/sample/tokenizer")
+    installed = {**provenance.packages(), "torch": "2.11.0+cu130"}
+    monkeypatch.setattr(provenance, "packages", lambda: installed)
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
+    cfg = prepared.model_copy(update={
+        "limit": 3, "random_baseline": False, "metrics_dir": str(tmp_path / "metrics"), "results_dir": str(tmp_path / "rep"),
+        "table": str(tmp_path / "table.md"), "figure": str(tmp_path / "loss.png"),
+        "models": {"tiny-instruct": EvalModel(path=str(model), paper_row="BioMed-LLaMA-7B", suites=["instruct"],
+                                              tasks=["pubmedqa"])}})
+    evaluate(Params(eval=cfg, profile="test"))  # no refusal
+    env = json.loads((tmp_path / "rep/tiny-instruct/manifest.json").read_text())["environment"]
+    assert env["torch"] == env["packages"]["torch"] == "2.11.0+cu130"
+    drift = f"torch: locked {locked_torch}, installed 2.11.0+cu130"
+    assert env["lock"]["drift"] == [drift]
+    table = Path(cfg.table).read_text()
+    header = table.split("| Model |")[0]
+    assert "**Environment differs from the lock**: 1 of 3 outputs" in header  # results; the model and data/eval match
+    assert f"- against `{lock}`: {drift}. Outputs: `{tmp_path / 'rep/tiny-instruct'}` (evaluate)" in header
+    assert str(model) not in header
+
+    monkeypatch.undo()  # the same outputs read in the lock's environment: only the recorded drift counts
+    monkeypatch.setenv("BIOMED_LOCK", str(lock))
+    assert "1 of 3 outputs" in render_table(cfg, {"tiny-instruct": {"x": 1.0}})
+    manifest = tmp_path / "rep/tiny-instruct/manifest.json"
+    data = json.loads(manifest.read_text())
+    del data["environment"]["lock"]["drift"]  # a manifest of an earlier version: compared with the unchanged lock
+    manifest.write_text(json.dumps(data))
+    assert f"- against `{lock}`: {drift}." in render_table(cfg, {"tiny-instruct": {"x": 1.0}})
+    data["environment"]["packages"]["torch"] = locked_torch
+    manifest.write_text(json.dumps(data))
+    assert "Environment: all 3 outputs behind these cells" in render_table(cfg, {"tiny-instruct": {"x": 1.0}})

@@ -122,3 +122,56 @@ def test_slurm_launch_returns_0_only_for_completed(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     monkeypatch.chdir(tmp_path)
     assert launch(LaunchConfig(mode="slurm", poll_seconds=0.01), "pretrain", "params.yaml") == 0
+
+
+def _drift_torch(tmp_path: Path, monkeypatch) -> None:
+    """A lock that pins this environment except torch (2.13.0), and an installed torch 2.11 (the GPU machine's)."""
+    from biomed_llama import env_check, provenance
+
+    installed = {**provenance.packages(), "torch": "2.11.0+cu130"}
+    for module in (provenance, env_check):  # env_check holds its own name for it
+        monkeypatch.setattr(module, "packages", lambda: installed)
+    lock = tmp_path / "env.lock"
+    lock.write_text("".join(f"{n}=={'2.13.0' if n == 'torch' else v}\n" for n, v in installed.items()))
+    monkeypatch.setenv("BIOMED_LOCK", str(lock))
+
+
+def test_a_drifted_environment_is_refused_only_when_a_param_asks(tmp_path: Path, monkeypatch):
+    from biomed_llama.launch.commands import require_locked_env
+
+    _drift_torch(tmp_path, monkeypatch)
+    started = []
+
+    class Started(Exception):
+        pass
+
+    def execvpe(prog, argv, env):  # where the stage would replace this process
+        started.append(argv)
+        raise Started
+
+    monkeypatch.setattr("os.execvpe", execvpe)
+    with pytest.raises(Started):
+        launch(LaunchConfig(), "evaluate", "params.yaml")  # the default: the stage starts in whatever it finds
+    assert started[0][-3:] == ["evaluate", "--params", "params.yaml"]
+    with pytest.raises(UserError, match=r"differs from .*env.lock: torch 2.11.0\+cu130 \(locked 2.13.0\); run inside"):
+        launch(LaunchConfig(require_locked_env=True), "evaluate", "params.yaml")
+    assert len(started) == 1
+    (tmp_path / "env.lock").write_text((tmp_path / "env.lock").read_text().replace("torch==2.13.0", "torch==2.11.0"))
+    require_locked_env(LaunchConfig(require_locked_env=True), "evaluate")  # matches now: no error
+
+
+def test_the_lock_check_runs_inside_the_image(tmp_path: Path, monkeypatch):
+    """With a container the environment is the image's: `env check` runs through the stage's own prefix."""
+    from biomed_llama.launch.commands import require_locked_env
+
+    record = tmp_path / "record"
+    _stand_in(tmp_path, "apptainer", f'echo "$@" > {record}\n'
+                                     'echo "error: environment differs from requirements/cuda.lock (1): torch" >&2\nexit 1\n')
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    cfg = LaunchConfig(container="apptainer", image="/img/biomed.sif", require_locked_env=True)
+    with pytest.raises(UserError, match=r"pretrain not started: inside /img/biomed.sif, error: environment differs "
+                                        r"from requirements/cuda.lock \(1\): torch"):
+        require_locked_env(cfg, "pretrain")
+    assert record.read_text().split()[-4:] == ["biomed-llama", "env", "check", "--allow-extra"]
+    assert "/img/biomed.sif" in record.read_text().split()
+    require_locked_env(cfg.model_copy(update={"require_locked_env": False}), "pretrain")  # off: not even asked

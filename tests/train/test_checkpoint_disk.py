@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from biomed_llama.errors import OutputError
+from biomed_llama.train.checkpoint import SAVES_FILE
 from tests.helpers import REPO
 from tests.helpers import train as H
 from tests.helpers.disk import remount, tmpfs
@@ -45,7 +46,7 @@ def test_an_injected_enospc_in_a_dcp_write_is_one_output_error(tmp_path, monkeyp
     assert not Path(raw["pretrain"]["output"]).exists()
     run_pretrain(H.validate(raw))  # the disk has room again: the rerun clears the .tmp and finishes
     assert [s for s, _ in H.run_checkpoints(tmp_path / "ckpt")] == [2, 4]
-    assert sorted(p.name for p in run.iterdir()) == ["step-00000002", "step-00000004"]
+    assert sorted(p.name for p in run.iterdir()) == [SAVES_FILE, "step-00000002", "step-00000004"]
 
 
 @pytest.mark.parametrize("free", [0, 10**9], ids=["full", "room"])

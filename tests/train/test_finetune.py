@@ -264,3 +264,42 @@ def test_launch_passes_stage_args_through():
         argv = build(LaunchConfig(), "finetune", "params.yaml", [], stage_extra).argv
         parsed = get_args_parser().parse_args(argv[argv.index("torch.distributed.run") + 1:])
         assert parsed.training_script == "biomed_llama" and parsed.training_script_args[-len(stage_extra):] == stage_extra
+
+
+def test_released_pad_token_trains_one_mean_row_more_and_exports_the_base_vocabulary(pretrained, straight, tmp_path):
+    """`finetune.pad_token: released` (evaluation/main.py:98-103): step 1's loss is the released model's, i.e. the
+    start model resized by one row whose embedding and LM-head rows are the mean of the others (the original's
+    modeling_utils.py:24-35); the export drops the row again; the run id differs from the plain run's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from biomed_llama.data.loader import DistributedLoader
+    from biomed_llama.instruct.finetune_data import IGNORE_INDEX, build_sft_dataset
+
+    plain, plain_tmp, _ = straight
+    raw = ft_params(tmp_path, pretrained / "model", pad_token="released")
+    raw["finetune"]["task"]["micro_batch_size"] = 4
+    result = _finetune(raw)
+    params = H.validate(raw)
+    start = params.finetune.model
+    ds = build_sft_dataset(params, "task", "medqa", AutoTokenizer.from_pretrained(start))
+    loader = DistributedLoader(ds, global_batch=4, micro_batch=4, dp_rank=0, dp_size=1, seed=params.seed, shuffle=True)
+    (mb,) = loader.next_batch()
+    model = AutoModelForCausalLM.from_pretrained(start)
+    vocab = model.config.vocab_size
+    # what smart_tokenizer_and_embedding_resize did: resize by one, then the new rows = the mean of the old ones
+    model.resize_token_embeddings(vocab + 1, mean_resizing=False)
+    with torch.no_grad():
+        for emb in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            emb[-1:] = emb[:-1].mean(dim=0, keepdim=True)
+        logits = model(input_ids=mb.input_ids).logits[:, :-1]
+    targets = mb.labels[:, 1:]
+    released = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab + 1), targets.reshape(-1),
+                                                 ignore_index=IGNORE_INDEX).item()
+    assert abs(result.losses[1] - released) < 1e-5, (result.losses[1], released)
+    assert abs(result.losses[1] - plain.losses[1]) > 1e-6  # the extra logit changes the numbers
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "ft-medqa")
+    assert exported.config.vocab_size == vocab
+    assert exported.get_input_embeddings().weight.shape == exported.get_output_embeddings().weight.shape[:1] + (
+        exported.config.hidden_size,) == (vocab, exported.config.hidden_size)
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "ft-medqa")) == len(AutoTokenizer.from_pretrained(start))
+    assert H.run_dirs(tmp_path / "ckpt" / "task-medqa")[0].name != H.run_dirs(plain_tmp / "ckpt" / "task-medqa")[0].name

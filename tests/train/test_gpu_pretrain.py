@@ -42,6 +42,37 @@ def test_memory_levers_keep_the_bf16_losses(tmp_path):
     assert max(abs(levers.losses[s] - plain.losses[s]) for s in plain.losses) < 0.01, (levers.losses, plain.losses)
 
 
+def test_float8_tracks_the_bf16_losses_in_a_run_of_its_own(tmp_path):
+    """`pretrain.float8` (torchao, tensorwise with float8 all-gathers, and rowwise) through the whole CLI path on an
+    FP8 GPU (SM 8.9+): compiled, bf16 params, checkpointed and exported; its losses stay within FP8 rounding of the
+    bf16 run's, and it is a run of its own (another run id, so another checkpoint folder)."""
+    import torch
+
+    pytest.importorskip("torchao.float8")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("FP8 matmuls need compute capability 8.9+")
+    from biomed_llama.train.pretrain import run_pretrain
+
+    tokens = H.make_tokens(tmp_path / "tokens")
+    # widths of the FP8 matmul's liking (multiples of 16) and a few more steps than the default
+    model = {"hidden_size": 64, "intermediate_size": 176, "num_heads": 4}
+    kw = dict(device="cuda", param_dtype="bfloat16", compile=True, max_steps=10)
+
+    def run(name, **extra):
+        raw = H.tiny_params(tmp_path / name, tokens, **kw, **extra)
+        raw["model"].update(model)
+        raw["pretrain"]["checkpoint_dir"] = str(tmp_path / "ckpt")  # one root: each run id gets its folder
+        return run_pretrain(H.validate(raw))
+
+    bf16 = run("bf16")
+    for recipe in ("tensorwise", "rowwise"):
+        fp8 = run(recipe, float8=recipe)
+        assert all(math.isfinite(v) for v in fp8.losses.values())
+        rel = max(abs(fp8.losses[s] - bf16.losses[s]) / bf16.losses[s] for s in bf16.losses)
+        assert rel < 0.02, (recipe, fp8.losses, bf16.losses)
+    assert len(H.run_dirs(tmp_path / "ckpt")) == 3
+
+
 def test_async_checkpoints_on_gpu_resume_exactly(tmp_path):
     """CUDA path of async saves (pinned side-stream staging, the buffers reserved ahead): an interrupted-and-resumed run
     gives the straight run's losses, and every checkpoint carries its manifest."""

@@ -119,3 +119,146 @@ def test_gathered_layers_need_resharding_and_at_most_the_model_s_layers(world_of
     with pytest.raises(ConfigError, match="gathered_layers is 3 but the model has 2 layers"):
         apply_fsdp(trainable_model(CFG), world_of_one,
                    PretrainConfig(global_batch_size=4, micro_batch_size=2, gathered_layers=3))
+
+
+# ---- pretrain.float8 (torchao float8 training, a labelled opt-in): the refusals, the modules converted, the
+# float8 all-gathers with their scales precomputed after each update. torchao emulates the FP8 matmuls on the CPU.
+
+
+def test_float8_is_refused_in_one_line_where_it_cannot_run(monkeypatch):
+    import sys
+
+    from biomed_llama.errors import ConfigError
+    from biomed_llama.train.parallelize import check_float8
+
+    check_float8(None, torch.device("cpu"))  # off: nothing to check
+    with pytest.raises(ConfigError, match=r"float8: tensorwise needs a CUDA GPU .* this run is on cpu"):
+        check_float8("tensorwise", torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    with pytest.raises(ConfigError, match=r"float8: rowwise needs compute capability 8.9 .* A100-SXM4-80GB has 8.0"):
+        check_float8("rowwise", torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setitem(sys.modules, "torchao", None)  # not installed
+    monkeypatch.setitem(sys.modules, "torchao.float8", None)
+    with pytest.raises(ConfigError, match="needs torchao"):
+        check_float8("tensorwise", torch.device("cuda"))
+
+
+def test_float8_takes_two_recipes_and_is_off_by_default():
+    assert PretrainConfig().float8 is None
+    assert PretrainConfig(float8="rowwise").float8 == "rowwise"
+    with pytest.raises(ValueError, match="tensorwise"):
+        PretrainConfig(float8="mxfp8")
+
+
+def test_the_cpu_run_refuses_float8_before_training(world_of_one):
+    from biomed_llama.errors import ConfigError
+    from biomed_llama.train.parallelize import parallelize
+
+    with pytest.raises(ConfigError, match="float8: tensorwise needs a CUDA GPU"):
+        parallelize(trainable_model(CFG), world_of_one, PretrainConfig(global_batch_size=4, micro_batch_size=2,
+                                                                       float8="tensorwise"))
+
+
+def _ids(seed: int = 3):
+    return torch.randint(3, 300, (2, 48), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
+def test_float8_converts_the_decoder_s_linear_layers_only_and_changes_the_numbers(recipe):
+    pytest.importorskip("torchao.float8")
+    from torchao.float8.float8_linear import Float8Linear
+
+    from biomed_llama.train.parallelize import apply_float8
+
+    plain, fp8 = trainable_model(CFG), trainable_model(CFG)
+    converted = apply_float8(fp8, recipe, emulate=True)
+    per_layer = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    assert converted == [f"model.layers.{i}.{n}" for i in range(CFG.num_layers) for n in per_layer]
+    assert {n for n, m in fp8.named_modules() if isinstance(m, Float8Linear)} == set(converted)
+    assert type(fp8.lm_head) is torch.nn.Linear  # the LM head stays in high precision
+    # the same weights: FP8 rounding moves the loss a little, not far (a random-init model, fp32 otherwise)
+    assert torch.equal(fp8.model.layers[0].mlp.up_proj.weight, plain.model.layers[0].mlp.up_proj.weight)
+    loss, loss_fp8 = (m(input_ids=_ids(), labels=_ids()).loss for m in (plain, fp8))
+    assert loss_fp8 != loss
+    torch.testing.assert_close(loss_fp8, loss, rtol=0.01, atol=0)
+    loss_fp8.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fp8.parameters())
+
+
+def test_tensorwise_float8_gathers_in_float8_and_precomputes_the_scales_once_per_update(world_of_one):
+    pytest.importorskip("torchao.float8")
+    from torchao.float8.fsdp_utils import WeightWithDynamicFloat8CastTensor
+
+    from biomed_llama.train.parallelize import _precompute_float8_scales_after_each_update, apply_float8, apply_fsdp
+
+    model = trainable_model(CFG)
+    apply_float8(model, "tensorwise", emulate=True)
+    apply_fsdp(model, world_of_one, PretrainConfig(global_batch_size=4, micro_batch_size=2, float8="tensorwise"))
+    _precompute_float8_scales_after_each_update(model)
+    # layer 0 reshards after forward (the last layer does not), so a forward alone leaves its weight sharded
+    shard = model.model.layers[0].self_attn.o_proj.weight._local_tensor  # (`to_local()` would make a new wrapper)
+    assert isinstance(shard, WeightWithDynamicFloat8CastTensor)
+    assert shard._precomputed_scale is None
+
+    def expected():  # the float8 range over the weight's amax
+        return torch.finfo(torch.float8_e4m3fn).max / shard._tensor.abs().max().double()
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):  # each forward after an update of this model's optimizer: the scales of the new weights
+        loss = model(input_ids=_ids(), labels=_ids()).loss
+        torch.testing.assert_close(shard._precomputed_scale.double(), expected(), rtol=1e-6, atol=0)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]  # it trains
+    model(input_ids=_ids(), labels=_ids())
+    with torch.no_grad():
+        shard._tensor.mul_(2.0)  # a change no optimizer step of this model made
+    other = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)  # another model's optimizer
+    other.step()
+    before = shard._precomputed_scale.clone()
+    model(input_ids=_ids(), labels=_ids())
+    assert torch.equal(shard._precomputed_scale, before)  # not recomputed: no update of this model
+    opt.step()  # (no gradients: AdamW leaves the weights alone, but it is this model's step)
+    model(input_ids=_ids(), labels=_ids())
+    torch.testing.assert_close(shard._precomputed_scale.double(), expected(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.slow  # three tiny CPU runs through the whole pretrain path (≈ 30 s)
+def test_a_float8_run_resumes_exactly_and_exports_plain_weights(tmp_path, monkeypatch):
+    """The CLI path of a float8 run, its FP8 matmuls emulated on the CPU (the GPU checks are skipped): checkpoints,
+    an exact resume (the scales of the loaded weights, not of the empty ones DCP's optimizer init stepped), and an
+    HF export of plain weights."""
+    pytest.importorskip("torchao.float8")
+    import shutil
+
+    from biomed_llama.train import parallelize as P
+    from biomed_llama.train.checkpoint import latest_checkpoint
+    from biomed_llama.train.pretrain import run_pretrain
+    from tests.helpers import train as H
+
+    monkeypatch.setattr(P, "check_float8", lambda recipe, device: None)
+    real = P.float8_config
+    monkeypatch.setattr(P, "float8_config", lambda recipe, emulate=False: real(recipe, emulate=True))
+    tokens = H.make_tokens(tmp_path / "tokens")
+
+    def run():
+        raw = H.tiny_params(tmp_path / "fp8", tokens, float8="tensorwise", checkpoint_every=3)
+        raw["model"].update(hidden_size=64, intermediate_size=176, num_heads=4)
+        return run_pretrain(H.validate(raw))
+
+    straight = run()
+    (run_dir,) = H.run_dirs(tmp_path / "fp8" / "ckpt")
+    shutil.rmtree(latest_checkpoint(run_dir))  # resume from step 3
+    again = run()
+    assert len(again.losses) == 6 and all(again.losses[s] == straight.losses[s] for s in straight.losses), \
+        (again.losses, straight.losses)
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "fp8" / "model")
+    assert type(exported.model.layers[0].mlp.up_proj.weight.data) is torch.Tensor

@@ -15,16 +15,17 @@ EARLIER = {"params.yaml": ("283000e16932b29b", "868b6dc6ce676f0d"),
 
 
 def _without_later_numerics(p):
-    """The params with the numeric options added since (loss weighting, decay of norms) at their defaults,
-    i.e. what the earlier versions computed."""
+    """The params with the numeric options added since (loss weighting, decay of norms, document order, the
+    Trainer's step count, [PAD]) at their defaults, i.e. what the earlier versions computed."""
     def plain(optim):
         return optim.model_copy(update={"decay_norms_and_biases": False})
 
-    pre = p.pretrain.model_copy(update={"loss_weighting": "token", "optim": plain(p.pretrain.optim)})
+    pre = p.pretrain.model_copy(update={"loss_weighting": "token", "optim": plain(p.pretrain.optim),
+                                        "document_order": "subset_major"})
     ft = p.finetune.model_copy(update={
-        mode: getattr(p.finetune, mode).model_copy(update={"optim": plain(getattr(p.finetune, mode).optim),
-                                                           "loss_weighting": None})
-        for mode in ("instruct", "task")})
+        **{mode: getattr(p.finetune, mode).model_copy(update={"optim": plain(getattr(p.finetune, mode).optim),
+                                                              "loss_weighting": None, "trainer_steps": None})
+           for mode in ("instruct", "task")}, "pad_token": "none"})
     return p.model_copy(update={"pretrain": pre, "finetune": ft})
 
 
@@ -62,6 +63,12 @@ def test_later_numeric_options_change_the_run_id_only_when_set():
     base = spec_fingerprint(p.seed, p.model, p.pretrain, 100, {})
     seq = p.pretrain.model_copy(update={"loss_weighting": "sequence"})
     assert spec_fingerprint(p.seed, p.model, seq, 100, {}) != base
+    for later in ({"document_order": "interleaved"}, {"document_order": "shuffled"}, {"added_tokens": 1}):
+        assert spec_fingerprint(p.seed, p.model, p.pretrain.model_copy(update=later), 100, {}) != base, later
+    # FP8 training changes the numbers: each recipe is a run of its own; off (null) keeps the earlier ids
+    fp8 = {r: spec_fingerprint(p.seed, p.model, p.pretrain.model_copy(update={"float8": r}), 100, {})
+           for r in (None, "tensorwise", "rowwise")}
+    assert fp8[None] == base and len(set(fp8.values())) == 3
     speed = p.pretrain.model_copy(update={"sdpa_backend": "cudnn", "kernels": ["rms_norm"], "grad_sync": "every",
                                           "checkpoint_async": True, "compile": True,
                                           "activation_memory_budget": 0.7, "gathered_layers": 2})

@@ -21,13 +21,14 @@ def test_engine_config_maps_each_mode_onto_the_engine():
     assert (opt.lr, opt.weight_decay, opt.warmup_ratio, opt.num_cycles) == (2e-5, 1e-4, 0.03, 0.5)
     assert opt.betas == (0.9, 0.999)
     assert task.global_batch_size == 128 and task.max_seq_length == 2048
-    assert task.max_steps == -(-3 * 10178 // 128) == 239  # 3 epochs
+    assert task.max_steps == 3 * (-(-10178 // 8) // 16) == 237  # 3 epochs, counted as the released Trainer did
+    assert task.added_tokens == 1 and task.document_order == "subset_major"  # [PAD] as released; no subsets in SFT
     assert task.output == "models/ft-medqa" and task.checkpoint_dir == "checkpoints/finetune/task-medqa"
     assert task.export_init is None and task.tokenizer == ft.model
     # what fine-tuning does not set comes from the pretrain section
     assert (task.param_dtype, task.compile, task.activation_checkpointing) == ("bfloat16", True, "selective")
     inst = ft.engine_config(paper.pretrain, "instruct", None, 150_000)
-    assert inst.max_steps == 1172 and inst.output == "models/instruct"  # one pass over the draw
+    assert inst.max_steps == 1171 and inst.output == "models/instruct"  # one pass over the draw
     assert paper.pretrain.optim.lr == 1e-5  # the pretrain section itself is left as it was (the released script's)
     assert task.released_loader is None and paper.pretrain.released_loader is not None  # SFT: a map-style dataset
     with pytest.raises(ValueError, match="unknown fine-tune task"):

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The generation rows at the real test-set sizes on one GPU (~8 min on an H200): batch 4 as released beside the
+# labelled fast setting (eval.generation_speed), outputs compared, and the whole 54-cell table's evaluation time.
+# Usage: bench/bench_generate.sh [--tiny] [--fast-fraction F] [--faithful-limit N] [--fast-batch B] [--cells C,..]
+#        [--merge earlier.json] [--seed-suite-s S]; results under $OUT (default .bench/generate).
+# On the GPU machine the wheels of requirements/bench-eval-wheels.txt travel in .whl/ (bench/lib.sh unpacks them into
+# /tmp/site); --tiny (the CPU smoke) uses this checkout's .venv, or PYTHON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TINY=0
+for a in "$@"; do [ "$a" = --tiny ] && TINY=1; done
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
+export TINY PYTHON
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+# The compiled decode step replays CUDA graphs: the default allocator, not lib.sh's expandable segments.
+unset PYTORCH_CUDA_ALLOC_CONF
+export HF_DATASETS_OFFLINE=1
+exec "$PY" bench/bench_generate.py "$@"
