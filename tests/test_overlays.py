@@ -26,9 +26,9 @@ GPU_ALLOWED = {
     # SIZE: how much is run (the depth and the data volume come from the generated inputs)
     "pretrain.global_batch_size", "pretrain.max_steps", "instruct_mix.n_records", "finetune.tasks.*.seeds",
     # SPEED: the trained and scored numbers are the same (micro batches, checkpoint cadence) or equal up to
-    # padding's near-ties (the generation batch; issue 23 item 6 counts them)
+    # fp16 near-ties (eval.generation_speed, not a DVC param; bench/bench_generate.py counts them)
     "pretrain.micro_batch_size", "pretrain.checkpoint_every", "finetune.instruct.micro_batch_size",
-    "finetune.task.micro_batch_size", "eval.generation.batch_size",
+    "finetune.task.micro_batch_size", "eval.generation_speed.batch_size", "eval.generation_speed.sort_by_length",
     # RUN: the profile's name and where the stages run
     "profile", "launch.mode", "launch.nproc_per_node", "launch.container",
     # INPUTS: the stand-in models of the seed table's other rows (generated; `external`: made by no stage)
@@ -39,13 +39,13 @@ FORBIDDEN = ("seed", "tokenize.*", "*.optim.*", "*.loss_weighting", "pretrain.pa
              "pretrain.released_loader*", "pretrain.shuffle", "finetune.tokenization", "finetune.truncation",
              "finetune.max_length", "finetune.*.epochs", "instruct_mix.allocation", "instruct_mix.seed",
              "instruct_mix.sources", "eval.fewshot*", "eval.shots", "eval.mc_metric", "eval.backend", "eval.dtype",
-             "eval.max_length", "eval.generation.max_new_tokens", "eval.generation.padding_side",
-             "eval.generation.medmcqa_split", "eval.generation.finetune_input", "eval.models.*.suites",
+             "eval.max_length", "eval.generation.*",
+             "eval.models.*.suites",
              "eval.models.*.tasks", "readers.*")
 # The CPU overlay may in addition move the run to the CPU (device, dtypes, compile, recomputation), set the
 # data stages' workers, and shorten the padded sequence lengths and batches (every sequence is padded to its
 # length: at 2,048 a CPU step took 15-45 s); it is a smoke on 2 cores, never a result.
-CPU_ALLOWED = GPU_ALLOWED | {"pretrain.device", "pretrain.param_dtype", "pretrain.reduce_dtype", "pretrain.compile",
+CPU_ALLOWED = GPU_ALLOWED | {"model.attention", "pretrain.device", "pretrain.param_dtype", "pretrain.reduce_dtype", "pretrain.compile",
                              "pretrain.activation_checkpointing", "pretrain.max_seq_length", "finetune.max_length",
                              "finetune.*.global_batch_size", "finetune.*.micro_batch_size", "extract.workers",
                              "tokenize.workers", "eval.device", "eval.dtype", "eval.token_budget", "eval.batch_size"}
