@@ -6,7 +6,7 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 _SCALARS = (str, int, float, bool)
 
@@ -37,3 +37,20 @@ class StrictModel(BaseModel):
         if isinstance(value, _SCALARS) and _is_list(cls.model_fields[info.field_name].annotation):
             return [value]
         return value
+
+    def section_dict(self) -> dict[str, Any]:
+        """This section as plain JSON-able data (what a stage records in its manifest)."""
+        return self.model_dump(mode="json")
+
+
+def describe_error(err: ValidationError, source: str) -> str:
+    """One line naming the first invalid key of `err` (and how many more there are), prefixed by `source`."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in first and not isinstance(first["input"], (dict, list)):
+        msg += f" (got {first['input']!r})"
+    more = len(err.errors()) - 1
+    return f"{source}: {key}: {msg}" + (f" (+{more} more)" if more else "")

@@ -14,12 +14,14 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from biomed_llama.instruct.config import FIXTURES
 from biomed_llama.schema import StrictModel
 
 TaskFormat = Literal["medqa", "medmcqa", "pubmedqa"]
 LossWeighting = Literal["token", "sequence"]
 Kernel = Literal["rms_norm", "swiglu", "rope", "linear_cross_entropy"]
+# The demo's instruction fixtures (the same folder as instruct/config.py's; not imported from there, so that
+# the training stages do not depend on the instruct-mix stage's code).
+FIXTURES = "data/sample/instruct"
 
 
 class OptimConfig(StrictModel):
