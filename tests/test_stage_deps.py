@@ -77,3 +77,45 @@ def test_every_package_data_file_is_named_by_a_module():
         if f.is_file() and f.suffix not in (".py", ".pyc", ".md"):
             rel = f.relative_to(REPO).as_posix()
             assert any(rel == n or rel.startswith(n + "/") for n in named), f"{rel}: no module names it"
+
+
+def _import_graph(src: S.Source) -> dict[str, set[str]]:
+    """Module → the package modules it imports anywhere (top level or inside a function), packages' `__init__` left out."""
+    names = [".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+             for p in (REPO / "biomed_llama").rglob("*.py")]
+    return {n: {d for d in S.imported(src, src.get(n), [src.get(n).tree]) if d != n and not src.get(d).is_package}
+            for n in names if not src.get(n).is_package}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of `graph` (as a path that returns to its start), or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(n: str) -> list[str]:
+        state[n] = 1
+        path.append(n)
+        for d in sorted(graph.get(n, ())):
+            if state.get(d) == 1:
+                return path[path.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        state[n] = 2
+        path.pop()
+        return []
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)):
+            return found
+    return []
+
+
+def test_the_package_has_no_import_cycle():
+    # eval/harness.py and eval/prepare.py once imported each other; both now read eval/plan.py
+    graph = _import_graph(S.Source())
+    assert _cycle(graph) == []
+    assert "biomed_llama.eval.plan" in graph["biomed_llama.eval.prepare"] & graph["biomed_llama.eval.harness"]
+    # the check can fail: a planted back-edge is found
+    planted = {**graph, "biomed_llama.eval.plan": graph["biomed_llama.eval.plan"] | {"biomed_llama.eval.harness"}}
+    found = _cycle(planted)
+    assert found[0] == found[-1] and set(found) == {"biomed_llama.eval.harness", "biomed_llama.eval.plan"}
