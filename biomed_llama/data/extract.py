@@ -79,7 +79,7 @@ def _check_sharding(workers: int, num_shards: int, shard_index: int) -> None:
 
 def _data_params(cfg: ExtractConfig) -> dict[str, Any]:
     """The params that decide the output bytes (everything but the worker count)."""
-    return cfg.model_dump(mode="json", exclude={"workers"})
+    return cfg.model_dump(mode="json", exclude=set(cfg.SPEED_ONLY))
 
 
 # --- assembling the output ---------------------------------------------------------------------

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # Params that never change the output bytes: kept out of the manifest, so outputs made with any
 # worker count are identical (the worker count is in the metrics instead).
-NOT_RECORDED = ("workers", "metrics")
+NOT_RECORDED = {"workers", "metrics"}
 # Chunks in flight per worker: enough to keep every worker busy while the parent reads and writes.
 IN_FLIGHT_PER_WORKER = 2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -104,6 +104,9 @@ class EvalModel(StrictModel):
 
 class EvalConfig(StrictModel):
     """Benchmark files, models to evaluate, suites and shot settings."""
+
+    # Batching of the log-likelihood backends (the same per-item numbers, to float rounding) and the display.
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"batch_size", "token_budget", "progress"})
 
     benchmarks: BenchmarkFiles = Field(default_factory=BenchmarkFiles)
     """Where the published benchmark files are."""
