@@ -42,10 +42,14 @@ from biomed_llama.data.workers import map_ordered
 from biomed_llama.errors import ConfigError, IntegrityError, UserError
 from biomed_llama.fsutil import atomic_dir, atomic_write_json
 from biomed_llama.provenance import require_verified, write_manifest
+from biomed_llama.stage_metrics import write_metrics
 
 SPLITS = ("train", "val", "test")
 PARTS_SUFFIX = ".parts"
 SCAN_DIR = "files"  # per-input-file intermediates: files/<index>/<slug>.parquet
+# The counts `dvc metrics show` lists; per-subset and per-split figures and the dropped records of other
+# Pile subsets go to the details file beside the metrics (biomed_llama/stage_metrics.py).
+HEADLINE = ("input_files", "lines", "docs", "chars", "bad_records", "bad_files", "rows_discarded_from_bad_files")
 
 
 # --- planning --------------------------------------------------------------------------------
@@ -224,7 +228,7 @@ def run_extract(cfg: ExtractConfig, *, workers: int | None = None, num_shards: i
     with atomic_dir(cfg.output) as tmp:
         reports = scan_all(_tasks(cfg, files, tmp), workers)
         metrics, extra = _finish(cfg, files, reports, lambda i: tmp / SCAN_DIR / f"{i:05d}", workers, tmp)
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics, HEADLINE)
     print_summary(metrics, cfg.output, extra)
     return metrics
 
@@ -269,6 +273,6 @@ def merge_extract(cfg: ExtractConfig, *, num_shards: int, workers: int | None = 
             where[r["index"]] = part / SCAN_DIR / f"{r['index']:05d}"
     with atomic_dir(cfg.output) as tmp:
         metrics, extra = _finish(cfg, files, reports, where.__getitem__, workers, tmp)
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics, HEADLINE)
     print_summary(metrics, cfg.output, extra)
     return metrics

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 # Params that never change the output bytes: kept out of the manifest, so outputs made with any
 # worker count are identical (the worker count is in the metrics instead).
 NOT_RECORDED = {"workers", "metrics"}
+# The totals are the metrics `dvc metrics show` lists; the per-split counts go to the details file.
+HEADLINE = ("total",)
 # Chunks in flight per worker: enough to keep every worker busy while the parent reads and writes.
 IN_FLIGHT_PER_WORKER = 2
 
@@ -338,8 +340,9 @@ def run_tokenize(cfg: "TokenizeConfig", workers: int | None = None) -> dict[str,
     """Run the `tokenize` stage with its section `cfg`: verify inputs, tokenize, write manifest + metrics."""
     from rich.console import Console
 
-    from biomed_llama.fsutil import atomic_dir, atomic_write_json
+    from biomed_llama.fsutil import atomic_dir
     from biomed_llama.provenance import require_verified, write_manifest
+    from biomed_llama.stage_metrics import write_metrics
 
     workers = cfg.workers if workers is None else workers
     if workers < 1:
@@ -351,7 +354,7 @@ def run_tokenize(cfg: "TokenizeConfig", workers: int | None = None) -> dict[str,
     with atomic_dir(cfg.output) as tmp:
         metrics = tokenize_tree(splits, spec, tmp, workers=workers, batch_size=cfg.batch_size)
         write_manifest(tmp, stage="tokenize", params=recorded, inputs=[cfg.input, *tokenizer_files(cfg.tokenizer)])
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics, HEADLINE)
     t = metrics["total"]
     Console(stderr=True).print(
         f"tokenize: {t['docs']:,} documents, {t['tokens']:,} tokens, {t['text_bytes'] / 1e6:.1f} MB of text "

@@ -41,6 +41,8 @@ from biomed_llama.instruct.templates import render_instruct
 
 MIXTURE_FILE = "mixture.jsonl"
 BAD_FILE = "bad_records.jsonl"
+# What `dvc metrics show` lists; the per-source and per-group statistics go to the details file beside it.
+HEADLINE = ("n_records", "seed", "allocation", "bad_records")
 
 
 def source_shares(counts: dict[str, int], epochs: dict[str, float]) -> dict[str, float]:
@@ -205,8 +207,9 @@ def run_instruct_mix(cfg: InstructMixConfig, readers: ReadersConfig) -> dict[str
     Returns the metrics dict. Bad records are listed (file, position, reason) in
     `bad_records.jsonl` under `skip`, or abort the stage under `abort`.
     """
-    from biomed_llama.fsutil import atomic_dir, atomic_write_json, atomic_write_bytes
+    from biomed_llama.fsutil import atomic_dir, atomic_write_bytes
     from biomed_llama.provenance import write_manifest
+    from biomed_llama.stage_metrics import write_metrics
 
     mix = build_mixture(cfg, readers)
     inputs = [p for s in cfg.sources for p in s.paths]
@@ -217,7 +220,7 @@ def run_instruct_mix(cfg: InstructMixConfig, readers: ReadersConfig) -> dict[str
         write_manifest(tmp, stage="instruct-mix", inputs=inputs, extra={"sources": mix.sources},
                        params={"instruct_mix": cfg.section_dict(), "readers": readers.section_dict()})
     metrics = mixture_metrics(cfg, mix)
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics, HEADLINE)
     return metrics
 
 

@@ -154,7 +154,8 @@ def run_task_seeds(params: FinetuneParams, task: str, start: Start = "pretrained
     With a seed list, rank 0 rewrites the task's metrics file after each run with every finished seed's
     metrics (`{"seeds": [...], "seed-<s>": {...}}`), so the file ends with all of them. Returns the results
     by seed (None: the single run of a task without a seed list)."""
-    from biomed_llama.fsutil import atomic_write_json
+    from biomed_llama.stage_metrics import split_metrics, write_split
+    from biomed_llama.train.metrics import HEADLINE
 
     ft = params.finetune
     _check_request(ft, "task", task, start)
@@ -166,6 +167,8 @@ def run_task_seeds(params: FinetuneParams, task: str, start: Start = "pretrained
                                      keep_process_group=not last)
         done = {s: r for s, r in results.items() if r is not None}
         if seed is not None and done:
-            combined = {"seeds": [s for s in done], **{f"seed-{s}": r.metrics for s, r in done.items()}}
-            atomic_write_json(ft.run_paths("task", task, start, seed).metrics, combined)
+            parts = {f"seed-{s}": split_metrics(r.metrics, HEADLINE) for s, r in done.items()}
+            write_split(ft.run_paths("task", task, start, seed).metrics,
+                        {"seeds": list(done), **{k: head for k, (head, _) in parts.items()}},
+                        {k: details for k, (_, details) in parts.items()})
     return results

@@ -275,7 +275,7 @@ def test_bad_line_aborts_without_touching_the_output(tmp_path: Path, line: int):
         run_extract(params.extract)
     assert e.value.exit_code == 4 and "\n" not in str(e.value)
     assert data_files(tmp_path / "out") == before  # the old output is intact…
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "metrics.json", "out"]  # …and no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "metrics.details.json", "metrics.json", "out"]  # …no temp left
 
 
 def _truncated(tmp: Path, n: int = 4000) -> tuple[Path, list[str]]:

@@ -226,7 +226,9 @@ def test_seeds_give_one_model_each_and_the_base_start_its_own_folders(pretrained
     a, b = _weights(tmp_path / "b-ft-medqa" / "seed-7"), _weights(tmp_path / "b-ft-medqa" / "seed-8")
     assert any(not torch.equal(a[k], b[k]) for k in a)
     metrics = json.loads((tmp_path / "metrics-base-medqa.json").read_text())
-    assert metrics["seeds"] == [7, 8] and metrics["seed-8"]["seed"] == 8 and metrics["seed-7"]["start"] == "base"
+    assert metrics["seeds"] == [7, 8] and metrics["seed-8"]["final_loss"] == results[8].losses[max(results[8].losses)]
+    details = json.loads((tmp_path / "metrics-base-medqa.details.json").read_text())  # beside the headline
+    assert details["seed-8"]["seed"] == 8 and details["seed-7"]["start"] == "base" and "seed" not in metrics["seed-7"]
     manifest = json.loads((tmp_path / "b-ft-medqa" / "seed-7" / "manifest.json").read_text())
     assert manifest["params"]["profile"] == params.profile and manifest["params"]["start"] == "base"
     assert _curve(tmp_path / "plots" / "base-medqa" / "seed-8") == [results[8].losses[s] for s in (1, 2)]
