@@ -155,7 +155,7 @@ class EvalConfig(StrictModel):
     figure: str = "reports/loss.png"
     """The training-loss figure `evaluate` (and `report`) draws from the DVC plots data, like the seed's training curve."""
     loss_plots: dict[str, str] = Field(default_factory=lambda: {
-        "pretrain": "plots/pretrain/loss.tsv", "finetune": "plots/finetune/loss.tsv"})
+        "pretrain": "plots/pretrain/loss.tsv", "instruct": "plots/finetune/instruct/loss.tsv"})
     """Loss TSVs (DVCLive format: `step` + a value column) per training stage, drawn by `report`."""
     progress: bool = True
     """Show a rich progress display over the (model, suite, shots, task) runs."""
