@@ -22,7 +22,7 @@ from biomed_llama.inputs import InputRoots, check_roots
 from biomed_llama.instruct.config import InstructMixConfig
 from biomed_llama.launch.config import LaunchConfig
 from biomed_llama.model.config import ModelConfig
-from biomed_llama.schema import StrictModel
+from biomed_llama.schema import StrictModel, describe_error
 from biomed_llama.train.config import FinetuneConfig, PretrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -88,19 +88,6 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def describe_error(err: ValidationError, source: str) -> str:
-    """One line naming the first invalid key of `err` (and how many more there are), prefixed by `source`."""
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif "input" in first and not isinstance(first["input"], (dict, list)):
-        msg += f" (got {first['input']!r})"
-    more = len(err.errors()) - 1
-    return f"{source}: {key}: {msg}" + (f" (+{more} more)" if more else "")
-
-
 def read_yaml(path: Path, loader: type[yaml.SafeLoader] = yaml.SafeLoader, what: str = "params file") -> dict[str, Any]:
     """Read a params YAML file into a dict; a missing or malformed file is a ConfigError.
 
@@ -140,8 +127,3 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: Sequence[str] = ()
     if problem:
         raise ConfigError(f"{path}: {problem}")
     return params
-
-
-def section_dict(model: StrictModel) -> dict[str, Any]:
-    """Return a section as plain JSON-able data, for manifests."""
-    return model.model_dump(mode="json")

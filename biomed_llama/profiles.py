@@ -116,9 +116,10 @@ def composed_sources(text: str) -> list[str]:
 
 
 def write_composed(paths: Sequence[str | Path], out: str | Path) -> Params:
-    """Compose, validate and write `out` (atomically, with the header); return the validated Params."""
-    data = compose(paths)
-    params = validate_params(data, " + ".join(str(p) for p in paths))
-    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+    """Compose, validate and write `out` (atomically, with the header), every key spelled out; return the Params."""
+    params = validate_params(compose(paths), " + ".join(str(p) for p in paths))
+    # Every key is written, defaults included: dvc.yaml names single keys as params (not the speed-only
+    # ones), and DVC refuses a params file that lacks a key it names.
+    body = yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=110)
     atomic_write_text(out, header(paths) + body)
     return params

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from biomed_llama.stage_metrics import DETAILS_SUFFIX
+
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts into dotted keys (`{"a": {"b": 1}}` → `{"a.b": 1}`)."""
@@ -35,8 +37,9 @@ def print_summary(metrics_dir: Path, table: Path, console: Console | None = None
     any terminal width and in CI logs, where a rendered table would wrap.
     """
     console = console or Console()
-    files = sorted(f for f in metrics_dir.rglob("*.json") if "eval" not in f.relative_to(metrics_dir).parts[:-1]) \
-        if metrics_dir.is_dir() else []
+    # the diagnostics beside each metrics file (biomed_llama/stage_metrics.py) are for reading on their own
+    files = sorted(f for f in metrics_dir.rglob("*.json") if "eval" not in f.relative_to(metrics_dir).parts[:-1]
+                   and not f.name.endswith(DETAILS_SUFFIX)) if metrics_dir.is_dir() else []
     if not files and not table.is_file():
         console.print(f"no metrics under {metrics_dir} and no {table}: run `dvc repro evaluate` first")
         return

@@ -9,7 +9,11 @@ A stage's code deps are every file of `biomed_llama` that can change what its co
   package imports lazily), plus every string constant naming a `biomed_llama.…` module (the
   generated task `utils.py`, `python -c` command lines), plus the `__init__.py` of each package
   on the way (Python runs them). The CLI package's own `__init__` only registers every command;
-  its imports are not followed, since which command runs is the stage's choice.
+  its imports are not followed, since which command runs is the stage's choice. Nor are the root
+  config's (`biomed_llama.config`, which imports every section's model to validate the whole params
+  file): the CLI passes a stage only its own sections, whose models the stage's modules import
+  themselves. A module reached from a stage's command other than the CLI's that imports the root
+  config is an error (DESIGN contract 11: no stage imports the root config).
   `launch` itself is not followed: where a stage runs does not change what it computes.
 - the package data those modules name: a file or folder beside a module (or inside a package a
   module names) whose name appears as a string constant in it, e.g. `eval/tasks`, `paper_values.json`.
@@ -38,6 +42,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "biomed_llama"
 CLI = f"{PACKAGE}.cli"
+ROOT_CONFIG = f"{PACKAGE}.config"
 LAUNCH = "launch"
 MODULE_STRING = re.compile(rf"\b{PACKAGE}(?:\.[A-Za-z_]\w*)+")
 NOT_DATA = {"__pycache__"}
@@ -97,14 +102,13 @@ class Source:
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
-    """ids of the docstring nodes under `tree` (prose: a module named there is not used)."""
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                out.add(id(first.value))
-    return out
+    """ids of the docstring nodes under `tree` (prose: a module named there is not used).
+
+    Every string that stands alone as a statement is prose: the docstrings of modules, classes and
+    functions, and the attribute docstrings under a field (pydantic's `use_attribute_docstrings`).
+    """
+    return {id(node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
 
 
 def _strings(tree: ast.AST) -> list[ast.Constant]:
@@ -213,10 +217,14 @@ def closure(src: Source, module: str, function: str) -> list[str]:
         seen.add(name)
         mod = src.get(name)
         files.add(src.rel(mod.path))
-        if name == CLI:  # the command registry: see the module docstring
+        if name in (CLI, ROOT_CONFIG):  # the command registry and the root config: see the module docstring
             continue
         files |= package_data(src, mod)
-        todo += [*imported(src, mod, [mod.tree]), *parents(name)]
+        deps = imported(src, mod, [mod.tree])
+        if ROOT_CONFIG in deps and not name.startswith(CLI + "."):
+            raise SystemExit(f"{mod.path.relative_to(src.root)} imports {ROOT_CONFIG}: a stage module takes its "
+                             "own sections from the CLI (DESIGN contract 11)")
+        todo += [*deps, *parents(name)]
     return sorted(files)
 
 

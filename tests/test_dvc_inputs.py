@@ -17,6 +17,7 @@ import pytest
 import yaml
 import zstandard
 
+from biomed_llama.profiles import write_composed
 from tests.helpers.dvc import DVC, copy_checkout, run
 
 pytestmark = pytest.mark.integration
@@ -45,7 +46,9 @@ def _paper_layout(repo: Path) -> None:
         for dst in dsts:
             (repo / dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(repo / src, repo / dst)
-    params = yaml.safe_load((repo / "configs/paper.yaml").read_text())
+    # composed as the README switches profile: every key spelled out (DVC refuses a params file lacking one it names)
+    write_composed([repo / "configs/paper.yaml"], repo / "params.yaml")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     params["extract"].update(rows_per_shard=64, workers=1)
     params["tokenize"].update(workers=1, batch_size=64)
     params["instruct_mix"]["n_records"] = 50

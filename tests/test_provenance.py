@@ -236,7 +236,7 @@ def test_evaluate_writes_no_bytecode_into_the_task_folders(monkeypatch) -> None:
     from biomed_llama.cli.common import app
 
     seen = {}
-    monkeypatch.setattr(run, "evaluate", lambda cfg: seen.setdefault("flag", sys.dont_write_bytecode))
+    monkeypatch.setattr(run, "evaluate", lambda cfg, profile: seen.setdefault("flag", sys.dont_write_bytecode))
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     from tests.helpers import REPO
 

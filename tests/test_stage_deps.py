@@ -77,3 +77,81 @@ def test_every_package_data_file_is_named_by_a_module():
         if f.is_file() and f.suffix not in (".py", ".pyc", ".md"):
             rel = f.relative_to(REPO).as_posix()
             assert any(rel == n or rel.startswith(n + "/") for n in named), f"{rel}: no module names it"
+
+
+def _import_graph(src: S.Source) -> dict[str, set[str]]:
+    """Module → the package modules it imports anywhere (top level or inside a function), packages' `__init__` left out."""
+    names = [".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+             for p in (REPO / "biomed_llama").rglob("*.py")]
+    return {n: {d for d in S.imported(src, src.get(n), [src.get(n).tree]) if d != n and not src.get(d).is_package}
+            for n in names if not src.get(n).is_package}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of `graph` (as a path that returns to its start), or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(n: str) -> list[str]:
+        state[n] = 1
+        path.append(n)
+        for d in sorted(graph.get(n, ())):
+            if state.get(d) == 1:
+                return path[path.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        state[n] = 2
+        path.pop()
+        return []
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)):
+            return found
+    return []
+
+
+def test_the_package_has_no_import_cycle():
+    # eval/harness.py and eval/prepare.py once imported each other; both now read eval/plan.py
+    graph = _import_graph(S.Source())
+    assert _cycle(graph) == []
+    assert "biomed_llama.eval.plan" in graph["biomed_llama.eval.prepare"] & graph["biomed_llama.eval.harness"]
+    # the check can fail: a planted back-edge is found
+    planted = {**graph, "biomed_llama.eval.plan": graph["biomed_llama.eval.plan"] | {"biomed_llama.eval.harness"}}
+    found = _cycle(planted)
+    assert found[0] == found[-1] and set(found) == {"biomed_llama.eval.harness", "biomed_llama.eval.plan"}
+
+
+def test_a_stage_depends_on_no_later_stage_s_code(closures):
+    later = {
+        "extract": ("benchmarks/", "eval/", "instruct/", "train/", "model/"),
+        "tokenize": ("benchmarks/", "eval/", "instruct/", "train/", "model/"),
+        "pretrain": ("benchmarks/", "eval/", "instruct/", "train/finetune.py"),
+        "instruct-mix": ("eval/", "train/", "model/", "data/"),
+        "prepare-eval": ("train/", "eval/harness.py", "eval/run.py", "eval/generate.py"),
+    }
+    for stage, prefixes in later.items():
+        found = [f for f in closures[stage] for p in prefixes if f.startswith("biomed_llama/" + p)]
+        assert found == [], stage
+    assert "biomed_llama/config.py" in closures["extract"]  # listed (the CLI loads it), its imports not followed
+
+
+def test_a_stage_module_that_imports_the_root_config_is_refused(tmp_path: Path):
+    pkg = tmp_path / "biomed_llama"
+    (pkg / "cli").mkdir(parents=True)
+    (pkg / "data").mkdir()
+    (pkg / "eval").mkdir()
+    for init in (pkg, pkg / "cli", pkg / "data", pkg / "eval"):
+        (init / "__init__.py").write_text("")
+    (pkg / "eval" / "config.py").write_text("")
+    (pkg / "config.py").write_text("from biomed_llama.eval.config import EvalConfig\n")  # not followed
+    (pkg / "cli" / "data.py").write_text(
+        "from biomed_llama.config import Params\n\n@app.command()\ndef extract():\n"
+        "    from biomed_llama.data.extract import run\n")
+    (pkg / "data" / "extract.py").write_text('"""Reads biomed_llama.eval (a docstring)."""\n\nx = 1\n"""biomed_llama.train"""\n')
+    src = S.Source(tmp_path)
+    assert S.closure(src, "biomed_llama.cli.data", "extract") == [
+        "biomed_llama/__init__.py", "biomed_llama/cli/__init__.py", "biomed_llama/cli/data.py",
+        "biomed_llama/config.py", "biomed_llama/data/__init__.py", "biomed_llama/data/extract.py"]
+    (pkg / "data" / "extract.py").write_text("def run():\n    from biomed_llama.config import Params\n")
+    with pytest.raises(SystemExit, match="data/extract.py imports biomed_llama.config"):
+        S.closure(S.Source(tmp_path), "biomed_llama.cli.data", "extract")

@@ -22,7 +22,7 @@ def extract(
     cfg = load(params, set_, "extract")
     from biomed_llama.data.extract import run_extract
 
-    run_extract(cfg, workers=workers, num_shards=num_shards, shard_index=shard_index)
+    run_extract(cfg.extract, workers=workers, num_shards=num_shards, shard_index=shard_index)
 
 
 @app.command("extract-merge")
@@ -36,7 +36,7 @@ def extract_merge(
     cfg = load(params, set_, "extract-merge")
     from biomed_llama.data.extract import merge_extract
 
-    merge_extract(cfg, num_shards=num_shards, workers=workers)
+    merge_extract(cfg.extract, num_shards=num_shards, workers=workers)
 
 
 @app.command()
@@ -49,7 +49,7 @@ def tokenize(
     cfg = load(params, set_, "tokenize")
     from biomed_llama.data.tokenize import run_tokenize
 
-    run_tokenize(cfg, workers=workers)
+    run_tokenize(cfg.tokenize, workers=workers)
 
 
 @app.command()

@@ -30,7 +30,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     cfg = load(params, set_, "evaluate")
     from biomed_llama.eval.run import evaluate as run
 
-    run(cfg)
+    run(cfg.eval, cfg.profile)
     typer.echo(Path(cfg.eval.table).read_text())
 
 
@@ -40,6 +40,6 @@ def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
     cfg = load(params, set_)
     from biomed_llama.eval.run import report as run
 
-    out = run(cfg)
+    out = run(cfg.eval, cfg.profile)
     typer.echo(Path(out["table"]).read_text())
     typer.echo(f"figure: {out['figure'] or 'no loss data under ' + ', '.join(cfg.eval.loss_plots.values())}")

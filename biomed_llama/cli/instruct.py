@@ -15,6 +15,6 @@ def instruct_mix(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -
     cfg = load(params, set_, "instruct-mix")
     from biomed_llama.instruct.mixture import run_instruct_mix
 
-    metrics = run_instruct_mix(cfg)
+    metrics = run_instruct_mix(cfg.instruct_mix, cfg.readers)
     typer.echo(f"instruct-mix: {metrics['n_records']} records from {len(metrics['sources'])} sources "
                f"({metrics['bad_records']} bad records skipped) -> {cfg.instruct_mix.output}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -14,6 +14,8 @@ HUB_PREFIX = "hf://datasets/"
 
 class ExtractConfig(StrictModel):
     """Which Pile shards to read, which subsets to keep, and how to write them."""
+
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"workers"})  # the output is byte-identical for any count
 
     train: list[str] = Field(default_factory=lambda: ["data/sample/pile/train/*.jsonl.zst"])
     """Train shards: local paths or globs of Pile-format `*.jsonl.zst` files, read in sorted order."""
@@ -65,6 +67,8 @@ def subset_slug(subset: str) -> str:
 
 class TokenizeConfig(StrictModel):
     """Which tokenizer to use and how to write the token stream."""
+
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"workers"})  # the output is byte-identical for any count
 
     tokenizer: str = "data/sample/tokenizer"
     """A Hugging Face tokenizer directory (the base model's for the paper profile)."""

@@ -34,7 +34,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from biomed_llama.config import Params
 from biomed_llama.data.config import ExtractConfig, subset_slug
 from biomed_llama.data.pile import expand, fetch, remote_names
 from biomed_llama.data.scan import InputFile, ScanTask, scan_all
@@ -43,10 +42,14 @@ from biomed_llama.data.workers import map_ordered
 from biomed_llama.errors import ConfigError, IntegrityError, UserError
 from biomed_llama.fsutil import atomic_dir, atomic_write_json
 from biomed_llama.provenance import require_verified, write_manifest
+from biomed_llama.stage_metrics import write_metrics
 
 SPLITS = ("train", "val", "test")
 PARTS_SUFFIX = ".parts"
 SCAN_DIR = "files"  # per-input-file intermediates: files/<index>/<slug>.parquet
+# The counts `dvc metrics show` lists; per-subset and per-split figures and the dropped records of other
+# Pile subsets go to the details file beside the metrics (biomed_llama/stage_metrics.py).
+HEADLINE = ("input_files", "lines", "docs", "chars", "bad_records", "bad_files", "rows_discarded_from_bad_files")
 
 
 # --- planning --------------------------------------------------------------------------------
@@ -80,7 +83,7 @@ def _check_sharding(workers: int, num_shards: int, shard_index: int) -> None:
 
 def _data_params(cfg: ExtractConfig) -> dict[str, Any]:
     """The params that decide the output bytes (everything but the worker count)."""
-    return cfg.model_dump(mode="json", exclude={"workers"})
+    return cfg.model_dump(mode="json", exclude=set(cfg.SPEED_ONLY))
 
 
 # --- assembling the output ---------------------------------------------------------------------
@@ -158,15 +161,15 @@ def _manifest_extra(cfg: ExtractConfig, files: list[InputFile], reports: dict[in
     }
 
 
-def _finish(params: Params, files: list[InputFile], reports: dict[int, dict[str, Any]],
+def _finish(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict[str, Any]],
             scan_dir: Callable[[int], Path], workers: int, tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Assemble into the temporary output folder `tmp` and write its manifest; return (metrics, manifest extra)."""
-    cfg = params.extract
     nparts = assemble(cfg, files, reports, scan_dir, tmp, workers)
     shutil.rmtree(tmp / SCAN_DIR, ignore_errors=True)  # a single run's intermediates are not part of the output
     metrics = build_metrics(cfg, files, reports, nparts)
     # The worker count is left out: it does not change the output, so it must not change the manifest's bytes.
-    record = {**_data_params(cfg), "seed": params.seed}
+    # Nor is the seed recorded: extraction draws nothing at random (a new seed reruns no extraction).
+    record = _data_params(cfg)
     extra = _manifest_extra(cfg, files, reports, metrics)
     write_manifest(tmp, stage="extract", params=record, inputs=[f.path for f in files], extra=extra)
     return metrics, extra
@@ -211,10 +214,9 @@ def part_dir(cfg: ExtractConfig, num_shards: int, shard_index: int) -> Path:
     return Path(cfg.output + PARTS_SUFFIX) / f"shard-{shard_index}-of-{num_shards}"
 
 
-def run_extract(params: Params, *, workers: int | None = None, num_shards: int = 1,
+def run_extract(cfg: ExtractConfig, *, workers: int | None = None, num_shards: int = 1,
                 shard_index: int = 0) -> dict[str, Any]:
     """Run the stage (or, with num_shards > 1, one job's part of it); return the metrics (or the part's counts)."""
-    cfg = params.extract
     workers = cfg.workers if workers is None else workers
     _check_sharding(workers, num_shards, shard_index)
     files = plan_inputs(cfg)
@@ -222,17 +224,16 @@ def run_extract(params: Params, *, workers: int | None = None, num_shards: int =
     if cfg.remote:
         fetch(cfg.remote, [Path(f.path).relative_to(cfg.cache).as_posix() for f in mine], cfg.cache)
     if num_shards > 1:
-        return _run_part(params, mine, workers, num_shards, shard_index)
+        return _run_part(cfg, mine, workers, num_shards, shard_index)
     with atomic_dir(cfg.output) as tmp:
         reports = scan_all(_tasks(cfg, files, tmp), workers)
-        metrics, extra = _finish(params, files, reports, lambda i: tmp / SCAN_DIR / f"{i:05d}", workers, tmp)
-    atomic_write_json(cfg.metrics, metrics)
+        metrics, extra = _finish(cfg, files, reports, lambda i: tmp / SCAN_DIR / f"{i:05d}", workers, tmp)
+    write_metrics(cfg.metrics, metrics, HEADLINE)
     print_summary(metrics, cfg.output, extra)
     return metrics
 
 
-def _run_part(params: Params, mine: list[InputFile], workers: int, num_shards: int, shard_index: int) -> dict[str, Any]:
-    cfg = params.extract
+def _run_part(cfg: ExtractConfig, mine: list[InputFile], workers: int, num_shards: int, shard_index: int) -> dict[str, Any]:
     dest = part_dir(cfg, num_shards, shard_index)
     with atomic_dir(dest) as tmp:
         reports = scan_all(_tasks(cfg, mine, tmp), workers)
@@ -247,12 +248,11 @@ def _run_part(params: Params, mine: list[InputFile], workers: int, num_shards: i
     return {"part": str(dest), "input_files": len(mine), "docs": docs}
 
 
-def merge_extract(params: Params, *, num_shards: int, workers: int | None = None) -> dict[str, Any]:
+def merge_extract(cfg: ExtractConfig, *, num_shards: int, workers: int | None = None) -> dict[str, Any]:
     """Check that all `num_shards` parts exist, match the params and are intact, and assemble the final output.
 
     The result is byte-identical to a single `extract` run. The parts are left in place.
     """
-    cfg = params.extract
     workers = cfg.workers if workers is None else workers
     _check_sharding(workers, num_shards, 0)
     files = plan_inputs(cfg)
@@ -272,7 +272,7 @@ def merge_extract(params: Params, *, num_shards: int, workers: int | None = None
             reports[r["index"]] = r
             where[r["index"]] = part / SCAN_DIR / f"{r['index']:05d}"
     with atomic_dir(cfg.output) as tmp:
-        metrics, extra = _finish(params, files, reports, where.__getitem__, workers, tmp)
-    atomic_write_json(cfg.metrics, metrics)
+        metrics, extra = _finish(cfg, files, reports, where.__getitem__, workers, tmp)
+    write_metrics(cfg.metrics, metrics, HEADLINE)
     print_summary(metrics, cfg.output, extra)
     return metrics

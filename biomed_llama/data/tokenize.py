@@ -32,11 +32,13 @@ from biomed_llama.data.tokens import TokenWriter, token_dtype
 from biomed_llama.errors import BadRecordError, ConfigError, UserError
 
 if TYPE_CHECKING:
-    from biomed_llama.config import Params
+    from biomed_llama.data.config import TokenizeConfig
 
 # Params that never change the output bytes: kept out of the manifest, so outputs made with any
 # worker count are identical (the worker count is in the metrics instead).
-NOT_RECORDED = ("workers", "metrics")
+NOT_RECORDED = {"workers", "metrics"}
+# The totals are the metrics `dvc metrics show` lists; the per-split counts go to the details file.
+HEADLINE = ("total",)
 # Chunks in flight per worker: enough to keep every worker busy while the parent reads and writes.
 IN_FLIGHT_PER_WORKER = 2
 
@@ -334,26 +336,25 @@ def tokenize_tree(splits: list[SplitInput], spec: TokenizerSpec, out_root: str |
                       "mb_per_s": round(totals["text_bytes"] / 1e6 / seconds, 3)}}
 
 
-def run_tokenize(params: "Params", workers: int | None = None) -> dict[str, Any]:
-    """Run the `tokenize` stage with `params.tokenize`: verify inputs, tokenize, write manifest + metrics."""
+def run_tokenize(cfg: "TokenizeConfig", workers: int | None = None) -> dict[str, Any]:
+    """Run the `tokenize` stage with its section `cfg`: verify inputs, tokenize, write manifest + metrics."""
     from rich.console import Console
 
-    from biomed_llama.config import section_dict
-    from biomed_llama.fsutil import atomic_dir, atomic_write_json
+    from biomed_llama.fsutil import atomic_dir
     from biomed_llama.provenance import require_verified, write_manifest
+    from biomed_llama.stage_metrics import write_metrics
 
-    cfg = params.tokenize
     workers = cfg.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1 (got {workers})")
     require_verified(cfg.input)
     spec = load_tokenizer_spec(cfg.tokenizer, append_eos=cfg.append_eos)
     splits = find_splits(cfg.input)
-    recorded = {k: v for k, v in section_dict(cfg).items() if k not in NOT_RECORDED}
+    recorded = {k: v for k, v in cfg.section_dict().items() if k not in NOT_RECORDED}
     with atomic_dir(cfg.output) as tmp:
         metrics = tokenize_tree(splits, spec, tmp, workers=workers, batch_size=cfg.batch_size)
         write_manifest(tmp, stage="tokenize", params=recorded, inputs=[cfg.input, *tokenizer_files(cfg.tokenizer)])
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics, HEADLINE)
     t = metrics["total"]
     Console(stderr=True).print(
         f"tokenize: {t['docs']:,} documents, {t['tokens']:,} tokens, {t['text_bytes'] / 1e6:.1f} MB of text "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -12,7 +12,8 @@ SUITES = ("seed", "instruct", "instruct_letters", "modern", "finetune")
 # Suites scored by greedy generation and exact match (the original's `evaluation/main.py`), not by lm-eval.
 GEN_SUITES = ("instruct", "finetune")
 TABLE_METRICS = "table"
-"""`<metrics_dir>/table.json`: the table's measured cells (a model may not take this name, nor `random`)."""
+"""A name no model may take (nor `random`): `table.json` held the table's cells in `metrics_dir` until they
+moved to `eval.table_metrics`; kept reserved so that a file of an earlier run is never read as a model's."""
 MC_TASKS = ("medqa4", "medqa5", "medmcqa", "pubmedqa")
 PPL_TASKS = ("pubmed_a", "pubmed_c")
 # The MC tasks whose seed-suite few-shot examples come from a train file, and the key naming it.
@@ -141,6 +142,9 @@ class EvalModel(StrictModel):
 class EvalConfig(StrictModel):
     """Benchmark files, models to evaluate, suites and shot settings."""
 
+    # Batching of the log-likelihood backends (the same per-item numbers, to float rounding) and the display.
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"batch_size", "token_budget", "progress"})
+
     benchmarks: BenchmarkFiles = Field(default_factory=BenchmarkFiles)
     """Where the published benchmark files are."""
     output: str = "data/eval"
@@ -183,7 +187,10 @@ class EvalConfig(StrictModel):
     random_baseline: bool = True
     """Compute the Random row: the chance accuracy of each prepared test set (`metrics/eval/random.json`)."""
     metrics_dir: str = "metrics/eval"
-    """Flat per-model metrics JSON files (DVC metrics)."""
+    """Flat per-model metrics JSON files and the Random row (a DVC output; `report` renders from them)."""
+    table_metrics: str = "metrics/table.json"
+    """The table's measured cells as `section/model/method/ours/task` (the DVC metrics `dvc metrics diff` compares);
+    outside `metrics_dir`, which DVC tracks as one output folder."""
     results_dir: str = "reports/eval"
     """lm-eval's full results and per-sample logs, one folder per model."""
     table: str = "reports/table.md"
@@ -191,7 +198,7 @@ class EvalConfig(StrictModel):
     figure: str = "reports/loss.png"
     """The training-loss figure `evaluate` (and `report`) draws from the DVC plots data, like the seed's training curve."""
     loss_plots: dict[str, str] = Field(default_factory=lambda: {
-        "pretrain": "plots/pretrain/loss.tsv", "finetune": "plots/finetune/loss.tsv"})
+        "pretrain": "plots/pretrain/loss.tsv", "instruct": "plots/finetune/instruct/loss.tsv"})
     """Loss TSVs (DVCLive format: `step` + a value column) per training stage, drawn by `report`."""
     progress: bool = True
     """Show a rich progress display over the (model, suite, shots, task) runs."""

@@ -1,4 +1,4 @@
-"""The lm-eval wrapper: which (model, suite, task, shots) runs to make, the HF backend's arguments, one run.
+"""The lm-eval wrapper: the HF backend's arguments and one run (which runs to make: eval/plan.py).
 
 Every log-likelihood run goes through lm-eval's own `simple_evaluate` over the task folders
 prepare-eval rendered, with lm-eval's HF backend (`eval.backend: stock`) or its subclass that
@@ -11,65 +11,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from biomed_llama.errors import UserError
-from biomed_llama.eval.config import GEN_SUITES, MC_TASKS, PPL_TASKS, EvalConfig
-from biomed_llama.eval.prepare import task_name
+from biomed_llama.eval.config import GEN_SUITES, EvalConfig
+from biomed_llama.eval.plan import Run, plan_runs  # noqa: F401  (plan_runs: harness.plan_runs, what to run)
 
-# Tasks of each suite (instruct: the instructed table's three columns).
-SUITE_TASKS = {
-    "seed": PPL_TASKS + MC_TASKS,
-    "modern": MC_TASKS,
-    "instruct": ("medqa4", "medmcqa", "pubmedqa"),
-    "instruct_letters": ("medqa4", "medmcqa", "pubmedqa"),
-    "finetune": MC_TASKS,
-}
-# Suites whose few-shot setting is run (instruct and fine-tune rows are zero-shot by definition).
-FEWSHOT_SUITES = ("seed", "modern")
 # Suites scored without BOS: the fork ran the pretrained rows so (evaluation.sh runs `hf-causal-experimental`,
 # whose tok_encode passes add_special_tokens=False for causal models: fork lm_eval/models/huggingface.py:373-385,
 # 437-439). Every other suite gets the tokenizer's default.
 NO_BOS_SUITES = ("seed",)
 # The metrics kept per output type (lm-eval reports them as "<metric>,<filter>").
 KEPT_METRICS = ("acc", "acc_norm", "word_perplexity", "byte_perplexity", "bits_per_byte", "exact_match")
-
-
-@dataclass(frozen=True)
-class Run:
-    """One lm-eval call: a model, a suite's task, a number of few-shot examples."""
-
-    model: str
-    suite: str
-    task: str
-    shots: int
-
-    @property
-    def key(self) -> str:
-        """The prefix of this run's metric names, e.g. `seed.medqa4.3shot`."""
-        return f"{self.suite}.{self.task}.{self.shots}shot"
-
-    @property
-    def lm_eval_task(self) -> str:
-        """The lm-eval task name, e.g. `biomed_seed_medqa4`."""
-        return task_name(self.suite, self.task)
-
-
-def plan_runs(cfg: EvalConfig) -> list[Run]:
-    """Every run the config asks for, grouped by model (in config order)."""
-    runs = []
-    for name, m in cfg.models.items():
-        for suite in m.suites:
-            for task in SUITE_TASKS[suite]:
-                if m.tasks is not None and task not in m.tasks:
-                    continue
-                shots = [0] if "zero" in cfg.shots or suite not in FEWSHOT_SUITES else []
-                if "few" in cfg.shots and suite in FEWSHOT_SUITES and task in cfg.fewshot:
-                    shots.append(cfg.fewshot[task])
-                runs += [Run(name, suite, task, k) for k in shots]
-    return runs
 
 
 def model_positions(path: str) -> int | None:

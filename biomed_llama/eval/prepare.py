@@ -29,6 +29,7 @@ from biomed_llama.benchmarks.records import BadRecords
 from biomed_llama.errors import ConfigError
 from biomed_llama.eval.config import GEN_SUITES, MC_TASKS, PPL_TASKS, EvalConfig
 from biomed_llama.eval.formats import mc_docs, read_pile_test
+from biomed_llama.eval.plan import plan_runs, task_name
 from biomed_llama.fsutil import atomic_dir
 from biomed_llama.provenance import require_verified, write_manifest
 
@@ -64,16 +65,12 @@ def read_docs(task: str, path: str, readers: ReadersConfig) -> list[dict[str, An
 
 def requested(cfg: EvalConfig) -> tuple[set[str], dict[str, int]]:
     """What `eval.models` × suites × shots ask for: the tasks run, and the seed suite's few-shot counts per task."""
-    from biomed_llama.eval.harness import plan_runs  # harness imports this module
-
     runs = plan_runs(cfg)
     return {r.task for r in runs}, {r.task: r.shots for r in runs if r.suite == "seed" and r.shots}
 
 
 def unlabeled_medmcqa(cfg: EvalConfig) -> list[dict[str, Any]] | None:
     """The MedMCQA test set with the released code's targets, when a generation run asks for it (else None)."""
-    from biomed_llama.eval.harness import plan_runs
-
     if cfg.generation.medmcqa_split != "test" or not any(
             r.suite in GEN_SUITES and r.task == "medmcqa" for r in plan_runs(cfg)):
         return None
@@ -183,11 +180,6 @@ def render_tasks(tmp: Path, final: Path, cfg: EvalConfig, data: TaskData) -> lis
         (dest / "utils.py").write_text(render_utils(final, [t for t in tasks if t in MC_TASKS], cfg, pools),
                                        encoding="utf-8")
     return names
-
-
-def task_name(suite: str, task: str) -> str:
-    """The lm-eval task name of a (suite, task), e.g. `biomed_seed_medqa4`."""
-    return f"biomed_{suite}_{task}"
 
 
 def prepare_eval(cfg: EvalConfig, readers: ReadersConfig | None = None) -> dict[str, Any]:

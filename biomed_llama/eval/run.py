@@ -9,11 +9,10 @@ from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
-from biomed_llama.config import Params
 from biomed_llama.errors import ConfigError, UserError
 from biomed_llama.eval import generate, harness
 from biomed_llama.eval.aggregate import chance_accuracy, combine_members, model_members
-from biomed_llama.eval.config import GEN_SUITES, TABLE_METRICS, EvalConfig, EvalModel
+from biomed_llama.eval.config import GEN_SUITES, EvalConfig, EvalModel
 from biomed_llama.eval.table import RANDOM, render_table, table_cells
 from biomed_llama.fsutil import atomic_write_json, atomic_write_text
 from biomed_llama.provenance import require_verified, trusted_model, write_manifest
@@ -109,14 +108,13 @@ def _evaluate_member(cfg: EvalConfig, tm, runs: list, folder: Path, out_dir: Pat
     _free_accelerator_memory()
 
 
-def evaluate(params: Params) -> dict[str, dict[str, float]]:
+def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
     """Run every configured (model, suite, task, shots) of the models with a path (each seed of a seed-run folder);
     write metrics (and chance accuracy), full results, the table, its cells and the loss figure. Return metrics.
 
     Every model is checked before any is loaded. What was measured is kept when a later run fails:
     each model's metrics file holds the runs it finished, and the table shows them.
     """
-    cfg = params.eval
     require_verified(cfg.output)
     checked = {name: _check_model(name, m) for name, m in cfg.models.items() if m.path}
     measured = cfg.model_copy(update={"models": {n: m for n, m in cfg.models.items() if m.path}})
@@ -150,9 +148,9 @@ def evaluate(params: Params) -> dict[str, dict[str, float]]:
             if done:
                 metrics[name] = combine_members(done)
         with suppress(Exception):  # the first error is the one to report; keep what was measured
-            _keep(cfg, metrics, params.profile)
+            _keep(cfg, metrics, profile)
         raise
-    _keep(cfg, metrics, params.profile)
+    _keep(cfg, metrics, profile)
     return metrics
 
 
@@ -165,9 +163,9 @@ def _keep(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -
 
 
 def write_report(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -> list[str]:
-    """The table (`cfg.table`), its cells as DVC metrics (`<metrics_dir>/table.json`) and the loss figure."""
+    """The table (`cfg.table`), its cells as DVC metrics (`cfg.table_metrics`) and the loss figure."""
     atomic_write_text(cfg.table, render_table(cfg, metrics, profile))
-    atomic_write_json(Path(cfg.metrics_dir) / f"{TABLE_METRICS}.json", table_cells(cfg, metrics))
+    atomic_write_json(cfg.table_metrics, table_cells(cfg, metrics))
     return draw_loss_figure(cfg)
 
 
@@ -244,13 +242,12 @@ def draw_loss_figure(cfg: EvalConfig) -> list[str]:
     return list(curves)
 
 
-def report(params: Params) -> dict[str, Any]:
+def report(cfg: EvalConfig, profile: str) -> dict[str, Any]:
     """Re-render the table (and its cells) from the metrics files and draw the loss figure from the plots TSVs."""
-    cfg = params.eval
     metrics = read_metrics(cfg)
     if not metrics:
         raise UserError(f"no metrics under {cfg.metrics_dir}: run `biomed-llama evaluate` first")
     t0 = time.perf_counter()
-    stages = write_report(cfg, metrics, params.profile)
+    stages = write_report(cfg, metrics, profile)
     return {"table": cfg.table, "figure": cfg.figure if stages else None, "stages": stages,
             "figure_s": time.perf_counter() - t0}

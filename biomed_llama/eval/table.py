@@ -12,7 +12,7 @@ says whether the outputs behind the cells (each evaluated model's folder and its
 in an environment that differs from the lock (their manifests' `environment.lock.drift`).
 
 `table_cells` gives the same cells as flat `section/model/method/ours/task` keys for
-`metrics/eval/table.json`, so `dvc metrics diff` compares them cell by cell.
+`metrics/table.json`, so `dvc metrics diff` compares them cell by cell.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Public API (used by `biomed-llama finetune` and the pretrain engine it reuses):
 
-- `build_sft_dataset(params, mode, task, tokenizer) -> SFTDataset`: `mode="instruct"` reads the
+- `build_sft_dataset(finetune, mode, task, tokenizer, readers, on_bad_record) -> SFTDataset`: `mode="instruct"` reads the
   verified instruct-mix output (`finetune.mixture`); `mode="task"` reads `finetune.tasks[task]`
   in its published format and renders it with the fine-tune prompt.
 - `SFTDataset`: an indexable sequence; `ds[i]` is `{"input_ids": LongTensor[L], "labels": LongTensor[L]}`.
@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +54,10 @@ from biomed_llama.benchmarks.records import BadRecords
 from biomed_llama.errors import UserError
 from biomed_llama.instruct.readers import read_source
 from biomed_llama.instruct.templates import render_task
+
+if TYPE_CHECKING:
+    from biomed_llama.benchmarks.config import ReadersConfig
+    from biomed_llama.train.config import FinetuneConfig
 
 IGNORE_INDEX = -100
 Truncation = Literal["right", "prompt_left"]
@@ -224,40 +228,43 @@ def tokenize_pairs(pairs: Sequence[tuple[str, str]], sources: Sequence[str], tok
                       seq_len=max_length, pad_id=pad, n_dropped=dropped)
 
 
-def task_pairs(params: Any, task: str) -> list[tuple[str, str]]:
+def task_pairs(ft: FinetuneConfig, task: str, readers: ReadersConfig,
+               on_bad_record: Literal["skip", "abort"]) -> list[tuple[str, str]]:
     """Read task `task`'s train set (`finetune.tasks`) and render it with the fine-tune prompt.
 
-    Bad records follow `instruct_mix.on_bad_record`, the MedMCQA `cop` convention `readers.medmcqa_cop`.
+    Bad records follow `on_bad_record` (`instruct_mix.on_bad_record`), the MedMCQA `cop` convention `readers.medmcqa_cop`.
     """
-    tasks = params.finetune.tasks
+    tasks = ft.tasks
     if task not in tasks:
         raise UserError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(tasks)}")
     spec = tasks[task]
-    bad = BadRecords(params.instruct_mix.on_bad_record, duplicates=params.readers.duplicates)
-    items = read_source(spec.format, spec.path, bad, medmcqa_cop=params.readers.medmcqa_cop)
+    bad = BadRecords(on_bad_record, duplicates=readers.duplicates)
+    items = read_source(spec.format, spec.path, bad, medmcqa_cop=readers.medmcqa_cop)
     if not items:
         raise UserError(f"fine-tune task {task!r}: {spec.path} has no valid records")
     return [render_task(item) for _, item in items]
 
 
-def instruct_pairs(params: Any) -> tuple[list[tuple[str, str]], list[str]]:
-    """Read the verified instruct-mix output: `(input, output)` pairs and each record's source."""
+def instruct_pairs(ft: FinetuneConfig) -> tuple[list[tuple[str, str]], list[str]]:
+    """Read the verified instruct-mix output (`finetune.mixture`): `(input, output)` pairs and each record's source."""
     from biomed_llama.instruct.mixture import load_mixture
 
-    rows = load_mixture(params.finetune.mixture)
+    rows = load_mixture(ft.mixture)
     return [(r["input"], r["output"]) for r in rows], [r["source"] for r in rows]
 
 
-def build_sft_dataset(params: Any, mode: Literal["instruct", "task"], task: str | None,
-                      tokenizer: Any) -> SFTDataset:
-    """Build the fine-tuning dataset of `mode` (`task` names a `finetune.tasks` entry in task mode)."""
-    cfg = params.finetune
+def build_sft_dataset(cfg: FinetuneConfig, mode: Literal["instruct", "task"], task: str | None, tokenizer: Any,
+                      readers: ReadersConfig, on_bad_record: Literal["skip", "abort"]) -> SFTDataset:
+    """Build the fine-tuning dataset of `mode` (`task` names a `finetune.tasks` entry in task mode).
+
+    `readers` and `on_bad_record` (`instruct_mix.on_bad_record`) say how task mode reads a published train set.
+    """
     if mode == "instruct":
-        pairs, sources = instruct_pairs(params)
+        pairs, sources = instruct_pairs(cfg)
     elif mode == "task":
         if task is None:
             raise UserError("finetune task mode needs a task name (one of finetune.tasks)")
-        pairs = task_pairs(params, task)
+        pairs = task_pairs(cfg, task, readers, on_bad_record)
         sources = [task] * len(pairs)
     else:
         raise UserError(f"unknown finetune mode {mode!r}; use instruct or task")

@@ -47,6 +47,8 @@ from biomed_llama.instruct.templates import render_instruct
 
 MIXTURE_FILE = "mixture.jsonl"
 BAD_FILE = "bad_records.jsonl"
+# What `dvc metrics show` lists; the per-source and per-group statistics go to the details file beside it.
+HEADLINE = ("n_records", "seed", "allocation", "bad_records")
 
 
 def source_shares(counts: dict[str, int], epochs: dict[str, float]) -> dict[str, float]:
@@ -206,27 +208,26 @@ def mixture_metrics(cfg: InstructMixConfig, mix: Mixture) -> dict[str, Any]:
             "bad_records": len(mix.bad), "sources": mix.sources, "groups": group_figures(mix.sources)}
 
 
-def run_instruct_mix(params: Any) -> dict[str, Any]:
+def run_instruct_mix(cfg: InstructMixConfig, readers: ReadersConfig) -> dict[str, Any]:
     """Stage `instruct-mix`: write `<output>/mixture.jsonl`, `bad_records.jsonl`, manifest and metrics.
 
     Returns the metrics dict. Bad records are listed (file, position, reason) in
     `bad_records.jsonl` under `skip`, or abort the stage under `abort`.
     """
-    from biomed_llama.config import section_dict
-    from biomed_llama.fsutil import atomic_dir, atomic_write_json, atomic_write_bytes
+    from biomed_llama.fsutil import atomic_dir, atomic_write_bytes
     from biomed_llama.provenance import write_manifest
+    from biomed_llama.stage_metrics import write_metrics
 
-    cfg: InstructMixConfig = params.instruct_mix
-    mix = build_mixture(cfg, params.readers)
+    mix = build_mixture(cfg, readers)
     inputs = [p for s in cfg.sources for p in s.paths]
     with atomic_dir(cfg.output) as tmp:
         atomic_write_bytes(Path(tmp) / MIXTURE_FILE, _jsonl(mix.records))
         atomic_write_bytes(Path(tmp) / BAD_FILE, _jsonl(
             [{"path": b.path, "position": b.position, "reason": b.reason} for b in mix.bad]))
         write_manifest(tmp, stage="instruct-mix", inputs=inputs, extra={"sources": mix.sources},
-                       params={"instruct_mix": section_dict(cfg), "readers": section_dict(params.readers)})
+                       params={"instruct_mix": cfg.section_dict(), "readers": readers.section_dict()})
     metrics = mixture_metrics(cfg, mix)
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics, HEADLINE)
     return metrics
 
 

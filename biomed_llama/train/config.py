@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from biomed_llama.instruct.config import FIXTURES
 from biomed_llama.schema import StrictModel
 
 TaskFormat = Literal["medqa", "medmcqa", "pubmedqa"]
 LossWeighting = Literal["token", "sequence"]
 Kernel = Literal["rms_norm", "swiglu", "rope", "linear_cross_entropy"]
+# The demo's instruction fixtures (the same folder as instruct/config.py's; not imported from there, so that
+# the training stages do not depend on the instruct-mix stage's code).
+FIXTURES = "data/sample/instruct"
 
 
 class OptimConfig(StrictModel):
@@ -89,6 +91,13 @@ class ReleasedLoader(StrictModel):
 
 class PretrainConfig(StrictModel):
     """Continued pretraining hyperparameters, sharding and checkpointing."""
+
+    # Speed, placement, logging and checkpoint cadence: the run id leaves them out too (train/runs.py), so a
+    # resume may change them and a DVC run never reruns for them.
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "micro_batch_size", "device", "shard_size", "reshard_after_forward", "gathered_layers", "compile",
+        "sdpa_backend", "kernels", "grad_sync", "activation_checkpointing", "activation_memory_budget", "log_every",
+        "checkpoint_every", "checkpoint_async", "keep_checkpoints", "progress"})
 
     tokens: str = "data/tokens"
     """The tokenize stage's output folder (`<subset-slug>/<split>/tokens.bin` + manifest.json)."""
@@ -309,6 +318,8 @@ class TrainerSteps(StrictModel):
 class FinetuneHparams(StrictModel):
     """Optimiser, schedule and batch settings of one fine-tune mode (the original's HF Trainer arguments)."""
 
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"micro_batch_size"})
+
     optim: FinetuneOptim = Field(default_factory=FinetuneOptim)
     """AdamW and the LR schedule; unset keys: lr 2e-5, wd 1e-4, betas (0.9, 0.999), warmup 0.03, cosine to 0."""
     epochs: float = Field(3, gt=0)
@@ -351,6 +362,14 @@ class FinetuneConfig(StrictModel):
     released fine-tuning ran HF Trainer 4.28 with one sequence per device like the pretraining
     (evaluation/train.sh), so inheriting `pretrain.loss_weighting` keeps the two alike.
     """
+
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"checkpoint_every"})
+    # The `pretrain` keys a fine-tune's engine config takes (`engine_config`); every other pretrain key is
+    # replaced by the mode's own or, for the token stream's keys, unused (the SFT dataset is the data).
+    INHERITED: ClassVar[frozenset[str]] = frozenset({
+        "loss_weighting", "device", "param_dtype", "reduce_dtype", "shard_size", "reshard_after_forward",
+        "gathered_layers", "compile", "sdpa_backend", "kernels", "grad_sync", "activation_checkpointing",
+        "activation_memory_budget", "log_every", "checkpoint_async", "keep_checkpoints", "export_dtype", "progress"})
 
     model: str = "models/pretrained"
     """Model to fine-tune: a HF directory (the pretrain stage's export by default)."""
@@ -445,8 +464,9 @@ class FinetuneConfig(StrictModel):
 
     def engine_config(self, pretrain: PretrainConfig, mode: Literal["instruct", "task"], task: str | None,
                       n_examples: int, start: Start = "pretrained", seed: int | None = None) -> PretrainConfig:
-        """The engine config of one fine-tune run: `pretrain` (device, dtypes, sharding, compile, logging,
-        keep-K) with this mode's optimiser, batch, step count, sequence length and paths in place.
+        """The engine config of one fine-tune run: `pretrain`'s `INHERITED` keys (device, dtypes, sharding,
+        compile, logging, keep-K) with this mode's optimiser, batch, step count, sequence length and paths.
+        The token stream's keys stay at their defaults: a fine-tune reads its SFT dataset instead.
 
         Validated as a whole (`model_validate`), so a wrong key or value fails here, not later. The
         model to start from is `start`'s (the caller sets `model.base` to it); `tokenizer` is the same
@@ -467,4 +487,5 @@ class FinetuneConfig(StrictModel):
         }
         if hp.loss_weighting is not None:
             replaced["loss_weighting"] = hp.loss_weighting
-        return PretrainConfig.model_validate({**pretrain.model_dump(), **replaced})
+        inherited = {k: v for k, v in pretrain.model_dump().items() if k in self.INHERITED}
+        return PretrainConfig.model_validate({**inherited, **replaced})

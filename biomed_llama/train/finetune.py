@@ -21,16 +21,42 @@ task's metrics file then holds every seed's figures.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from biomed_llama.benchmarks.config import ReadersConfig
 from biomed_llama.errors import ConfigError, UserError
+from biomed_llama.model.config import ModelConfig
 from biomed_llama.provenance import require_trusted_model
+from biomed_llama.train.config import FinetuneConfig, PretrainConfig
 from biomed_llama.train.engine import TrainResult, TrainSpec, run_training
 from biomed_llama.train.runs import manifest_files_id
 
 Mode = Literal["instruct", "task"]
 Start = Literal["pretrained", "base"]
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """What a fine-tune reads: its section, the engine settings it inherits, the model's, how task files are
+    read, the master seed and the profile name. The CLI passes these, never the whole params."""
+
+    finetune: FinetuneConfig
+    pretrain: PretrainConfig
+    """The engine settings a fine-tune inherits (`FinetuneConfig.engine_config` says which)."""
+    model: ModelConfig
+    readers: ReadersConfig
+    on_bad_record: Literal["skip", "abort"]
+    """`instruct_mix.on_bad_record`: what task mode does with a bad record of a published train set."""
+    seed: int
+    profile: str
+
+    @classmethod
+    def of(cls, params: Any) -> "FinetuneParams":
+        """Pick the stage's sections out of a loaded params object (`biomed_llama.config.Params`)."""
+        return cls(params.finetune, params.pretrain, params.model, params.readers, params.instruct_mix.on_bad_record,
+                   params.seed, params.profile)
 
 
 def _start_model_id(folder: str) -> str | None:
@@ -66,13 +92,12 @@ def _check_request(ft, mode: Mode, task: str | None, start: Start) -> None:
         raise UserError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(ft.tasks)}")
 
 
-def finetune_spec(params, mode: Mode, task: str | None = None, *, start: Start = "pretrained",
+def finetune_spec(params: FinetuneParams, mode: Mode, task: str | None = None, *, start: Start = "pretrained",
                   seed: int | None = None) -> TrainSpec:
     """The engine spec of a fine-tune run of `mode` (and `task` in task mode) from `start`, with `seed` if given."""
     from pydantic import ValidationError
 
-    from biomed_llama.config import describe_error, section_dict
-    from biomed_llama.model.config import ModelConfig
+    from biomed_llama.schema import describe_error
 
     ft = params.finetune
     _check_request(ft, mode, task, start)
@@ -88,7 +113,7 @@ def finetune_spec(params, mode: Mode, task: str | None = None, *, start: Start =
     from biomed_llama.instruct.finetune_data import build_sft_dataset
 
     # Built here (every rank, the same deterministic tokenization) for the step count; the engine asks for it again.
-    ds = build_sft_dataset(params, mode, task, tokenizer)
+    ds = build_sft_dataset(ft, mode, task, tokenizer, params.readers, params.on_bad_record)
     try:
         cfg = ft.engine_config(params.pretrain, mode, task, len(ds), start, seed)
         model = ModelConfig.model_validate({**params.model.model_dump(), "base": start_model})
@@ -107,8 +132,8 @@ def finetune_spec(params, mode: Mode, task: str | None = None, *, start: Start =
         + ([ft.mixture] if mode == "instruct" else []),
         inputs=[start_model, data_input],
         manifest_params={"seed": run_seed, "profile": params.profile, "mode": mode, "task": task, "start": start,
-                         "model": section_dict(model),
-                         "finetune": section_dict(ft), "engine": cfg.model_dump(mode="json")},
+                         "model": model.section_dict(),
+                         "finetune": ft.section_dict(), "engine": cfg.model_dump(mode="json")},
         data_fingerprint={"mode": mode, "task": task, "examples": ds.fingerprint(),
                           "start_model": start_id or _downloaded_model_id(start_model)},
         extra_metrics={"mode": mode, "task": task, "start": start, "seed": run_seed,
@@ -117,19 +142,20 @@ def finetune_spec(params, mode: Mode, task: str | None = None, *, start: Start =
     )
 
 
-def run_finetune(params, mode: Mode, task: str | None = None, start: Start = "pretrained",
+def run_finetune(params: FinetuneParams, mode: Mode, task: str | None = None, start: Start = "pretrained",
                  seed: int | None = None) -> TrainResult | None:
     """Fine-tune `start`'s model in `mode` (one run) through the engine; export, metrics and plots on rank 0."""
     return run_training(finetune_spec(params, mode, task, start=start, seed=seed))
 
 
-def run_task_seeds(params, task: str, start: Start = "pretrained") -> dict[int | None, TrainResult | None]:
+def run_task_seeds(params: FinetuneParams, task: str, start: Start = "pretrained") -> dict[int | None, TrainResult | None]:
     """Every seed of `task` (`finetune.tasks.<task>.seeds`) in turn, one process group for all.
 
     With a seed list, rank 0 rewrites the task's metrics file after each run with every finished seed's
     metrics (`{"seeds": [...], "seed-<s>": {...}}`), so the file ends with all of them. Returns the results
     by seed (None: the single run of a task without a seed list)."""
-    from biomed_llama.fsutil import atomic_write_json
+    from biomed_llama.stage_metrics import split_metrics, write_split
+    from biomed_llama.train.metrics import HEADLINE
 
     ft = params.finetune
     _check_request(ft, "task", task, start)
@@ -141,6 +167,8 @@ def run_task_seeds(params, task: str, start: Start = "pretrained") -> dict[int |
                                      keep_process_group=not last)
         done = {s: r for s, r in results.items() if r is not None}
         if seed is not None and done:
-            combined = {"seeds": [s for s in done], **{f"seed-{s}": r.metrics for s, r in done.items()}}
-            atomic_write_json(ft.run_paths("task", task, start, seed).metrics, combined)
+            parts = {f"seed-{s}": split_metrics(r.metrics, HEADLINE) for s, r in done.items()}
+            write_split(ft.run_paths("task", task, start, seed).metrics,
+                        {"seeds": list(done), **{k: head for k, (head, _) in parts.items()}},
+                        {k: details for k, (_, details) in parts.items()})
     return results

@@ -15,12 +15,17 @@ from pathlib import Path
 
 import torch
 
-from biomed_llama.fsutil import atomic_write_json, atomic_write_text
+from biomed_llama.fsutil import atomic_write_text
+from biomed_llama.stage_metrics import write_metrics
 
 # Dense bf16 tensor-core peak (no sparsity), TFLOP/s × 1e12, matched against the device name.
 PEAK_BF16 = [("H200", 989e12), ("H100", 989e12), ("A100", 312e12)]
 
 LOSS_COLUMNS = ["step", "loss", "grad_norm", "lr", "tokens_per_s"]
+# What `dvc metrics show` lists of a training run: loss, steps, throughput, memory, the checkpoint stalls and
+# (fine-tuning) the examples; the model size, device, mesh and data statistics go to the details file.
+HEADLINE = ("final_loss", "steps", "tokens_seen", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_memory_gib",
+            "checkpoint_saves", "data_examples", "skipped_steps")
 
 
 def flops_per_token(n_params: int, n_embed: int, n_layers: int, hidden: int, seq_len: int) -> float:
@@ -82,8 +87,9 @@ def read_loss_curve(folder: str | Path) -> list[dict]:
 
 
 def write_final_metrics(path: str | Path, metrics: dict) -> None:
-    """Write `metrics/pretrain.json` atomically (a NaN or infinite value as null: `fsutil.finite_json`)."""
-    atomic_write_json(path, metrics)
+    """Write a run's headline metrics (`HEADLINE`) to `path` and the rest beside it (biomed_llama/stage_metrics.py),
+    atomically; a NaN or infinite value is written as null (`fsutil.finite_json`)."""
+    write_metrics(path, metrics, HEADLINE)
 
 
 def format_log_line(step: int, total: int, loss: float, grad_norm: float, lr: float, tok_s: float,

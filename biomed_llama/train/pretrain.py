@@ -8,14 +8,35 @@ train fresh in a run folder of their own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from biomed_llama.model.config import ModelConfig
+from biomed_llama.train.config import PretrainConfig
 from biomed_llama.train.engine import TrainResult, TrainSpec, run_training
 from biomed_llama.train.runs import manifest_files_id, spec_fingerprint
 
 
-def stream_fingerprint(cfg) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PretrainParams:
+    """What the pretrain stage reads: its own section, the model's, the master seed and the profile name.
+
+    The CLI passes these, never the whole params: the stage's code depends on no other section's (dvc.yaml).
+    """
+
+    pretrain: PretrainConfig
+    model: ModelConfig
+    seed: int
+    profile: str
+
+    @classmethod
+    def of(cls, params: Any) -> "PretrainParams":
+        """Pick the stage's sections out of a loaded params object (`biomed_llama.config.Params`)."""
+        return cls(params.pretrain, params.model, params.seed, params.profile)
+
+
+def stream_fingerprint(cfg: PretrainConfig) -> dict[str, Any]:
     """The packed token stream's identity: its content (the tokenize manifest's file hashes) and how it is cut.
 
     The `tokens` path itself is left out: moving the folder does not change the run, new content does.
@@ -24,14 +45,13 @@ def stream_fingerprint(cfg) -> dict[str, Any]:
             "packing": cfg.packing}
 
 
-def run_fingerprint(params, total_steps: int) -> str:
+def run_fingerprint(params: PretrainParams, total_steps: int) -> str:
     """Hash of everything that determines the trained numbers (seed, model, data, optimisation, steps)."""
     return spec_fingerprint(params.seed, params.model, params.pretrain, total_steps, stream_fingerprint(params.pretrain))
 
 
-def pretrain_spec(params) -> TrainSpec:
+def pretrain_spec(params: PretrainParams) -> TrainSpec:
     """The pretrain stage: the packed PubMed token stream, from a random init or `model.base`."""
-    from biomed_llama.config import section_dict
     from biomed_llama.errors import UserError
 
     cfg, mcfg = params.pretrain, params.model
@@ -56,11 +76,11 @@ def pretrain_spec(params) -> TrainSpec:
     return TrainSpec(stage="pretrain", seed=params.seed, cfg=cfg, model=mcfg, dataset=dataset,
                      verify=[cfg.tokens] + base_checked,
                      inputs=[cfg.tokens] + ([mcfg.base] if mcfg.base else []),
-                     manifest_params={"seed": params.seed, "profile": params.profile, "model": section_dict(mcfg),
-                                      "pretrain": section_dict(cfg)},
+                     manifest_params={"seed": params.seed, "profile": params.profile, "model": mcfg.section_dict(),
+                                      "pretrain": cfg.section_dict()},
                      data_fingerprint=stream_fingerprint(cfg))
 
 
-def run_pretrain(params) -> TrainResult | None:
+def run_pretrain(params: PretrainParams) -> TrainResult | None:
     """Run (or resume) pretraining as `params` say; export the HF model and write metrics on rank 0."""
     return run_training(pretrain_spec(params))

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from biomed_llama.errors import IntegrityError, UserError
+from biomed_llama.train.config import PretrainConfig
 
-# Engine-config fields that change only speed or bookkeeping, not the numbers trained: a resume may change them.
-_RESUME_FREE = {"micro_batch_size", "device", "shard_size", "reshard_after_forward", "compile",
-                "activation_checkpointing", "log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_dir",
-                "output", "export_dtype", "export_init", "metrics", "plots", "progress", "sdpa_backend", "kernels",
-                "grad_sync", "checkpoint_async", "activation_memory_budget", "gathered_layers"}
+# Engine-config fields a resume may change: the speed-only ones (`PretrainConfig.SPEED_ONLY`, which dvc.yaml
+# leaves out of the params too) and where the outputs go; the run id leaves them out.
+_OUTPUTS = {"checkpoint_dir", "output", "export_dtype", "export_init", "metrics", "plots"}
+_RESUME_FREE = PretrainConfig.SPEED_ONLY | _OUTPUTS
 # Options added later: left out of the fingerprint at the value that means the earlier behaviour, so that the runs of earlier
 # versions (which computed exactly the default) keep their run ids and their checkpoints still resume.
 _LATER_DEFAULTS = {"loss_weighting": "token", "decay_norms_and_biases": False, "released_loader": None,

@@ -72,13 +72,13 @@ def test_text_that_is_not_utf8_is_one_bad_record_error(tmp_path):
     pq.write_table(pa.table({"text": pa.Array.from_buffers(pa.string(), 2, raw.buffers())}), part)
     write_manifest(tmp_path / "extracted", stage="extract", params={})
     with pytest.raises(BadRecordError) as e:
-        run_tokenize(_params(tmp_path, tmp_path / "tokens"))
+        run_tokenize(_params(tmp_path, tmp_path / "tokens").tokenize)
     assert e.value.exit_code == 4 and "\n" not in str(e.value)
     assert f"{part}: row 2: text is not valid UTF-8" in str(e.value)
     assert not (tmp_path / "tokens").exists() and not _leftovers(tmp_path)
     pq.write_table(good, part)  # the input fixed: the rerun goes through
     write_manifest(tmp_path / "extracted", stage="extract", params={})
-    run_tokenize(_params(tmp_path, tmp_path / "tokens"))
+    run_tokenize(_params(tmp_path, tmp_path / "tokens").tokenize)
     assert verify(tmp_path / "tokens") == []
 
 
@@ -99,11 +99,11 @@ def test_a_lone_surrogate_in_a_pile_record_is_a_bad_record_not_a_traceback(tmp_p
                                             "output": str(tmp_path / "out"), "metrics": str(tmp_path / "m.json")}})
 
     with pytest.raises(BadRecordError) as e:
-        run_extract(params("abort"))
+        run_extract(params("abort").extract)
     assert e.value.exit_code == 4 and str(e.value).startswith(
         f"{src.as_posix()}:2: text is not valid Unicode (lone surrogate U+D800 at character 13)")
     assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
-    metrics = run_extract(params("skip"))  # the rerun under skip counts it and keeps the rest
+    metrics = run_extract(params("skip").extract)  # the rerun under skip counts it and keeps the rest
     assert (metrics["docs"], metrics["bad_records"]) == (1, 1) and verify(tmp_path / "out") == []
 
 
@@ -127,7 +127,7 @@ def test_injected_disk_full_and_permission_errors_are_one_line(tmp_path, monkeyp
     with monkeypatch.context() as m:
         m.setattr(tokens.TokenWriter, "append", full)
         with pytest.raises(OutputError) as e:
-            run_tokenize(_params(tmp_path, out))
+            run_tokenize(_params(tmp_path, out).tokenize)
     assert str(e.value).startswith(f"cannot write {out}: no space left on device; nothing was left half-written")
     assert e.value.exit_code == 1 and not out.exists() and not _leftovers(tmp_path)
 
@@ -141,7 +141,7 @@ def test_injected_disk_full_and_permission_errors_are_one_line(tmp_path, monkeyp
 
             atomic_write_json(tmp_path / "metrics.json", {"x": 1})
     assert not _leftovers(tmp_path)
-    run_tokenize(_params(tmp_path, out))  # the fault gone, the rerun recovers
+    run_tokenize(_params(tmp_path, out).tokenize)  # the fault gone, the rerun recovers
     assert verify(out) == []
 
 

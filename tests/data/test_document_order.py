@@ -33,8 +33,8 @@ def demo_stores(tmp_path_factory):
         "tokenize": {"tokenizer": str(REPO / "data/sample/tokenizer"), "input": str(tmp / "extracted"),
                      "output": str(tmp / "tokens"), "workers": 1, "metrics": str(tmp / "tokenize.json")},
     })
-    run_extract(params)
-    run_tokenize(params)
+    run_extract(params.extract)
+    run_tokenize(params.tokenize)
     return open_stores(tmp / "tokens", SUBSETS, "train")
 
 

@@ -77,10 +77,10 @@ def sample_runs(repo_root: Path, tmp_path_factory):
         params = make_params(base / name, **pats)
         if kw is None:
             for i in range(2):
-                run_extract(params, workers=1, num_shards=2, shard_index=i)
-            metrics = merge_extract(params, num_shards=2)
+                run_extract(params.extract, workers=1, num_shards=2, shard_index=i)
+            metrics = merge_extract(params.extract, num_shards=2)
         else:
-            metrics = run_extract(params, **kw)
+            metrics = run_extract(params.extract, **kw)
         runs[name] = (base / name / "out", (base / name / "metrics.json").read_bytes(), metrics, params)
     return runs
 
@@ -152,7 +152,7 @@ def test_rerun_gives_identical_bytes(sample_runs, tmp_path: Path):
     again = params.model_copy(deep=True)
     again.extract.output = str(tmp_path / "again")
     again.extract.metrics = str(tmp_path / "m.json")
-    run_extract(again, workers=1)
+    run_extract(again.extract, workers=1)
     assert data_files(tmp_path / "again") == data_files(out1)
 
 
@@ -185,28 +185,28 @@ def _two_file_params(tmp: Path, **kw):
 
 def test_merge_refuses_missing_tampered_or_foreign_parts(tmp_path: Path):
     params = _two_file_params(tmp_path)
-    run_extract(params, num_shards=2, shard_index=0)
+    run_extract(params.extract, num_shards=2, shard_index=0)
     with pytest.raises(UserError, match="missing part.*shard-1-of-2"):
-        merge_extract(params, num_shards=2)
-    run_extract(params, num_shards=2, shard_index=1)
+        merge_extract(params.extract, num_shards=2)
+    run_extract(params.extract, num_shards=2, shard_index=1)
     part1 = part_dir(params.extract, 2, 1)
     assert (part1 / "manifest.json").is_file() and not (tmp_path / "out").exists()
     other = params.model_copy(deep=True)
     other.extract.rows_per_shard = 7
     with pytest.raises(UserError, match="other params or input files"):
-        merge_extract(other, num_shards=2)
+        merge_extract(other.extract, num_shards=2)
     (part1 / "reports.json").write_text("[]")
     with pytest.raises(IntegrityError, match="reports.json"):
-        merge_extract(params, num_shards=2)
+        merge_extract(params.extract, num_shards=2)
     assert not (tmp_path / "out").exists()
 
 
 def test_manifest_bytes_do_not_depend_on_workers(tmp_path: Path):
     params = _two_file_params(tmp_path)
-    run_extract(params, workers=1)
+    run_extract(params.extract, workers=1)
     one = (tmp_path / "out" / "manifest.json").read_bytes()
     shutil.rmtree(tmp_path / "out")
-    run_extract(params, workers=2)
+    run_extract(params.extract, workers=2)
     assert (tmp_path / "out" / "manifest.json").read_bytes() == one
     assert b'"workers"' not in one
 
@@ -226,9 +226,9 @@ def test_bad_sharding_arguments_are_config_errors(tmp_path: Path):
     params = _two_file_params(tmp_path)
     for kw in (dict(workers=0), dict(num_shards=0), dict(num_shards=2, shard_index=2), dict(shard_index=-1)):
         with pytest.raises(ConfigError):
-            run_extract(params, **kw)
+            run_extract(params.extract, **kw)
     with pytest.raises(ConfigError):
-        merge_extract(params, num_shards=0)
+        merge_extract(params.extract, num_shards=0)
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ BAD_REASONS = [(2, "invalid JSON"), (3, "not a JSON object"), (4, "text is not a
 def test_bad_lines_are_counted_reported_and_skipped(tmp_path: Path):
     src = write_zst(tmp_path / "in" / "bad.jsonl.zst", BAD_LINES)
     params = make_params(tmp_path, train=[str(src)], max_reported_bad=5)
-    metrics = run_extract(params)
+    metrics = run_extract(params.extract)
     assert metrics["bad_records"] == 8 and metrics["docs"] == 2 and metrics["lines"] == 11
     assert metrics["dropped"]["train"] == {"Wikipedia (en)": 1}
     extra = json.loads((tmp_path / "out" / "manifest.json").read_text())["extra"]
@@ -267,15 +267,15 @@ def test_bad_lines_are_counted_reported_and_skipped(tmp_path: Path):
 def test_bad_line_aborts_without_touching_the_output(tmp_path: Path, line: int):
     good = write_zst(tmp_path / "in" / "good.jsonl.zst", [json.dumps(ABSTRACT)])
     params = make_params(tmp_path, train=[str(good)])
-    run_extract(params)
+    run_extract(params.extract)
     before = data_files(tmp_path / "out")
     bad = write_zst(tmp_path / "in" / "z.jsonl.zst", [json.dumps(ABSTRACT)] * (line - 1) + [BAD_LINES[line - 1]])
     params = make_params(tmp_path, train=[str(tmp_path / "in" / "*.zst")], on_bad_record="abort")
     with pytest.raises(BadRecordError, match=f"^{bad.as_posix()}:{line}: {dict(BAD_REASONS)[line]}") as e:
-        run_extract(params)
+        run_extract(params.extract)
     assert e.value.exit_code == 4 and "\n" not in str(e.value)
     assert data_files(tmp_path / "out") == before  # the old output is intact…
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "metrics.json", "out"]  # …and no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "metrics.details.json", "metrics.json", "out"]  # …no temp left
 
 
 def _truncated(tmp: Path, n: int = 4000) -> tuple[Path, list[str]]:
@@ -290,7 +290,7 @@ def test_truncated_file_is_dropped_whole_under_skip(tmp_path: Path):
     bad, lines = _truncated(tmp_path)
     good = write_zst(tmp_path / "in" / "a.jsonl.zst", [json.dumps(ABSTRACT)] * 2)
     params = make_params(tmp_path, train=[str(tmp_path / "in" / "*.zst")])
-    metrics = run_extract(params)
+    metrics = run_extract(params.extract)
     extra = json.loads((tmp_path / "out" / "manifest.json").read_text())["extra"]
     [bf] = extra["bad_files"]
     assert bf["file"] == bad.as_posix() and "truncated" in bf["reason"]
@@ -306,7 +306,7 @@ def test_truncated_file_aborts_from_a_worker_process(tmp_path: Path):
     write_zst(tmp_path / "in" / "a.jsonl.zst", [json.dumps(ABSTRACT)] * 2)
     params = make_params(tmp_path, train=[str(tmp_path / "in" / "*.zst")], on_bad_record="abort", workers=2)
     with pytest.raises(BadRecordError, match=f"^{bad.as_posix()}: corrupt or truncated zstd stream after line \\d+"):
-        run_extract(params)
+        run_extract(params.extract)
     assert not (tmp_path / "out").exists()
 
 
@@ -346,10 +346,10 @@ def test_iter_lines_reads_every_frame_and_a_last_line_without_newline(tmp_path: 
 
 def test_input_errors(tmp_path: Path):
     with pytest.raises(UserError, match="extract.train: no file matches"):
-        run_extract(make_params(tmp_path, train=[str(tmp_path / "nothing-*.zst")]))
+        run_extract(make_params(tmp_path, train=[str(tmp_path / "nothing-*.zst")]).extract)
     f = write_zst(tmp_path / "in" / "a.jsonl.zst", [json.dumps(ABSTRACT)])
     with pytest.raises(UserError, match="listed in both train and val"):
-        run_extract(make_params(tmp_path, train=[str(f)], val=[str(f)]))
+        run_extract(make_params(tmp_path, train=[str(f)], val=[str(f)]).extract)
 
 
 def test_nothing_is_downloaded_without_remote(tmp_path: Path, monkeypatch):
@@ -364,13 +364,13 @@ def test_nothing_is_downloaded_without_remote(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", no_network)
     params = _two_file_params(tmp_path)
     assert params.extract.remote is None
-    assert run_extract(params)["docs"] == 5
+    assert run_extract(params.extract)["docs"] == 5
     # With a remote whose shards are already in the cache, nothing is fetched either.
     cache = tmp_path / "cache"
     write_zst(cache / "train" / "00.jsonl.zst", [json.dumps(CENTRAL)])
     remote = make_params(tmp_path, remote="https://example.invalid/pile/", cache=str(cache),
                          train=["train/00.jsonl.zst"])
-    assert run_extract(remote)["subsets"]["pubmed_central"]["train"]["docs"] == 1
+    assert run_extract(remote.extract)["subsets"]["pubmed_central"]["train"]["docs"] == 1
 
 
 def test_remote_resolution():

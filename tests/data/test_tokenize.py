@@ -67,9 +67,9 @@ def runs(tmp_path_factory, tokenizer_dir: Path) -> dict:
     tmp = tmp_path_factory.mktemp("tok")
     write_extracted(tmp / "extracted", TREE)
     # Same params but the worker count, same output folder: the 1-worker output is moved aside.
-    metrics = {1: run_tokenize(params_for(tmp, tokenizer_dir, "tokens", 1))}
+    metrics = {1: run_tokenize(params_for(tmp, tokenizer_dir, "tokens", 1).tokenize)}
     shutil.move(tmp / "tokens", tmp / "tokens-1")
-    metrics[2] = run_tokenize(params_for(tmp, tokenizer_dir, "tokens", 2))
+    metrics[2] = run_tokenize(params_for(tmp, tokenizer_dir, "tokens", 2).tokenize)
     return {"tmp": tmp, "metrics": metrics, "out": {1: tmp / "tokens-1", 2: tmp / "tokens"}}
 
 
@@ -144,7 +144,7 @@ def test_tampered_input_is_refused_and_leaves_no_output(runs, tokenizer_dir, tmp
     shard = tmp_path / "extracted" / "pubmed_abstracts" / "val" / "part-00000.parquet"
     pq.write_table(pa.table({"text": ["an injected document"]}), shard)
     with pytest.raises(IntegrityError, match="part-00000.parquet"):
-        run_tokenize(params_for(tmp_path, tokenizer_dir, "tokens", 1))
+        run_tokenize(params_for(tmp_path, tokenizer_dir, "tokens", 1).tokenize)
     assert not (tmp_path / "tokens").exists()
 
 
@@ -177,7 +177,7 @@ def test_zero_workers_is_refused_before_any_work(tmp_path, tokenizer_dir):
     from biomed_llama.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--workers must be >= 1"):  # a params problem: exit 2, as extract
-        run_tokenize(params_for(tmp_path, tokenizer_dir, "tokens", 1), workers=0)
+        run_tokenize(params_for(tmp_path, tokenizer_dir, "tokens", 1).tokenize, workers=0)
     assert not (tmp_path / "tokens").exists()
 
 
@@ -224,5 +224,5 @@ def test_a_failure_midway_leaves_no_output(tmp_path, tokenizer_dir):
     pq.write_table(pa.table({"text": pa.array(["fine", None], pa.string())}), shard)
     write_manifest(tmp_path / "extracted", stage="extract", params={})
     with pytest.raises(UserError, match="part-00001.parquet: 1 rows with null text"):
-        run_tokenize(params_for(tmp_path, tokenizer_dir, "tokens", 1))
+        run_tokenize(params_for(tmp_path, tokenizer_dir, "tokens", 1).tokenize)
     assert not (tmp_path / "tokens").exists() and not list(tmp_path.glob(".tokens.*"))

@@ -65,7 +65,7 @@ def base_config(root: Path, repo: Path, **over) -> EvalConfig:
     kw = dict(benchmarks=bench, output=str(root / "eval"), dtype="float32", device="cpu", batch_size=4,
               max_length=48, generation=GenerationConfig(max_new_tokens=8), progress=False,
               models={"tiny": EvalModel(path=str(root / "model"), paper_row="BioMed-LLaMA-7B", suites=["seed"])},
-              metrics_dir=str(root / "metrics/eval"), results_dir=str(root / "reports/eval"),
+              metrics_dir=str(root / "metrics/eval"), table_metrics=str(root / "metrics/table.json"), results_dir=str(root / "reports/eval"),
               table=str(root / "reports/table.md"), figure=str(root / "reports/loss.png"))
     kw.update(over)
     return EvalConfig(**kw)
@@ -86,7 +86,6 @@ def pipeline(prepared, eval_root):
     """One `evaluate` run over the tiny model (seed suite 0/few-shot, plus one task of every other
     suite, a folder of two seed runs, a reference model without a path), limited to the first 8
     documents per task; returns (config, metrics)."""
-    from biomed_llama.config import Params
     from biomed_llama.eval.run import evaluate
 
     path = str(eval_root / "model")
@@ -102,7 +101,7 @@ def pipeline(prepared, eval_root):
                                    tasks=["medqa4"]),
         "neo": EvalModel(path=None, paper_row="GPT-Neo (2.7B)", suites=["seed"]),
     }})
-    metrics = evaluate(Params(eval=cfg, profile="test"))
+    metrics = evaluate(cfg, "test")
     return cfg, metrics
 
 

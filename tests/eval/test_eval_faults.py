@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from biomed_llama.config import Params
 from biomed_llama.errors import ConfigError, IntegrityError
 from biomed_llama.eval.config import EvalModel
 from biomed_llama.eval.run import evaluate
@@ -18,7 +17,7 @@ from biomed_llama.provenance import verify, verify_inputs
 
 
 def _cfg(prepared, tmp: Path, models: dict[str, EvalModel], **over):
-    return prepared.model_copy(update={"limit": 2, "models": models, "metrics_dir": str(tmp / "metrics"),
+    return prepared.model_copy(update={"limit": 2, "models": models, "metrics_dir": str(tmp / "metrics"), "table_metrics": str(tmp / "table.json"),
                                        "results_dir": str(tmp / "results"), "table": str(tmp / "table.md"), **over})
 
 
@@ -29,14 +28,14 @@ def test_a_model_without_manifest_needs_the_external_opt_in(prepared, eval_root,
     spec = dict(path=str(model), paper_row="LLaMA-7B", suites=["seed"], tasks=["medqa4"])
     cfg = _cfg(prepared, tmp_path, {"llama": EvalModel(**spec)}, shots=["zero"])
     with pytest.raises(IntegrityError) as e:
-        evaluate(Params(eval=cfg))
+        evaluate(cfg, "demo")
     assert e.value.exit_code == 3 and "\n" not in str(e.value)
     assert str(e.value).startswith(f"refusing model {model}: no manifest.json") and \
         "set eval.models.llama.external: true" in str(e.value)
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "table.md").exists()  # refused before any run
 
     cfg = _cfg(prepared, tmp_path, {"llama": EvalModel(**spec, external=True)}, shots=["zero"])
-    metrics = evaluate(Params(eval=cfg))
+    metrics = evaluate(cfg, "demo")
     assert set(metrics["llama"]) >= {"seed.medqa4.0shot.acc"}
     results = tmp_path / "results" / "llama"
     recorded = json.loads((results / "manifest.json").read_text())["inputs"][str(model)]
@@ -55,7 +54,7 @@ def test_a_tampered_stage_model_is_refused(prepared, eval_root, tmp_path):
         f.write(" ")
     cfg = _cfg(prepared, tmp_path, {"m": EvalModel(path=str(model), paper_row="LLaMA-7B", external=True)})
     with pytest.raises(IntegrityError, match=r"config.json: size"):  # the opt-in never skips a manifest that is there
-        evaluate(Params(eval=cfg))
+        evaluate(cfg, "demo")
 
 
 def test_a_fewshot_count_over_the_pool_is_one_line_and_keeps_the_runs_done(prepared, eval_root, tmp_path):
@@ -65,7 +64,7 @@ def test_a_fewshot_count_over_the_pool_is_one_line_and_keeps_the_runs_done(prepa
     # PubMedQA draws its examples from its own 30 test items less the one asked: 30 cannot be had
     fewshot = {"medqa4": 3, "medqa5": 3, "medmcqa": 10, "pubmedqa": 30}
     with pytest.raises(ConfigError) as e:
-        evaluate(Params(eval=_cfg(prepared, tmp_path, models, fewshot=fewshot)))
+        evaluate(_cfg(prepared, tmp_path, models, fewshot=fewshot), "demo")
     assert e.value.exit_code == 2 and "\n" not in str(e.value)
     assert str(e.value).startswith("eval.fewshot.pubmedqa=30: biomed_seed_pubmedqa has fewer examples than that")
     kept = {n: json.loads((tmp_path / "metrics" / f"{n}.json").read_text()) for n in "ab"}
@@ -74,7 +73,7 @@ def test_a_fewshot_count_over_the_pool_is_one_line_and_keeps_the_runs_done(prepa
     assert "PubMedQA" in (tmp_path / "table.md").read_text()
     assert not (tmp_path / "results" / "b" / "manifest.json").exists()  # b's results are not complete
 
-    metrics = evaluate(Params(eval=_cfg(prepared, tmp_path, models, fewshot={**fewshot, "pubmedqa": 1})))
+    metrics = evaluate(_cfg(prepared, tmp_path, models, fewshot={**fewshot, "pubmedqa": 1}), "demo")
     assert {k.rsplit(".", 1)[0] for k in metrics["b"]} == {"seed.pubmedqa.0shot", "seed.pubmedqa.1shot"}
     assert verify(tmp_path / "results" / "b") == []
 

@@ -20,7 +20,6 @@ import pytest
 import torch
 import yaml
 
-from biomed_llama.config import Params
 from biomed_llama.eval import harness
 from biomed_llama.eval.config import EvalConfig, EvalModel
 from biomed_llama.eval.run import evaluate
@@ -170,8 +169,8 @@ def paper_run(prepared, eval_root, repo_root):
     root = eval_root / "paper"
     cfg = prepared.model_copy(update={**kept, "models": {"tiny": EvalModel(
         path=str(eval_root / "model"), paper_row="BioMed-LLaMA-7B", suites=["seed"])},
-        "metrics_dir": str(root / "metrics"), "results_dir": str(root / "reports"), "table": str(root / "table.md")})
-    evaluate(Params(eval=cfg))
+        "metrics_dir": str(root / "metrics"), "table_metrics": str(root / "table.json"), "results_dir": str(root / "reports"), "table": str(root / "table.md")})
+    evaluate(cfg, "demo")
     return cfg
 
 

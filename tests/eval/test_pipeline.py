@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from biomed_llama.config import Params, load_params
+from biomed_llama.config import load_params
 from biomed_llama.errors import ConfigError, IntegrityError, UserError
 from biomed_llama.eval.config import EvalConfig, EvalModel
 from biomed_llama.eval.harness import Run, plan_runs, run_one
@@ -87,7 +87,7 @@ def test_table_sets_paper_values_beside_measured_cells(pipeline):
     assert "| Random | - | random | – | – | 0.2500 / 0.2000 (paper: 0.25 / 0.5) | 0.2500 (paper: 0.25) |" in table
     assert "NOT the paper's method" in table and "| LLaMA-7B | few-shot | tiny-modern |" in table
     assert "`test` profile" in table
-    cells = json.loads(Path(cfg.metrics_dir, "table.json").read_text())
+    cells = json.loads(Path(cfg.table_metrics).read_text())
     assert cells["main/LLaMA-7B/fine-tune/tiny-ft-seeds/medqa4"] == seeds[em]
     assert cells["main/Random/-/random/medqa5"] == pytest.approx(0.2)
     assert Path(cfg.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # evaluate draws the loss figure too
@@ -116,7 +116,7 @@ def test_report_rerenders_table_and_draws_loss_curves(pipeline, tmp_path):
     before = Path(cfg.table).read_text()
     rcfg = cfg.model_copy(update={"loss_plots": plots, "figure": str(tmp_path / "loss.png"),
                                   "table": str(tmp_path / "table.md")})
-    out = report(Params(eval=rcfg, profile="test"))
+    out = report(rcfg, "test")
     assert out["stages"] == ["pretrain", "finetune"]
     assert Path(rcfg.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Path(rcfg.table).read_text() == before
@@ -124,7 +124,7 @@ def test_report_rerenders_table_and_draws_loss_curves(pipeline, tmp_path):
     assert smooth([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])
     none = rcfg.model_copy(update={"loss_plots": {"pretrain": str(tmp_path / "absent.tsv")},
                                    "figure": str(tmp_path / "none.png")})
-    assert report(Params(eval=none))["stages"] == []
+    assert report(none, "demo")["stages"] == []
     assert Path(none.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the stage's output exists all the same
 
 
@@ -134,10 +134,10 @@ def test_evaluate_refuses_tampered_inputs_and_missing_models(prepared, tmp_path)
     with open(bad / "medqa4.test.jsonl", "a") as f:
         f.write("{}\n")
     with pytest.raises(IntegrityError, match="medqa4.test.jsonl"):
-        evaluate(Params(eval=prepared.model_copy(update={"output": str(bad)})))
+        evaluate(prepared.model_copy(update={"output": str(bad)}), "demo")
     missing = prepared.model_copy(update={"models": {"x": EvalModel(path=str(tmp_path / "nope"), paper_row="LLaMA-7B")}})
     with pytest.raises(UserError, match="eval.models.x: .* not a HF model folder"):
-        evaluate(Params(eval=missing))
+        evaluate(missing, "demo")
 
 
 def test_prepared_folder_renders_runnable_tasks(prepared):

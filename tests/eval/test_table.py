@@ -116,7 +116,6 @@ def test_a_drifted_environment_evaluates_and_the_table_says_so(prepared, eval_ro
     import torch
 
     from biomed_llama import provenance
-    from biomed_llama.config import Params
     from biomed_llama.eval.run import evaluate
 
     lock = tmp_path / "env.lock"  # pins exactly this environment: the fixtures' model folder matches it
@@ -131,11 +130,12 @@ def test_a_drifted_environment_evaluates_and_the_table_says_so(prepared, eval_ro
     monkeypatch.setattr(provenance, "packages", lambda: installed)
     monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
     cfg = prepared.model_copy(update={
-        "limit": 3, "random_baseline": False, "metrics_dir": str(tmp_path / "metrics"), "results_dir": str(tmp_path / "rep"),
+        "limit": 3, "random_baseline": False, "metrics_dir": str(tmp_path / "metrics"),
+        "table_metrics": str(tmp_path / "table.json"), "results_dir": str(tmp_path / "rep"),
         "table": str(tmp_path / "table.md"), "figure": str(tmp_path / "loss.png"),
         "models": {"tiny-instruct": EvalModel(path=str(model), paper_row="BioMed-LLaMA-7B", suites=["instruct"],
                                               tasks=["pubmedqa"])}})
-    evaluate(Params(eval=cfg, profile="test"))  # no refusal
+    evaluate(cfg, "test")  # no refusal
     env = json.loads((tmp_path / "rep/tiny-instruct/manifest.json").read_text())["environment"]
     assert env["torch"] == env["packages"]["torch"] == "2.11.0+cu130"
     drift = f"torch: locked {locked_torch}, installed 2.11.0+cu130"

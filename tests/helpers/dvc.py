@@ -23,15 +23,36 @@ def run(cmd: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProce
     return out
 
 
-def copy_checkout(dst: Path) -> Path:
-    """Copy the files git tracks (and untracked, not ignored ones) into `dst`, commit them there; return `dst`."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout
-    for rel in filter(None, files.decode().split("\0")):
+# What a run of the pipeline leaves in the checkout outside git's ignore list: DVC's record of the run, the
+# metrics, plots and reports it writes and the Slurm logs. A scratch copy starts without them, as a fresh
+# clone does, so a test sees the same copy whatever ran in this checkout before (`make demo`, another tier).
+RUN_RECORDS = ("dvc.lock", "metrics", "plots", "reports", "logs")
+
+
+def checkout_files() -> list[str]:
+    """The files a copy of the checkout holds: every tracked file, and the untracked, not ignored ones that
+    are not a run's records (`RUN_RECORDS`: an untracked dvc.lock or metrics file comes from a run here)."""
+    def ls(*args: str) -> set[str]:
+        out = subprocess.run(["git", "ls-files", "-z", *args], cwd=REPO, capture_output=True, check=True).stdout
+        return set(filter(None, out.decode().split("\0")))
+
+    untracked = {f for f in ls("--others", "--exclude-standard") if f.split("/")[0] not in RUN_RECORDS}
+    return sorted(ls("--cached") | untracked)
+
+
+def copy_files(dst: Path) -> Path:
+    """Copy the checkout's files (`checkout_files`) into `dst`, without making it a repository; return `dst`."""
+    for rel in checkout_files():
         src = REPO / rel
         if src.is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
+    return dst
+
+
+def copy_checkout(dst: Path) -> Path:
+    """Copy the checkout's files (`checkout_files`) into `dst` and commit them there; return `dst`."""
+    copy_files(dst)
     run(["git", "init", "-q"], dst)
     run(["git", "add", "-A"], dst)
     run(["git", "commit", "-qm", "snapshot"], dst)

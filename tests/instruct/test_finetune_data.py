@@ -68,24 +68,24 @@ def test_collator_right_pads_with_pad_id_and_ignored_labels():
 
 @pytest.mark.parametrize("task,n", [("medqa", 40), ("medmcqa", 60), ("pubmedqa", 60)])
 def test_task_mode_builds_the_fine_tune_prompt(params, tokenizer, task, n):
-    pairs = task_pairs(params, task)
+    pairs = task_pairs(params.finetune, task, params.readers, params.instruct_mix.on_bad_record)
     assert len(pairs) == n
     prompt, target = pairs[0]
     assert "### Question: " in prompt and "\n### Options: (A) " in prompt and prompt.endswith("\n### Answer:")
     assert target.startswith(" ") and not target.endswith("</s>")
     if task == "pubmedqa":
         assert prompt.startswith("### Context: ") and target in (" yes", " no")
-    ds = build_sft_dataset(params, "task", task, tokenizer)
+    ds = build_sft_dataset(params.finetune, "task", task, tokenizer, params.readers, params.instruct_mix.on_bad_record)
     assert len(ds) + ds.n_dropped == n and ds.sources[0] == task
     with pytest.raises(UserError, match="unknown fine-tune task"):
-        build_sft_dataset(params, "task", "nope", tokenizer)
+        build_sft_dataset(params.finetune, "task", "nope", tokenizer, params.readers, params.instruct_mix.on_bad_record)
 
 
 def test_instruct_mode_reads_the_verified_mixture(params, tokenizer):
-    run_instruct_mix(params)
-    ds = build_sft_dataset(params, "instruct", None, tokenizer)
+    run_instruct_mix(params.instruct_mix, params.readers)
+    ds = build_sft_dataset(params.finetune, "instruct", None, tokenizer, params.readers, params.instruct_mix.on_bad_record)
     assert len(ds) + ds.n_dropped == params.instruct_mix.n_records
-    again = build_sft_dataset(params, "instruct", None, tokenizer)
+    again = build_sft_dataset(params.finetune, "instruct", None, tokenizer, params.readers, params.instruct_mix.on_bad_record)
     assert again.fingerprint() == ds.fingerprint()
     stats = ds.stats()
     assert stats["max_length"] <= params.finetune.max_length and 0 < stats["label_tokens"] < stats["tokens"]
@@ -93,7 +93,7 @@ def test_instruct_mode_reads_the_verified_mixture(params, tokenizer):
     with open(f"{params.instruct_mix.output}/mixture.jsonl", "a") as f:
         f.write('{"source": "x", "input": "y", "output": "z"}\n')
     with pytest.raises(UserError, match="refusing input"):
-        build_sft_dataset(params, "instruct", None, tokenizer)
+        build_sft_dataset(params.finetune, "instruct", None, tokenizer, params.readers, params.instruct_mix.on_bad_record)
 
 
 def test_a_few_steps_on_task_examples_lower_the_masked_loss(params, tokenizer):
@@ -101,7 +101,7 @@ def test_a_few_steps_on_task_examples_lower_the_masked_loss(params, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    ds = build_sft_dataset(params, "task", "medqa", tokenizer)
+    ds = build_sft_dataset(params.finetune, "task", "medqa", tokenizer, params.readers, params.instruct_mix.on_bad_record)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                                          max_position_embeddings=512, bos_token_id=BOS, eos_token_id=EOS,
@@ -121,7 +121,7 @@ def test_a_few_steps_on_task_examples_lower_the_masked_loss(params, tokenizer):
 
 def test_the_pretrain_loader_serves_sft_examples(params, tokenizer):
     loader_mod = pytest.importorskip("biomed_llama.data.loader")
-    ds = build_sft_dataset(params, "task", "medmcqa", tokenizer)
+    ds = build_sft_dataset(params.finetune, "task", "medmcqa", tokenizer, params.readers, params.instruct_mix.on_bad_record)
     loader = loader_mod.DistributedLoader(ds, global_batch=8, micro_batch=4, dp_rank=0, dp_size=1, seed=0, shuffle=True)
     micros = loader.next_batch()
     idx = loader.global_indices(0)

@@ -86,12 +86,12 @@ def test_draw_is_seeded_and_matches_the_weights(params, allocation):
 
 
 def test_stage_outputs_are_byte_identical_across_reruns(params, tmp_path):
-    metrics = run_instruct_mix(params)
+    metrics = run_instruct_mix(params.instruct_mix, params.readers)
     out = Path(params.instruct_mix.output)
     first = (out / MIXTURE_FILE).read_bytes()
     first_metrics = Path(params.instruct_mix.metrics).read_bytes()
     assert not verify(out)
-    run_instruct_mix(params)
+    run_instruct_mix(params.instruct_mix, params.readers)
     assert (out / MIXTURE_FILE).read_bytes() == first
     assert Path(params.instruct_mix.metrics).read_bytes() == first_metrics
     rows = [json.loads(line) for line in first.decode().splitlines()]
@@ -106,13 +106,13 @@ def test_stage_outputs_are_byte_identical_across_reruns(params, tmp_path):
 def test_bad_records_skip_lists_them_and_abort_stops(params, fixtures_dir):
     params.instruct_mix.sources = params.instruct_mix.sources + [
         InstructSource(name="bad-medqa", format="medqa", paths=[str(fixtures_dir / "bad" / "medqa_bad.jsonl")], epochs=1)]
-    metrics = run_instruct_mix(params)
+    metrics = run_instruct_mix(params.instruct_mix, params.readers)
     assert metrics["bad_records"] == 5 and metrics["sources"]["bad-medqa"]["bad_records"] == 5
     listed = [json.loads(x) for x in (Path(params.instruct_mix.output) / "bad_records.jsonl").read_text().splitlines()]
     assert [b["position"] for b in listed] == ["line 2", "line 3", "line 4", "line 5", "line 6"]
     params.instruct_mix.on_bad_record = "abort"
     with pytest.raises(BadRecordError, match="medqa_bad.jsonl:line 2: missing field 'answer_idx'"):
-        run_instruct_mix(params)
+        run_instruct_mix(params.instruct_mix, params.readers)
 
 
 def test_cli_reports_a_bad_record_in_one_line_with_exit_code_4(repo_root, tmp_path):

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from localcluster import PACKAGES, ClusterError, LocalCluster, free_port_block
+from tests.helpers.dvc import copy_files
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -117,13 +118,8 @@ def set_params(checkout: Path, **sections: dict) -> None:
 def demo_base(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git checkout of the working tree with the data stages (extract, tokenize, instruct-mix) run
     locally and the training stages set to Slurm; tests work on copies of it (`demo_checkout`)."""
-    dst = tmp_path_factory.mktemp("slurm-base") / "repo"
-    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           check=True).stdout
-    for rel in filter(None, files.decode().split("\0")):
-        if (REPO / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dst / rel)
+    # the checkout's files without a run's records: a `make demo` here must not leave its dvc.lock in the copy
+    dst = copy_files(tmp_path_factory.mktemp("slurm-base") / "repo")
     env = run_env(slurm_cluster)
     try:
         port = free_port_block(1, start=29500)

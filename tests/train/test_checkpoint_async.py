@@ -26,9 +26,9 @@ def tokens(tmp_path_factory) -> Path:
 
 
 def _run(tmp: Path, tokens: Path, **kw):
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
-    return run_pretrain(H.validate(H.tiny_params(tmp, tokens, **kw)))
+    return run_pretrain(PretrainParams.of(H.validate(H.tiny_params(tmp, tokens, **kw))))
 
 
 @pytest.fixture(scope="module")

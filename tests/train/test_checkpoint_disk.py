@@ -28,7 +28,7 @@ def _raw(tmp: Path, ckpt: Path, **over) -> dict:
 def test_an_injected_enospc_in_a_dcp_write_is_one_output_error(tmp_path, monkeypatch, async_save):
     from torch.distributed.checkpoint import FileSystemWriter
 
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
     raw = _raw(tmp_path, tmp_path / "ckpt", checkpoint_async=async_save)
 
@@ -38,13 +38,13 @@ def test_an_injected_enospc_in_a_dcp_write_is_one_output_error(tmp_path, monkeyp
     with monkeypatch.context() as m:
         m.setattr(FileSystemWriter, "write_data", full)
         with pytest.raises(OutputError) as e:
-            run_pretrain(H.validate(raw))
+            run_pretrain(PretrainParams.of(H.validate(raw)))
     (run,) = H.run_dirs(tmp_path / "ckpt")
     assert str(e.value) == (f"cannot write {run / 'step-00000002'}: no space left on device; step-00000002.tmp is "
                             "incomplete and never resumed from (the last complete checkpoint stays)")
     assert e.value.exit_code == 1 and H.run_checkpoints(tmp_path / "ckpt") == []
     assert not Path(raw["pretrain"]["output"]).exists()
-    run_pretrain(H.validate(raw))  # the disk has room again: the rerun clears the .tmp and finishes
+    run_pretrain(PretrainParams.of(H.validate(raw)))  # the disk has room again: the rerun clears the .tmp and finishes
     assert [s for s, _ in H.run_checkpoints(tmp_path / "ckpt")] == [2, 4]
     assert sorted(p.name for p in run.iterdir()) == [SAVES_FILE, "step-00000002", "step-00000004"]
 

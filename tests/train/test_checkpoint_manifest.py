@@ -29,12 +29,12 @@ class _Payload:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
     tmp = tmp_path_factory.mktemp("run")
     tokens = H.make_tokens(tmp / "tokens", n_docs=40)
     raw = H.tiny_params(tmp, tokens, max_steps=2, checkpoint_every=1, keep_checkpoints=1)
-    run_pretrain(H.validate(raw))
+    run_pretrain(PretrainParams.of(H.validate(raw)))
     return tmp, raw
 
 

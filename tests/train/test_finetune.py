@@ -24,13 +24,13 @@ STEPS = 10  # medqa fixture: 40 records, global batch 4, 1 epoch
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     """A tiny pretrain run (2 steps) that also exports its random init; returns its folder."""
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
     tmp = tmp_path_factory.mktemp("pre")
     tokens = H.make_tokens(tmp / "tokens")
     raw = H.tiny_params(tmp, tokens, max_steps=2, export_init=str(tmp / "init"))
     raw["model"]["max_position_embeddings"] = 256  # room for whole fine-tune examples
-    run_pretrain(H.validate(raw))
+    run_pretrain(PretrainParams.of(H.validate(raw)))
     return tmp
 
 
@@ -56,9 +56,9 @@ def ft_params(tmp: Path, start: Path, **finetune) -> dict:
 
 
 def _finetune(raw: dict, mode: str = "task", task: str | None = "medqa"):
-    from biomed_llama.train.finetune import run_finetune
+    from biomed_llama.train.finetune import FinetuneParams, run_finetune
 
-    return run_finetune(H.validate(raw), mode, task)
+    return run_finetune(FinetuneParams.of(H.validate(raw)), mode, task)
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +91,13 @@ def test_rerun_after_resume_exports_the_same_init(pretrained):
     """A rerun that resumes (here: of the finished run) re-creates the init export before loading the checkpoint."""
     import shutil
 
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
     before_init, before_model = _weights(pretrained / "init"), _weights(pretrained / "model")
     shutil.rmtree(pretrained / "init")
     raw = H.tiny_params(pretrained, pretrained / "tokens", max_steps=2, export_init=str(pretrained / "init"))
     raw["model"]["max_position_embeddings"] = 256
-    again = run_pretrain(H.validate(raw))
+    again = run_pretrain(PretrainParams.of(H.validate(raw)))
     assert sorted(again.losses) == [1, 2]  # from the checkpoint's history: nothing retrained
     for before, folder in ((before_init, "init"), (before_model, "model")):
         after = _weights(pretrained / folder)
@@ -115,7 +115,7 @@ def test_first_loss_is_the_masked_mean_over_output_tokens(straight):
     result, tmp, raw = straight
     params = H.validate(raw)
     start = params.finetune.model
-    ds = build_sft_dataset(params, "task", "medqa", AutoTokenizer.from_pretrained(start))
+    ds = build_sft_dataset(params.finetune, "task", "medqa", AutoTokenizer.from_pretrained(start), params.readers, params.instruct_mix.on_bad_record)
     loader = DistributedLoader(ds, global_batch=4, micro_batch=4, dp_rank=0, dp_size=1, seed=params.seed, shuffle=True)
     (mb,) = loader.next_batch()
     model = AutoModelForCausalLM.from_pretrained(start)
@@ -153,7 +153,8 @@ def test_instruct_finetune_learns(pretrained, tmp_path):
     from biomed_llama.instruct.mixture import run_instruct_mix
 
     raw = ft_params(tmp_path, pretrained / "model")
-    run_instruct_mix(H.validate(raw))
+    params = H.validate(raw)
+    run_instruct_mix(params.instruct_mix, params.readers)
     result = _finetune(raw, "instruct", None)
     losses = [result.losses[s] for s in sorted(result.losses)]
     assert len(losses) == STEPS and losses[-1] < losses[0] - 0.3, losses
@@ -211,7 +212,7 @@ def test_other_examples_train_fresh_beside_the_first_run(straight, tmp_path):
 def test_seeds_give_one_model_each_and_the_base_start_its_own_folders(pretrained, tmp_path):
     """A seed list trains one model per seed (other data orders, so other weights) in one process; `--base`
     fine-tunes `finetune.base` into its own output, checkpoint, metrics and plot paths."""
-    from biomed_llama.train.finetune import run_task_seeds
+    from biomed_llama.train.finetune import FinetuneParams, run_task_seeds
 
     raw = ft_params(tmp_path, pretrained / "model", task={"optim": {"lr": 3e-3}, "epochs": 0.2, "global_batch_size": 4,
                                                              "micro_batch_size": 4},
@@ -219,13 +220,15 @@ def test_seeds_give_one_model_each_and_the_base_start_its_own_folders(pretrained
                           "task_output_prefix": str(tmp_path / "b-ft-")})
     raw["finetune"]["tasks"]["medqa"]["seeds"] = [7, 8]
     params = H.validate(raw)
-    results = run_task_seeds(params, "medqa", "base")
+    results = run_task_seeds(FinetuneParams.of(params), "medqa", "base")
     assert sorted(results) == [7, 8] and all(len(r.losses) == 2 for r in results.values())
     assert results[7].losses != results[8].losses  # the seed decides the data order
     a, b = _weights(tmp_path / "b-ft-medqa" / "seed-7"), _weights(tmp_path / "b-ft-medqa" / "seed-8")
     assert any(not torch.equal(a[k], b[k]) for k in a)
     metrics = json.loads((tmp_path / "metrics-base-medqa.json").read_text())
-    assert metrics["seeds"] == [7, 8] and metrics["seed-8"]["seed"] == 8 and metrics["seed-7"]["start"] == "base"
+    assert metrics["seeds"] == [7, 8] and metrics["seed-8"]["final_loss"] == results[8].losses[max(results[8].losses)]
+    details = json.loads((tmp_path / "metrics-base-medqa.details.json").read_text())  # beside the headline
+    assert details["seed-8"]["seed"] == 8 and details["seed-7"]["start"] == "base" and "seed" not in metrics["seed-7"]
     manifest = json.loads((tmp_path / "b-ft-medqa" / "seed-7" / "manifest.json").read_text())
     assert manifest["params"]["profile"] == params.profile and manifest["params"]["start"] == "base"
     assert _curve(tmp_path / "plots" / "base-medqa" / "seed-8") == [results[8].losses[s] for s in (1, 2)]
@@ -241,10 +244,10 @@ def test_bad_mode_or_task_is_one_line_error(straight):
         _finetune(raw, "task", None)
     with pytest.raises(UserError, match="unknown fine-tune task 'nope'"):
         _finetune(raw, "task", "nope")
-    from biomed_llama.train.finetune import run_finetune
+    from biomed_llama.train.finetune import FinetuneParams, run_finetune
 
     with pytest.raises(UserError, match="needs finetune.base"):
-        run_finetune(H.validate(raw), "instruct", None, "base")
+        run_finetune(FinetuneParams.of(H.validate(raw)), "instruct", None, "base")
 
 
 def test_launch_passes_stage_args_through():
@@ -281,7 +284,8 @@ def test_released_pad_token_trains_one_mean_row_more_and_exports_the_base_vocabu
     result = _finetune(raw)
     params = H.validate(raw)
     start = params.finetune.model
-    ds = build_sft_dataset(params, "task", "medqa", AutoTokenizer.from_pretrained(start))
+    ds = build_sft_dataset(params.finetune, "task", "medqa", AutoTokenizer.from_pretrained(start), params.readers,
+                           params.instruct_mix.on_bad_record)
     loader = DistributedLoader(ds, global_batch=4, micro_batch=4, dp_rank=0, dp_size=1, seed=params.seed, shuffle=True)
     (mb,) = loader.next_batch()
     model = AutoModelForCausalLM.from_pretrained(start)

@@ -26,9 +26,9 @@ def _raw(tmp, tokens, **kw):
 
 
 def _run(tmp, tokens, **kw):
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
-    return run_pretrain(H.validate(_raw(tmp, tokens, **kw)))
+    return run_pretrain(PretrainParams.of(H.validate(_raw(tmp, tokens, **kw))))
 
 
 def direct_sequence_mean(params) -> list[float]:
@@ -79,9 +79,9 @@ def test_sequence_weighting_equals_the_direct_computation(tokens, one_rank, tmp_
     assert len(one_rank) == len(ref) == 6
     assert max(abs(a - b) for a, b in zip(one_rank, ref)) < REF_TOL, (one_rank, ref)
     # and it is not the token mean: sequences of different lengths weigh differently
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
-    token = _curve(run_pretrain(H.validate(H.tiny_params(tmp_path / "tok", tokens, packing="truncate"))))
+    token = _curve(run_pretrain(PretrainParams.of(H.validate(H.tiny_params(tmp_path / "tok", tokens, packing="truncate")))))
     assert abs(token[0] - one_rank[0]) > 1e-3
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from biomed_llama.train.finetune import FinetuneParams
 from tests.helpers import train as H
 
 
@@ -23,7 +24,7 @@ def _start(tmp_path, manifest: bool):
 def _params(tmp_path, start, **finetune):
     raw = H.tiny_params(tmp_path, tmp_path / "tokens")
     raw["finetune"] = {"model": str(start), **finetune}
-    return H.validate(raw)
+    return FinetuneParams.of(H.validate(raw))
 
 
 def test_a_model_without_manifest_is_refused_before_any_work(monkeypatch, tmp_path):

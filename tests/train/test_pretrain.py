@@ -67,9 +67,9 @@ def reference(tokens, tmp_path_factory):
 
 
 def _run(tmp: Path, tokens: Path, **kw):
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
-    return run_pretrain(H.validate(H.tiny_params(tmp, tokens, **kw)))
+    return run_pretrain(PretrainParams.of(H.validate(H.tiny_params(tmp, tokens, **kw))))
 
 
 def test_one_process_matches_hf_reference(tokens, reference, tmp_path):
@@ -136,7 +136,7 @@ def test_multi_process_matches_reference(tokens, reference, tmp_path, nproc, sha
 
 def test_a_base_model_without_manifest_needs_the_external_opt_in(tokens, tmp_path):
     from biomed_llama.errors import IntegrityError
-    from biomed_llama.train.pretrain import pretrain_spec
+    from biomed_llama.train.pretrain import PretrainParams, pretrain_spec
 
     base = tmp_path / "llama-7b"
     base.mkdir()
@@ -144,13 +144,13 @@ def test_a_base_model_without_manifest_needs_the_external_opt_in(tokens, tmp_pat
     raw = H.tiny_params(tmp_path, tokens)
     raw["model"]["base"] = str(base)
     with pytest.raises(IntegrityError, match=r"refusing model .*llama-7b: no manifest.json .*set model.base_external: true"):
-        pretrain_spec(H.validate(raw))
+        pretrain_spec(PretrainParams.of(H.validate(raw)))
     raw["model"]["base_external"] = True
-    spec = pretrain_spec(H.validate(raw))
+    spec = pretrain_spec(PretrainParams.of(H.validate(raw)))
     assert str(base) in spec.inputs and str(base) not in spec.verify  # its files are hashed as an input, not verified
     (base / "manifest.json").write_text("{}")  # a stage's output: verified against its manifest, no opt-in needed
     raw["model"]["base_external"] = False
-    assert str(base) in pretrain_spec(H.validate(raw)).verify
+    assert str(base) in pretrain_spec(PretrainParams.of(H.validate(raw))).verify
 
 
 def _spawn_cli(params_file: Path) -> subprocess.Popen:
@@ -261,21 +261,21 @@ def test_new_token_content_trains_fresh_with_the_same_params(tmp_path, capsys):
 def test_run_id_follows_token_file_hashes_not_the_manifest_environment(tokens, tmp_path):
     """Rewriting the tokenize manifest with another environment/params (a new commit) keeps the run id;
     a changed file hash changes it."""
-    from biomed_llama.train.pretrain import run_fingerprint
+    from biomed_llama.train.pretrain import PretrainParams, run_fingerprint
 
     copy = tmp_path / "tokens"
     shutil.copytree(tokens, copy)
     params = H.validate(H.tiny_params(tmp_path, copy))
-    run_id = run_fingerprint(params, 6)
-    assert run_fingerprint(H.validate(H.tiny_params(tmp_path, tokens)), 6) == run_id  # path moved, same content
+    run_id = run_fingerprint(PretrainParams.of(params), 6)
+    assert run_fingerprint(PretrainParams.of(H.validate(H.tiny_params(tmp_path, tokens))), 6) == run_id  # path moved, same content
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "environment": {"git": "another"}, "params": {}}))
-    assert run_fingerprint(params, 6) == run_id
+    assert run_fingerprint(PretrainParams.of(params), 6) == run_id
     name = next(iter(manifest["files"]))
     manifest["files"][name]["sha256"] = "0" * 64
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert run_fingerprint(params, 6) != run_id
-    assert run_fingerprint(H.validate(H.tiny_params(tmp_path, copy, subsets=["pubmed_central"])), 6) != run_id
+    assert run_fingerprint(PretrainParams.of(params), 6) != run_id
+    assert run_fingerprint(PretrainParams.of(H.validate(H.tiny_params(tmp_path, copy, subsets=["pubmed_central"]))), 6) != run_id
 
 
 def test_activation_checkpointing_keeps_the_losses(tokens, reference, tmp_path):

@@ -24,7 +24,7 @@ def demo_losses(tmp: Path) -> dict[int, float]:
     """Run the demo model/pretrain params for STEPS steps on the synthetic store; return losses by step."""
     import yaml
 
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
     raw = yaml.safe_load((H.REPO / "params.yaml").read_text())
     tokens = H.make_tokens(tmp / "tokens", n_docs=120, seed=1, min_len=20, max_len=200)
@@ -32,7 +32,7 @@ def demo_losses(tmp: Path) -> dict[int, float]:
                            device="cpu", tokenizer=str(H.TOKENIZER), checkpoint_dir=str(tmp / "ckpt"),
                            output=str(tmp / "model"), metrics=str(tmp / "metrics.json"), plots=str(tmp / "plots"),
                            export_init=str(tmp / "init"))  # the demo exports its init first: losses unchanged
-    return run_pretrain(H.validate(raw)).losses
+    return run_pretrain(PretrainParams.of(H.validate(raw))).losses
 
 
 def test_demo_losses_match_reference(tmp_path):

@@ -22,9 +22,9 @@ def _raw(tmp, tokens, **kw):
 
 @pytest.fixture(scope="module")
 def one_process(tokens, tmp_path_factory):
-    from biomed_llama.train.pretrain import run_pretrain
+    from biomed_llama.train.pretrain import PretrainParams, run_pretrain
 
-    result = run_pretrain(H.validate(_raw(tmp_path_factory.mktemp("one"), tokens, micro_batch_size=2)))
+    result = run_pretrain(PretrainParams.of(H.validate(_raw(tmp_path_factory.mktemp("one"), tokens, micro_batch_size=2))))
     return [result.losses[s] for s in sorted(result.losses)]
 
 

@@ -64,7 +64,7 @@ def test_a_bad_effective_config_is_a_one_line_config_error(monkeypatch, tmp_path
     """Through the stage: the fine-tune spec turns the validation error into a ConfigError naming the key."""
     from biomed_llama.errors import ConfigError
     from biomed_llama.train import config as train_config
-    from biomed_llama.train.finetune import finetune_spec
+    from biomed_llama.train.finetune import FinetuneParams, finetune_spec
 
     start = tmp_path / "start"
     start.mkdir()
@@ -72,7 +72,7 @@ def test_a_bad_effective_config_is_a_one_line_config_error(monkeypatch, tmp_path
         (start / name).write_text("{}")
     raw = H.tiny_params(tmp_path, tmp_path / "tokens")
     raw["finetune"] = {"model": str(start), "model_external": True}  # made here, without a manifest
-    params = H.validate(raw)
+    params = FinetuneParams.of(H.validate(raw))
     monkeypatch.setattr("biomed_llama.instruct.finetune_data.build_sft_dataset", lambda *a: list(range(8)))
     monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: None)
     monkeypatch.setattr(train_config.FinetuneHparams, "steps", lambda self, n: 0)  # max_steps must be >= 1
