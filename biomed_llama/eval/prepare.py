@@ -48,18 +48,22 @@ MC_FILES: dict[str, tuple[str, BenchmarkFormat, int | None]] = {
 TaskData = dict[str, dict[str, list[dict[str, Any]]]]
 
 
-def read_docs(task: str, path: str, readers: ReadersConfig) -> list[dict[str, Any]]:
+def read_docs(task: str, path: str, readers: ReadersConfig, dropped: list[str] | None = None) -> list[dict[str, Any]]:
     """Read one benchmark file of MC task `task` into lm-eval documents, every item kept.
 
     An evaluation set never loses an item: a skipped record would change the denominator of every
     score. So a bad record always aborts prepare-eval (BadRecordError naming file and line, exit
-    code 4), whatever `instruct_mix.on_bad_record` says for training data.
+    code 4), whatever `instruct_mix.on_bad_record` says for training data. The one exception is an
+    exact duplicate under `readers.duplicates: drop` (the same item twice is one item): each one dropped
+    is appended to `dropped` (`file:position: reason`), which prepare-eval records in its manifest.
     """
     _, fmt, n_options = MC_FILES[task]
     bad = BadRecords("abort", advice="an evaluation set keeps every item: fix or replace the file",
                      duplicates=readers.duplicates)
     items = read_benchmark(fmt, require_file(path, "benchmark file"), bad,
                            medmcqa_cop=readers.medmcqa_cop, n_options=n_options)
+    if dropped is not None:
+        dropped += [str(d) for d in bad.dropped]
     return mc_docs(items)
 
 
@@ -90,21 +94,24 @@ def check_pools(cfg: EvalConfig, fewshot: dict[str, int]) -> None:
                               "examples from it (the task's train file)")
 
 
-def read_benchmarks(cfg: EvalConfig, readers: ReadersConfig | None = None) -> TaskData:
+def read_benchmarks(cfg: EvalConfig, readers: ReadersConfig | None = None,
+                    dropped: list[str] | None = None) -> TaskData:
     """Read what the config asks for into {task: {"test": docs, ["train": docs]}}.
 
     The four MC test sets always; the few-shot pools that are set (a needed one must be); the
-    Pile test split (`pile_extracted`, verified) only when a perplexity task is asked for.
+    Pile test split (`pile_extracted`, verified) only when a perplexity task is asked for. Exact
+    duplicates dropped (`readers.duplicates: drop`) are appended to `dropped`.
     """
     readers = readers or ReadersConfig()
     b = cfg.benchmarks
     wanted, fewshot = requested(cfg)
     check_pools(cfg, fewshot)
-    out: TaskData = {task: {"test": read_docs(task, getattr(b, MC_FILES[task][0]), readers)} for task in MC_TASKS}
+    out: TaskData = {task: {"test": read_docs(task, getattr(b, MC_FILES[task][0]), readers, dropped)}
+                     for task in MC_TASKS}
     for task in MC_TASKS:
         pool = b.pool(task)[1]
         if pool:
-            out[task]["train"] = read_docs(task, pool, readers)
+            out[task]["train"] = read_docs(task, pool, readers, dropped)
     ppl = [task for task in PPL_TASKS if task in wanted]
     if ppl:
         require_verified(b.pile_extracted)
@@ -186,7 +193,8 @@ def prepare_eval(cfg: EvalConfig, readers: ReadersConfig | None = None) -> dict[
     """Run prepare-eval: read (`readers`: how; default auto), convert, render and write `cfg.output`
     atomically; return counts per file."""
     readers = readers or ReadersConfig()
-    data = read_benchmarks(cfg, readers)
+    dropped: list[str] = []
+    data = read_benchmarks(cfg, readers, dropped)
     final = Path(cfg.output)
     counts: dict[str, int] = {}
     with atomic_dir(final) as tmp:
@@ -198,5 +206,5 @@ def prepare_eval(cfg: EvalConfig, readers: ReadersConfig | None = None) -> dict[
         params = {"eval": cfg.model_dump(mode="json", include=PREPARE_PARAMS),
                   "readers": readers.model_dump(mode="json")}
         write_manifest(tmp, stage="prepare-eval", params=params, inputs=benchmark_inputs(cfg, data),
-                       extra={"counts": counts, "tasks": names})
+                       extra={"counts": counts, "tasks": names, "dropped_duplicates": dropped})
     return counts

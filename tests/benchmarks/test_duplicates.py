@@ -73,3 +73,4 @@ def test_the_committed_fixtures_have_no_duplicates(eval_dir, instruct_dir):
                       ("medmcqa", instruct_dir / "medmcqa/train_cop1.jsonl")]:
         bad = BadRecords("skip")
         assert read_benchmark(fmt, path, bad) and not bad.dropped, path
+

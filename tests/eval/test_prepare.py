@@ -55,3 +55,24 @@ def test_perplexity_asked_for_needs_a_verified_extract(tmp_path):
     assert out.returncode == 3
     # the folder is missing, and the line says so (not "no manifest.json")
     assert error_line(out).startswith(f"refusing input {none}: {none}: no such folder (looked in ")
+
+
+def test_prepare_eval_counts_the_dropped_duplicates_in_its_manifest(eval_root, repo_root, tmp_path):
+    """Under `readers.duplicates: drop` an evaluation set keeps one copy of an item given twice, and
+    prepare-eval's manifest lists each dropped copy (file and line), so the drop is never silent."""
+    from biomed_llama.benchmarks.config import ReadersConfig
+    from biomed_llama.eval.prepare import prepare_eval as run_prepare
+    from tests.eval.conftest import base_config
+
+    cfg = base_config(eval_root, repo_root)
+    lines = Path(cfg.benchmarks.medmcqa_dev).read_text().splitlines()
+    doubled = lines + lines[:2]
+    dev = tmp_path / "dev.json"
+    dev.write_text("\n".join(doubled) + "\n")
+    cfg = cfg.model_copy(update={"output": str(tmp_path / "eval"),
+                                 "benchmarks": cfg.benchmarks.model_copy(update={"medmcqa_dev": str(dev)})})
+    counts = run_prepare(cfg, ReadersConfig(duplicates="drop"))
+    manifest = json.loads((tmp_path / "eval/manifest.json").read_text())
+    assert counts["medmcqa.test"] == len(lines)
+    dropped = manifest["extra"]["dropped_duplicates"]
+    assert [d.split(": ")[0] for d in dropped] == [f"{dev}:line {len(lines) + 1}", f"{dev}:line {len(lines) + 2}"]
