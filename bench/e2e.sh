@@ -39,7 +39,9 @@ environment "$DIR"
 
 # 1. the scratch checkout: what git tracks (or, without .git, the device copy's files less the carried ones)
 if git rev-parse --git-dir > /dev/null 2>&1; then
-  git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -C "$WORK" -xf -
+  # tracked files only: a checkout that ran the demo holds its untracked records (dvc.lock, metrics/, plots/,
+  # reports/), which would make the scratch copy's pipeline look already run (the overlays are copied below)
+  git ls-files -z --cached | tar --null -T - -cf - | tar -C "$WORK" -xf -
 else
   tar --exclude=./.whl --exclude=./.bench --exclude=./.venv -cf - . | tar -C "$WORK" -xf -
 fi
