@@ -97,7 +97,7 @@ class PretrainConfig(StrictModel):
     SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({
         "micro_batch_size", "device", "shard_size", "reshard_after_forward", "gathered_layers", "compile",
         "sdpa_backend", "kernels", "grad_sync", "activation_checkpointing", "activation_memory_budget", "log_every",
-        "checkpoint_every", "checkpoint_async", "keep_checkpoints", "progress"})
+        "checkpoint_every", "checkpoint_async", "keep_checkpoints", "progress", "deterministic"})
 
     tokens: str = "data/tokens"
     """The tokenize stage's output folder (`<subset-slug>/<split>/tokens.bin` + manifest.json)."""
@@ -218,6 +218,13 @@ class PretrainConfig(StrictModel):
     """Folder of `loss.tsv` (step, loss, lr, grad_norm) for DVC plots."""
     progress: bool = True
     """Show a rich progress bar on rank 0."""
+    deterministic: bool = False
+    """Deterministic kernels (`torch.use_deterministic_algorithms`, cuBLAS's fixed workspace, Inductor's
+    deterministic mode): two runs of the same step on the same GPU give the same bits, so a run killed and resumed
+    can be compared byte for byte with an uninterrupted one (bench/e2e.sh's resume check). On the GPU the default
+    kernels (embedding scatter-add, attention backward, autotuned matmuls) accumulate in a varying order, which
+    moves weights by about one bf16 step. An op without a deterministic kernel stops the run with torch's error.
+    Slower; the computation is the same, so it is speed-only (not in the run id)."""
 
     @model_validator(mode="after")
     def _check(self) -> "PretrainConfig":
@@ -369,7 +376,8 @@ class FinetuneConfig(StrictModel):
     INHERITED: ClassVar[frozenset[str]] = frozenset({
         "loss_weighting", "device", "param_dtype", "reduce_dtype", "shard_size", "reshard_after_forward",
         "gathered_layers", "compile", "sdpa_backend", "kernels", "grad_sync", "activation_checkpointing",
-        "activation_memory_budget", "log_every", "checkpoint_async", "keep_checkpoints", "export_dtype", "progress"})
+        "activation_memory_budget", "log_every", "checkpoint_async", "keep_checkpoints", "export_dtype", "progress",
+        "deterministic"})
 
     model: str = "models/pretrained"
     """Model to fine-tune: a HF directory (the pretrain stage's export by default)."""

@@ -71,5 +71,6 @@ def test_later_numeric_options_change_the_run_id_only_when_set():
     assert fp8[None] == base and len(set(fp8.values())) == 3
     speed = p.pretrain.model_copy(update={"sdpa_backend": "cudnn", "kernels": ["rms_norm"], "grad_sync": "every",
                                           "checkpoint_async": True, "compile": True,
-                                          "activation_memory_budget": 0.7, "gathered_layers": 2})
+                                          "activation_memory_budget": 0.7, "gathered_layers": 2,
+                                          "deterministic": True})
     assert spec_fingerprint(p.seed, p.model, speed, 100, {}) == base
