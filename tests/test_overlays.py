@@ -28,7 +28,7 @@ GPU_ALLOWED = {
     # SPEED: the trained and scored numbers are the same (micro batches, checkpoint cadence) or equal up to
     # fp16 near-ties (eval.generation_speed, not a DVC param; bench/bench_generate.py counts them)
     "pretrain.micro_batch_size", "pretrain.checkpoint_every", "finetune.instruct.micro_batch_size",
-    "finetune.task.micro_batch_size", "eval.generation_speed.batch_size", "eval.generation_speed.sort_by_length",
+    "finetune.task.micro_batch_size", "eval.generation_speed.batch_size", "eval.token_budget", "eval.generation_speed.sort_by_length",
     # RUN: the profile's name and where the stages run
     "profile", "launch.mode", "launch.nproc_per_node", "launch.container",
     # INPUTS: the stand-in models of the seed table's other rows (generated; `external`: made by no stage)
@@ -48,7 +48,7 @@ FORBIDDEN = ("seed", "tokenize.*", "*.optim.*", "*.loss_weighting", "pretrain.pa
 CPU_ALLOWED = GPU_ALLOWED | {"model.attention", "pretrain.device", "pretrain.param_dtype", "pretrain.reduce_dtype", "pretrain.compile",
                              "pretrain.activation_checkpointing", "pretrain.max_seq_length", "finetune.max_length",
                              "finetune.*.global_batch_size", "finetune.*.micro_batch_size", "extract.workers",
-                             "tokenize.workers", "eval.device", "eval.dtype", "eval.token_budget", "eval.batch_size"}
+                             "tokenize.workers", "eval.device", "eval.dtype", "eval.batch_size"}
 
 
 def leaves(data: dict, where: str = "") -> list[str]:
