@@ -161,6 +161,7 @@ fi
 # 7. kill pretrain after its first complete async checkpoint, rerun, compare with an uninterrupted run; all three
 # with deterministic kernels, each into folders of its own (the pipeline's outputs stay as DVC recorded them)
 if has resume; then
+  has pipeline || repro tokenize  # its inputs (a no-op where the pipeline already made them)
   echo "== resume check ($(date +%T), ${SECONDS}s used)"
   sets() {  # sets NAME: the pretrain stage's outputs under e2e-resume/NAME, deterministic kernels
     echo --set pretrain.deterministic=true --set pretrain.checkpoint_dir=e2e-resume/$1/ckpt \
