@@ -152,8 +152,7 @@ def _model_config(spec: TrainSpec, device: torch.device, data_vocab: int | None)
 def build(spec: TrainSpec) -> Trainer:
     """Process group and mesh, data loader, sharded model (materialised, no weights yet), optimizer, scheduler."""
     from biomed_llama.model.build import build_meta_model, count_params
-    from biomed_llama.train.determinism import use_deterministic_kernels
-    from biomed_llama.train.mesh import build_mesh, init_distributed
+    from biomed_llama.train.mesh import build_mesh, init_distributed, use_deterministic_kernels
     from biomed_llama.train.optim import build_optimizer, build_scheduler
     from biomed_llama.train.parallelize import parallelize
     from biomed_llama.train.runs import verify_inputs_on_main

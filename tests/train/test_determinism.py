@@ -27,7 +27,7 @@ def restore_torch_flags(monkeypatch):
 
 
 def test_switch_sets_torch_state(restore_torch_flags):
-    from biomed_llama.train.determinism import CUBLAS_WORKSPACE, use_deterministic_kernels
+    from biomed_llama.train.mesh import CUBLAS_WORKSPACE, use_deterministic_kernels
 
     use_deterministic_kernels(False)
     assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
@@ -38,7 +38,7 @@ def test_switch_sets_torch_state(restore_torch_flags):
 
 
 def test_user_workspace_setting_is_kept(restore_torch_flags, monkeypatch):
-    from biomed_llama.train.determinism import use_deterministic_kernels
+    from biomed_llama.train.mesh import use_deterministic_kernels
 
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
     use_deterministic_kernels(True)
