@@ -84,7 +84,7 @@ def bench_spec(args: argparse.Namespace, world_size: int, cuda: bool):
 def engine_step(tr):
     """One step of the engine's own trainer (`Trainer.train_step`: the loader's next batch, the normaliser's
     all-reduce, the step, the trainer's callbacks); this rank's (loss, grad norm)."""
-    from biomed_llama.train.trainer import LoopEnd
+    from biomed_llama.train.callbacks import LoopEnd
 
     out = tr.train_step()
     if isinstance(out, LoopEnd):  # a non-finite step the trainer did not apply

@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from biomed_llama.train import metrics as M
-
-if TYPE_CHECKING:
-    from biomed_llama.train.trainer import LoopEnd, Trainer
 
 
 @dataclass
@@ -46,12 +43,27 @@ class StepOutput:
     """The learning rate this step used."""
 
 
+@dataclass
+class LoopEnd:
+    """Where the loop stopped: the last step done, and the signal that stopped it (0: none), or why the run
+    diverged there (None: it did not)."""
+
+    step: int
+    interrupted_by: int = 0
+    diverged: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        """The step budget was spent."""
+        return not self.interrupted_by and self.diverged is None
+
+
 class Callback:
-    """Hooks of the trainer (each a no-op here); side effects live in subclasses, not in the loop.
+    """Hooks of the trainer (each a no-op here); side effects live in subclasses, not in the loop."""
 
-    `trainer` is set when the trainer takes the callback (`Trainer.add_callbacks`)."""
-
-    trainer: Trainer
+    trainer: Any
+    """The `biomed_llama.train.trainer.Trainer` that holds this callback (set by `Trainer.add_callbacks`; not
+    imported here: the trainer imports this module)."""
 
     def pre_train(self) -> None:
         """Before the first step of this process (`trainer.global_step`: where it starts)."""

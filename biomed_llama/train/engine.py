@@ -29,12 +29,12 @@ import torch
 from biomed_llama.data.loader import DistributedLoader, grad_accumulation
 from biomed_llama.model.config import ModelConfig
 from biomed_llama.train import metrics as M
-from biomed_llama.train.callbacks import Callback, CheckpointCallback, LogCallback
+from biomed_llama.train.callbacks import Callback, CheckpointCallback, LogCallback, LoopEnd
 from biomed_llama.train.config import PretrainConfig
 from biomed_llama.train.log import ConsoleCallback, ProgressCallback, print_line
 from biomed_llama.train.mesh import DistEnv
 from biomed_llama.train.step import StepOptions, TrainStep, loss_weighting
-from biomed_llama.train.trainer import LoopEnd, StopFlag, Trainer
+from biomed_llama.train.trainer import StopFlag, Trainer
 
 
 @dataclass

@@ -31,7 +31,7 @@ import torch
 from biomed_llama.data.loader import DistributedLoader
 from biomed_llama.errors import DivergedError, UserError
 from biomed_llama.train import metrics as M
-from biomed_llama.train.callbacks import Callback, StepOutput
+from biomed_llama.train.callbacks import Callback, LoopEnd, StepOutput
 from biomed_llama.train.checkpoint import Checkpointer, latest_checkpoint, training_state
 from biomed_llama.train.config import PretrainConfig
 from biomed_llama.train.log import RunHistory
@@ -70,21 +70,6 @@ class StopFlag:
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
-
-
-@dataclass
-class LoopEnd:
-    """Where the loop stopped: the last step done, and the signal that stopped it (0: none), or why the run
-    diverged there (None: it did not)."""
-
-    step: int
-    interrupted_by: int = 0
-    diverged: str | None = None
-
-    @property
-    def completed(self) -> bool:
-        """The step budget was spent."""
-        return not self.interrupted_by and self.diverged is None
 
 
 class _Diverged(Exception):
