@@ -78,9 +78,9 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="per-block compile, as the profiles train")
     args = ap.parse_args()
+    from biomed_llama.train.callbacks import CheckpointCallback
     from biomed_llama.train.checkpoint import Checkpointer, training_state
     from biomed_llama.train.engine import build, starting_weights
-    from biomed_llama.train.hooks import RunHistory
     from biomed_llama.train.mesh import init_distributed, shutdown
 
     env = init_distributed("auto")
@@ -91,16 +91,19 @@ def main() -> None:
     starting_weights(tr)
     out, root = Path(args.out), Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
-    parts = training_state(tr.model, tr.optimizer, tr.scheduler, tr.loader, RunHistory())
+    parts = training_state(tr.model, tr.optimizer, tr.scheduler, tr.loader, tr.history)
     _steps(tr, 3)  # compile, allocator, optimizer state
     base = _clean(tr, 4)
     _emit(out, {"event": "steps", "s_per_step": base, "world": env.world_size, "shape": args.shape,
                 "micro": args.micro, "compile": args.compile, "torch": torch.__version__}, env.is_main)
     sync = Checkpointer(root, parts, keep=1, meta={"run": "bench"}, device=env.device)
     background = Checkpointer(root, parts, keep=1, meta={"run": "bench"}, async_save=True, device=env.device)
-    background.prestage()  # as the engine's checkpoint hook does after the first update
+    background.prestage()  # as the engine's checkpoint callback does after the first update
+    # the engine's checkpoint callback on the trainer: before each update it waits for the host copy of the
+    # trainer's checkpointer (each mode's, set below); between saves it lets an async save become complete
+    tr.add_callbacks(CheckpointCallback(every=None))
     for mode, ck in (("sync", sync), ("async", background), ("async", background)):
-        tr.step.before_update[:] = [ck.wait_for_staging]
+        tr.checkpointer = ck
         t0 = time.perf_counter()
         path = ck.save(tr.loader.step)
         saved = time.perf_counter()

@@ -4,7 +4,8 @@ One rank per GPU under torchrun (gloo on CPU with `--shape tiny` for a smoke run
 engine itself: `biomed_llama.train.engine.build` (meta model → `parallelize` (AC, per-block
 compile, FSDP2 on the (`replicate`, `shard`) mesh) → materialise → fused AdamW + cosine schedule,
 `DistributedLoader` over a synthetic dataset of deterministic repeated motifs, so the loss moves
-within a few steps), the seeded init, and the engine's step (`Trainer.step`). Writes one JSON per run into `--out`; `summarize` prints the table.
+within a few steps), the seeded init, and the engine's trainer (`Trainer.train_step`). Writes one JSON per run
+into `--out`; `summarize` prints the table.
 
     torchrun --nproc-per-node 4 bench/bench_pretrain.py run --shape 7b --micro 4 --compile --name 7b --out DIR
     python bench/bench_pretrain.py summarize DIR
@@ -81,13 +82,14 @@ def bench_spec(args: argparse.Namespace, world_size: int, cuda: bool):
 
 
 def engine_step(tr):
-    """One engine step on the loader's next batch, its target count summed over the ranks first as the training
-    loop does (without the loop's stop vote); (loss, grad norm)."""
-    from biomed_llama.train.mesh import all_reduce_cpu
+    """One step of the engine's own trainer (`Trainer.train_step`: the loader's next batch, the normaliser's
+    all-reduce, the step, the trainer's callbacks); this rank's (loss, grad norm)."""
+    from biomed_llama.train.callbacks import LoopEnd
 
-    micros = tr.loader.next_batch()
-    (total,) = all_reduce_cpu([float(tr.step.count(micros))])
-    return tr.step(micros, int(total))
+    out = tr.train_step()
+    if isinstance(out, LoopEnd):  # a non-finite step the trainer did not apply
+        raise SystemExit(f"bench: {out.diverged}")
+    return out.loss, out.grad_norm
 
 
 def run(args: argparse.Namespace) -> None:

@@ -186,6 +186,18 @@ class MicroBatch:
         return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
 
 
+def grad_accumulation(global_batch: int, micro_batch: int, dp_size: int) -> int:
+    """Micro batches each data-parallel rank runs per optimizer step: global = micro × accumulation × ranks.
+
+    The one place this is computed (the trainer's step structure, the loader's split, the released run's
+    layout); a global batch the split does not divide is a UserError.
+    """
+    if global_batch % (micro_batch * dp_size):
+        raise UserError(f"global batch {global_batch} is not a multiple of micro batch {micro_batch} × "
+                        f"data-parallel size {dp_size}; change pretrain.global_batch_size or micro_batch_size")
+    return global_batch // (micro_batch * dp_size)
+
+
 def released_global_indices(step: int, n: int, global_batch: int, workers: int, world_size: int,
                             micro_batch: int) -> np.ndarray:
     """Sequence indices the released run's `world_size` ranks consumed at optimizer step `step` (rank-major).
@@ -198,7 +210,7 @@ def released_global_indices(step: int, n: int, global_batch: int, workers: int, 
     consumes A = global_batch / (W·m) batches per rank. Past the end of the replayed stream it starts
     over. Returns int64[global_batch].
     """
-    accumulation = global_batch // (world_size * micro_batch)
+    accumulation = grad_accumulation(global_batch, micro_batch, world_size)
     share_batches = n // (micro_batch * world_size)
     if share_batches == 0:
         raise UserError(f"the data holds {n} sequences, fewer than one batch on each of the released run's "
@@ -219,21 +231,19 @@ class DistributedLoader:
 
     def __init__(self, dataset: PackedDataset, *, global_batch: int, micro_batch: int, dp_rank: int,
                  dp_size: int, seed: int, shuffle: bool, released: Any = None):
-        if global_batch % (micro_batch * dp_size):
-            raise UserError(f"global batch {global_batch} is not a multiple of micro batch {micro_batch} × "
-                            f"data-parallel size {dp_size}; change pretrain.global_batch_size or micro_batch_size")
+        self.accumulation = grad_accumulation(global_batch, micro_batch, dp_size)
         if len(dataset) < global_batch:
             raise UserError(f"the data holds {len(dataset)} sequences, fewer than one global batch of {global_batch}")
         self.dataset, self.global_batch, self.micro_batch = dataset, global_batch, micro_batch
         self.dp_rank, self.dp_size, self.seed, self.shuffle = dp_rank, dp_size, seed, shuffle
-        self.accumulation = global_batch // (micro_batch * dp_size)
         self.released = released
         """`pretrain.released_loader` (workers, world_size, micro_batch) or None: replay the released stream."""
         if released is None:
             self.steps_per_epoch = len(dataset) // global_batch
         else:  # the released Trainer's epoch: len(DataLoader) // accumulation, len from the unduplicated stream
             per_rank = len(dataset) // (released.micro_batch * released.world_size)
-            self.steps_per_epoch = per_rank // (global_batch // (released.world_size * released.micro_batch))
+            accumulation = grad_accumulation(global_batch, released.micro_batch, released.world_size)
+            self.steps_per_epoch = per_rank // accumulation
             if self.steps_per_epoch == 0:
                 raise UserError(f"the data holds {len(dataset)} sequences, fewer than one released step "
                                 f"({released.world_size} ranks × {global_batch // released.world_size} sequences)")

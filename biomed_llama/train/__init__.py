@@ -1,1 +1,1 @@
-"""Training: device mesh + FSDP2, the loop, DCP checkpoints, LR schedule and metrics."""
+"""Training: the trainer (loop, step, checkpointer, callbacks), mesh + FSDP2, DCP checkpoints, LR schedule, metrics."""

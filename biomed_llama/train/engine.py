@@ -1,14 +1,17 @@
 """The training engine of every stage (pretraining, instruction tuning, task fine-tuning).
 
-`run_training(spec)` composes four phases; a `TrainSpec` says what differs between stages (the
-effective engine and model params, the dataset, the fingerprint's data part, the manifest):
+`run_training(spec)` runs one stage; a `TrainSpec` says what differs between stages (the effective
+engine and model params, the dataset, the fingerprint's data part, the manifest):
 
 - build (`build`): process group and mesh, data loader, meta model → parallelize → materialise,
-  optimizer, scheduler and step count, held by one `Trainer` (the benchmark calls exactly this);
+  optimizer, scheduler and step count, held by the `Trainer` (`biomed_llama.train.trainer`) that
+  runs them (the benchmarks drive this same trainer);
 - restore (`restore`): the run folder; the starting weights (`model.base` or the seeded init) and
-  their optional export (`export_init`), or the newest checkpoint of the run's own folder;
-- loop (`train`): `train_loop` with the log and checkpoint hooks; a non-finite step stops it (exit 5);
-- finish (`finish`): the HF export, then the final metrics and loss curve from the checkpointed history.
+  their optional export (`export_init`), or the newest checkpoint of the run's own folder, through
+  the trainer's checkpointer;
+- fit (`Trainer.fit`) with the run's callbacks (`run_callbacks`: log, console, progress, checkpoints,
+  and `ExportCallback`, the HF export once the budget is spent); a non-finite step stops it (exit 5);
+- finish (`finish`): the final metrics and loss curve from the checkpointed history.
 
 One process per GPU under torchrun; a world of one without it.
 """
@@ -23,15 +26,15 @@ from typing import Any, Callable
 
 import torch
 
-from biomed_llama.data.loader import DistributedLoader
+from biomed_llama.data.loader import DistributedLoader, grad_accumulation
 from biomed_llama.model.config import ModelConfig
 from biomed_llama.train import metrics as M
-from biomed_llama.train.checkpoint import Checkpointer
+from biomed_llama.train.callbacks import Callback, CheckpointCallback, LogCallback, LoopEnd
 from biomed_llama.train.config import PretrainConfig
-from biomed_llama.train.hooks import RunHistory
-from biomed_llama.train.loop import LoopEnd, StopFlag
+from biomed_llama.train.log import ConsoleCallback, ProgressCallback, print_line
 from biomed_llama.train.mesh import DistEnv
 from biomed_llama.train.step import StepOptions, TrainStep, loss_weighting
+from biomed_llama.train.trainer import StopFlag, Trainer
 
 
 @dataclass
@@ -72,56 +75,6 @@ class TrainResult:
     output: Path | None
 
 
-@dataclass
-class Trainer:
-    """Everything `build` made: the process's place, the data, the sharded model (no weights yet) and its step."""
-
-    spec: TrainSpec
-    env: DistEnv
-    mesh: Any
-    """The (`replicate`, `shard`) DeviceMesh."""
-    loader: DistributedLoader
-    model: torch.nn.Module
-    config: Any
-    """The model's HF `LlamaConfig`."""
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    step: TrainStep
-    total_steps: int
-    n_params: int
-    n_embed: int
-    kernels: list[str] = field(default_factory=list)
-    """The fused kernels in use (`pretrain.kernels` on CUDA; none on CPU)."""
-
-    @property
-    def cfg(self) -> PretrainConfig:
-        """The effective engine config."""
-        return self.spec.cfg
-
-    @property
-    def tokens_per_step(self) -> int:
-        """Sequence positions per optimizer step over all ranks."""
-        return self.cfg.global_batch_size * self.cfg.max_seq_length
-
-    @property
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token (`metrics.flops_per_token`)."""
-        return M.flops_per_token(self.n_params, self.n_embed, self.config.num_hidden_layers, self.config.hidden_size,
-                                 self.cfg.max_seq_length)
-
-
-@dataclass
-class Restored:
-    """Where training starts: the run, its folder, the checkpoint resumed (None: fresh) and the restored state."""
-
-    run_id: str
-    run_dir: Path
-    resume: Path | None
-    start: int
-    history: RunHistory
-    checkpointer: Checkpointer
-
-
 def _vocab_from_tokenizer(path: str) -> int:
     from transformers import AutoTokenizer
 
@@ -150,7 +103,8 @@ def _model_config(spec: TrainSpec, device: torch.device, data_vocab: int | None)
 
 
 def build(spec: TrainSpec) -> Trainer:
-    """Process group and mesh, data loader, sharded model (materialised, no weights yet), optimizer, scheduler."""
+    """Process group and mesh, data loader, sharded model (materialised, no weights yet), optimizer, scheduler and
+    step, in the `Trainer` that runs them (no callbacks, no checkpointer yet)."""
     from biomed_llama.model.build import build_meta_model, count_params
     from biomed_llama.train.mesh import build_mesh, init_distributed, use_deterministic_kernels
     from biomed_llama.train.optim import build_optimizer, build_scheduler
@@ -164,6 +118,7 @@ def build(spec: TrainSpec) -> Trainer:
     torch.backends.cudnn.allow_tf32 = True
     verify_inputs_on_main(env, spec.verify)
     mesh = build_mesh(env, cfg.shard_size)
+    accumulation = grad_accumulation(cfg.global_batch_size, cfg.micro_batch_size, env.world_size)
     dataset, data_vocab = spec.dataset()
     loader = DistributedLoader(dataset, global_batch=cfg.global_batch_size, micro_batch=cfg.micro_batch_size,
                                dp_rank=env.rank, dp_size=env.world_size, seed=spec.seed, shuffle=cfg.shuffle,
@@ -176,10 +131,10 @@ def build(spec: TrainSpec) -> Trainer:
     model.to_empty(device=env.device)
     optimizer = build_optimizer(model, cfg.optim, env.device)
     scheduler = build_scheduler(optimizer, cfg.optim, total)
-    step = TrainStep(model, optimizer, scheduler, env.device, loader.dp_size, cfg.optim.max_grad_norm,
-                     loss=loss_weighting(cfg.loss_weighting), options=_step_options(cfg, env, loader, model))
-    return Trainer(spec, env, mesh, loader, model, config, optimizer, scheduler, step, total, *count_params(model),
-                   kernels=kernels)
+    step = TrainStep(model, optimizer, scheduler, env.device, env.world_size, cfg.optim.max_grad_norm,
+                     loss=loss_weighting(cfg.loss_weighting), options=_step_options(cfg, env, accumulation, model))
+    return Trainer(spec, env, mesh, loader, model, config, optimizer, scheduler, step, total, accumulation,
+                   *count_params(model), kernels=kernels)
 
 
 def _kernels(model, cfg: PretrainConfig, env: DistEnv) -> list[str]:
@@ -188,14 +143,12 @@ def _kernels(model, cfg: PretrainConfig, env: DistEnv) -> list[str]:
 
     applied = apply_kernels(model, list(cfg.kernels), env.device)
     if cfg.kernels and not applied and env.is_main:
-        from biomed_llama.train.loop import print_line
-
         print_line(f"pretrain.kernels {', '.join(cfg.kernels)}: CUDA only (liger-kernel); the plain modules run "
                    f"on {env.device.type}")
     return applied
 
 
-def _step_options(cfg: PretrainConfig, env: DistEnv, loader: DistributedLoader, model) -> StepOptions:
+def _step_options(cfg: PretrainConfig, env: DistEnv, accumulation: int, model) -> StepOptions:
     """The step's speed options from the params: gradient sync, gathered parameters, SDPA kernel, and whether the
     model's own weighted loss runs (the fused or the compiled head; else HF's loss for token weighting)."""
     import functools
@@ -204,7 +157,7 @@ def _step_options(cfg: PretrainConfig, env: DistEnv, loader: DistributedLoader, 
     from biomed_llama.train.parallelize import gathered_modules
 
     return StepOptions(sync_every_micro=cfg.grad_sync == "every",
-                       keep_gathered=tuple(gathered_modules(model, cfg)) if loader.accumulation > 1 else (),
+                       keep_gathered=tuple(gathered_modules(model, cfg)) if accumulation > 1 else (),
                        weighted_head=bool(getattr(model, "weighted_loss_only", False)),
                        forward_context=functools.partial(sdpa_context, cfg.sdpa_backend, env.device))
 
@@ -231,10 +184,9 @@ def _export_init(tr: Trainer) -> None:
               drop_rows=cfg.added_tokens)
 
 
-def restore(tr: Trainer) -> Restored:
-    """Find this run's folder; load the starting weights (and export them if asked) or resume its newest checkpoint."""
-    from biomed_llama.model.build import reset_rotary
-    from biomed_llama.train.checkpoint import training_state
+def restore(tr: Trainer) -> Path | None:
+    """Find this run's folder and open the trainer's checkpointer there; load the starting weights (and export them
+    if asked) or resume the folder's newest checkpoint (returned; None: a fresh start)."""
     from biomed_llama.train.runs import check_resumable, run_folder, spec_fingerprint
 
     spec, cfg, env = tr.spec, tr.cfg, tr.env
@@ -246,81 +198,29 @@ def restore(tr: Trainer) -> Restored:
         starting_weights(tr)
     if cfg.export_init:
         _export_init(tr)
-    history = RunHistory()
-    parts = training_state(tr.model, tr.optimizer, tr.scheduler, tr.loader, history)
-    checkpointer = Checkpointer(run_dir, parts, keep=cfg.keep_checkpoints, meta={"run": run_id},
-                                async_save=cfg.checkpoint_async, device=env.device)
-    tr.step.before_update.append(checkpointer.wait_for_staging)
-    start = 0
+    tr.open_checkpoints(run_dir, run_id)
     if resume is not None:
-        reset_rotary(tr.model)
-        start = checkpointer.load(resume)
+        tr.load_checkpoint(resume)
     if env.is_main:
-        from biomed_llama.train.loop import print_line
-
         mesh = "×".join(str(s) for s in tr.mesh.shape)
         print_line(f"{spec.stage}: {tr.n_params:,} params ({tr.n_embed:,} embedding), mesh (replicate×shard) {mesh} "
-                   f"on {env.device.type}, accumulation {tr.loader.accumulation}, steps {tr.total_steps}"
+                   f"on {env.device.type}, accumulation {tr.accumulation}, steps {tr.total_steps}"
                    + (f", resumed from {run_id}/{resume.name}" if resume is not None else ""))
-    return Restored(run_id, run_dir, resume, start, history, checkpointer)
+    return resume
 
 
-def train(tr: Trainer, rs: Restored, stop: StopFlag) -> LoopEnd:
-    """Run the loop from `rs.start` with the log hook (rank 0: log line, progress) and checkpoints.
-
-    A non-finite step stops the run there (after `max_nonfinite_skips` skipped ones): DivergedError, exit 5,
-    nothing exported and no metrics written, the checkpoints saved so far (all finite) kept.
-    """
-    from biomed_llama.train.hooks import CheckpointHook, LogHook, console_sink, progress_bar
-    from biomed_llama.train.loop import TrainingInterrupted, train_loop
-
-    cfg, env, total = tr.cfg, tr.env, tr.total_steps
-    with progress_bar(env.is_main and cfg.progress, total, rs.start, tr.spec.stage) as advance:
-        sinks = [console_sink(total), advance] if env.is_main else []
-        log = LogHook(every=cfg.log_every, total_steps=total, tokens_per_step=tr.tokens_per_step,
-                      flops_per_token=tr.flops_per_token, env=env, history=rs.history, sinks=sinks)
-        save = CheckpointHook(rs.checkpointer, every=cfg.checkpoint_every, total_steps=total,
-                              check=lambda step: _require_finite_weights(tr, rs, step))
-        if env.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(env.device)
-        end = train_loop(tr.step, tr.loader, start=rs.start, total_steps=total, stop=stop, callbacks=[log, save],
-                         max_skips=cfg.max_nonfinite_skips, skipped=rs.history.skipped)
-    if end.interrupted_by:
-        rs.checkpointer.close()
-        raise TrainingInterrupted(f"stopped by signal {end.interrupted_by} at step {end.step}; checkpoint "
-                                  f"saved in {rs.run_dir}; rerun the same command to resume", end.interrupted_by)
-    if end.nonfinite is not None:
-        bad = end.nonfinite
-        _diverged(tr, rs, f"non-finite {bad.what} at step {end.diverged_at} (loss {bad.loss}, grad norm "
-                          f"{bad.grad_norm}); that update was not applied")
-    return end
+def run_callbacks(tr: Trainer) -> list[Callback]:
+    """A run's callbacks, in order: the log step (every rank), rank 0's log line and progress bar, checkpoints."""
+    cfg, env = tr.cfg, tr.env
+    shown: list[Callback] = [ConsoleCallback(tr.total_steps)] if env.is_main else []
+    if env.is_main and cfg.progress:
+        shown.append(ProgressCallback(tr.total_steps, tr.spec.stage))
+    return [LogCallback(every=cfg.log_every), *shown, CheckpointCallback(every=cfg.checkpoint_every)]
 
 
-def _diverged(tr: Trainer, rs: Restored, what: str) -> None:
-    """Stop the run with one line (DivergedError, exit 5) naming `what` and the last finite checkpoint kept."""
-    from biomed_llama.errors import DivergedError
-    from biomed_llama.train.checkpoint import latest_checkpoint
-
-    rs.checkpointer.close()
-    last = latest_checkpoint(rs.run_dir)
-    kept = f"the last finite checkpoint {last} is kept" if last else "no checkpoint was saved"
-    skips = rs.history.skipped
-    skipped = f" after skipping {len(skips)} (steps {', '.join(map(str, skips))})" if skips else ""
-    raise DivergedError(f"{tr.spec.stage}: {what}{skipped}; stopped: nothing exported, no metrics written, {kept} "
-                        f"(lower the learning rate, or let pretrain.max_nonfinite_skips skip such steps)")
-
-
-def _require_finite_weights(tr: Trainer, rs: Restored, step: int) -> None:
-    """Before a save: weights that are not finite (a finite but huge update overflowed them) stop the run unsaved."""
-    from biomed_llama.train.step import weights_finite
-
-    if not weights_finite(tr.model):
-        _diverged(tr, rs, f"non-finite weights after step {step}; not saved")
-
-
-def final_metrics(tr: Trainer, history: RunHistory, end: LoopEnd, saves: list | None = None) -> dict[str, Any]:
+def final_metrics(tr: Trainer, end: LoopEnd, saves: list | None = None) -> dict[str, Any]:
     """The stage's metrics: final loss, tokens, mean throughput and MFU, memory, mesh and model size."""
-    env = tr.env
+    env, history = tr.env, tr.history
     # Throughput: skip the first sample (compile, allocator warm-up) when there are others. Every value comes
     # from the checkpointed history (and saves), so a rerun that resumes at the end writes the same file.
     samples = history.tokens_per_s[1:] or history.tokens_per_s
@@ -342,25 +242,34 @@ def final_metrics(tr: Trainer, history: RunHistory, end: LoopEnd, saves: list | 
     }
 
 
-def finish(tr: Trainer, rs: Restored, end: LoopEnd) -> TrainResult | None:
-    """Export the HF model (a collective; an async checkpoint may still be written meanwhile), complete the
-    last checkpoint and, on rank 0, write the metrics; rank 0 returns the result."""
-    from biomed_llama.train.export import export_hf
-    from biomed_llama.train.loop import print_line
+class ExportCallback(Callback):
+    """Once the step budget is spent: export the HF model (a collective), its manifest holding the metrics so far
+    (an async checkpoint may still be written meanwhile: the trainer closes the checkpointer after this)."""
 
-    spec, cfg, history = tr.spec, tr.cfg, rs.history
-    metrics = final_metrics(tr, history, end)
-    out = export_hf(tr.model, tr.config, cfg.output, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
-                    params=spec.manifest_params, inputs=spec.inputs, extra={"metrics": metrics}, stage=spec.stage,
-                    drop_rows=cfg.added_tokens)
-    rs.checkpointer.close()
-    metrics = final_metrics(tr, history, end, rs.checkpointer.saves)
+    output: Path | None = None
+    """The export folder (rank 0; None elsewhere or before the export)."""
+
+    def post_train(self, end: LoopEnd) -> None:
+        from biomed_llama.train.export import export_hf
+
+        tr = self.trainer
+        spec, cfg = tr.spec, tr.cfg
+        self.output = export_hf(tr.model, tr.config, cfg.output, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
+                                params=spec.manifest_params, inputs=spec.inputs,
+                                extra={"metrics": final_metrics(tr, end)}, stage=spec.stage,
+                                drop_rows=cfg.added_tokens)
+
+
+def finish(tr: Trainer, end: LoopEnd, output: Path | None) -> TrainResult | None:
+    """After the run (exported, checkpointer closed): rank 0 writes the metrics, with every checkpoint save, and the
+    loss curve, and returns the result."""
+    metrics = final_metrics(tr, end, tr.checkpointer.saves)
     if not tr.env.is_main:
         return None
-    M.write_final_metrics(cfg.metrics, metrics)
-    M.write_loss_curve(cfg.plots, history.rows)
-    print_line(f"{spec.stage}: done " + json.dumps({k: metrics[k] for k in ("final_loss", "tokens_seen", "mfu")}))
-    return TrainResult(metrics=metrics, losses=history.losses, output=out)
+    M.write_final_metrics(tr.cfg.metrics, metrics)
+    M.write_loss_curve(tr.cfg.plots, tr.history.rows)
+    print_line(f"{tr.spec.stage}: done " + json.dumps({k: metrics[k] for k in ("final_loss", "tokens_seen", "mfu")}))
+    return TrainResult(metrics=metrics, losses=tr.history.losses, output=output)
 
 
 def run_training(spec: TrainSpec, *, keep_process_group: bool = False) -> TrainResult | None:
@@ -374,9 +283,11 @@ def run_training(spec: TrainSpec, *, keep_process_group: bool = False) -> TrainR
     try:
         with hold_checkpoint_dir(spec.cfg.checkpoint_dir, spec.stage):  # no second run beside this one
             trainer = build(spec)
-            restored = restore(trainer)
-            end = train(trainer, restored, stop)
-            return finish(trainer, restored, end)
+            restore(trainer)
+            export = ExportCallback()
+            trainer.add_callbacks(*run_callbacks(trainer), export)
+            end = trainer.fit(stop)
+            return finish(trainer, end, export.output)
     finally:
         stop.uninstall()
         if not keep_process_group:

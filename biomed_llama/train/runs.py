@@ -124,7 +124,7 @@ def run_folder(root: str | Path, run_id: str, stage: str, is_main: bool) -> tupl
     (left untouched: checkpoints of other params or data are never resumed nor pruned).
     """
     from biomed_llama.train.checkpoint import latest_checkpoint
-    from biomed_llama.train.loop import print_line
+    from biomed_llama.train.log import print_line
 
     root = Path(root)
     folder = root / run_id

@@ -9,9 +9,9 @@ Loss weighting (`pretrain.loss_weighting`) is a part of its own, chosen by `loss
   authors' fork be40569cc: `modeling_llama.py:735-740` takes the micro batch's token mean,
   `trainer.py:2709-2711` divides by the accumulation steps, DDP/FSDP average over ranks).
 Both normalisers are global sums, so either loss is the same for any micro × accumulation × world
-split. `count` gives a rank's share of the normaliser (the loop sums it over ranks), `inputs` the
-model inputs that carry the weighting. FSDP averages gradients over the data-parallel ranks, so the
-backward loss is scaled by their number.
+split. `count` gives a rank's share of the normaliser (`TrainStep.normaliser` sums it over ranks,
+inside the step), `inputs` the model inputs that carry the weighting. FSDP averages gradients over
+the data-parallel ranks, so the backward loss is scaled by their number.
 
 Host syncs: micro batches are copied to the device from pinned memory (a copy from pageable memory
 waits for the device to drain), so the CPU queues the next micro batch while the GPU still computes.
@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from biomed_llama.data.loader import IGNORE_INDEX, MicroBatch
+from biomed_llama.train.mesh import all_reduce_cpu
 
 
 def _targets(mb: MicroBatch) -> torch.Tensor:
@@ -165,7 +166,7 @@ def _fsdp_flags(model, k: int, n: int, opts: StepOptions) -> None:
 
 @dataclass
 class TrainStep:
-    """The optimizer step of a built model: call it with a rank's micro batches and the global normaliser."""
+    """The optimizer step of a built model: call it with a rank's micro batches (the trainer's `train_step` does)."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -176,8 +177,6 @@ class TrainStep:
     max_grad_norm: float
     loss: TokenMeanLoss | SequenceMeanLoss = field(default_factory=TokenMeanLoss)
     options: StepOptions = field(default_factory=StepOptions)
-    before_update: list[Callable[[], None]] = field(default_factory=list)
-    """Called after the last backward, before the optimizer changes anything (e.g. wait for checkpoint staging)."""
     skipped: NonFinite | None = field(default=None, init=False)
     """Set by the last call when its loss or gradient norm was not finite: then nothing was updated."""
 
@@ -185,17 +184,25 @@ class TrainStep:
         """The learning rate the next step uses."""
         return self.scheduler.get_last_lr()[0]
 
-    def count(self, micros: list[MicroBatch]) -> int:
-        """This rank's share of the loss normaliser (the loop sums it over ranks)."""
-        return self.loss.count(micros)
+    def normaliser(self, micros: list[MicroBatch], *also: float) -> tuple[int, list[float]]:
+        """The global loss normaliser of this step: each rank's share (`count`) summed over the ranks, in one CPU
+        all-reduce that also sums `also` (other per-step numbers the caller needs from every rank, e.g. the
+        trainer's stop vote), so a step costs one such collective."""
+        total, *rest = all_reduce_cpu([float(self.loss.count(micros)), *map(float, also)])
+        return int(total), rest
 
-    def __call__(self, micros: list[MicroBatch], total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, micros: list[MicroBatch], total: int | None = None, *,
+                 pre_optim_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward/backward each micro batch, clip, step; return (loss, grad norm).
 
-        The returned loss is this rank's share: summed over ranks it is the global batch's loss. A step whose
-        loss or gradient norm is not finite changes nothing (no update, no schedule step; `skipped` says so):
-        the loop decides whether the run skips it or stops.
+        `total` is the global normaliser (`normaliser`; computed here when not given). The returned loss is this
+        rank's share: summed over ranks it is the global batch's loss. A step whose loss or gradient norm is not
+        finite changes nothing (no update, no schedule step; `skipped` says so): the trainer decides whether the
+        run skips it or stops. `pre_optim_step` runs after the last backward of a finite step, before the
+        optimizer changes anything (the trainer's callbacks: e.g. wait for an async checkpoint's host copy).
         """
+        if total is None:
+            total, _ = self.normaliser(micros)
         local_loss = torch.zeros((), device=self.device, dtype=torch.float32)
         batches = [to_device({"input_ids": mb.input_ids, "labels": mb.labels,
                               **self.loss.inputs(mb, total, self.options.weighted_head)}, self.device)
@@ -211,8 +218,8 @@ class TrainStep:
         if self.skipped is not None:
             self.optimizer.zero_grad(set_to_none=True)
             return local_loss, grad_norm
-        for hook in self.before_update:
-            hook()
+        if pre_optim_step is not None:
+            pre_optim_step()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

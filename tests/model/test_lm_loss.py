@@ -70,11 +70,10 @@ def test_compile_turns_on_the_compiled_loss_and_the_weighted_head():
 
     model = _model()
     env = DistEnv(0, 1, 0, 1, torch.device("cpu"))
-    loader = type("Loader", (), {"accumulation": 1})()
-    assert not _step_options(PretrainConfig(), env, loader, model).weighted_head
+    assert not _step_options(PretrainConfig(), env, 1, model).weighted_head
     apply_compile(model)  # wraps the layers; nothing compiles until they run
     assert model.compiled_loss
-    opts = _step_options(PretrainConfig(), env, loader, model)
+    opts = _step_options(PretrainConfig(), env, 1, model)
     assert opts.weighted_head
     ids, labels, token_w, _ = _batch()
     mb = MicroBatch(input_ids=ids, labels=labels)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from biomed_llama.train.hooks import RunHistory
+from biomed_llama.train.log import RunHistory
 from biomed_llama.train.metrics import read_loss_curve, write_loss_curve
 
 
