@@ -127,7 +127,7 @@ if [ "${SKIP_RESUME:-0}" != 1 ] && [ -e models/pretrained/model.safetensors ] &&
   A=$(sha256sum models/pretrained/model.safetensors 2> /dev/null | cut -c1-64)
   B=$(sha256sum e2e-resume/model/model.safetensors 2> /dev/null | cut -c1-64)
   if [ -n "$A" ] && [ "$A" = "$B" ]; then echo "resumed weights == uninterrupted weights ($A)" | tee -a "$DIR/resume.log"
-  else FAIL+=("resumed weights differ"); $PY bench/e2e_table.py diff models/pretrained e2e-resume/model >> "$DIR/resume.log" 2>&1; fi
+  else FAIL+=("resumed weights differ"); $PY -m bench.e2e_table diff models/pretrained e2e-resume/model >> "$DIR/resume.log" 2>&1; fi
   rm -rf e2e-resume  # its checkpoints: the disk is needed for the fine-tunes'
 elif [ "${SKIP_RESUME:-0}" != 1 ]; then
   FAIL+=("resume check not run (no pretrain export, or out of budget)")
@@ -155,7 +155,7 @@ grep -c "^ok " "$DIR/verify.log" | xargs echo "verified folders:"
 
 # 8. the table
 cp reports/table.md "$DIR/table.md" 2> /dev/null || FAIL+=("no reports/table.md")
-$PY bench/e2e_table.py summary --log "$DIR/repro.log" --mem "$WORK/gpu_mem.txt" --root "$WORK" \
+$PY -m bench.e2e_table summary --log "$DIR/repro.log" --mem "$WORK/gpu_mem.txt" --root "$WORK" \
   --fail "$(printf '%s; ' "${FAIL[@]}")" | tee "$DIR/summary.txt"
 echo "== done ($(date +%T), ${SECONDS}s)"
 [ ${#FAIL[@]} = 0 ]
