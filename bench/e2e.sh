@@ -110,7 +110,7 @@ if [ "${SKIP_RESUME:-0}" != 1 ] && [ -e models/pretrained/model.safetensors ] &&
     setsid biomed-llama launch pretrain "${SETS[@]}" > e2e-resume.1.log 2>&1 &
     PID=$!
     while kill -0 $PID 2> /dev/null; do
-      if ls e2e-resume/ckpt/*/"$STEP"/manifest.json > /dev/null 2>&1; then
+      if ls e2e-resume/ckpt/*/"$STEP"/checkpoint-manifest.json > /dev/null 2>&1; then
         kill -9 -- -$PID 2> /dev/null; echo "killed at $(date +%T) after $STEP"; break
       fi
       sleep 0.1
