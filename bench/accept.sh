@@ -45,7 +45,7 @@ else
   SHAPE=7b; SLICE=7b8; COMPILE="--compile"; DEV=""
 fi
 environment "$DIR"
-$PY bench/make_store.py --out "$WORK" --shape $SHAPE --sequences $((MICRO_BEST * ACC * 2 * STEPS + 16)) > "$DIR/store.log" 2>&1
+$PY -m bench.make_store --out "$WORK" --shape $SHAPE --sequences $((MICRO_BEST * ACC * 2 * STEPS + 16)) > "$DIR/store.log" 2>&1
 
 anchor() {  # anchor NAME LIMIT MICRO: the shared plain-FSDP2 baseline at the same mesh and accumulation
   [ "${TINY:-0}" = 1 ] && { echo "anchor needs CUDA (TINY)" > "$DIR/$1.log"; return; }
@@ -61,10 +61,10 @@ phase cli_node "$CAP_LIMIT" && capped "$NODE_GIB" cli cli_node "$CAP_LIMIT" "$MI
 phase anchor_m4 "$ANCHOR_LIMIT" && anchor anchor_m4 "$ANCHOR_LIMIT" 4
 phase anchor_m5 "$ANCHOR_LIMIT" && anchor anchor_m5 "$ANCHOR_LIMIT" 5
 if phase loss "$LOSS_LIMIT"; then
-  RUN="$PY bench/bench_pretrain.py run --out $DIR --shape $SLICE --steps 50 --warmup 2 --micro 4 --acc 2 $COMPILE"
+  RUN="$PY -m bench.bench_pretrain run --out $DIR --shape $SLICE --steps 50 --warmup 2 --micro 4 --acc 2 $COMPILE"
   on_gpu 0 group "$LOSS_LIMIT" "$DIR/loss_old.log" $RUN $OLD_LEVERS --name loss_old &
   on_gpu 1 group "$LOSS_LIMIT" "$DIR/loss_new.log" $RUN $NEW_LEVERS --name loss_new &
   wait
 fi
 echo "== done ($(date +%T), ${SECONDS}s)"
-$PY bench/summarize_speed.py accept "$DIR" | tee "$DIR/summary.txt"
+$PY -m bench.summarize_speed accept "$DIR" | tee "$DIR/summary.txt"

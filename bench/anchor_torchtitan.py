@@ -5,7 +5,7 @@ torchtitan config module (`--module anchor_torchtitan --config llama7b`, found o
 LLaMA-7B flavour at run time and trains it on synthetic tokens with torchtitan's best settings, then prints one
 JSON line with throughput, MFU and peak memory counted as `bench/bench_pretrain.py` counts them.
 
-    TITAN_LAYERS=8 TITAN_MICRO=8 TITAN_ACC=2 torchrun --nproc-per-node 1 bench/anchor_torchtitan.py
+    TITAN_LAYERS=8 TITAN_MICRO=8 TITAN_ACC=2 torchrun --nproc-per-node 1 -m bench.anchor_torchtitan
 
 The flavour: dim 4096, 32 heads (no GQA), FFN 11008 = torchtitan's `compute_ffn_hidden_dim(4096, multiple_of=256)`
 (int(2·4·4096/3) = 10922, rounded up to a multiple of 256; LLaMA-1/2's own rule), vocab 32000, RoPE theta 10000 with
@@ -278,7 +278,6 @@ def _torch_compat() -> str | None:
 
 def main() -> None:
     """Run torchtitan's trainer as its `train.py` does, timing each step; rank 0 prints one JSON line of results."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     datasets_note, compat_note = _datasets_importable(), _torch_compat()
     from torchtitan.config import ConfigManager
     from torchtitan.tools.logging import init_logger
@@ -300,7 +299,7 @@ def main() -> None:
 
     Trainer.train_step = timed
     warmup = _env_int("TITAN_WARMUP", 3)
-    config = ConfigManager().parse_args(["--module", "anchor_torchtitan", "--config", "llama7b", *sys.argv[1:]])
+    config = ConfigManager().parse_args(["--module", "bench.anchor_torchtitan", "--config", "llama7b", *sys.argv[1:]])
     trainer = config.build()
     try:
         trainer.train()
@@ -309,7 +308,6 @@ def main() -> None:
         tokens = micro * trainer.gradient_accumulation_steps * config.training.seq_len
         tok_s = tokens / (sum(steady) / len(steady))
         fpt = flops_per_token(layers)
-        sys.path.insert(0, str(REPO))
         from biomed_llama.train.metrics import peak_flops
 
         peak = peak_flops(trainer.device)

@@ -8,13 +8,12 @@ world of one (gloo), init, the synthetic loader, the chunked loss, AdamW, the ti
 Nothing here is a speed figure. Needs torchtitan and its imports installed (bench/device_wheels.sh lists them):
 
     TITAN_LAYERS=2 TITAN_MICRO=2 TITAN_ACC=2 TITAN_STEPS=5 TITAN_WARMUP=2 TITAN_COMPILE=0 TITAN_CUDA_GRAPHS=0 \
-        torchrun --standalone --nproc-per-node 1 bench/anchor_torchtitan_cpu.py
+        torchrun --standalone --nproc-per-node 1 -m bench.anchor_torchtitan_cpu
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
@@ -53,9 +52,8 @@ def _point_torchtitan_at_the_cpu() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     _point_torchtitan_at_the_cpu()
-    import anchor_torchtitan
+    from bench import anchor_torchtitan
 
     anchor_torchtitan.SHAPE.update(dim=256, n_heads=4, vocab=512, seq=128, multiple_of=64)
     sys.argv = [sys.argv[0], "--training.mixed_precision_param", "float32"]

@@ -10,8 +10,8 @@ the same bf16 batch through the same weights (the 7B layer shape, `--layers` dec
 init: no real weights on the machine), in training mode, once per kernel: the loss, the logit differences,
 and both against an fp32 run with SDPA's math kernel (the rounding each kernel adds on its own).
 
-    python bench/attention_parity.py                     # CUDA: 4 layers, batch 2 × 2048, bf16 (< 1 min on H100)
-    python bench/attention_parity.py --out DIR           # also writes DIR/attention_parity.json
+    python -m bench.attention_parity                     # CUDA: 4 layers, batch 2 × 2048, bf16 (< 1 min on H100)
+    python -m bench.attention_parity --out DIR           # also writes DIR/attention_parity.json
 
 xformers runs through its PyTorch-kernel operators (`biomed_llama.model.attention.enable_pt_operators`);
 a machine where it cannot run stops with one line.
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHAPE_7B = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
                 vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-6, initializer_range=0.02)

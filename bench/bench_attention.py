@@ -5,21 +5,19 @@ Backends: SDPA with only its flash / cuDNN / memory-efficient kernel enabled, an
 Each is timed with CUDA events (median of `--iters` after warm-up) on q/k/v [batch, heads, seq, dim]
 bf16, and its output compared with the math reference in fp32. Writes `<out>/attention.json`.
 
-    python bench/bench_attention.py --out DIR            # CUDA: batch 4, 32 heads, seq 2048, dim 128
-    python bench/bench_attention.py --out DIR --tiny     # CPU smoke run (SDPA math vs default only)
+    python -m bench.bench_attention --out DIR            # CUDA: batch 4, 32 heads, seq 2048, dim 128
+    python -m bench.bench_attention --out DIR --tiny     # CPU smoke run (SDPA math vs default only)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _time(fn, iters: int) -> float:

@@ -10,9 +10,9 @@ async checkpointer reserves its pinned host buffers first (`HostStager`, in the 
 after the first update (`Checkpointer.prestage`); both async saves refill them. Each checkpoint is removed once
 complete (the disk holds one). Rank 0 appends one JSON line per event to `<out>/checkpoint.jsonl`.
 
-    torchrun --nproc-per-node 2 bench/bench_checkpoint.py --shape 7b --dir /tmp/ckpt --out DIR
-    torchrun --nproc-per-node 1 bench/bench_checkpoint.py --shape 7b16 --compile --micro 4 --dir /tmp/ckpt --out DIR
-    python bench/bench_checkpoint.py --shape tiny --dir /tmp/ckpt --out DIR      # CPU smoke run
+    torchrun --nproc-per-node 2 -m bench.bench_checkpoint --shape 7b --dir /tmp/ckpt --out DIR
+    torchrun --nproc-per-node 1 -m bench.bench_checkpoint --shape 7b16 --compile --micro 4 --dir /tmp/ckpt --out DIR
+    python -m bench.bench_checkpoint --shape tiny --dir /tmp/ckpt --out DIR      # CPU smoke run
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _emit(out: Path, row: dict, main: bool) -> None:
@@ -38,7 +35,7 @@ def _emit(out: Path, row: dict, main: bool) -> None:
 def _steps(tr, n: int) -> float:
     """Run n engine steps; mean seconds per step (device-synchronised)."""
     import torch
-    from bench_pretrain import engine_step
+    from bench.bench_pretrain import engine_step
 
     t0 = time.perf_counter()
     for _ in range(n):
@@ -69,7 +66,7 @@ def _train_while_saving(tr, ck) -> int:
 def main() -> None:
     import torch
     import torch.distributed as dist
-    from bench_pretrain import SHAPES, bench_spec
+    from bench.bench_pretrain import SHAPES, bench_spec, build_parser
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
@@ -84,10 +81,10 @@ def main() -> None:
     from biomed_llama.train.mesh import init_distributed, shutdown
 
     env = init_distributed("auto")
-    ns = argparse.Namespace(shape=args.shape, micro=args.micro, acc=1, steps=1000, lr=3e-4, attention="sdpa",
-                            reduce_dtype="float32", shard=None, no_reshard=False, compile=args.compile, ac="none",
-                            loss_weighting="token", sdpa_backend="auto", kernels="", grad_sync="last")
-    tr = build(bench_spec(ns, env.world_size, env.device.type == "cuda"))
+    # bench_pretrain's own `run` options, its defaults for all but these: the same spec a `run` of them builds
+    run = build_parser().parse_args(["run", "--shape", args.shape, "--micro", str(args.micro), "--steps", "1000",
+                                     "--name", "checkpoint", "--out", args.out] + (["--compile"] if args.compile else []))
+    tr = build(bench_spec(run, env.world_size, env.device.type == "cuda"))
     starting_weights(tr)
     out, root = Path(args.out), Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,8 @@ The demo tokenizer (vocab 4096, byte-level BPE) stands in for LLaMA's; MC length
 tokens, the perplexity text in bytes (the demo tokenizer cuts ~3.1 bytes/token against LLaMA's ~4
 on PubMed, so the perplexity rows carry ~25% more tokens than a real run).
 
-GPU (2 GPUs; ~6 min):  python bench/bench_eval.py          (one GPU: the workers run one after the other)
-CPU smoke (minutes):   python bench/bench_eval.py --tiny   (tiny model and sets, both paths in full)
+GPU (2 GPUs; ~6 min):  python -m bench.bench_eval          (one GPU: the workers run one after the other)
+CPU smoke (minutes):   python -m bench.bench_eval --tiny   (tiny model and sets, both paths in full)
 Results: the table on stdout, `<out>/bench_eval.json`, `<out>/{packed,stock}.json` (per-cell timings and
 per-item log-likelihoods), `<out>/{packed,stock}.log`; out = $OUT if set, else .bench/eval.
 Runs with its dependencies on PYTHONPATH (e.g. wheels unpacked into /tmp/site): torch, transformers,
@@ -48,11 +48,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+from scripts.synth_benchmarks import text_of, write_benchmarks  # the writer make_gpu_inputs.py uses too
 
-from synth_benchmarks import text_of, write_benchmarks  # noqa: E402  (the writer make_gpu_inputs.py uses too)
+REPO = Path(__file__).resolve().parents[1]
 
 # A worker starts no new cell later than this before the budget ends (the longest stock cell at 25% ran ~80 s on an H100).
 DRAIN_S = 100.0
@@ -61,25 +59,19 @@ TINY = {"medqa4": 16, "medqa5": 16, "medmcqa": 24, "pubmedqa": 12, "ppl_bytes": 
 
 
 def write_extracted(root: Path, n_bytes: int, rnd: random.Random) -> Path:
-    """Pile-format PubMed test text as the extract stage writes it (Parquet + manifest), n_bytes per subset."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Pile-format PubMed test text as the extract stage writes it (its Parquet writer + manifest, through
+    `biomed_llama.testing`), n_bytes per subset."""
+    from biomed_llama import testing
 
-    from biomed_llama.provenance import write_manifest
-
-    out = root / "extracted"
+    tree = {}
     for slug, words in (("pubmed_abstracts", (150, 350)), ("pubmed_central", (3000, 7000))):
         texts, total = [], 0
         while total < n_bytes:
             t = text_of(rnd, rnd.randint(*words))
             texts.append(t)
             total += len(t.encode())
-        d = out / slug / "test"
-        d.mkdir(parents=True)
-        pq.write_table(pa.table({"text": texts, "source": ["test.jsonl.zst"] * len(texts),
-                                 "line": pa.array(range(1, len(texts) + 1), pa.int64())}), d / "part-00000.parquet")
-    write_manifest(out, stage="extract", params={"bench": True})
-    return out
+        tree[(slug, "test")] = [texts]
+    return testing.write_extracted(root / "extracted", tree, source="test.jsonl.zst", params={"bench": True})
 
 
 def ppl_tokens(extracted: Path, tok) -> dict[str, int]:
@@ -315,7 +307,7 @@ def spawn(args, name: str, gpu: str | None, t0: float) -> subprocess.Popen:
     """Start one worker (this script, `--worker name`) on one GPU, logging to <out>/<name>.log. It starts no
     new cell later than `DRAIN_S` before the driver's budget runs out."""
     deadline = args.budget_s - (time.perf_counter() - t0) - DRAIN_S
-    cmd = [sys.executable, __file__, "--worker", name, "--work", str(args.work), "--out", str(args.out),
+    cmd = [sys.executable, "-m", "bench.bench_eval", "--worker", name, "--work", str(args.work), "--out", str(args.out),
            "--stock-fraction", str(args.stock_fraction), "--deadline-s", str(deadline)] + (["--tiny"] if args.tiny else [])
     env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})}
     return subprocess.Popen(cmd, env=env, stdout=(args.out / f"{name}.log").open("w"), stderr=subprocess.STDOUT)

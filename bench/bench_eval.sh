@@ -9,4 +9,4 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 export HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-exec "$PYTHON" bench/bench_eval.py "$@"
+exec "$PYTHON" -m bench.bench_eval "$@"

@@ -47,11 +47,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench.bench_eval import REAL, TINY, build_model, card, imported_distributions, write_benchmarks
 
-from bench_eval import REAL, TINY, build_model, card, imported_distributions, write_benchmarks  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PAPER = REPO / "configs/paper.yaml"
 RESULTS = REPO / "bench/RESULTS.md"

@@ -16,4 +16,4 @@ source bench/lib.sh
 # The compiled decode step replays CUDA graphs: the default allocator, not lib.sh's expandable segments.
 unset PYTORCH_CUDA_ALLOC_CONF
 export HF_DATASETS_OFFLINE=1
-exec "$PY" bench/bench_generate.py "$@"
+exec "$PY" -m bench.bench_generate "$@"

@@ -7,8 +7,8 @@ compile, FSDP2 on the (`replicate`, `shard`) mesh) → materialise → fused Ada
 within a few steps), the seeded init, and the engine's trainer (`Trainer.train_step`). Writes one JSON per run
 into `--out`; `summarize` prints the table.
 
-    torchrun --nproc-per-node 4 bench/bench_pretrain.py run --shape 7b --micro 4 --compile --name 7b --out DIR
-    python bench/bench_pretrain.py summarize DIR
+    torchrun --nproc-per-node 4 -m bench.bench_pretrain run --shape 7b --micro 4 --compile --name 7b --out DIR
+    python -m bench.bench_pretrain summarize DIR
 
 MFU: 6·N(non-embedding) + 12·L·d·S FLOPs per token (biomed_llama.train.metrics) against
 989 TFLOP/s (H100/H200 SXM dense bf16) or 312 (A100); with `--float8` the same count against the same bf16 peak
@@ -25,9 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # name: (hidden, intermediate, layers, heads, vocab, seq)
 SHAPES = {
@@ -104,8 +101,9 @@ def run(args: argparse.Namespace) -> None:
     env = init_distributed("auto")  # the world size sets the global batch; `build` finds the group up
     cuda = env.device.type == "cuda"
     if cuda and args.mem_cap_gib:  # an 80 GB card's budget on a bigger one
-        total = torch.cuda.get_device_properties(env.device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, args.mem_cap_gib * 2**30 / total), env.device)
+        from bench.memcap import cap_gpu_memory
+
+        cap_gpu_memory(args.mem_cap_gib, env.device)
     spec = bench_spec(args, env.world_size, cuda)
     cfg = spec.cfg
     tr = build(spec)  # the engine's own build: mesh, loader, meta model → parallelize → materialise, AdamW, schedule
@@ -158,7 +156,7 @@ def run(args: argparse.Namespace) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{args.name}.json").write_text(json.dumps(row, indent=1))
         if kernels is not None:
-            from kernel_profile import format_breakdown
+            from bench.kernel_profile import format_breakdown
 
             (out / f"{args.name}.kernels.txt").write_text(format_breakdown(kernels) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
@@ -169,7 +167,7 @@ def _profile(tr, args: argparse.Namespace, env, trace: Path | None) -> dict:
     """`--profile` more steps under `torch.profiler` (after the timed ones): device time per kernel class; the
     Chrome trace of those steps into `trace` when given."""
     import torch
-    from kernel_profile import breakdown, device_kernels
+    from bench.kernel_profile import breakdown, device_kernels
 
     hidden, _, layers, _, _, seq = SHAPES[args.shape]
     # the matrix multiplies' share of the counted FLOPs: all but the attention scores' 12·L·d·S
@@ -261,7 +259,9 @@ def summarize(out: Path) -> None:
             print(f"    {p.stem[5:]:<18} not usable: {lines[-1] if lines else p.read_text().strip()[-200:]}")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `run` (its options are `bench_spec`'s; bench_checkpoint.py parses them here too) and
+    `summarize`."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train a few steps and record throughput/losses")
@@ -296,7 +296,12 @@ def main() -> None:
     r.add_argument("--out", required=True)
     s = sub.add_parser("summarize", help="print the comparison table from a run folder")
     s.add_argument("out")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    """Run a benchmark (`run`) or print the table of a run folder (`summarize`)."""
+    args = build_parser().parse_args()
     if args.cmd == "run":
         from biomed_llama.errors import UserError
 

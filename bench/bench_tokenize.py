@@ -5,7 +5,7 @@ sample's sentences, ~24 MB by default) with the same tokenizer, append EOS to ev
 write their outputs to disk; the ids must be identical. For each N the variants run interleaved,
 `--repeats` times, and the best time counts (the machine may be shared: contention only slows).
 
-    .venv/bin/python bench/bench_tokenize.py [--mb 24] [--repeats 2] [--workers 1 2]
+    .venv/bin/python -m bench.bench_tokenize [--mb 24] [--repeats 2] [--workers 1 2]
 
 What is timed: ours = `tokenize_tree` (read Parquet, tokenize, write tokens.bin/offsets.npy, incl.
 starting the worker pool); baseline = `Dataset.map` over a Dataset already loaded from the same

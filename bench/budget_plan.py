@@ -1,6 +1,6 @@
 """Which activations one compiled LLaMA layer saves for backward under each `pretrain.activation_memory_budget`.
 
-    python bench/budget_plan.py --budgets 1 0.85 0.7 0.5 [--hidden 4096 --ffn 11008 --heads 32 --seq 2048]
+    python -m bench.budget_plan --budgets 1 0.85 0.7 0.5 [--hidden 4096 --ffn 11008 --heads 32 --seq 2048]
 
 CPU only (≈ 20 s for the 7B layer), bf16, one decoder layer of the given width compiled as the engine compiles it
 (per block). For each budget it prints the saved activation tensors (the layer's weights, which backward also keeps,

@@ -179,7 +179,7 @@ if has resume; then
     setsid biomed-llama launch pretrain $(sets killed) > e2e-resume.1.log 2>&1 &
     PID=$!
     while kill -0 $PID 2> /dev/null; do
-      if ls e2e-resume/killed/ckpt/*/"$STEP"/manifest.json > /dev/null 2>&1; then
+      if ls e2e-resume/killed/ckpt/*/"$STEP"/checkpoint-manifest.json > /dev/null 2>&1; then
         kill -9 -- -$PID 2> /dev/null; echo "killed at $(date +%T) after $STEP"; break
       fi
       sleep 0.1
@@ -196,7 +196,7 @@ if has resume; then
   A=$(sha256sum e2e-resume/ref/model/model.safetensors 2> /dev/null | cut -c1-64)
   B=$(sha256sum e2e-resume/killed/model/model.safetensors 2> /dev/null | cut -c1-64)
   if [ -n "$A" ] && [ "$A" = "$B" ]; then echo "resumed weights == uninterrupted weights ($A)" | tee -a "$DIR/resume.log"
-  else FAIL+=("resumed weights differ"); $PY bench/e2e_table.py diff e2e-resume/ref/model e2e-resume/killed/model >> "$DIR/resume.log" 2>&1; fi
+  else FAIL+=("resumed weights differ"); $PY -m bench.e2e_table diff e2e-resume/ref/model e2e-resume/killed/model >> "$DIR/resume.log" 2>&1; fi
   rm -rf e2e-resume  # its checkpoints: the disk is needed
 fi
 [ -n "$SAMPLER" ] && kill "$SAMPLER" 2> /dev/null
@@ -205,7 +205,7 @@ fi
 if has pipeline; then
   cp reports/table.md "$DIR/table.md" 2> /dev/null || FAIL+=("no reports/table.md")
 fi
-$PY bench/e2e_table.py summary --log "$DIR/repro.log" --mem "$WORK/gpu_mem.txt" --root "$WORK" \
+$PY -m bench.e2e_table summary --log "$DIR/repro.log" --mem "$WORK/gpu_mem.txt" --root "$WORK" \
   --fail "$(printf '%s; ' "${FAIL[@]}")" | tee "$DIR/summary.txt"
 echo "== done ($(date +%T), ${SECONDS}s)"
 [ ${#FAIL[@]} = 0 ]

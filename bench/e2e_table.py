@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """bench/e2e.sh's tables: per-stage wall time and peak GPU memory of a `dvc repro`, and a weight diff.
 
-    python bench/e2e_table.py summary --log REPRO_LOG --mem GPU_MEM --root WORK [--fail "a; b; "]
-    python bench/e2e_table.py diff MODEL_DIR_A MODEL_DIR_B
+    python -m bench.e2e_table summary --log REPRO_LOG --mem GPU_MEM --root WORK [--fail "a; b; "]
+    python -m bench.e2e_table diff MODEL_DIR_A MODEL_DIR_B
 
 `summary` reads the time-stamped `dvc repro` log (each line `<unix time> <text>`; a stage runs from its
 `Running stage 'NAME':` line to the next one or to the line `e2e: repro TARGET exit RC`), the GPU memory

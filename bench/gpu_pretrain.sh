@@ -16,8 +16,8 @@ DIR=${OUT:-/tmp}/pretrain_bench
 mkdir -p "$DIR"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-RUN="$PY bench/bench_pretrain.py run --out $DIR"
-TR="$PY -m torch.distributed.run --standalone --nproc-per-node 4 bench/bench_pretrain.py run --out $DIR"
+RUN="$PY -m bench.bench_pretrain run --out $DIR"
+TR="$PY -m torch.distributed.run --standalone --nproc-per-node 4 -m bench.bench_pretrain run --out $DIR"
 if [ "${TINY:-0}" = 1 ]; then
   S1=tiny; S7=tiny; S8=tiny; COMPILE=""; export OMP_NUM_THREADS=1; T=300
   gpu() { shift; env "$@"; }
@@ -51,4 +51,4 @@ else
   echo "skipping 7b_micro2_acc2: ${SECONDS}s used"
 fi
 echo "== done ($(date +%T))"
-$PY bench/bench_pretrain.py summarize "$DIR" | tee "$DIR/summary.txt"
+$PY -m bench.bench_pretrain summarize "$DIR" | tee "$DIR/summary.txt"

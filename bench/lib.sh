@@ -79,6 +79,7 @@ cli() {  # cli NAME LIMIT MICRO SETTINGS...: the real CLI under torchrun (NPROC 
   rm -rf "$WORK/ckpt_$name" "$WORK/model_$name"
 }
 
-capped() {  # capped GIB COMMAND...: COMMAND with each worker's GPU memory capped at GIB (bench/memcap)
+capped() {  # capped GIB COMMAND...: COMMAND with each worker's GPU memory capped at GIB (bench/memcap; its
+  # sitecustomize imports bench.memcap from the repository root, on PYTHONPATH above)
   BIOMED_MEM_CAP_GIB=$1 PYTHONPATH=$PWD/bench/memcap:$PYTHONPATH "${@:2}"
 }

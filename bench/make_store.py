@@ -1,47 +1,30 @@
 """A synthetic token store in the tokenize stage's on-disk contract, and a params file for the real CLI.
 
 The store holds documents that repeat a random 32-token motif (so the loss falls within a few
-steps), ids < `--vocab`, written as `pubmed_abstracts/train/{tokens.bin, offsets.npy, meta.json}`
-with a manifest, as `biomed-llama tokenize` writes it. The params file is `configs/paper.yaml` with
+steps), ids < the shape's vocabulary, written as `pubmed_abstracts/train/{tokens.bin, offsets.npy,
+meta.json}` with a manifest through the package's own writer (`biomed_llama.testing`: `TokenWriter`,
+as `biomed-llama tokenize` writes it). The params file is `configs/paper.yaml` with
 the model replaced by a random-init shape (no base weights needed) and the data, outputs and step
 budget pointed at the bench folder; the levers come as `--set` on the command line.
 
-    python bench/make_store.py --out DIR --shape 7b --sequences 2000   # DIR/tokens, DIR/params.yaml
+    python -m bench.make_store --out DIR --shape 7b --sequences 2000   # DIR/tokens, DIR/params.yaml
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
+from bench.bench_pretrain import SHAPES
+from biomed_llama.testing import motif_docs, write_token_stores
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-
-def write_store(folder: Path, n_docs: int, doc_len: int, vocab: int, seed: int = 0) -> None:
-    """`n_docs` motif documents of `doc_len` tokens + EOS (id 2) in one `<slug>/<split>` store."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    docs = [np.resize(rng.integers(3, vocab, size=32), doc_len) for _ in range(n_docs)]
-    with_eos = [np.concatenate([d, [2]]).astype("<u2") for d in docs]
-    offsets = np.concatenate([[0], np.cumsum([len(d) for d in with_eos])]).astype("<i8")
-    np.concatenate(with_eos).tofile(folder / "tokens.bin")
-    np.save(folder / "offsets.npy", offsets, allow_pickle=False)
-    meta = {"dtype": "uint16", "vocab_size": vocab, "bos_id": 1, "eos_id": 2, "n_docs": n_docs,
-            "n_tokens": int(offsets[-1])}
-    (folder / "meta.json").write_text(json.dumps(meta))
 
 
 def params(out: Path, shape: str) -> dict:
     """configs/paper.yaml with a random-init `shape` model and every path under `out`."""
-    from bench_pretrain import SHAPES
-
     hidden, ffn, layers, heads, vocab, seq = SHAPES[shape]
     raw = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
     raw["model"].update(base=None, hidden_size=hidden, intermediate_size=ffn, num_layers=layers, num_heads=heads,
@@ -57,10 +40,7 @@ def params(out: Path, shape: str) -> dict:
 
 
 def main() -> None:
-    from bench_pretrain import SHAPES
-
-    from biomed_llama.provenance import write_manifest
-
+    """Write the store and the params file (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
@@ -69,8 +49,8 @@ def main() -> None:
     out = Path(args.out)
     *_, vocab, seq = SHAPES[args.shape]
     # concat packing: BOS + doc + EOS per document, so a document of seq-2 tokens fills one sequence
-    write_store(out / "tokens" / "pubmed_abstracts" / "train", args.sequences, seq - 2, vocab)
-    write_manifest(out / "tokens", stage="tokenize", params={"bench": "synthetic motif store", "shape": args.shape})
+    write_token_stores(out / "tokens", {("pubmed_abstracts", "train"): motif_docs(args.sequences, seq - 2, vocab)},
+                       vocab_size=vocab, params={"bench": "synthetic motif store", "shape": args.shape})
     (out / "params.yaml").write_text(yaml.safe_dump(params(out, args.shape), sort_keys=False))
     print(f"store: {args.sequences} sequences of {seq} tokens in {out / 'tokens'}; params: {out / 'params.yaml'}")
 

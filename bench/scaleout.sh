@@ -27,7 +27,7 @@ if [ "${TINY:-0}" = 1 ]; then
 else
   S7=7b; S1=1b; COMPILE="--compile"; T=110
 fi
-BENCH="bench/bench_pretrain.py run --out $DIR"
+BENCH="-m bench.bench_pretrain run --out $DIR"
 TRUN="$PY -m torch.distributed.run --standalone --nproc-per-node"
 ask() { case " $PHASES " in *" $1 "*) ;; *) return 1 ;; esac; [ $((SECONDS + $2)) -le 535 ] || { echo "== $1 skipped: ${SECONDS}s used"; return 1; }; }
 environment "$DIR"
@@ -57,4 +57,4 @@ for mesh in $MESHES; do
     $TRUN "$N" "${ANCHORS:-.bench}/anchor_fsdp.py"
 done
 echo "== done ($(date +%T), ${SECONDS}s)"
-$PY bench/summarize_speed.py scaleout "$DIR" | tee "$DIR/summary.txt"
+$PY -m bench.summarize_speed scaleout "$DIR" | tee "$DIR/summary.txt"

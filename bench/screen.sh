@@ -18,12 +18,12 @@ if [ "${TINY:-0}" = 1 ]; then
 else
   SLICE=7b8; FULL=7b; COMPILE="--compile"; ATT=""; T=(290 290 230)
 fi
-EAGER="$PY bench/bench_pretrain.py run --out $DIR --shape $SLICE --steps 12 --warmup 4 --micro 4"
+EAGER="$PY -m bench.bench_pretrain run --out $DIR --shape $SLICE --steps 12 --warmup 4 --micro 4"
 RUN="$EAGER $COMPILE"
 environment "$DIR"
 echo "== A: kernels and levers, one GPU each ($(date +%T))"
 on_gpu 0 group "${T[0]}" "$DIR/gpu0.log" bash -c "
-  $PY bench/bench_attention.py --out $DIR $ATT > $DIR/attention.log 2>&1
+  $PY -m bench.bench_attention --out $DIR $ATT > $DIR/attention.log 2>&1
   $RUN --name s_a_sdpa_auto > $DIR/s_a_sdpa_auto.log 2>&1
   $RUN --sdpa-backend cudnn --name s_b_cudnn > $DIR/s_b_cudnn.log 2>&1
   $RUN --attention xformers --name s_c_xformers > $DIR/s_c_xformers.log 2>&1 ||
@@ -37,7 +37,7 @@ wait
 echo "== B: checkpoint stall, full state over 2 ranks ($(date +%T), ${SECONDS}s used)"
 df -h "$(dirname "$CKPT")" > "$DIR/disk.txt" 2>&1
 group "${T[2]}" "$DIR/checkpoint.log" $PY -m torch.distributed.run --standalone --nproc-per-node 2 \
-  bench/bench_checkpoint.py --shape $FULL --dir "$CKPT" --out "$DIR"
+  -m bench.bench_checkpoint --shape $FULL --dir "$CKPT" --out "$DIR"
 rm -rf "$CKPT"
 echo "== done ($(date +%T), ${SECONDS}s)"
-$PY bench/summarize_speed.py screen "$DIR" | tee "$DIR/summary.txt"
+$PY -m bench.summarize_speed screen "$DIR" | tee "$DIR/summary.txt"

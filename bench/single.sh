@@ -41,7 +41,7 @@ PHASES=${PHASES:-ckpt tests profile}
 if [[ " $PHASES " == *" ckpt "* ]]; then
   echo "== ckpt: checkpoint cost, $CK_SHAPE on ${CK_NPROC:-1} rank(s) ($(date +%T))"
   group "${T[0]}" "$DIR/checkpoint.log" $PY -m torch.distributed.run --standalone --nproc-per-node "${CK_NPROC:-1}" \
-    bench/bench_checkpoint.py --shape $CK_SHAPE --micro "${CK_MICRO:-4}" $COMPILE --dir "$CKPT" --out "$DIR"
+    -m bench.bench_checkpoint --shape $CK_SHAPE --micro "${CK_MICRO:-4}" $COMPILE --dir "$CKPT" --out "$DIR"
   rm -rf "$CKPT"
 fi
 if [[ " $PHASES " == *" tests "* ]]; then
@@ -50,14 +50,14 @@ if [[ " $PHASES " == *" tests "* ]]; then
 fi
 if [[ " $PHASES " == *" profile "* ]]; then
   echo "== profile: slice step profile ($(date +%T), ${SECONDS}s used)"
-  group "${T[2]}" "$DIR/p_slice.log" $PY bench/bench_pretrain.py run --out "$DIR" --shape $SLICE --steps 10 \
+  group "${T[2]}" "$DIR/p_slice.log" $PY -m bench.bench_pretrain run --out "$DIR" --shape $SLICE --steps 10 \
     --warmup 4 --micro 4 $COMPILE --profile 3 --name p_slice
 fi
 if [[ " $PHASES " == *" half "* ]]; then
   echo "== half: $HALF engine vs anchor, micro 8 acc 2, one GPU ($(date +%T), ${SECONDS}s used)"
   for variant in ${HALF_VARIANTS:-reshard}; do  # reshard: FSDP's default; keep: reshard_after_forward=False
     flags=""; [ "$variant" = keep ] && flags="--no-reshard"
-    group "${T[2]}" "$DIR/p_half_$variant.log" $PY bench/bench_pretrain.py run --out "$DIR" --shape $HALF --steps 8 \
+    group "${T[2]}" "$DIR/p_half_$variant.log" $PY -m bench.bench_pretrain run --out "$DIR" --shape $HALF --steps 8 \
       --warmup 3 --micro "$HALF_MICRO" --acc 2 $COMPILE $flags --profile 2 --name "p_half_$variant"
   done
   [ "${TINY:-0}" = 1 ] || group "${T[2]}" "$DIR/a_half.log" env REPL=1 SHARD=1 LAYERS=16 MICRO="$HALF_MICRO" ACC=2 \
@@ -87,11 +87,11 @@ if [[ " $PHASES " == *" mesh "* ]]; then
     done
     echo "== mesh: $MESH 1x2 $variant ($(date +%T), ${SECONDS}s used)"
     group "${MESH_LIMIT:-150}" "$DIR/p_mesh_$variant.log" env "${envs[@]}" $PY -m torch.distributed.run --standalone \
-      --nproc-per-node 2 bench/bench_pretrain.py run --out "$DIR" --shape $MESH --steps "${MESH_STEPS:-8}" \
+      --nproc-per-node 2 -m bench.bench_pretrain run --out "$DIR" --shape $MESH --steps "${MESH_STEPS:-8}" \
       --warmup "${MESH_WARMUP:-3}" $COMPILE $flags --profile 2 $([ "$variant" = "${MESH_TRACE:-}" ] && echo --trace) --name "p_mesh_$variant"
   done
   [ "${TINY:-0}" = 1 ] || [ "${MESH_ANCHOR:-1}" = 0 ] || group 120 "$DIR/a_mesh.log" env REPL=1 SHARD=2 MICRO=4 ACC=2 COMPILE=1 STEPS=4 \
     $PY -m torch.distributed.run --standalone --nproc-per-node 2 .bench/anchor_fsdp.py
 fi
 echo "== done ($(date +%T), ${SECONDS}s)"
-$PY bench/summarize_speed.py single "$DIR" | tee "$DIR/summary.txt"
+$PY -m bench.summarize_speed single "$DIR" | tee "$DIR/summary.txt"

@@ -1,9 +1,9 @@
 """Summary tables of `bench/screen.sh` and `bench/accept.sh` from the files they left in their folder.
 
-    python bench/summarize_speed.py screen DIR
-    python bench/summarize_speed.py accept DIR
-    python bench/summarize_speed.py single DIR
-    python bench/summarize_speed.py titan DIR
+    python -m bench.summarize_speed screen DIR
+    python -m bench.summarize_speed accept DIR
+    python -m bench.summarize_speed single DIR
+    python -m bench.summarize_speed titan DIR
 """
 
 from __future__ import annotations

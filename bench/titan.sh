@@ -61,14 +61,14 @@ echo "layers $LAYERS micro $MICRO acc $ACC steps $STEPS cap ${CAP_GIB:-0} GiB" |
 run_bench() {  # run_bench NAME LIMIT ARGS...: bench_pretrain.py on one GPU (its own process group), JSON into $DIR
   local name=$1 limit=$2
   shift 2
-  group "$limit" "$DIR/$name.log" $PY bench/bench_pretrain.py run --out "$DIR" --name "$name" "$@"
+  group "$limit" "$DIR/$name.log" $PY -m bench.bench_pretrain run --out "$DIR" --name "$name" "$@"
 }
 maybe_cap() {  # maybe_cap COMMAND...: under the CAP_GIB cap when one is set
   if [ "${CAP_GIB:-0}" != 0 ]; then capped "$CAP_GIB" "$@"; else "$@"; fi
 }
 
 if phase titan $((T_CLI + T_TITAN)); then
-  $PY bench/make_store.py --out "$WORK" --shape "$SHAPE" --sequences $((MICRO * ACC * STEPS + 16)) > "$DIR/store.log" 2>&1
+  $PY -m bench.make_store --out "$WORK" --shape "$SHAPE" --sequences $((MICRO * ACC * STEPS + 16)) > "$DIR/store.log" 2>&1
   # the paper profile's per-card settings on a 141 GB card (configs/paper.yaml; bench/accept.sh's BEST_SET)
   maybe_cap cli cli_card "$T_CLI" "$MICRO" pretrain.sdpa_backend=cudnn "pretrain.kernels=[]" pretrain.grad_sync=every \
     pretrain.activation_checkpointing=none pretrain.reshard_after_forward=false
@@ -80,7 +80,7 @@ if phase titan $((T_CLI + T_TITAN)); then
       shift
       maybe_cap group "$T_TITAN" "$log" env TITAN_LAYERS="$LAYERS" TITAN_MICRO="$MICRO" TITAN_ACC="$ACC" \
         TITAN_STEPS="$STEPS" TITAN_DUMP="$WORK/titan" "$@" \
-        $PY -m torch.distributed.run --standalone --nproc-per-node 1 bench/anchor_torchtitan.py
+        $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m bench.anchor_torchtitan
     }
     titan "$DIR/titan.log"
     if ! grep -q '"tok_s_per_gpu"' "$DIR/titan.log" && phase titan "$T_TITAN" > /dev/null; then
@@ -128,11 +128,11 @@ fi
 
 if phase attn $((60 + T_ATTN * 2)); then
   ATT=""; [ "${TINY:-0}" = 1 ] && ATT="--tiny"
-  group 60 "$DIR/attention.log" $PY bench/bench_attention.py --out "$DIR" $ATT
+  group 60 "$DIR/attention.log" $PY -m bench.bench_attention --out "$DIR" $ATT
   ATTRUN=(--shape $SLICE --steps 8 --warmup 3 --micro 4 --acc 2 --grad-sync every --no-reshard $COMPILE)
   run_bench a_cudnn "$T_ATTN" "${ATTRUN[@]}" --attention sdpa --sdpa-backend cudnn
   [ "${TINY:-0}" = 1 ] || run_bench a_xformers "$T_ATTN" "${ATTRUN[@]}" --attention xformers
 fi
 
 echo "== done ($(date +%T), ${SECONDS}s)"
-$PY bench/summarize_speed.py titan "$DIR" | tee "$DIR/summary.txt"
+$PY -m bench.summarize_speed titan "$DIR" | tee "$DIR/summary.txt"

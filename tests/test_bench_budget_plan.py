@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import budget_plan as B  # noqa: E402
+from bench import budget_plan as B
 
 
 @pytest.mark.slow  # two inductor compiles of one small layer on the CPU (≈ 5 s)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import bench_generate as G  # noqa: E402
+from bench import bench_generate as G
 
 
 def test_the_plan_is_the_paper_profiles_eval_section():

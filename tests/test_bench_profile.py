@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import kernel_profile as K  # noqa: E402
+from bench import kernel_profile as K
 
 # seconds: two matmuls alone (1.0 s each), one of the same name beside an all-gather for most of its time (1.2 s),
 # a compiled kernel, and idle stretches of 0.5 s after the all-gather and after the compiled kernel

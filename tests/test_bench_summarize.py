@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import summarize_speed as S  # noqa: E402
+from bench import summarize_speed as S
 
 
 def _row(step: int, total_tok_s: int, mfu: float) -> str:

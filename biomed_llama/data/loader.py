@@ -41,6 +41,8 @@ import torch
 from biomed_llama.errors import UserError
 
 IGNORE_INDEX = -100
+"""The label of a position with no target (the loss skips it): padding, a masked prompt; transformers' and
+PyTorch's `ignore_index` default. The one definition: model/lm.py and instruct/finetune_data.py import it."""
 
 
 class Store(Protocol):

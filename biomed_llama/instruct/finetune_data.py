@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from biomed_llama.benchmarks.records import BadRecords
+from biomed_llama.data.loader import IGNORE_INDEX
 from biomed_llama.errors import UserError
 from biomed_llama.instruct.readers import read_source
 from biomed_llama.instruct.templates import render_task
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
     from biomed_llama.benchmarks.config import ReadersConfig
     from biomed_llama.train.config import FinetuneConfig
 
-IGNORE_INDEX = -100
 Truncation = Literal["right", "prompt_left"]
 Tokenization = Literal["joint", "separate"]
 

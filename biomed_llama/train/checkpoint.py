@@ -11,7 +11,7 @@ run's folder, `<checkpoint_dir>/<run_id>`):
   RNG states (restored only on a rank that has its file: same world size),
 - `trainer.json` (rank 0): step, the run's metadata (`run`) and every `trainer` part (scheduler,
   data-loader position, history),
-- `manifest.json` (written last by rank 0): the sha256 of every file (`ckpt_manifest`), checked
+- `checkpoint-manifest.json` (written last by rank 0): the sha256 of every file (`ckpt_manifest`), checked
   before a resume reads anything else.
 Tensors go through DCP, everything else is JSON (DCP's own `.metadata` is a pickle: hence the
 manifest). All of it is written under `step-00001000.tmp` and renamed once every rank has written
@@ -48,7 +48,7 @@ from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_o
 from biomed_llama.errors import IntegrityError, output_error
 from biomed_llama.fsutil import atomic_write_json
 from biomed_llama.train.ckpt_manifest import (HASH_THREADS, all_ranks_hashed, record_own_hashes, verify_checkpoint,
-                                              write_manifest)
+                                              write_checkpoint_manifest)
 from biomed_llama.train.ckpt_staging import HostStager
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -459,7 +459,7 @@ class Checkpointer:
 
     def _commit(self, tmp: Path, final: Path) -> None:
         """Rank 0: the written `tmp` gets its manifest and becomes `final`; only the newest `keep` checkpoints stay."""
-        write_manifest(tmp, self.world, {"step": int(final.name.split("-")[1]), **self.meta})
+        write_checkpoint_manifest(tmp, self.world, {"step": int(final.name.split("-")[1]), **self.meta})
         _fsync_dir(tmp)
         if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
             shutil.rmtree(final)

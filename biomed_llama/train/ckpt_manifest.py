@@ -2,8 +2,8 @@
 and checked (hashing spread over all ranks) before a resume reads anything of the checkpoint.
 
 Why: resuming calls `dcp.load`, which unpickles the checkpoint's `.metadata`; a crafted `.metadata`
-runs code. A checkpoint is complete only with its `manifest.json`, written last by rank 0 once every
-rank has hashed the files it wrote (`hashes-rank<r>.json`); `verify_checkpoint` refuses (exit 3)
+runs code. A checkpoint is complete only with its `checkpoint-manifest.json`, written last by rank 0 once
+every rank has hashed the files it wrote (`hashes-rank<r>.json`); `verify_checkpoint` refuses (exit 3)
 a checkpoint with a missing, extra or changed file before `dcp.load` is called. The manifest
 proves the files are the ones that were written, not who wrote them: checkpoints stay trusted input.
 
@@ -21,7 +21,11 @@ from typing import Any
 from biomed_llama.errors import IntegrityError
 from biomed_llama.fsutil import atomic_write_json, sha256_file
 
-MANIFEST = "manifest.json"
+MANIFEST = "checkpoint-manifest.json"
+"""A checkpoint's manifest; named apart from the stage outputs' `manifest.json` (biomed_llama.provenance), which
+records other things (environment, params, inputs) and is checked by other code."""
+LEGACY_MANIFEST = "manifest.json"
+"""The name checkpoints written before the rename carry: still read, so that they resume."""
 HASH_THREADS = 4
 
 
@@ -57,7 +61,7 @@ def all_ranks_hashed(folder: Path, world: int) -> bool:
     return all(rank_hashes_file(folder, r).is_file() for r in range(world))
 
 
-def write_manifest(folder: Path, world: int, meta: dict[str, Any]) -> None:
+def write_checkpoint_manifest(folder: Path, world: int, meta: dict[str, Any]) -> None:
     """Rank 0: merge the ranks' hashes (hashing any file no rank claimed) into `manifest.json`, written last."""
     files: dict[str, dict[str, Any]] = {}
     for r in range(world):
@@ -69,8 +73,14 @@ def write_manifest(folder: Path, world: int, meta: dict[str, Any]) -> None:
     atomic_write_json(folder / MANIFEST, {**meta, "files": files})
 
 
-def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+def manifest_path(folder: Path) -> Path:
+    """The checkpoint's manifest file: `checkpoint-manifest.json`, or an older checkpoint's `manifest.json`."""
     path = folder / MANIFEST
+    return folder / LEGACY_MANIFEST if not path.is_file() and (folder / LEGACY_MANIFEST).is_file() else path
+
+
+def _read_checkpoint_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    path = manifest_path(folder)
     if not path.is_file():
         raise IntegrityError(f"checkpoint {folder} has no {MANIFEST} (an older version's or an unfinished save); "
                              "refusing to resume from it: remove that folder, and the run resumes from its newest complete "
@@ -79,7 +89,7 @@ def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
         files = json.loads(path.read_text())["files"]
         return {str(k): {"sha256": str(v["sha256"]), "bytes": int(v["bytes"])} for k, v in files.items()}
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise IntegrityError(f"checkpoint {folder}: {MANIFEST} is not a manifest; refusing to resume from it") from None
+        raise IntegrityError(f"checkpoint {folder}: {path.name} is not a manifest; refusing to resume from it") from None
 
 
 def share(files: dict[str, dict[str, Any]], rank: int, world: int) -> list[str]:
@@ -99,7 +109,8 @@ def verify_checkpoint(folder: str | Path, rank: int, world: int) -> None:
     from biomed_llama.train.mesh import all_reduce_cpu
 
     folder = Path(folder)
-    files = _read_manifest(folder)
+    files = _read_checkpoint_manifest(folder)
+    manifest = manifest_path(folder).name
     names = sorted(files)
     bad = [0.0] * len(names)
     mine = share(files, rank, world)
@@ -109,10 +120,10 @@ def verify_checkpoint(folder: str | Path, rank: int, world: int) -> None:
         if got.get(n) != files[n]:
             bad[names.index(n)] = 1.0
     bad = all_reduce_cpu(bad) if names else bad
-    problems = [f"{n}: {'missing' if not (folder / n).is_file() else 'sha256 differs from ' + MANIFEST}"
+    problems = [f"{n}: {'missing' if not (folder / n).is_file() else 'sha256 differs from ' + manifest}"
                 for n, b in zip(names, bad) if b]
-    extra = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name != MANIFEST)
-    problems += [f"{n}: not in {MANIFEST}" for n in extra]
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name != manifest)
+    problems += [f"{n}: not in {manifest}" for n in extra]
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise IntegrityError(f"checkpoint {folder} does not verify: {problems[0]}{more}; refusing to resume from it "

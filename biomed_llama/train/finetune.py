@@ -29,12 +29,11 @@ from biomed_llama.benchmarks.config import ReadersConfig
 from biomed_llama.errors import ConfigError, UserError
 from biomed_llama.model.config import ModelConfig
 from biomed_llama.provenance import require_trusted_model
-from biomed_llama.train.config import FinetuneConfig, PretrainConfig
+from biomed_llama.train.config import FinetuneConfig, PretrainConfig, Start
 from biomed_llama.train.engine import TrainResult, TrainSpec, run_training
 from biomed_llama.train.runs import manifest_files_id
 
 Mode = Literal["instruct", "task"]
-Start = Literal["pretrained", "base"]
 
 
 @dataclass(frozen=True)

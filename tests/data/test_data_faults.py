@@ -25,7 +25,7 @@ from biomed_llama.errors import BadRecordError, OutputError
 from biomed_llama.provenance import verify, write_manifest
 from tests.helpers import REPO
 from tests.helpers import procs as P
-from tests.helpers.data import write_extracted
+from biomed_llama.testing import write_extracted
 from tests.helpers.disk import remount, tmpfs
 
 TOKENIZER = REPO / "data" / "sample" / "tokenizer"

@@ -16,7 +16,7 @@ from biomed_llama.data.tokenize import find_splits, load_tokenizer_spec, run_tok
 from biomed_llama.data.tokens import open_token_stores
 from biomed_llama.errors import IntegrityError, UserError
 from biomed_llama.provenance import verify, write_manifest
-from tests.helpers.data import write_extracted
+from biomed_llama.testing import write_extracted
 
 # Documents meant to stress the contract: unicode, an empty document, whitespace runs, a special
 # token's text inside a document (tokenized exactly as the HF tokenizer does) and a long one.

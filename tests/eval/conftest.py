@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from biomed_llama.eval.config import BenchmarkFiles, EvalConfig, EvalModel, GenerationConfig
-from tests.helpers.data import write_extracted
+from biomed_llama.testing import write_extracted
 from tests.helpers.models import make_tiny_model
 
 # Text long enough that 64-token rolling windows roll several times per document.

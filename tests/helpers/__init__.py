@@ -1,11 +1,12 @@
 """Helpers shared by the tests, importable as `tests.helpers` (pyproject: pytest `pythonpath = ["."]`).
 
 One place for each: `REPO` (the checkout's root); `models.make_tiny_model` (a random tiny LLaMA
-saved as a HF folder); `data.write_extracted` (an extract-stage output: Parquet parts + manifest);
-`tokenizer.tiny_bpe` (a byte-level BPE with LLaMA's special ids); `train` (the token-store writer,
-tiny pretrain params, the torchrun runner); `dvc` (a git + DVC copy of the checkout and a runner);
-`load_script` (a file of scripts/ as a module); `PROFILES` and `load_named_profile` (the checked-in
-profiles, composed as `biomed-llama compose` would).
+saved as a HF folder); `tokenizer.tiny_bpe` (a byte-level BPE with LLaMA's special ids); `train`
+(the train tests' token store, tiny pretrain params, the torchrun runner); `dvc` (a git + DVC copy
+of the checkout and a runner); `load_script` (a file of scripts/ as a module); `PROFILES` and
+`load_named_profile` (the checked-in profiles, composed as `biomed-llama compose` would).
+Synthetic stage outputs (a token store, an extract output) come from `biomed_llama.testing`, which
+writes them through the package's own writers and is shared with bench/.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """Helpers of the train tests: a synthetic token store, tiny-model params, the torchrun runner.
 
-The token store is written directly in the tokenize stage's on-disk contract (tokens.bin,
-offsets.npy, meta.json + manifest), so these tests depend only on that contract.
+The token store is written by `biomed_llama.testing` through the package's own `TokenWriter` and
+manifest, as the tokenize stage writes it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,35 +15,22 @@ from typing import Any
 
 import numpy as np
 
+from biomed_llama.testing import BOS_ID, EOS_ID, write_token_stores
 from tests.helpers import REPO
 
 TOKENIZER = REPO / "data" / "sample" / "tokenizer"
-BOS, EOS = 1, 2
-
-
-def write_store(folder: Path, docs: list[np.ndarray], vocab_size: int = 4096) -> None:
-    """Write one `<slug>/<split>` token store: each doc's ids followed by EOS."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with_eos = [np.concatenate([d, [EOS]]).astype("<u2") for d in docs]
-    lengths = np.array([len(d) for d in with_eos], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype("<i8")
-    np.concatenate(with_eos).tofile(folder / "tokens.bin")
-    np.save(folder / "offsets.npy", offsets, allow_pickle=False)
-    meta = {"dtype": "uint16", "vocab_size": vocab_size, "bos_id": BOS, "eos_id": EOS,
-            "n_docs": len(docs), "n_tokens": int(offsets[-1])}
-    (folder / "meta.json").write_text(json.dumps(meta))
+BOS, EOS = BOS_ID, EOS_ID  # the special ids of make_tokens' stores, as the tests read them (`H.BOS`)
 
 
 def make_tokens(root: Path, n_docs: int = 80, seed: int = 0, min_len: int = 3, max_len: int = 70) -> Path:
-    """Two subsets of random documents (ids 3..999, varied lengths) with a manifest; returns `root`."""
-    from biomed_llama.provenance import write_manifest
-
+    """Two subsets of random documents (ids 3..999, varied lengths, each + EOS, vocabulary 4096) with a
+    manifest; returns `root`. tests/reference/pretrain_losses.json pins losses on these bytes."""
     rng = np.random.default_rng(seed)
+    stores = {}
     for k, slug in enumerate(["pubmed_abstracts", "pubmed_central"]):
-        docs = [rng.integers(3, 1000, size=int(rng.integers(min_len, max_len))) for _ in range(n_docs // 2 + k)]
-        write_store(root / slug / "train", docs)
-    write_manifest(root, stage="tokenize", params={"test": True})
-    return root
+        stores[(slug, "train")] = [rng.integers(3, 1000, size=int(rng.integers(min_len, max_len)))
+                                   for _ in range(n_docs // 2 + k)]
+    return write_token_stores(root, stores, vocab_size=4096, params={"test": True})
 
 
 def tiny_params(tmp: Path, tokens: Path, **pretrain: Any) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def test_async_saves_are_complete_and_their_stall_is_recorded(straight):
     result, tmp = straight
     assert [s for s, _ in H.run_checkpoints(tmp / "ckpt")] == [4, 8]
     (_, folder), = H.run_checkpoints(tmp / "ckpt")[-1:]
-    assert {"manifest.json", "trainer.json", ".metadata", "rng-rank0.json"} <= {p.name for p in folder.iterdir()}
+    assert {"checkpoint-manifest.json", "trainer.json", ".metadata", "rng-rank0.json"} <= {p.name for p in folder.iterdir()}
     assert not list(folder.glob("hashes-rank*.json"))
     saves = result.metrics["checkpoint_saves"]
     assert [s["step"] for s in saves] == [4, 8]
@@ -115,7 +115,7 @@ def test_resume_from_an_async_saved_checkpoint_is_exact(tokens, straight, tmp_pa
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGUSR1, err[-2000:]
     step, folder = H.run_checkpoints(tmp_path / "ckpt")[-1]
-    assert 2 <= step < 8 and (folder / "manifest.json").is_file()
+    assert 2 <= step < 8 and (folder / "checkpoint-manifest.json").is_file()
     capsys.readouterr()
     resumed = _run(tmp_path, tokens, max_steps=8, checkpoint_every=4, checkpoint_async=True)
     assert f"resumed from {folder.parent.name}/{folder.name}" in capsys.readouterr().out
@@ -173,7 +173,7 @@ def test_async_saves_on_two_ranks_then_resume_on_one(tokens, straight, tmp_path)
     got = [r["loss"] for r in read_loss_curve(tmp_path / "plots")]
     assert max(abs(a - full.losses[s]) for s, a in enumerate(got, 1)) < TOL
     step, folder = H.run_checkpoints(tmp_path / "ckpt")[-1]
-    manifest = json.loads((folder / "manifest.json").read_text())["files"]
+    manifest = json.loads((folder / "checkpoint-manifest.json").read_text())["files"]
     assert step == 8 and {"rng-rank0.json", "rng-rank1.json", ".metadata"} <= set(manifest)
     assert any(n.startswith("__1_") for n in manifest) and any(n.startswith("__0_") for n in manifest)
     again = _run(tmp_path, tokens, max_steps=8, checkpoint_every=4, checkpoint_async=True, micro_batch_size=1)

@@ -65,7 +65,7 @@ def test_a_tampered_metadata_is_refused_and_never_unpickled(finished, tmp_path):
     proc = _cli(raw, tmp_path)
     assert proc.returncode == 3, proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines == [f"error: checkpoint {folder} does not verify: .metadata: sha256 differs from manifest.json; "
+    assert lines == [f"error: checkpoint {folder} does not verify: .metadata: sha256 differs from checkpoint-manifest.json; "
                      "refusing to resume from it (checkpoints are trusted input: resuming unpickles their "
                      ".metadata); remove that folder"], proc.stderr[-3000:]
     assert not marker.exists() and not (tmp_path / "model").exists()
@@ -81,22 +81,40 @@ def test_other_faults_are_refused(finished, tmp_path, fault):
     verify_checkpoint(folder, 0, 1)  # intact before the fault
     if fault == "extra":
         (folder / "evil.distcp").write_bytes(b"x")
-        expected = "evil.distcp: not in manifest.json"
+        expected = "evil.distcp: not in checkpoint-manifest.json"
     elif fault == "missing":
         os.remove(next(folder.glob("__0_*.distcp")))
         expected = "missing"
     elif fault == "no-manifest":
-        (folder / "manifest.json").unlink()
-        expected = "has no manifest.json"
+        (folder / "checkpoint-manifest.json").unlink()
+        expected = "has no checkpoint-manifest.json"
     else:
-        (folder / "manifest.json").write_text("[1, 2]")
-        expected = "manifest.json is not a manifest"
+        (folder / "checkpoint-manifest.json").write_text("[1, 2]")
+        expected = "checkpoint-manifest.json is not a manifest"
     with pytest.raises(IntegrityError, match=re.escape(expected)):
         verify_checkpoint(folder, 0, 1)
 
 
 def test_an_intact_checkpoint_resumes(finished, tmp_path):
     raw, folder = _copy(finished, tmp_path)
+    proc = _cli(raw, tmp_path)
+    assert proc.returncode == 0 and f"resumed from {folder.parent.name}/{folder.name}" in proc.stdout, proc.stderr
+
+
+def test_a_checkpoint_of_the_old_manifest_name_is_still_verified(finished, tmp_path):
+    """Checkpoints written before the rename (their manifest called `manifest.json`, as the stage outputs' is)
+    still verify and resume; a file changed under the old name is still refused."""
+    from biomed_llama.errors import IntegrityError
+    from biomed_llama.train.ckpt_manifest import verify_checkpoint
+
+    raw, folder = _copy(finished, tmp_path)
+    (folder / "checkpoint-manifest.json").rename(folder / "manifest.json")
+    verify_checkpoint(folder, 0, 1)
+    trainer = (folder / "trainer.json").read_text()
+    (folder / "trainer.json").write_text(trainer + " ")
+    with pytest.raises(IntegrityError, match=re.escape("trainer.json: sha256 differs from manifest.json")):
+        verify_checkpoint(folder, 0, 1)
+    (folder / "trainer.json").write_text(trainer)
     proc = _cli(raw, tmp_path)
     assert proc.returncode == 0 and f"resumed from {folder.parent.name}/{folder.name}" in proc.stdout, proc.stderr
 
