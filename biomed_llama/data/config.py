@@ -29,12 +29,12 @@ class ExtractConfig(StrictModel):
     """Local folder that receives the shards of `remote` (an already-downloaded shard is not fetched again)."""
     subsets: list[str] = Field(default_factory=lambda: list(PUBMED_SUBSETS), min_length=1)
     """Values of `meta.pile_set_name` to keep; each becomes an output folder."""
-    rows_per_shard: int = Field(100_000, ge=1)
-    """Target number of rows per output Parquet shard."""
+    rows_per_shard: int = Field(64, ge=1)
+    """Target number of rows per output Parquet shard (the demo's 64; configs/paper.yaml: 100,000)."""
     on_bad_record: Literal["skip", "abort"] = "skip"
     """What to do with a malformed line, a record without text or a corrupt zst file: count and skip, or abort."""
-    workers: int = Field(1, ge=1)
-    """Processes reading input files in parallel (output bytes do not depend on it)."""
+    workers: int = Field(2, ge=1)
+    """Processes reading input files in parallel (output bytes do not depend on it; the demo's 2 cores)."""
     output: str = "data/extracted"
     """Output folder: `<subset-slug>/<split>/part-NNNNN.parquet` + manifest.json."""
     metrics: str = "metrics/extract.json"
@@ -76,10 +76,11 @@ class TokenizeConfig(StrictModel):
     """The extract stage's output folder."""
     output: str = "data/tokens"
     """Output folder: `<subset-slug>/<split>/tokens.bin` + `offsets.npy` + manifest.json."""
-    workers: int = Field(1, ge=1)
-    """Processes tokenizing in parallel (output bytes do not depend on it); 1 = in-process, the Rust tokenizer then uses all cores per batch."""
-    batch_size: int = Field(1000, ge=1)
-    """Documents per tokenizer call (and per chunk handed to a worker)."""
+    workers: int = Field(2, ge=1)
+    """Processes tokenizing in parallel (output bytes do not depend on it; the demo's 2 cores); 1 = in-process, the
+    Rust tokenizer then uses all cores per batch."""
+    batch_size: int = Field(64, ge=1)
+    """Documents per tokenizer call (and per chunk handed to a worker); the demo's 64, configs/paper.yaml: 1,000."""
     append_eos: bool = True
     """Append the tokenizer's EOS id after each document (the original's `text + </s>`)."""
     metrics: str = "metrics/tokenize.json"
