@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -43,7 +44,7 @@ class ExtractConfig(StrictModel):
     """How many bad records (file, line, reason) are listed in the manifest; all of them are counted."""
 
     @model_validator(mode="after")
-    def _check(self) -> "ExtractConfig":
+    def _check(self) -> ExtractConfig:
         if self.remote is not None and not is_remote_spec(self.remote):
             raise ValueError(f"remote must be an http(s):// URL prefix or hf://datasets/owner/name (got {self.remote!r})")
         slugs = [subset_slug(s) for s in self.subsets]
@@ -60,8 +61,6 @@ def is_remote_spec(remote: str) -> bool:
 
 def subset_slug(subset: str) -> str:
     """Folder name of a subset: lower-cased, runs of non-alphanumerics → `_` (`PubMed Central` → `pubmed_central`)."""
-    import re
-
     return re.sub(r"[^0-9a-z]+", "_", subset.lower()).strip("_")
 
 
@@ -87,7 +86,7 @@ class TokenizeConfig(StrictModel):
     """Metrics JSON: documents, tokens and text bytes per subset/split; totals with tokens/s and MB/s."""
 
     @model_validator(mode="after")
-    def _check(self) -> "TokenizeConfig":
+    def _check(self) -> TokenizeConfig:
         if self.input == self.output:
             raise ValueError("tokenize.input and tokenize.output must differ")
         return self

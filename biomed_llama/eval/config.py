@@ -108,7 +108,7 @@ class GenerationSpeed(StrictModel):
     `static_cache`. Each new cache shape compiles once per model."""
 
     @model_validator(mode="after")
-    def _check(self) -> "GenerationSpeed":
+    def _check(self) -> GenerationSpeed:
         if self.compile and not self.static_cache:
             raise ValueError("eval.generation_speed.compile needs eval.generation_speed.static_cache: true "
                              "(transformers compiles the decode step only over a static cache)")
@@ -129,8 +129,7 @@ class EvalModel(StrictModel):
     paper_row: str
     """The seed table's model this one stands in for (`Random`, `GPT-Neo (2.7B)`, `BioMedLM (2.7B)`, `LLaMA-7B`,
     `PMC-LLaMA-7B`, `BioMed-LLaMA-7B`): its values go beside ours."""
-    suites: list[Literal["seed", "instruct", "instruct_letters", "modern", "finetune"]] = Field(
-        default_factory=lambda: ["seed"], min_length=1)
+    suites: list[Literal["seed", "instruct", "instruct_letters", "modern", "finetune"]] = Field(["seed"], min_length=1)
     """Suites to run on this model: `seed` (the pretrained rows' method), `instruct` and `finetune` (the
     instructed / fine-tuned rows' method: generation, exact match), `instruct_letters` (NOT the paper's
     method: the instruct prompt's option letter scored by log-likelihood), `modern` (lm-eval built-in style)."""
@@ -179,10 +178,10 @@ class EvalConfig(StrictModel):
     """Use only the first N test documents of each PubMed subset for perplexity (None: all)."""
     models: dict[str, EvalModel] = Field(default_factory=_demo_models)
     """Models to evaluate, by name (the name names `metrics/eval/<name>.json`); default: the demo's rows."""
-    shots: list[Literal["zero", "few"]] = Field(default_factory=lambda: ["zero", "few"], min_length=1)
+    shots: list[Literal["zero", "few"]] = Field(["zero", "few"], min_length=1)  # pydantic copies a mutable default
     """Shot settings of the `seed` and `modern` suites: zero-shot and/or the table's few-shot counts."""
     fewshot: dict[Literal["medqa4", "medqa5", "medmcqa", "pubmedqa"], int] = Field(
-        default_factory=lambda: {"medqa4": 3, "medqa5": 3, "medmcqa": 10, "pubmedqa": 1})
+        {"medqa4": 3, "medqa5": 3, "medmcqa": 10, "pubmedqa": 1})
     """Few-shot counts per task (the table's 3, 3, 10, 1)."""
     fewshot_seed: int = 42
     """Seed of the fork's example selection (`random.Random(42)`, fork evaluator.py:231-233)."""
@@ -232,7 +231,7 @@ class EvalConfig(StrictModel):
     """Show a rich progress display over the (model, suite, shots, task) runs."""
 
     @model_validator(mode="after")
-    def _check(self) -> "EvalConfig":
+    def _check(self) -> EvalConfig:
         for name in self.models:
             if not name or "/" in name or name.startswith("."):
                 raise ValueError(f"model name {name!r} must be a plain file name")

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+# Lazy imports: liger-kernel is an optional CUDA package: imported only where the fused loss runs.
+
 IGNORE_INDEX = -100
 
 
