@@ -7,7 +7,7 @@ LOCK := requirements/cpu.lock
 TORCH := $(shell grep -oE '^torch==[^ ;\\]+' $(LOCK))
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test slurm-test install lock clean-demo sif
+.PHONY: demo test lint slurm-test install lock clean-demo sif
 
 install: $(STAMP)
 
@@ -24,6 +24,16 @@ $(STAMP): $(LOCK) pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro evaluate
 	$(BIN)/biomed-llama show
+
+# Lint and types (pyproject.toml: [tool.ruff], [tool.mypy]; both pinned in the lock): ruff's rules, the
+# formatter's check (it changes nothing) and mypy over the package. All three run; any failure fails the target.
+LINT_PATHS := biomed_llama
+lint: install
+	rc=0; \
+	$(BIN)/ruff check $(LINT_PATHS) || rc=1; \
+	$(BIN)/ruff format --check $(LINT_PATHS) || rc=1; \
+	$(BIN)/mypy || rc=1; \
+	exit $$rc
 
 # Two test tiers (pyproject.toml: the `integration` marker). `make test`: the fast tier, every test
 # but the integration ones (a couple of minutes on 2 cores). `make test-integration`: multi-process

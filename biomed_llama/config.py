@@ -8,8 +8,9 @@ prints it and exits with code 2.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError

@@ -14,9 +14,18 @@ from typing import Any
 
 from biomed_llama.errors import UserError
 from biomed_llama.fsutil import sha256_file
+
 # The lock's reading and comparison live in provenance (every manifest records the drift); re-exported here.
-from biomed_llama.provenance import (UNLOCKED_OK, Drift, compare, container_identity, lock_path, packages, read_lock,
-                                     versions_match)
+from biomed_llama.provenance import (
+    UNLOCKED_OK,
+    Drift,
+    compare,
+    container_identity,
+    lock_path,
+    packages,
+    read_lock,
+    versions_match,
+)
 
 __all__ = ["UNLOCKED_OK", "Drift", "check", "compare", "image_lock_hash", "read_lock", "require_locked", "versions_match"]
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import json
+import os
+import sys
 from pathlib import Path
 
 
@@ -82,10 +85,6 @@ def report(message: str, exit_code: int) -> int:
     BIOMED_ERROR_DIR set) the line and code go to `<dir>/rank-<RANK>.json` instead: the launcher
     prints one line for all ranks and exits with the code.
     """
-    import json
-    import os
-    import sys
-
     folder, rank = os.environ.get(ERROR_DIR_ENV), os.environ.get("RANK")
     if folder and rank is not None:
         tmp = os.path.join(folder, f".rank-{rank}.json.tmp")

@@ -8,16 +8,19 @@ not: an input of the stage, another stage's output or raw input, the checkout, g
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from biomed_llama.errors import ConfigError, OutputError, UserError, output_error
 
@@ -190,9 +193,6 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[Path]:
     once with one UserError line naming them (`what` says what the folder is for). The folder itself
     is not created or touched.
     """
-    import fcntl
-    import socket
-
     folder = Path(folder)
     path = lock_path(folder)
     with _unwritable_as_error(path):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # Where the recipes put the file (inside the image).
 LABELS_FILE = Path("/opt/biomed/labels.json")

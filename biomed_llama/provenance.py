@@ -14,13 +14,20 @@ import platform
 import re
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
+
+from packaging.markers import Marker
+from packaging.version import InvalidVersion, Version
 
 from biomed_llama.errors import IntegrityError, UserError
 from biomed_llama.fsutil import atomic_write_json, sha256_file
 from biomed_llama.image_labels import LABELS_FILE
+
+# Lazy imports: torch (seconds to import) is imported only where its versions are recorded: verifying a folder never
+# loads it.
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -134,7 +141,7 @@ def packages() -> dict[str, str]:
     """Return {normalised name: version} of every installed distribution (the one import would load)."""
     out: dict[str, str] = {}
     for dist in md.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.name  # metadata's `Name`; None where a broken install has none
         # distributions() follows sys.path: where a name is installed twice (PYTHONPATH over the
         # interpreter's site-packages) the first one is what `import` uses, so it is the one kept.
         if name:
@@ -203,19 +210,14 @@ def read_lock(path: str | Path) -> dict[str, str]:
         if not m:
             continue
         marker = (m.group(3) or "").strip()
-        if marker:
-            from packaging.markers import Marker
-
-            if not Marker(marker).evaluate():
-                continue
+        if marker and not Marker(marker).evaluate():
+            continue  # a pin for another platform or Python
         pins[normalise(m.group(1))] = m.group(2)
     return pins
 
 
 def versions_match(locked: str, installed: str) -> bool:
     """PEP 440 `==`: equal versions; a lock without a local label accepts any (`2.13.0` ~ `2.13.0+cpu`)."""
-    from packaging.version import InvalidVersion, Version
-
     try:
         lv, iv = Version(locked), Version(installed)
     except InvalidVersion:

@@ -50,6 +50,7 @@ class StrictModel(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _scalar_as_one_item_list(cls, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None  # a field validator always runs for a named field
         if isinstance(value, _SCALARS) and _is_list(cls.model_fields[info.field_name].annotation):
             return [value]
         return value

@@ -9,8 +9,9 @@ metrics file, an output DVC tracks but does not show as metrics.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
 from biomed_llama.fsutil import atomic_write_json
 

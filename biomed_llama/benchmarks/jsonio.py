@@ -10,9 +10,10 @@ nothing sensible can be kept from such a file.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from biomed_llama.benchmarks.records import LETTERS, BadRecords, Item
 from biomed_llama.errors import UserError

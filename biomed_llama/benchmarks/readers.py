@@ -22,8 +22,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from biomed_llama.benchmarks.jsonio import (
-    Entry, Positioned, RecordProblem, as_object, collect, lettered_options, object_pairs, optional_text,
-    read_jsonl, text_field,
+    Entry,
+    Positioned,
+    RecordProblem,
+    as_object,
+    collect,
+    lettered_options,
+    object_pairs,
+    optional_text,
+    read_jsonl,
+    text_field,
 )
 from biomed_llama.benchmarks.records import LETTERS, YES_NO_MAYBE, BadRecords, MCItem, YesNoItem
 from biomed_llama.errors import UserError
@@ -36,8 +44,8 @@ def _medqa(value: Any, key: str, n_options: int | None) -> MCItem:
     rec = as_object(value)
     question, answer = text_field(rec, "question"), text_field(rec, "answer")
     idx = text_field(rec, "answer_idx").strip()
-    options = rec.get("options")
-    texts = lettered_options(options)
+    texts = lettered_options(rec.get("options"))
+    options: dict[str, str] = rec["options"]  # validated by lettered_options
     if n_options is not None and len(texts) != n_options:
         raise RecordProblem(f"{len(texts)} options, expected {n_options}")
     if idx not in options:

@@ -8,7 +8,7 @@ record then becomes an instruction (`instruct.templates.render_instruct`), a fin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 from biomed_llama.errors import BadRecordError
 
@@ -68,7 +68,7 @@ class InstructionItem:
     output: str
 
 
-Item = Union[MCItem, YesNoItem, OpenItem, InstructionItem]
+Item = MCItem | YesNoItem | OpenItem | InstructionItem
 
 
 @dataclass(frozen=True)

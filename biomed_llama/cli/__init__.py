@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from biomed_llama.errors import UserError, output_error, report
-from biomed_llama.cli.common import app
 from biomed_llama.cli import data, env, evaluate, instruct, launch, profile, show, train  # noqa: F401  (registers commands)
+from biomed_llama.cli.common import app
+from biomed_llama.errors import UserError, output_error, report
+from biomed_llama.procs import die_with_torchrun_agent
 
 
 def main() -> None:
@@ -20,8 +21,6 @@ def main() -> None:
     A torchrun worker first ties its life to the agent's (`procs`) and leaves its error line to the
     local launcher (`errors.report`).
     """
-    from biomed_llama.procs import die_with_torchrun_agent
-
     die_with_torchrun_agent()
     try:
         app()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from biomed_llama.cli.common import ParamsOpt, SetOpt, app, load
 def extract(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: extract.workers).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (default: extract.workers).")] = None,
     num_shards: Annotated[int, typer.Option(help="Split the input files over this many jobs (Slurm array).")] = 1,
     shard_index: Annotated[int, typer.Option(help="Which of the --num-shards jobs this is (0-based).")] = 0,
 ) -> None:
@@ -30,7 +30,7 @@ def extract_merge(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     num_shards: Annotated[int, typer.Option(help="How many partial extract jobs to merge.")] = 1,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: extract.workers).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (default: extract.workers).")] = None,
 ) -> None:
     """Merge the partial outputs of `extract --num-shards N --shard-index i` into the final output."""
     cfg = load(params, set_, "extract-merge")
@@ -43,7 +43,7 @@ def extract_merge(
 def tokenize(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: tokenize.workers).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (default: tokenize.workers).")] = None,
 ) -> None:
     """Tokenize the extracted shards into a flat token array and document index per subset/split."""
     cfg = load(params, set_, "tokenize")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from biomed_llama.cli.common import app
+from biomed_llama.errors import UserError
+from biomed_llama.fsutil import atomic_write_json
 
 env_app = typer.Typer(help="Print or check the environment fingerprint.", invoke_without_command=True,
                       no_args_is_help=False)
@@ -26,15 +28,13 @@ def env(ctx: typer.Context) -> None:
 
 @env_app.command("check")
 def env_check(
-    lock: Annotated[Optional[Path], typer.Option(help="Lock to compare with (default: BIOMED_LOCK or requirements/cpu.lock).")] = None,
+    lock: Annotated[Path | None, typer.Option(help="Lock to compare with (default: BIOMED_LOCK or requirements/cpu.lock).")] = None,
     allow_extra: Annotated[bool, typer.Option("--allow-extra", help="Do not count installed packages that the lock lacks.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the JSON report (with the image identity) here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON report (with the image identity) here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a summary.")] = False,
 ) -> None:
     """Compare installed packages with the lock; exit 1 naming each drifted package."""
     from biomed_llama.env_check import check
-    from biomed_llama.errors import UserError
-    from biomed_llama.fsutil import atomic_write_json
 
     report = check(lock, allow_extra=allow_extra)
     if out:

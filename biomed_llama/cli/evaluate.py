@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -22,8 +23,6 @@ def prepare_eval(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -
 @app.command()
 def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Run the configured models × suites × shots through lm-eval; write metrics/eval/*.json and the table."""
-    import sys
-
     # lm-eval imports the rendered task folders' utils.py: no bytecode cache may appear inside the
     # verified data/eval (a file added there fails `verify`, and a planted .pyc would be code).
     sys.dont_write_bytecode = True

@@ -23,7 +23,8 @@ def launch(
 
     Further arguments go to the stage command unchanged, e.g. `launch finetune --mode task --task medqa`.
     """
-    from biomed_llama.launch.commands import build, launch as run
+    from biomed_llama.launch.commands import build
+    from biomed_llama.launch.commands import launch as run
 
     cfg = load(params, set_, stage).launch  # a stage's unsafe output is refused here, before it starts
     if dry_run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -29,12 +30,12 @@ class ExtractConfig(StrictModel):
     """Local folder that receives the shards of `remote` (an already-downloaded shard is not fetched again)."""
     subsets: list[str] = Field(default_factory=lambda: list(PUBMED_SUBSETS), min_length=1)
     """Values of `meta.pile_set_name` to keep; each becomes an output folder."""
-    rows_per_shard: int = Field(100_000, ge=1)
-    """Target number of rows per output Parquet shard."""
+    rows_per_shard: int = Field(64, ge=1)
+    """Target number of rows per output Parquet shard (the demo's 64; configs/paper.yaml: 100,000)."""
     on_bad_record: Literal["skip", "abort"] = "skip"
     """What to do with a malformed line, a record without text or a corrupt zst file: count and skip, or abort."""
-    workers: int = Field(1, ge=1)
-    """Processes reading input files in parallel (output bytes do not depend on it)."""
+    workers: int = Field(2, ge=1)
+    """Processes reading input files in parallel (output bytes do not depend on it; the demo's 2 cores)."""
     output: str = "data/extracted"
     """Output folder: `<subset-slug>/<split>/part-NNNNN.parquet` + manifest.json."""
     metrics: str = "metrics/extract.json"
@@ -43,7 +44,7 @@ class ExtractConfig(StrictModel):
     """How many bad records (file, line, reason) are listed in the manifest; all of them are counted."""
 
     @model_validator(mode="after")
-    def _check(self) -> "ExtractConfig":
+    def _check(self) -> ExtractConfig:
         if self.remote is not None and not is_remote_spec(self.remote):
             raise ValueError(f"remote must be an http(s):// URL prefix or hf://datasets/owner/name (got {self.remote!r})")
         slugs = [subset_slug(s) for s in self.subsets]
@@ -60,8 +61,6 @@ def is_remote_spec(remote: str) -> bool:
 
 def subset_slug(subset: str) -> str:
     """Folder name of a subset: lower-cased, runs of non-alphanumerics → `_` (`PubMed Central` → `pubmed_central`)."""
-    import re
-
     return re.sub(r"[^0-9a-z]+", "_", subset.lower()).strip("_")
 
 
@@ -76,17 +75,18 @@ class TokenizeConfig(StrictModel):
     """The extract stage's output folder."""
     output: str = "data/tokens"
     """Output folder: `<subset-slug>/<split>/tokens.bin` + `offsets.npy` + manifest.json."""
-    workers: int = Field(1, ge=1)
-    """Processes tokenizing in parallel (output bytes do not depend on it); 1 = in-process, the Rust tokenizer then uses all cores per batch."""
-    batch_size: int = Field(1000, ge=1)
-    """Documents per tokenizer call (and per chunk handed to a worker)."""
+    workers: int = Field(2, ge=1)
+    """Processes tokenizing in parallel (output bytes do not depend on it; the demo's 2 cores); 1 = in-process, the
+    Rust tokenizer then uses all cores per batch."""
+    batch_size: int = Field(64, ge=1)
+    """Documents per tokenizer call (and per chunk handed to a worker); the demo's 64, configs/paper.yaml: 1,000."""
     append_eos: bool = True
     """Append the tokenizer's EOS id after each document (the original's `text + </s>`)."""
     metrics: str = "metrics/tokenize.json"
     """Metrics JSON: documents, tokens and text bytes per subset/split; totals with tokens/s and MB/s."""
 
     @model_validator(mode="after")
-    def _check(self) -> "TokenizeConfig":
+    def _check(self) -> TokenizeConfig:
         if self.input == self.output:
             raise ValueError("tokenize.input and tokenize.output must differ")
         return self

@@ -30,9 +30,10 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from biomed_llama.data.config import ExtractConfig, subset_slug
 from biomed_llama.data.pile import expand, fetch, remote_names
@@ -43,6 +44,8 @@ from biomed_llama.errors import ConfigError, IntegrityError, UserError
 from biomed_llama.fsutil import atomic_dir, atomic_write_json
 from biomed_llama.provenance import require_verified, write_manifest
 from biomed_llama.stage_metrics import write_metrics
+
+# Lazy imports: rich (the summary table) is imported where it prints: workers and library callers never load it.
 
 SPLITS = ("train", "val", "test")
 PARTS_SUFFIX = ".parts"
@@ -123,13 +126,13 @@ def build_metrics(cfg: ExtractConfig, files: list[InputFile], reports: dict[int,
         slug = subset_slug(subset)
         subsets[slug] = {}
         for split in SPLITS:
-            tot = Counter()
+            tot: Counter[str] = Counter()
             for f in files:
                 if f.split == split:
                     tot.update(reports[f.index]["kept"][subset])
             subsets[slug][split] = {"docs": tot["docs"], "chars": tot["chars"], "bytes": tot["bytes"],
                                     "parts": nparts[slug][split]}
-    dropped = {split: Counter() for split in SPLITS}
+    dropped: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
     for f in files:
         dropped[f.split].update(reports[f.index]["dropped"])
     rs = [reports[f.index] for f in files]
@@ -177,9 +180,8 @@ def _finish(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict[
 
 def print_summary(metrics: dict[str, Any], where: str, extra: dict[str, Any], show_bad: int = 5) -> None:
     """Print a short table of kept documents per subset and split, the dropped/bad counts and the first bad records."""
-    from rich.table import Table
-
     from rich.console import Console
+    from rich.table import Table
 
     t = Table(title=f"extract → {where}", header_style="bold")
     for col in ("subset", "split", "docs", "chars", "parts"):

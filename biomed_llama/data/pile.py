@@ -10,6 +10,7 @@ prefix or a Hub dataset) are resolved and downloaded here, only when a param nam
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import os
@@ -17,13 +18,15 @@ import shutil
 import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import zstandard
 
 from biomed_llama.data.config import HUB_PREFIX
 from biomed_llama.errors import UserError
+
+# Lazy imports: huggingface_hub is imported only for a `hf://` remote: local extraction never loads it.
 
 READ_CHUNK = 1 << 20  # compressed bytes per read
 GLOB_CHARS = set("*?[")
@@ -162,7 +165,6 @@ def remote_names(remote: str, patterns: list[str]) -> list[str]:
         return sorted(set(patterns))
     if not remote.startswith(HUB_PREFIX):
         raise UserError(f"extract.remote {remote!r}: glob patterns need a hf://datasets/ source; list the shard names")
-    import fnmatch
 
     from huggingface_hub import HfApi
 

@@ -56,7 +56,8 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
     kept = {s: {"docs": 0, "chars": 0, "bytes": 0} for s in task.subsets}
     sinks: dict[str, RowSink] = {}
     dropped: Counter[str] = Counter()
-    bad, examples, lines, corrupt = 0, [], 0, None
+    bad, lines, corrupt = 0, 0, None
+    examples: list[dict[str, Any]] = []
     try:
         for lines, raw in iter_lines(f.path):
             try:

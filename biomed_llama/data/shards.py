@@ -12,9 +12,9 @@ the result is the same as one sequential pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -79,8 +79,10 @@ class RowSink:
 
     def add(self, text: str, source: str, line: int) -> None:
         """Append one row."""
-        for col, v in zip(self._cols, (text, source, line)):
-            col.append(v)
+        texts, sources, lines = self._cols
+        texts.append(text)
+        sources.append(source)
+        lines.append(line)
         if len(self._cols[0]) >= ROW_GROUP_ROWS:
             self._flush()
 

@@ -19,20 +19,28 @@ import itertools
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from biomed_llama.data.tokens import TokenWriter, token_dtype
 from biomed_llama.errors import BadRecordError, ConfigError, UserError
+from biomed_llama.fsutil import atomic_dir
+from biomed_llama.procs import die_with_parent
+from biomed_llama.provenance import require_verified, write_manifest
+from biomed_llama.stage_metrics import write_metrics
 
 if TYPE_CHECKING:
     from biomed_llama.data.config import TokenizeConfig
+
+# Lazy imports: transformers, tokenizers, pyarrow and rich are imported inside the functions that use them: the
+# spawned workers and a `--help` start without them (transformers alone takes seconds).
 
 # Params that never change the output bytes: kept out of the manifest, so outputs made with any
 # worker count are identical (the worker count is in the metrics instead).
@@ -142,8 +150,6 @@ _WORKER_ENCODER: ChunkEncoder | None = None
 def _init_worker(spec: TokenizerSpec, parent_pid: int) -> None:
     """Process-pool initializer: die with the parent (`procs`), then one single-threaded tokenizer per worker."""
     global _WORKER_ENCODER
-    from biomed_llama.procs import die_with_parent
-
     die_with_parent(parent_pid)
     # Workers are the parallelism; nested rayon threads would only oversubscribe the cores.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -169,7 +175,7 @@ class ParallelEncoder:
         self._pool: ProcessPoolExecutor | None = None
         self._local: ChunkEncoder | None = None
 
-    def __enter__(self) -> "ParallelEncoder":
+    def __enter__(self) -> ParallelEncoder:
         if self.workers == 1:
             self._local = ChunkEncoder(self.spec)
         else:
@@ -278,6 +284,7 @@ def tokenize_split(split: SplitInput, encoder: ParallelEncoder, out_dir: Path, b
             text_bytes += nbytes
             on_chunk(len(lengths), nbytes)
     meta = writer.meta
+    assert meta is not None  # set when the writer closed without an error
     return {"docs": meta["n_docs"], "tokens": meta["n_tokens"], "text_bytes": text_bytes}
 
 
@@ -295,7 +302,7 @@ class TokenizeProgress:
         self._bytes = 0
         self._start = time.perf_counter()
 
-    def __enter__(self) -> "TokenizeProgress":
+    def __enter__(self) -> TokenizeProgress:
         self._progress.start()
         return self
 
@@ -336,13 +343,9 @@ def tokenize_tree(splits: list[SplitInput], spec: TokenizerSpec, out_root: str |
                       "mb_per_s": round(totals["text_bytes"] / 1e6 / seconds, 3)}}
 
 
-def run_tokenize(cfg: "TokenizeConfig", workers: int | None = None) -> dict[str, Any]:
+def run_tokenize(cfg: TokenizeConfig, workers: int | None = None) -> dict[str, Any]:
     """Run the `tokenize` stage with its section `cfg`: verify inputs, tokenize, write manifest + metrics."""
     from rich.console import Console
-
-    from biomed_llama.fsutil import atomic_dir
-    from biomed_llama.provenance import require_verified, write_manifest
-    from biomed_llama.stage_metrics import write_metrics
 
     workers = cfg.workers if workers is None else workers
     if workers < 1:

@@ -18,6 +18,7 @@ import numpy as np
 
 from biomed_llama.errors import IntegrityError, UserError
 from biomed_llama.fsutil import atomic_write_json
+from biomed_llama.provenance import require_verified
 
 TOKENS = "tokens.bin"
 OFFSETS = "offsets.npy"
@@ -43,13 +44,14 @@ class TokenWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dtype = token_dtype(vocab_size)
         self.vocab_size, self.bos_id, self.eos_id = vocab_size, bos_id, eos_id
-        self._file = open(self.folder / TOKENS, "wb")
+        # open for the writer's lifetime: `close` or `__exit__` closes it
+        self._file = open(self.folder / TOKENS, "wb")  # noqa: SIM115
         self._lengths: list[np.ndarray] = []
         self.n_tokens = 0
         self.n_docs = 0
         self.meta: dict[str, Any] | None = None
 
-    def __enter__(self) -> "TokenWriter":
+    def __enter__(self) -> TokenWriter:
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
@@ -158,8 +160,6 @@ def open_token_stores(root: str | Path, *, verify: bool = True) -> dict[tuple[st
     With `verify` (the default) the folder is first checked against `<root>/manifest.json`, so a
     tampered or half-copied output is refused with an IntegrityError (this hashes every byte).
     """
-    from biomed_llama.provenance import require_verified
-
     root = Path(root)
     if verify:
         require_verified(root)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
+
+from biomed_llama.procs import die_with_parent
+
+# Lazy imports: rich is imported where the progress bar is drawn: spawned workers never load it.
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -30,7 +35,6 @@ def map_ordered(fn: Callable[[T], R], tasks: Sequence[T], workers: int, label: s
                 results[i] = fn(t)
                 progress.advance(bar)
             return results  # type: ignore[return-value]
-        from biomed_llama.procs import die_with_parent
 
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,

@@ -23,22 +23,24 @@ POOL_KEYS = {"medqa4": "medqa4_train", "medqa5": "medqa5_train", "medmcqa": "med
 class BenchmarkFiles(StrictModel):
     """The benchmark files in the formats they are published in (paths relative to the repo root).
 
-    How they are parsed (MedMCQA's `cop` convention) is the top-level `readers` section. The
-    few-shot pools have no default: a seed-suite few-shot run of a task whose pool is unset is a
-    ConfigError naming the key, never a silent fall-back to other files.
+    How they are parsed (MedMCQA's `cop` convention) is the top-level `readers` section. The defaults are
+    the demo's fixtures; a profile names its own files, and every path must lie under `inputs.benchmarks`
+    (checked where a params file is loaded), so a default never stands in for a profile's file unnoticed.
+    A few-shot pool set to null makes a seed-suite few-shot run of its task a ConfigError naming the key,
+    never a silent fall-back to other files.
     """
 
     medqa4_test: str = "data/sample/eval/medqa/US/4_options/phrases_no_exclude_test.jsonl"
     """MedQA-USMLE 4-option test set (JSON lines with `question`, `answer`, `options` {A..D}, `answer_idx`)."""
-    medqa4_train: str | None = None
+    medqa4_train: str | None = "data/sample/eval/medqa/US/4_options/phrases_no_exclude_train.jsonl"
     """MedQA-USMLE 4-option train set: the seed suite's few-shot pool (required when its few-shot run is asked for)."""
     medqa5_test: str = "data/sample/eval/medqa/US/test.jsonl"
     """MedQA-USMLE 5-option test set (JSON lines, options {A..E})."""
-    medqa5_train: str | None = None
+    medqa5_train: str | None = "data/sample/eval/medqa/US/train.jsonl"
     """MedQA-USMLE 5-option train set: the few-shot pool (required when its few-shot run is asked for)."""
     medmcqa_dev: str = "data/sample/eval/medmcqa/dev.json"
     """MedMCQA validation set as released (JSON lines, `opa`..`opd`, `cop`: see `readers.medmcqa_cop`)."""
-    medmcqa_train: str | None = None
+    medmcqa_train: str | None = "data/sample/eval/medmcqa/train.json"
     """MedMCQA train set: the few-shot pool (required when its few-shot run is asked for)."""
     medmcqa_test: str | None = None
     """MedMCQA test set as released (JSON lines, answers withheld): read only when `generation.medmcqa_split`
@@ -62,8 +64,9 @@ class GenerationConfig(StrictModel):
     The weights dtype is `eval.dtype` (the original loaded float16 for testing, main.py:87); BOS is
     whatever the model's tokenizer adds by default (the original's datasets tokenized with it)."""
 
-    max_new_tokens: int = Field(128, ge=1)
-    """New tokens generated per prompt (main.py:177: 128)."""
+    max_new_tokens: int = Field(16, ge=1)
+    """New tokens generated per prompt (the demo's 16: a tiny random model rarely stops early; the original's
+    main.py:177: 128, configs/paper.yaml)."""
     batch_size: int = Field(4, ge=1)
     """Prompts per `generate` call, taken in file order (main.py:156-162: batch 4, unshuffled)."""
     padding_side: Literal["left", "right"] = "left"
@@ -105,7 +108,7 @@ class GenerationSpeed(StrictModel):
     `static_cache`. Each new cache shape compiles once per model."""
 
     @model_validator(mode="after")
-    def _check(self) -> "GenerationSpeed":
+    def _check(self) -> GenerationSpeed:
         if self.compile and not self.static_cache:
             raise ValueError("eval.generation_speed.compile needs eval.generation_speed.static_cache: true "
                              "(transformers compiles the decode step only over a static cache)")
@@ -126,8 +129,7 @@ class EvalModel(StrictModel):
     paper_row: str
     """The seed table's model this one stands in for (`Random`, `GPT-Neo (2.7B)`, `BioMedLM (2.7B)`, `LLaMA-7B`,
     `PMC-LLaMA-7B`, `BioMed-LLaMA-7B`): its values go beside ours."""
-    suites: list[Literal["seed", "instruct", "instruct_letters", "modern", "finetune"]] = Field(
-        default_factory=lambda: ["seed"], min_length=1)
+    suites: list[Literal["seed", "instruct", "instruct_letters", "modern", "finetune"]] = Field(["seed"], min_length=1)
     """Suites to run on this model: `seed` (the pretrained rows' method), `instruct` and `finetune` (the
     instructed / fine-tuned rows' method: generation, exact match), `instruct_letters` (NOT the paper's
     method: the instruct prompt's option letter scored by log-likelihood), `modern` (lm-eval built-in style)."""
@@ -138,6 +140,29 @@ class EvalModel(StrictModel):
     its files are hashed into the eval outputs' manifest instead of verified. A model without a manifest
     and without this opt-in is refused (exit 3): a stage output whose manifest was deleted is not trusted."""
 
+
+
+def _demo_models() -> dict[str, EvalModel]:
+    """The demo's models (params.yaml's `eval.models`), fresh instances each call: `EvalConfig.models`' default."""
+    ours, base = "BioMed-LLaMA-7B", "LLaMA-7B"
+    return {
+        "pretrained": EvalModel(path="models/pretrained", paper_row=ours, suites=["seed", "modern"]),
+        "instruct": EvalModel(path="models/instruct", paper_row=ours, suites=["instruct"]),
+        "ft-medqa": EvalModel(path="models/ft-medqa", paper_row=ours, suites=["finetune"], tasks=["medqa4"]),
+        "ft-medmcqa": EvalModel(path="models/ft-medmcqa", paper_row=ours, suites=["finetune"], tasks=["medmcqa"]),
+        "ft-pubmedqa": EvalModel(path="models/ft-pubmedqa", paper_row=ours, suites=["finetune"], tasks=["pubmedqa"]),
+        "base": EvalModel(path="models/base", paper_row=base, suites=["seed"]),
+        "base-instruct": EvalModel(path="models/base-instruct", paper_row=base, suites=["instruct"]),
+        "base-ft-medqa": EvalModel(path="models/base-ft-medqa", paper_row=base, suites=["finetune"], tasks=["medqa4"]),
+        "base-ft-medmcqa": EvalModel(path="models/base-ft-medmcqa", paper_row=base, suites=["finetune"],
+                                     tasks=["medmcqa"]),
+        "base-ft-pubmedqa": EvalModel(path="models/base-ft-pubmedqa", paper_row=base, suites=["finetune"],
+                                      tasks=["pubmedqa"]),
+        # The seed's other models: not evaluated until a profile names their HF directory as `path`.
+        "gpt-neo-2.7b": EvalModel(path=None, paper_row="GPT-Neo (2.7B)", suites=["seed"]),
+        "biomedlm-2.7b": EvalModel(path=None, paper_row="BioMedLM (2.7B)", suites=["seed"]),
+        "pmc-llama-7b": EvalModel(path=None, paper_row="PMC-LLaMA-7B", suites=["seed"]),
+    }
 
 class EvalConfig(StrictModel):
     """Benchmark files, models to evaluate, suites and shot settings."""
@@ -151,32 +176,34 @@ class EvalConfig(StrictModel):
     """prepare-eval output: task JSON-lines files, rendered lm-eval task YAMLs (`tasks/`), manifest.json."""
     ppl_max_docs: int | None = Field(None, ge=1)
     """Use only the first N test documents of each PubMed subset for perplexity (None: all)."""
-    models: dict[str, EvalModel] = Field(default_factory=lambda: {
-        "pretrained": EvalModel(path="models/pretrained", paper_row="BioMed-LLaMA-7B", suites=["seed", "modern"])})
-    """Models to evaluate, by name (the name names `metrics/eval/<name>.json`)."""
-    shots: list[Literal["zero", "few"]] = Field(default_factory=lambda: ["zero", "few"], min_length=1)
+    models: dict[str, EvalModel] = Field(default_factory=_demo_models)
+    """Models to evaluate, by name (the name names `metrics/eval/<name>.json`); default: the demo's rows."""
+    shots: list[Literal["zero", "few"]] = Field(["zero", "few"], min_length=1)  # pydantic copies a mutable default
     """Shot settings of the `seed` and `modern` suites: zero-shot and/or the table's few-shot counts."""
     fewshot: dict[Literal["medqa4", "medqa5", "medmcqa", "pubmedqa"], int] = Field(
-        default_factory=lambda: {"medqa4": 3, "medqa5": 3, "medmcqa": 10, "pubmedqa": 1})
+        {"medqa4": 3, "medqa5": 3, "medmcqa": 10, "pubmedqa": 1})
     """Few-shot counts per task (the table's 3, 3, 10, 1)."""
     fewshot_seed: int = 42
     """Seed of the fork's example selection (`random.Random(42)`, fork evaluator.py:231-233)."""
-    dtype: Literal["float16", "bfloat16", "float32", "auto"] = "float16"
-    """Weights dtype for evaluation (the original: float16; CPU demo: float32)."""
-    device: str = "cuda"
-    """Torch device for the HF backend (`cuda`, `cuda:0`, `cpu`)."""
-    batch_size: int | Literal["auto"] = "auto"
-    """lm-eval batch size of the `stock` backend (and of the printed stock CLI line), or `auto` to probe."""
+    dtype: Literal["float16", "bfloat16", "float32", "auto"] = "float32"
+    """Weights dtype for evaluation (the CPU demo: float32; the original: float16, configs/paper.yaml)."""
+    device: str = "cpu"
+    """Torch device for the HF backend (`cuda`, `cuda:0`, `cpu`; the demo: cpu, configs/paper.yaml: cuda)."""
+    batch_size: int | Literal["auto"] = 8
+    """lm-eval batch size of the `stock` backend (and of the printed stock CLI line), or `auto` to probe (the
+    demo: 8, configs/paper.yaml: auto)."""
     max_length: int = Field(2048, ge=16)
     """Context length of the harness (rolling perplexity windows and truncation); the original's 2048."""
     backend: Literal["packed", "stock"] = "packed"
     """Log-likelihood engine: `packed` scores each shared context once for all of its continuations and
     batches by `token_budget` (eval/packed_lm.py); `stock` is lm-eval's HF backend unchanged. Both encode
     pairs by the fork's rule and give the same per-item log-likelihoods (to float rounding)."""
-    token_budget: int = Field(32768, ge=64)
-    """`packed`: tokens per forward pass (rows × padded length); lower it on an out-of-memory error."""
+    token_budget: int = Field(8192, ge=64)
+    """`packed`: tokens per forward pass (rows × padded length; the demo: 8,192, configs/paper.yaml: 32,768); lower
+    it on an out-of-memory error."""
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    """The `instruct` and `finetune` suites' generation settings (the original's values by default)."""
+    """The `instruct` and `finetune` suites' generation settings (the original's values by default, but the demo's
+    `max_new_tokens`)."""
     generation_speed: GenerationSpeed = Field(default_factory=GenerationSpeed)
     """Speed-only settings of the generation rows (larger batches, static KV cache, compile); default: as released.
     Not a DVC param (changing it reruns nothing); recorded in the eval manifests."""
@@ -204,7 +231,7 @@ class EvalConfig(StrictModel):
     """Show a rich progress display over the (model, suite, shots, task) runs."""
 
     @model_validator(mode="after")
-    def _check(self) -> "EvalConfig":
+    def _check(self) -> EvalConfig:
         for name in self.models:
             if not name or "/" in name or name.startswith("."):
                 raise ValueError(f"model name {name!r} must be a plain file name")

@@ -16,6 +16,8 @@ from biomed_llama.benchmarks.jsonio import Positioned
 from biomed_llama.benchmarks.records import LETTERS, YES_NO_MAYBE, MCItem, YesNoItem
 from biomed_llama.errors import UserError
 
+# Lazy imports: pyarrow is imported only where the Pile's Parquet test split is read.
+
 PUBMEDQA_CHOICES = ["Yes", "No", "Maybe"]
 SUBSET_SLUGS = {"pubmed_a": "pubmed_abstracts", "pubmed_c": "pubmed_central"}
 

@@ -20,6 +20,7 @@ that the decode skips as it skipped `[PAD]`; the model is not changed.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ from biomed_llama.benchmarks.records import LETTERS, YES_NO_MAYBE
 from biomed_llama.eval.config import EvalConfig, GenerationConfig, GenerationSpeed
 from biomed_llama.eval.prepare import UNLABELED_SPLIT
 from biomed_llama.eval.task_utils import finetune_text, instruct_text, read_jsonl
+
+# Lazy imports: torch and transformers are imported where a model is run: planning and reading outputs start without
+# them.
 
 EOS_TEXT = "</s>"  # what main.py:191-192 strips from the end of a target
 
@@ -124,8 +128,6 @@ def static_cache(model, batch: int, length: int):
 
 def _cache_kwarg(model) -> str:
     """`generate`'s name for a cache object: `cache` since transformers 5.2x, `past_key_values` before."""
-    import inspect
-
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
@@ -181,11 +183,11 @@ def score_docs(model, tok, docs: list[dict[str, Any]], suite: str, task: str, cf
     for chunk in plan:
         out = generate_rows(model, [ids[i] for i in chunk], pad_id(tok), tok.eos_token_id, gen, cache, speed.compile)
         width = max(len(ids[i]) for i in chunk)
-        for i, row in zip(dict.fromkeys(chunk), out):  # a filled-up batch's copies (at its end) are dropped
+        for i, row in zip(dict.fromkeys(chunk), out, strict=False):  # a filled-up batch's copies (at its end) are dropped
             rows[i], counts[i] = row, new_tokens(row, width, tok.eos_token_id)
     decoded = tok.batch_decode(rows, skip_special_tokens=True)  # each whole row, pads skipped (main.py:182-183)
     samples = []
-    for d, (prompt, target), text, n in zip(docs, pairs, decoded, counts):
+    for d, (prompt, target), text, n in zip(docs, pairs, decoded, counts, strict=True):
         raw = text[len(prompt):]  # main.py:188
         want = gold(target, suite, task)
         samples.append({"doc_id": d["idx"], "id": d["id"], "prompt": prompt, "target": target, "output": raw,
@@ -214,5 +216,6 @@ def load_generator(cfg: EvalConfig, path: str, model=None):
 
     if model is None:
         dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(cfg.device).eval()
+        # transformers wraps `PreTrainedModel.to` with functools.wraps, which typeshed types as an unbound call
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(cfg.device).eval()  # type: ignore[arg-type]
     return model, AutoTokenizer.from_pretrained(path)

@@ -18,6 +18,9 @@ from biomed_llama.errors import UserError
 from biomed_llama.eval.config import GEN_SUITES, EvalConfig
 from biomed_llama.eval.plan import Run, plan_runs  # noqa: F401  (plan_runs: harness.plan_runs, what to run)
 
+# Lazy imports: transformers and lm_eval (seconds to import) are imported where a model is scored; `packed_lm` imports
+# lm_eval at its top, so it is imported there too.
+
 # Suites scored without BOS: the fork ran the pretrained rows so (evaluation.sh runs `hf-causal-experimental`,
 # whose tok_encode passes add_special_tokens=False for causal models: fork lm_eval/models/huggingface.py:373-385,
 # 437-439). Every other suite gets the tokenizer's default.

@@ -51,7 +51,7 @@ class PackedHFLM(HFLM):
         rows = packing.plan_rows([(ctx, cont) for _, ctx, cont in requests], self.max_length)
         answers = packing.score_rows(self.model, rows, len(requests), pad_id=self._pad_id(),
                                      token_budget=self.token_budget, device=self.device)
-        for (key, _, _), answer in zip(requests, answers):
+        for (key, _, _), answer in zip(requests, answers, strict=True):
             if key is not None:
                 self.cache_hook.add_partial("loglikelihood", key, answer)
         return answers
@@ -70,8 +70,8 @@ class PackedHFLM(HFLM):
                 owners.append(i)
         scored = self._loglikelihood_tokens(windows)
         totals = [0.0] * len(requests)
-        for i, (ll, _greedy) in zip(owners, scored):
+        for i, (ll, _greedy) in zip(owners, scored, strict=True):
             totals[i] += ll  # window order per document, as HFLM sums them
-        for req, total in zip(requests, totals):
+        for req, total in zip(requests, totals, strict=True):
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
         return totals

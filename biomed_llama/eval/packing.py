@@ -22,8 +22,8 @@ log-softmax: no `[batch, seq, vocab]` tensor is ever built.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -122,14 +122,14 @@ def build_batch(rows: list[Row], pad_id: int) -> Batch:
             r_pos += range(n, n + len(cont) - 1)
             r_seg += [j] * (len(cont) - 1)
             cols = [n - 1] + list(range(start, start + len(cont) - 1))
-            coords += [(b, c, t, len(requests)) for c, t in zip(cols, cont)]
+            coords += [(b, c, t, len(requests)) for c, t in zip(cols, cont, strict=True)]
             requests.append(reqs)
         pad = width - len(r_ids)
         ids.append(r_ids + [pad_id] * pad)
         pos.append(r_pos + list(range(r_pos[-1] + 1, r_pos[-1] + 1 + pad)))
         seg.append(r_seg + [-1] * pad)
     packed = any(len(r.segments) > 1 for r in rows)
-    rr, cc, tt, oo = (torch.tensor(x) for x in zip(*coords))
+    rr, cc, tt, oo = (torch.tensor(x) for x in zip(*coords, strict=True))
     return Batch(torch.tensor(ids), torch.tensor(pos), torch.tensor(seg) if packed else None, rr, cc, tt, oo, requests)
 
 
@@ -171,7 +171,7 @@ def score_batch(model, batch: Batch, device: torch.device) -> list[tuple[float, 
     lp, eq = _target_logprobs(model.get_output_embeddings(), hidden, batch.targets.to(device))
     counts = torch.bincount(batch.owner, minlength=len(batch.requests)).tolist()
     lps, eqs = torch.split(lp.cpu(), counts), torch.split(eq.cpu(), counts)
-    return [(float(p.clone().sum()), bool(e.all())) for p, e in zip(lps, eqs)]
+    return [(float(p.clone().sum()), bool(e.all())) for p, e in zip(lps, eqs, strict=True)]
 
 
 def score_rows(model, rows: list[Row], n_requests: int, *, pad_id: int, token_budget: int,
@@ -185,7 +185,7 @@ def score_rows(model, rows: list[Row], n_requests: int, *, pad_id: int, token_bu
         except torch.OutOfMemoryError as e:
             raise UserError(f"out of accelerator memory on a {tuple(batch.input_ids.shape)} batch: "
                             f"lower eval.token_budget (now {token_budget})") from e
-        for reqs, answer in zip(batch.requests, scored):
+        for reqs, answer in zip(batch.requests, scored, strict=True):
             for i in reqs:
                 out[i] = answer
     assert all(a is not None for a in out), "every request belongs to one segment"

@@ -37,7 +37,7 @@ TEMPLATES = "tasks"
 # The eval params prepare-eval depends on (the dvc.yaml stage lists the same keys, and `readers`):
 # models, shots and fewshot decide which pools and perplexity sets are needed, the MedMCQA split of
 # the generation suites whether the MedMCQA test file is.
-PREPARE_PARAMS = {"benchmarks": True, "output": True, "ppl_max_docs": True, "fewshot_seed": True, "models": True,
+PREPARE_PARAMS: dict[str, bool | set[str]] = {"benchmarks": True, "output": True, "ppl_max_docs": True, "fewshot_seed": True, "models": True,
                   "shots": True, "fewshot": True, "generation": {"medmcqa_split"}}
 # The split name (file `medmcqa.<split>.jsonl`) of the MedMCQA test set read with the released code's targets.
 UNLABELED_SPLIT = "unlabeled_test"

@@ -3,6 +3,8 @@ the chance baseline, the table with its cells, the loss figure."""
 
 from __future__ import annotations
 
+import csv
+import gc
 import json
 import time
 from contextlib import nullcontext, suppress
@@ -17,6 +19,9 @@ from biomed_llama.eval.table import RANDOM, render_table, table_cells
 from biomed_llama.fsutil import atomic_write_json, atomic_write_text
 from biomed_llama.provenance import require_verified, trusted_model, write_manifest
 
+# Lazy imports: torch, matplotlib and rich are imported where they are used: the report and planning paths start
+# without them.
+
 
 def _progress(enabled: bool):
     if not enabled:
@@ -28,8 +33,6 @@ def _progress(enabled: bool):
 
 
 def _free_accelerator_memory() -> None:
-    import gc
-
     import torch
 
     gc.collect()
@@ -43,7 +46,8 @@ class ModelRuns:
     def __init__(self, cfg: EvalConfig, path: str, runs: list[harness.Run]) -> None:
         self.cfg, self.path = cfg, path
         self.needs_lm = any(r.suite not in GEN_SUITES for r in runs)
-        self.lm = self.generator = None
+        self.lm: Any = None  # the lm-eval backend, loaded on first use
+        self.generator: tuple[Any, Any] | None = None  # (model, tokenizer), loaded on first use
 
     def _lm(self):
         if self.lm is None:
@@ -66,6 +70,7 @@ class ModelRuns:
 def _check_model(name: str, m: EvalModel) -> tuple[list[tuple[str, Path]], dict[str, Any]]:
     """The model's members (itself, or its seed runs), each a HF folder that is trusted (`trusted_model`: its
     manifest verifies, or `external` says it was made elsewhere); and their records for the eval manifest."""
+    assert m.path is not None, "only models with a path are checked"
     members = model_members(name, m.path)
     described: dict[str, Any] = {}
     for _, folder in members:
@@ -181,8 +186,6 @@ def read_metrics(cfg: EvalConfig) -> dict[str, dict[str, float]]:
 
 def read_loss_tsv(path: Path) -> tuple[list[float], list[float]]:
     """(steps, losses) from a DVC plots TSV: the `step` column and `loss` (else the last column)."""
-    import csv
-
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if not rows:
@@ -229,7 +232,7 @@ def draw_loss_figure(cfg: EvalConfig) -> list[str]:
         plt.close(fig)
         return []
     fig, axes = plt.subplots(1, len(curves), figsize=(5.05 * len(curves), 3.45), squeeze=False)
-    for ax, (stage, (steps, loss)) in zip(axes[0], curves.items()):
+    for ax, (stage, (steps, loss)) in zip(axes[0], curves.items(), strict=True):
         ax.plot(steps, loss, alpha=0.25, color="tab:blue", label="raw")
         ax.plot(steps, smooth(loss), color="tab:blue", label="smoothed")
         ax.set(title=f"{stage} training loss", xlabel="step", ylabel="loss")

@@ -104,12 +104,13 @@ def measured(m: dict[str, float], suite: str, task: str, shots: int, cfg: EvalCo
 
 def _cells(cfg: EvalConfig, ms: list[dict[str, float]], method: str) -> dict[str, Measured]:
     suite, few = METHOD_SUITE[method]
+    fewshot: dict[str, int] = dict(cfg.fewshot.items())  # keyed by every task name (TASKS holds perplexity's too)
     out = {}
     for t in TASKS:
-        if few and t not in cfg.fewshot:
+        if few and t not in fewshot:
             continue  # perplexity has no few-shot setting
         for m in ms:
-            got = measured(m, suite, t, cfg.fewshot[t] if few else 0, cfg)
+            got = measured(m, suite, t, fewshot[t] if few else 0, cfg)
             if got is not None:
                 out[t] = got
     return out
@@ -152,11 +153,11 @@ def _cell(tasks: list[str], row: Row) -> str:
     if all(x is None for x in mine):
         ours = "not measured" if any(x is not None for x in theirs) else "–"
     else:
-        ours = " / ".join("–" if x is None else x.text(t) for t, x in zip(tasks, mine))
+        ours = " / ".join("–" if x is None else x.text(t) for t, x in zip(tasks, mine, strict=True))
     if all(x is None for x in theirs):
         return ours
     pm = row.paper.get("pm", {})
-    ref = " / ".join("–" if x is None else f"{x}" + (f"±{pm[t]}" if t in pm else "") for t, x in zip(tasks, theirs))
+    ref = " / ".join("–" if x is None else f"{x}" + (f"±{pm[t]}" if t in pm else "") for t, x in zip(tasks, theirs, strict=True))
     return f"{ours} (paper: {ref})"
 
 
@@ -171,11 +172,12 @@ def _markdown(columns, rows: list[Row]) -> list[str]:
 
 def _modern_rows(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> list[Row]:
     rows = []
+    fewshot: dict[str, int] = dict(cfg.fewshot.items())  # keyed by every task name (TASKS holds perplexity's too)
     for name, m in cfg.models.items():
         if "modern" in m.suites and name in metrics:
             for method, few in (("0-shot", False), ("few-shot", True)):
-                cells = {t: x for t in TASKS if (not few or t in cfg.fewshot)
-                         for x in [measured(metrics[name], "modern", t, cfg.fewshot.get(t, 0) if few else 0, cfg)] if x}
+                cells = {t: x for t in TASKS if (not few or t in fewshot)
+                         for x in [measured(metrics[name], "modern", t, fewshot.get(t, 0) if few else 0, cfg)] if x}
                 if cells:
                     rows.append(Row(m.paper_row, method, [name], cells))
     return rows
@@ -261,11 +263,11 @@ def environment_note(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> l
     lines = [f"**Environment differs from the lock**: {n} of {len(outputs)} outputs behind these cells were made "
              "in an environment other than the lock's (their manifests record the packages that ran; "
              "`biomed-llama env check` compares one):", ""]
-    for (lock, drift), folders in differ.items():
-        if drift is None:
+    for (lock, packages), folders in differ.items():
+        if packages is None:
             what = "not known (the manifest names no drift and its lock file changed or is absent)"
         else:
-            what = "; ".join(drift[:8]) + (f"; … {len(drift) - 8} more" if len(drift) > 8 else "")
+            what = "; ".join(packages[:8]) + (f"; … {len(packages) - 8} more" if len(packages) > 8 else "")
         lines.append(f"- against `{lock}`: {what}. Outputs: {', '.join(folders)}")
     return lines + [""]
 

@@ -91,7 +91,7 @@ class InstructMixConfig(StrictModel):
     """Metrics file: count and percentage per source."""
 
     @model_validator(mode="after")
-    def _check(self) -> "InstructMixConfig":
+    def _check(self) -> InstructMixConfig:
         names = [s.name for s in self.sources]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

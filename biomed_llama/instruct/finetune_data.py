@@ -44,8 +44,9 @@ the window is cut.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ import torch
 from biomed_llama.benchmarks.records import BadRecords
 from biomed_llama.data.loader import IGNORE_INDEX
 from biomed_llama.errors import UserError
+from biomed_llama.instruct.mixture import load_mixture
 from biomed_llama.instruct.readers import read_source
 from biomed_llama.instruct.templates import render_task
 
@@ -101,10 +103,10 @@ def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Any,
         bodies = tokenizer([(p + o).rstrip() for p, o in pairs], add_special_tokens=False)["input_ids"]
     elif tokenization == "separate":
         outs = tokenizer([o for _, o in pairs], add_special_tokens=False)["input_ids"]
-        bodies = [list(p) + list(o) for p, o in zip(prompts, outs)]
+        bodies = [list(p) + list(o) for p, o in zip(prompts, outs, strict=True)]
     else:
         raise UserError(f"unknown finetune.tokenization {tokenization!r}; use joint or separate")
-    return [(list(b), len(p)) for b, p in zip(bodies, prompts)]
+    return [(list(b), len(p)) for b, p in zip(bodies, prompts, strict=True)]
 
 
 class SFTDataset:
@@ -247,8 +249,6 @@ def task_pairs(ft: FinetuneConfig, task: str, readers: ReadersConfig,
 
 def instruct_pairs(ft: FinetuneConfig) -> tuple[list[tuple[str, str]], list[str]]:
     """Read the verified instruct-mix output (`finetune.mixture`): `(input, output)` pairs and each record's source."""
-    from biomed_llama.instruct.mixture import load_mixture
-
     rows = load_mixture(ft.mixture)
     return [(r["input"], r["output"]) for r in rows], [r["source"] for r in rows]
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,9 +42,12 @@ from biomed_llama.benchmarks.config import ReadersConfig
 from biomed_llama.benchmarks.readers import CopConvention
 from biomed_llama.benchmarks.records import BadRecord, BadRecords
 from biomed_llama.errors import UserError
+from biomed_llama.fsutil import atomic_dir, atomic_write_bytes
 from biomed_llama.instruct.config import Allocation, InstructMixConfig, InstructSource
 from biomed_llama.instruct.readers import read_source
 from biomed_llama.instruct.templates import render_instruct
+from biomed_llama.provenance import require_verified, write_manifest
+from biomed_llama.stage_metrics import write_metrics
 
 MIXTURE_FILE = "mixture.jsonl"
 BAD_FILE = "bad_records.jsonl"
@@ -78,7 +82,7 @@ def allocate(n: int, shares: dict[str, float], rng: np.random.Generator,
         # Largest remainders get the leftover records; a stable sort keeps ties in listed order.
         order = np.argsort(-(exact - counts), kind="stable")
         counts[order[: n - int(counts.sum())]] += 1
-    return {k: int(c) for k, c in zip(names, counts)}
+    return {k: int(c) for k, c in zip(names, counts, strict=True)}
 
 
 def draw_indices(n_available: int, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -161,10 +165,7 @@ def allotted_draw(read: Sequence[SourceRecords], n: int, seed: int,
 
 def draw_mixture(read: Sequence[SourceRecords], n: int, seed: int, allocation: Allocation) -> Mixture:
     """Weight the read sources and draw `n` records with `seed` as `allocation` says (module docstring)."""
-    if allocation == "released":
-        records = released_draw(read, n, seed)
-    else:
-        records = allotted_draw(read, n, seed, allocation)
+    records = released_draw(read, n, seed) if allocation == "released" else allotted_draw(read, n, seed, allocation)
     counts = {r.source.name: len(r.pairs) for r in read}
     shares = source_shares(counts, {r.source.name: r.source.epochs for r in read})
     drawn = {r.source.name: 0 for r in read}
@@ -214,10 +215,6 @@ def run_instruct_mix(cfg: InstructMixConfig, readers: ReadersConfig) -> dict[str
     Returns the metrics dict. Bad records are listed (file, position, reason) in
     `bad_records.jsonl` under `skip`, or abort the stage under `abort`.
     """
-    from biomed_llama.fsutil import atomic_dir, atomic_write_bytes
-    from biomed_llama.provenance import write_manifest
-    from biomed_llama.stage_metrics import write_metrics
-
     mix = build_mixture(cfg, readers)
     inputs = [p for s in cfg.sources for p in s.paths]
     with atomic_dir(cfg.output) as tmp:
@@ -233,8 +230,6 @@ def run_instruct_mix(cfg: InstructMixConfig, readers: ReadersConfig) -> dict[str
 
 def load_mixture(folder: str | Path) -> list[dict[str, str]]:
     """Read a verified instruct-mix output folder's records (`source`, `input`, `output`)."""
-    from biomed_llama.provenance import require_verified
-
     require_verified(folder)
     rows = []
     with open(Path(folder) / MIXTURE_FILE, encoding="utf-8") as f:

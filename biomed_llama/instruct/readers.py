@@ -11,8 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from biomed_llama.benchmarks.jsonio import (
-    Positioned, RecordProblem, as_object, collect, lettered_options, list_entries, optional_text,
-    require_file, text_field,
+    Positioned,
+    RecordProblem,
+    as_object,
+    collect,
+    lettered_options,
+    list_entries,
+    optional_text,
+    require_file,
+    text_field,
 )
 from biomed_llama.benchmarks.readers import CopConvention, read_benchmark
 from biomed_llama.benchmarks.records import YES_NO_MAYBE, BadRecords, InstructionItem, Item, MCItem, OpenItem, YesNoItem

@@ -14,14 +14,16 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
+from biomed_llama.env_check import require_locked
 from biomed_llama.errors import UserError
 from biomed_llama.launch import slurm
 from biomed_llama.launch.config import LaunchConfig
 from biomed_llama.launch.container import container_prefix
+from biomed_llama.launch.local import run_torchrun
 
 # Training stages run under torchrun (one process per GPU) or Slurm; the others are one process.
 TRAIN_STAGES = ("pretrain", "finetune")
@@ -145,8 +147,6 @@ def require_locked_env(cfg: LaunchConfig, stage: str) -> None:
     if not cfg.require_locked_env:
         return
     if cfg.container == "none":
-        from biomed_llama.env_check import require_locked
-
         require_locked()
         return
     prefix = container_prefix(cfg, workdir=Path.cwd(), gpu=False)
@@ -173,8 +173,6 @@ def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequenc
         require_container(cfg)
         require_locked_env(cfg, stage)
         if stage in TRAIN_STAGES and cfg.container == "none":
-            from biomed_llama.launch.local import run_torchrun
-
             return run_torchrun(cmd.argv, cmd.env, stage)
         os.execvpe(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
     if shutil.which("sbatch") is None:

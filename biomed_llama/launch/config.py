@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -25,11 +25,11 @@ class LaunchConfig(StrictModel):
     0: CPU-only nodes, no GPU request, `nproc_per_node` ranks per node (gloo)."""
     cpus_per_task: int = Field(32, ge=1)
     """Slurm mode: CPU cores of the one task per node (data loading, torchrun, NCCL proxies)."""
-    partition: Optional[str] = None
+    partition: str | None = None
     """Slurm partition (`--partition`); null = the cluster's default."""
-    account: Optional[str] = None
+    account: str | None = None
     """Slurm account to charge (`--account`); null = the user's default."""
-    qos: Optional[str] = None
+    qos: str | None = None
     """Slurm quality of service (`--qos`); null = the default."""
     time: str = "48:00:00"
     """Wall-clock limit of one job (`--time`); longer runs continue in requeued jobs from the last checkpoint."""
@@ -51,7 +51,7 @@ class LaunchConfig(StrictModel):
     image: str = "biomed.sif"
     """The image: for Apptainer (and Slurm) the SIF file built by `make sif`, a path every node must
     see; for podman an image name, e.g. `localhost/biomed-llama:cpu` (built by `make image`)."""
-    podman_conf: Optional[str] = "containers/containers.conf"
+    podman_conf: str | None = "containers/containers.conf"
     """containers.conf for `launch.container: podman` (CONTAINERS_CONF), relative to the checkout:
     the shipped file selects runc, cgroupfs and no default ulimits, which this project's machines
     need; null = podman's own configuration."""
@@ -79,7 +79,7 @@ class LaunchConfig(StrictModel):
         return self.gpus_per_node or self.nproc_per_node
 
     @model_validator(mode="after")
-    def _check(self) -> "LaunchConfig":
+    def _check(self) -> LaunchConfig:
         if self.signal_seconds and self.shutdown_timeout >= self.signal_seconds:
             raise ValueError(f"launch.shutdown_timeout ({self.shutdown_timeout}) must be below "
                              f"launch.signal_seconds ({self.signal_seconds}): the checkpoint must end before the limit")
@@ -102,9 +102,10 @@ def time_limit_seconds(spec: str) -> int | None:
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
     if not m:
         raise ValueError(f"launch.time {spec!r}: expected M, M:S, H:M:S, D-H, D-H:M or D-H:M:S")
-    days, a, b, c = (int(g) if g is not None else None for g in m.groups())
+    days, first, b, c = m.groups()
+    a = int(first)  # the one group the pattern always matches
     if days is not None:  # D-H[:M[:S]]
-        return ((days * 24 + a) * 60 + (b or 0)) * 60 + (c or 0)
-    if c is not None:  # H:M:S
-        return (a * 60 + b) * 60 + c
-    return a * 60 + (b or 0)  # M or M:S
+        return ((int(days) * 24 + a) * 60 + int(b or 0)) * 60 + int(c or 0)
+    if c is not None:  # H:M:S (the pattern matches the third number only after a second)
+        return (a * 60 + int(b or 0)) * 60 + int(c)
+    return a * 60 + int(b or 0)  # M or M:S

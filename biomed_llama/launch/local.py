@@ -25,12 +25,19 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 from biomed_llama.errors import ERROR_DIR_ENV, UserError
 from biomed_llama.procs import PARENT_PID_ENV
+
+if TYPE_CHECKING:  # torch loads only when a stage is launched
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+# Lazy imports: torch's launcher is imported where a stage is launched: `launch --dry-run` and Slurm runs never load
+# it.
 
 TORCHRUN_MODULE = "torch.distributed.run"
 # torchrun's own ERROR log line per failed worker ("failed (exitcode: 3) local_rank: 0 …") repeats
@@ -74,10 +81,10 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def failure_line(stage: str, failures: dict[int, object]) -> tuple[str, int]:
+def failure_line(stage: str, failures: Mapping[int, ProcessFailure]) -> tuple[str, int]:
     """For workers that left no line: the first failed rank's exit code, or the signal that killed it (128 + N)."""
     rank = min(failures)
-    code = int(getattr(failures[rank], "exitcode"))
+    code = int(failures[rank].exitcode)
     if code < 0:
         return f"{stage}: rank {rank} was killed by {_signal_name(-code)} (out of memory?)", 128 - code
     return f"{stage}: rank {rank} exited with code {code} (its traceback is above)", code

@@ -19,8 +19,12 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from biomed_llama.errors import UserError
+
+# Lazy imports: xformers and flash-attn are optional CUDA packages, and transformers takes seconds: each is imported
+# where it is used.
 
 BACKENDS = ("sdpa", "flash_attention_2", "xformers", "eager")
 
@@ -80,8 +84,6 @@ def sdpa_context(choice: str, device: torch.device):
     for `auto` and on CPU."""
     if choice == "auto" or device.type != "cuda":
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     order = [getattr(SDPBackend, _SDPA[choice])]
     order += [getattr(SDPBackend, _SDPA[b]) for b in ("flash", "efficient") if b != choice]
     return sdpa_kernel(order, set_priority=True)

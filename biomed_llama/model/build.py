@@ -13,10 +13,14 @@ import zlib
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from biomed_llama.errors import UserError
 from biomed_llama.model.config import ModelConfig
+
+# Lazy imports: transformers (seconds) and torch.distributed.tensor (about a second) are imported where they are used:
+# a CPU run without sharding never loads the latter.
 
 # Wrapper prefixes that activation checkpointing / torch.compile put into parameter names.
 _WRAPPER_PARTS = ("_checkpoint_wrapped_module.", "_orig_mod.")
@@ -78,7 +82,7 @@ def _local_slices(param: torch.Tensor) -> tuple[slice, ...] | None:
     if not isinstance(param, DTensor):
         return None
     shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
-    return tuple(slice(o, o + n) for o, n in zip(offset, shape))
+    return tuple(slice(o, o + n) for o, n in zip(offset, shape, strict=True))
 
 
 def _local(param: torch.Tensor) -> torch.Tensor:
@@ -117,9 +121,9 @@ def reset_rotary(model: nn.Module) -> None:
     for module in model.modules():
         if type(module).__name__.endswith("RotaryEmbedding") and hasattr(module, "inv_freq"):
             fresh = type(module)(module.config)
-            module.inv_freq.copy_(fresh.inv_freq)
+            module.get_buffer("inv_freq").copy_(fresh.get_buffer("inv_freq"))
             if hasattr(module, "original_inv_freq"):
-                module.original_inv_freq.copy_(fresh.original_inv_freq)
+                module.get_buffer("original_inv_freq").copy_(fresh.get_buffer("original_inv_freq"))
 
 
 def _safetensors_files(path: Path) -> list[Path]:
@@ -152,14 +156,12 @@ def load_hf_weights(model: nn.Module, path: str | Path, added_rows: int = 0) -> 
     With `added_rows` the model's embeddings and LM head have that many rows more than the file's:
     those two are read whole and extended by the mean of their rows (`pretrain.added_tokens`).
     """
-    from safetensors import safe_open
-
     path = Path(path)
     params = {clean_name(n): p for n, p in model.named_parameters()}
     seen: set[str] = set()
     for file in _safetensors_files(path):
         with safe_open(str(file), framework="pt", device="cpu") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 (safe_open is no dict: it has keys(), not iteration)
                 if key not in params:
                     if "rotary_emb" in key:  # old conversions stored inv_freq; it is recomputed
                         continue

@@ -5,7 +5,7 @@ Next to the model code that reads it (`build.llama_config`); nothing here knows 
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -17,7 +17,7 @@ AttentionBackend = Literal["sdpa", "flash_attention_2", "xformers", "eager"]
 class ModelConfig(StrictModel):
     """The base model: a HF LLaMA directory, or a tiny random init built from these shape params."""
 
-    base: Optional[str] = None
+    base: str | None = None
     """A Hugging Face LLaMA directory (config.json + safetensors), e.g. `models/llama-7b`; null builds a random init from the shape below."""
     base_external: bool = False
     """True when `base` was made by no stage here (the downloaded LLaMA-7B): it has no manifest, so pretrain reads it
@@ -30,9 +30,9 @@ class ModelConfig(StrictModel):
     """Number of decoder layers (random init only)."""
     num_heads: int = Field(4, ge=1)
     """Attention heads (random init only); must divide hidden_size."""
-    num_kv_heads: Optional[int] = None
+    num_kv_heads: int | None = None
     """Key/value heads for grouped-query attention; null = num_heads (LLaMA-7B)."""
-    vocab_size: Optional[int] = None
+    vocab_size: int | None = None
     """Vocabulary size; null = `len(tokenizer)` of `tokenize.tokenizer` (random init only)."""
     max_position_embeddings: int = Field(2048, ge=1)
     """Longest position the rotary embedding is configured for (random init only)."""
@@ -46,7 +46,7 @@ class ModelConfig(StrictModel):
     """Attention kernel: `sdpa` (PyTorch), `flash_attention_2` (flash-attn package), `xformers` (memory-efficient, causal; the original's choice) or `eager`."""
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelConfig":
+    def _check(self) -> ModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"model.num_heads ({self.num_heads}) must divide model.hidden_size ({self.hidden_size})")
         kv = self.num_kv_heads or self.num_heads

@@ -13,10 +13,17 @@ liger has no CPU path: on CPU nothing is applied and the plain modules run (the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from biomed_llama.errors import UserError
+
+if TYPE_CHECKING:
+    from biomed_llama.model.lm import TrainableLlamaForCausalLM
+
+# Lazy imports: liger-kernel is an optional CUDA package and transformers takes seconds: both are imported where used.
 
 KERNELS = ("rms_norm", "swiglu", "rope", "linear_cross_entropy")
 
@@ -35,12 +42,12 @@ def _replace_norms(model: nn.Module, lk) -> None:
         for name, child in list(parent.named_children()):
             if type(child).__name__ == "LlamaRMSNorm":
                 with torch.device("meta"):
-                    setattr(parent, name, lk.LigerRMSNorm(child.weight.shape[0], eps=child.variance_epsilon,
-                                                          casting_mode="llama"))
+                    setattr(parent, name, lk.LigerRMSNorm(child.get_parameter("weight").shape[0],
+                                                          eps=child.variance_epsilon, casting_mode="llama"))
 
 
 def _replace_mlps(model: nn.Module, lk) -> None:
-    for layer in model.model.layers:
+    for layer in model.get_submodule("model.layers").children():
         with torch.device("meta"):
             layer.mlp = lk.LigerSwiGLUMLP(model.config)
 
@@ -57,12 +64,13 @@ def _patch_rope(lk) -> None:
             return lk.liger_rotary_pos_emb(q, k, cos, sin, *args, **kwargs)
         return plain(q, k, cos, sin, *args, **kwargs)
 
-    apply_rotary_pos_emb._biomed_dispatch = True
-    apply_rotary_pos_emb.plain = plain  # transformers' own, for parity checks
+    # Marks on the function object itself, where transformers' module attribute keeps them.
+    apply_rotary_pos_emb._biomed_dispatch = True  # type: ignore[attr-defined]
+    apply_rotary_pos_emb.plain = plain  # type: ignore[attr-defined]  # transformers' own, for parity checks
     modeling_llama.apply_rotary_pos_emb = apply_rotary_pos_emb
 
 
-def apply_kernels(model: nn.Module, names: list[str], device: torch.device) -> list[str]:
+def apply_kernels(model: TrainableLlamaForCausalLM, names: list[str], device: torch.device) -> list[str]:
     """Swap in the named liger kernels on `device` (CUDA); return those applied ([] on CPU: plain modules)."""
     unknown = sorted(set(names) - set(KERNELS))
     if unknown:

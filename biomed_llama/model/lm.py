@@ -22,6 +22,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from biomed_llama.data.loader import IGNORE_INDEX
 
+# Lazy imports: liger-kernel is an optional CUDA package: imported only where the fused loss runs.
+
 
 def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Σ w·ℓ over rows of `logits` [N, vocab] (any float dtype, computed in fp32, as transformers' loss upcasts)

@@ -27,11 +27,13 @@ FIXTURES = "data/sample/instruct"
 class OptimConfig(StrictModel):
     """AdamW with HF Trainer's decay groups, then linear warmup + cosine decay of the learning rate.
 
-    The defaults are continued pretraining's (the paper's README); `FinetuneOptim` has fine-tuning's.
+    The defaults are the demo's pretraining (params.yaml); `FinetuneOptim` has fine-tuning's. configs/paper.yaml
+    sets the paper's.
     """
 
-    lr: float = Field(3.0e-5, gt=0)
-    """Peak learning rate (pretraining: README 3e-5; released multi-node script 1e-5)."""
+    lr: float = Field(2.0e-3, gt=0)
+    """Peak learning rate: the demo's 2e-3 (a tiny random model needs a larger step); pretraining in the paper:
+    README 3e-5, released multi-node script 1e-5 (configs/paper.yaml)."""
     betas: tuple[float, float] = (0.9, 0.95)
     """AdamW betas, each in [0, 1) (pretraining: the paper's 0.9, 0.95)."""
     eps: float = Field(1e-8, gt=0)
@@ -57,10 +59,11 @@ class OptimConfig(StrictModel):
 
 
 class FinetuneOptim(OptimConfig):
-    """`OptimConfig` with the original fine-tuning's defaults: its HF Trainer arguments (evaluation/train.sh:42-45)."""
+    """`OptimConfig` with fine-tuning's defaults: the original's HF Trainer arguments (evaluation/train.sh:42-45)
+    except the learning rate, the demo's."""
 
-    lr: float = Field(2e-5, gt=0)
-    """Peak learning rate (the original's fine-tuning: 2e-5)."""
+    lr: float = Field(1e-3, gt=0)
+    """Peak learning rate: the demo's 1e-3 (a tiny random model); the original's fine-tuning: 2e-5 (configs/paper.yaml)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas, each in [0, 1) (HF Trainer defaults, as the original)."""
     weight_decay: float = Field(1e-4, ge=0)
@@ -123,10 +126,12 @@ class PretrainConfig(StrictModel):
     released_loader: Optional[ReleasedLoader] = None
     """Replay the released run's duplicated stream (each batch `workers` times in a row, 1/`workers` of the
     data per epoch; see `ReleasedLoader`); null: every sequence once per epoch (the README's intent)."""
-    global_batch_size: int = Field(8, ge=1)
-    """Sequences per optimizer step over all ranks (2048 in the paper); = micro × accumulation × data-parallel size."""
-    micro_batch_size: int = Field(2, ge=1)
-    """Sequences per rank per forward/backward; the code derives gradient accumulation from it."""
+    global_batch_size: int = Field(16, ge=1)
+    """Sequences per optimizer step over all ranks (the demo's 16; 2048 in the paper); = micro × accumulation ×
+    data-parallel size."""
+    micro_batch_size: int = Field(8, ge=1)
+    """Sequences per rank per forward/backward (the demo's 8; the paper's 2); the code derives gradient accumulation
+    from it."""
     max_steps: Optional[int] = Field(None, ge=1)
     """Optimizer steps; null = one epoch (every full global batch of the data once)."""
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -180,10 +185,10 @@ class PretrainConfig(StrictModel):
     FSDP2 all-gathers in float8 too; `rowwise`: one scale per row, closer to bf16, slower. For speed on
     H100/H200 (compute capability 8.9+, with `compile`); refused on the CPU, without torchao and on older GPUs.
     It changes the numbers trained, so it changes the run id. null: bf16 (bench/RESULTS.md has its speed and loss)."""
-    log_every: int = Field(1, ge=1)
-    """Log a line (and a loss row) every this many steps."""
-    checkpoint_every: int = Field(1000, ge=1)
-    """Save a distributed checkpoint every this many steps (3000 in the released script)."""
+    log_every: int = Field(5, ge=1)
+    """Log a line (and a loss row) every this many steps (the demo's 5; configs/paper.yaml: 10)."""
+    checkpoint_every: int = Field(20, ge=1)
+    """Save a distributed checkpoint every this many steps (the demo's 20; 3000 in the released script)."""
     checkpoint_async: bool = False
     """Save checkpoints in the background (DCP async save): training waits only while the state is copied to
     host memory, not while it is written and hashed; the checkpoint becomes resumable once complete. Pins host
@@ -194,8 +199,9 @@ class PretrainConfig(StrictModel):
     correction option (the released HF Trainer 4.28 trained on through NaN): skip up to this many such steps (the
     batch is consumed, no update, the schedule does not advance) before stopping, as large-scale trainers do.
     0: stop at the first."""
-    keep_checkpoints: int = Field(3, ge=1)
-    """Keep only the newest this many checkpoints of the run's own folder (other runs' folders are never pruned)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """Keep only the newest this many checkpoints of the run's own folder (other runs' folders are never pruned);
+    the demo's 2, configs/paper.yaml: 3 (the original's `save_total_limit`)."""
     checkpoint_dir: str = "checkpoints/pretrain"
     """Root of run folders `<run_id>/step-NNNNNNNN/`; `run_id` fingerprints seed, model, numeric params, steps and the data's content. A rerun with the same params and data resumes from the newest complete checkpoint of its folder; other params or data start fresh in a new folder, leaving the others untouched."""
     added_tokens: int = Field(0, ge=0)
@@ -209,9 +215,9 @@ class PretrainConfig(StrictModel):
     """The exported HF model directory (safetensors + tokenizer + config + manifest)."""
     export_dtype: Literal["float32", "bfloat16"] = "float32"
     """Dtype of the exported weights."""
-    export_init: Optional[str] = None
+    export_init: Optional[str] = "models/base"
     """Also export the starting weights (the random init, or `model.base`) before training as a HF directory
-    here, e.g. `models/base` (the demo's stand-in for the untrained LLaMA-7B row of the eval table); null: don't."""
+    here: `models/base`, the demo's stand-in for the untrained LLaMA-7B row of the eval table; null: don't."""
     metrics: str = "metrics/pretrain.json"
     """Final metrics JSON (DVC metrics)."""
     plots: str = "plots/pretrain"
@@ -328,13 +334,17 @@ class FinetuneHparams(StrictModel):
     SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"micro_batch_size"})
 
     optim: FinetuneOptim = Field(default_factory=FinetuneOptim)
-    """AdamW and the LR schedule; unset keys: lr 2e-5, wd 1e-4, betas (0.9, 0.999), warmup 0.03, cosine to 0."""
-    epochs: float = Field(3, gt=0)
-    """Passes over the training examples; the step count: see `trainer_steps`."""
-    global_batch_size: int = Field(128, ge=1)
-    """Sequences per optimiser step over all ranks (the original: 1 per device × 16 accumulation × 8 GPUs)."""
-    micro_batch_size: int = Field(1, ge=1)
-    """Sequences per rank per forward pass; accumulation steps = global / (micro × world)."""
+    """AdamW and the LR schedule; unset keys: lr 1e-3 (the demo's), wd 1e-4, betas (0.9, 0.999), warmup 0.03,
+    cosine to 0."""
+    epochs: float = Field(1, gt=0)
+    """Passes over the training examples (the demo's 1; the original's task fine-tuning: 3); the step count: see
+    `trainer_steps`."""
+    global_batch_size: int = Field(8, ge=1)
+    """Sequences per optimiser step over all ranks (the demo's 8; the original: 1 per device × 16 accumulation × 8
+    GPUs = 128)."""
+    micro_batch_size: int = Field(4, ge=1)
+    """Sequences per rank per forward pass (the demo's 4; the original's 1); accumulation steps = global / (micro ×
+    world)."""
     loss_weighting: Optional[LossWeighting] = None
     """`token` or `sequence` (see `pretrain.loss_weighting`); null: the same as `pretrain.loss_weighting`."""
     trainer_steps: Optional[TrainerSteps] = None
@@ -395,8 +405,8 @@ class FinetuneConfig(StrictModel):
     """Metrics JSON per run: `<prefix>instruct.json`, `<prefix><task>.json`."""
     plots: str = "plots/finetune"
     """Loss-curve folders per run: `<plots>/instruct/`, `<plots>/<task>/`."""
-    checkpoint_every: int = Field(300, ge=1)
-    """Save a distributed checkpoint every this many steps (the original: 300, keeping 3)."""
+    checkpoint_every: int = Field(50, ge=1)
+    """Save a distributed checkpoint every this many steps (the demo's 50; the original: 300, keeping 3)."""
     max_length: int = Field(256, ge=4)
     """Longest sequence in tokens (BOS + prompt + output + EOS); 2048 in the paper."""
     truncation: Literal["right", "prompt_left"] = "right"
@@ -414,20 +424,22 @@ class FinetuneConfig(StrictModel):
     `separate` = each tokenized alone (an exact mask boundary, but other output pieces with SentencePiece)."""
     mixture: str = "data/instruct"
     """The instruct-mix output folder read in `instruct` mode."""
-    instruct: FinetuneHparams = Field(default_factory=lambda: FinetuneHparams(epochs=1))
-    """Instruction tuning: the original trained 1 pass over its 150,000 drawn records (its 3 epochs
-    × 50,000 were folded into the draw), lr 2e-5, wd 1e-4, warmup 0.03, cosine, batch 128."""
+    instruct: FinetuneHparams = Field(default_factory=FinetuneHparams)
+    """Instruction tuning (defaults: the demo's): the original trained 1 pass over its 150,000 drawn records (its 3
+    epochs × 50,000 were folded into the draw), lr 2e-5, wd 1e-4, warmup 0.03, cosine, batch 128."""
     task: FinetuneHparams = Field(default_factory=FinetuneHparams)
-    """Task fine-tuning (the table's fine-tune rows): lr 2e-5, wd 1e-4, warmup 0.03, cosine, 3 epochs, batch 128."""
+    """Task fine-tuning (the table's fine-tune rows; defaults: the demo's): the original's lr 2e-5, wd 1e-4, warmup
+    0.03, cosine, 3 epochs, batch 128."""
     tasks: dict[str, TaskTrainSet] = Field(default_factory=lambda: {
-        "medqa": TaskTrainSet(format="medqa", path=f"{FIXTURES}/medqa/train_4opt.jsonl"),
+        # USMLE over two seeds, as the demo: its fine-tune cells are a mean ± std
+        "medqa": TaskTrainSet(format="medqa", path=f"{FIXTURES}/medqa/train_4opt.jsonl", seeds=[1234, 1235]),
         "medmcqa": TaskTrainSet(format="medmcqa", path=f"{FIXTURES}/medmcqa/train_cop1.jsonl"),
         "pubmedqa": TaskTrainSet(format="pubmedqa", path=f"{FIXTURES}/pubmedqa/ori_pqaa.json"),
     })
     """Train sets of `task` mode by task name (the name picks the output folder `<prefix><name>`)."""
-    base: Optional[FinetuneStart] = None
+    base: Optional[FinetuneStart] = Field(default_factory=FinetuneStart)
     """The LLaMA-7B rows' runs (`--base`): instruction tuning and task fine-tuning of this model with the
-    same settings; null: not trained."""
+    same settings (default: the demo's random init exported at `models/base`); null: not trained."""
 
     def start_of(self, start: Start) -> tuple[str, str, str, str]:
         """(model, instruct output, task output prefix, run-name prefix) of `pretrained` or `base`."""

@@ -47,7 +47,8 @@ def tiny_params(tmp: Path, tokens: Path, **pretrain: Any) -> dict[str, Any]:
         "pretrain": {
             "tokens": str(tokens), "tokenizer": str(TOKENIZER), "max_seq_length": 32, "packing": "concat",
             "global_batch_size": 4, "micro_batch_size": 2, "max_steps": 6, "optim": {"lr": 3e-3, "warmup_ratio": 0.2},
-            "device": "cpu", "checkpoint_every": 100, "keep_checkpoints": 2, "progress": False,
+            "device": "cpu", "checkpoint_every": 100, "keep_checkpoints": 2, "progress": False, "log_every": 1,
+            "export_init": None,  # the demo's default exports the init into models/base: never from a test
             "checkpoint_dir": str(tmp / "ckpt"), "output": str(tmp / "model"),
             "metrics": str(tmp / "metrics.json"), "plots": str(tmp / "plots"),
         },

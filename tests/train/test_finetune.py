@@ -50,6 +50,7 @@ def ft_params(tmp: Path, start: Path, **finetune) -> dict:
         "checkpoint_every": 5, "max_length": 144, "truncation": "prompt_left", "mixture": str(tmp / "instruct"),
         "instruct": hp, "task": hp,
         "tasks": {"medqa": {"format": "medqa", "path": str(SAMPLE / "medqa" / "train_4opt.jsonl")}},
+        "base": None,  # no second start (the demo's default trains models/base too)
         **finetune,
     }
     return raw

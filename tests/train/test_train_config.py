@@ -55,9 +55,9 @@ def test_finetune_sections_have_their_own_optimiser_defaults():
     assert isinstance(ft, OptimConfig) and pre.lr == ft.lr == 1e-3
     assert (pre.betas, pre.weight_decay, pre.num_cycles) == ((0.9, 0.95), 0.1, 0.39758361765043326)
     assert (ft.betas, ft.weight_decay, ft.num_cycles) == ((0.9, 0.999), 1e-4, 0.5)
-    defaults = FinetuneConfig()
-    assert defaults.instruct.optim == defaults.task.optim and defaults.task.optim.lr == 2e-5
-    assert (defaults.instruct.epochs, defaults.task.epochs) == (1, 3)
+    defaults = FinetuneConfig()  # the demo's (tests/test_defaults.py): lr 1e-3, one epoch each
+    assert defaults.instruct.optim == defaults.task.optim and defaults.task.optim.lr == 1e-3
+    assert (defaults.instruct.epochs, defaults.task.epochs) == (1, 1)
 
 
 def test_a_bad_effective_config_is_a_one_line_config_error(monkeypatch, tmp_path):
