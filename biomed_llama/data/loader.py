@@ -31,9 +31,10 @@ times in a row as there were loader workers, one epoch covering 1/workers of the
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -251,7 +252,8 @@ class DistributedLoader:
                                 f"({released.world_size} ranks × {global_batch // released.world_size} sequences)")
         self.step = 0
 
-    @functools.lru_cache(maxsize=2)
+    # the loader lives as long as the run, so the cache cannot keep a dead instance alive; two epochs suffice
+    @functools.lru_cache(maxsize=2)  # noqa: B019
     def _order(self, epoch: int) -> np.ndarray:
         n = len(self.dataset)
         if not self.shuffle:

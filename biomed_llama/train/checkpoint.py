@@ -42,13 +42,22 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemWriter
-from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from biomed_llama.errors import IntegrityError, output_error
 from biomed_llama.fsutil import atomic_write_json
-from biomed_llama.train.ckpt_manifest import (HASH_THREADS, all_ranks_hashed, record_own_hashes, verify_checkpoint,
-                                              write_checkpoint_manifest)
+from biomed_llama.train.ckpt_manifest import (
+    HASH_THREADS,
+    all_ranks_hashed,
+    record_own_hashes,
+    verify_checkpoint,
+    write_checkpoint_manifest,
+)
 from biomed_llama.train.ckpt_staging import HostStager
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")

@@ -48,7 +48,7 @@ def hash_files(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     names = sorted(names)
     with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
         digests = list(pool.map(lambda n: sha256_file(folder / n, chunk=8 << 20), names))
-    return {n: {"sha256": d, "bytes": (folder / n).stat().st_size} for n, d in zip(names, digests)}
+    return {n: {"sha256": d, "bytes": (folder / n).stat().st_size} for n, d in zip(names, digests, strict=True)}
 
 
 def record_own_hashes(folder: Path, rank: int, extra: list[str]) -> None:
@@ -121,7 +121,7 @@ def verify_checkpoint(folder: str | Path, rank: int, world: int) -> None:
             bad[names.index(n)] = 1.0
     bad = all_reduce_cpu(bad) if names else bad
     problems = [f"{n}: {'missing' if not (folder / n).is_file() else 'sha256 differs from ' + manifest}"
-                for n, b in zip(names, bad) if b]
+                for n, b in zip(names, bad, strict=True) if b]
     extra = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name != manifest)
     problems += [f"{n}: not in {manifest}" for n in extra]
     if problems:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.distributed.checkpoint.staging import AsyncStager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -52,7 +52,7 @@ class OptimConfig(StrictModel):
     """Clip the global gradient norm (over all shards) to this."""
 
     @model_validator(mode="after")
-    def _check(self) -> "OptimConfig":
+    def _check(self) -> OptimConfig:
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must lie in [0, 1) (got {list(self.betas)})")
         return self
@@ -123,7 +123,7 @@ class PretrainConfig(StrictModel):
     1/`workers` of the stream) holds: subset-major, only abstracts (README "Params and profiles")."""
     shuffle: bool = True
     """Shuffle sequences with a seeded permutation (same order for any world size); false reads in file order like the original."""
-    released_loader: Optional[ReleasedLoader] = None
+    released_loader: ReleasedLoader | None = None
     """Replay the released run's duplicated stream (each batch `workers` times in a row, 1/`workers` of the
     data per epoch; see `ReleasedLoader`); null: every sequence once per epoch (the README's intent)."""
     global_batch_size: int = Field(16, ge=1)
@@ -132,7 +132,7 @@ class PretrainConfig(StrictModel):
     micro_batch_size: int = Field(8, ge=1)
     """Sequences per rank per forward/backward (the demo's 8; the paper's 2); the code derives gradient accumulation
     from it."""
-    max_steps: Optional[int] = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
     """Optimizer steps; null = one epoch (every full global batch of the data once)."""
     optim: OptimConfig = Field(default_factory=OptimConfig)
     """AdamW and the LR schedule (defaults: the paper's README pretraining)."""
@@ -148,7 +148,7 @@ class PretrainConfig(StrictModel):
     """Compute dtype of the sharded parameters (fp32 master weights are kept either way); bf16 for the paper."""
     reduce_dtype: Literal["float32", "bfloat16"] = "float32"
     """Dtype of gradient reduce-scatter/all-reduce (the original reduced in bf16)."""
-    shard_size: Optional[int] = Field(None, ge=1)
+    shard_size: int | None = Field(None, ge=1)
     """Ranks per shard group of the (replicate, shard) mesh; null = the GPUs of one node (LOCAL_WORLD_SIZE)."""
     reshard_after_forward: bool = True
     """Free gathered parameters after forward (ZeRO-3); false keeps them to backward (ZeRO-2, the original's
@@ -179,7 +179,7 @@ class PretrainConfig(StrictModel):
     budget). Below 1 the partitioner recomputes, in backward, the ops that are cheapest by FLOPs until the saved
     activations fit; 1 keeps its runtime-optimal choice. Memory and speed only: it lets a larger micro batch fit
     (an 80 GB card on 1×2), at the cost of the recomputation."""
-    float8: Optional[Literal["tensorwise", "rowwise"]] = None
+    float8: Literal["tensorwise", "rowwise"] | None = None
     """NOT the paper's numerics (bf16; off in every profile): train the decoder layers' linear layers in FP8
     (torchao float8 training, dynamic scaling; the LM head stays bf16). `tensorwise`: one scale per tensor, the
     FSDP2 all-gathers in float8 too; `rowwise`: one scale per row, closer to bf16, slower. For speed on
@@ -215,7 +215,7 @@ class PretrainConfig(StrictModel):
     """The exported HF model directory (safetensors + tokenizer + config + manifest)."""
     export_dtype: Literal["float32", "bfloat16"] = "float32"
     """Dtype of the exported weights."""
-    export_init: Optional[str] = "models/base"
+    export_init: str | None = "models/base"
     """Also export the starting weights (the random init, or `model.base`) before training as a HF directory
     here: `models/base`, the demo's stand-in for the untrained LLaMA-7B row of the eval table; null: don't."""
     metrics: str = "metrics/pretrain.json"
@@ -233,7 +233,7 @@ class PretrainConfig(StrictModel):
     Slower; the computation is the same, so it is speed-only (not in the run id)."""
 
     @model_validator(mode="after")
-    def _check(self) -> "PretrainConfig":
+    def _check(self) -> PretrainConfig:
         if self.activation_memory_budget < 1 and not self.compile:
             raise ValueError("pretrain.activation_memory_budget below 1 needs pretrain.compile: true "
                              "(it is the compiler's recomputation budget)")
@@ -263,13 +263,13 @@ class TaskTrainSet(StrictModel):
     """Published format of the file (`medqa`, `medmcqa` or `pubmedqa`)."""
     path: str
     """The train file (PubMedQA: `ori_pqaa.json`, the artificial set, as in the original)."""
-    seeds: Optional[list[int]] = Field(None, min_length=1)
+    seeds: list[int] | None = Field(None, min_length=1)
     """Fine-tune once per seed (data order), one model each in `<prefix><task>/seed-<seed>/`; the table shows
     mean ± std over them (the seed's USMLE cells: 0.3946±0.008). null: one run with the top-level seed,
     the model in `<prefix><task>` itself."""
 
     @model_validator(mode="after")
-    def _check(self) -> "TaskTrainSet":
+    def _check(self) -> TaskTrainSet:
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct (got {self.seeds})")
         return self
@@ -345,15 +345,15 @@ class FinetuneHparams(StrictModel):
     micro_batch_size: int = Field(4, ge=1)
     """Sequences per rank per forward pass (the demo's 4; the original's 1); accumulation steps = global / (micro ×
     world)."""
-    loss_weighting: Optional[LossWeighting] = None
+    loss_weighting: LossWeighting | None = None
     """`token` or `sequence` (see `pretrain.loss_weighting`); null: the same as `pretrain.loss_weighting`."""
-    trainer_steps: Optional[TrainerSteps] = None
+    trainer_steps: TrainerSteps | None = None
     """Count steps as the released HF Trainer 4.28 did over its ranks (`TrainerSteps`: `epochs × (ceil(n / world /
     micro) // accumulation)`; the paper profile); null: `ceil(epochs × n / global_batch_size)`, which the demo keeps
     (its world is not the release's 8 ranks), 1-2 steps more on the paper's data, the extra ones from a new epoch."""
 
     @model_validator(mode="after")
-    def _check(self) -> "FinetuneHparams":
+    def _check(self) -> FinetuneHparams:
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must divide "
                              f"global_batch_size ({self.global_batch_size})")
@@ -437,7 +437,7 @@ class FinetuneConfig(StrictModel):
         "pubmedqa": TaskTrainSet(format="pubmedqa", path=f"{FIXTURES}/pubmedqa/ori_pqaa.json"),
     })
     """Train sets of `task` mode by task name (the name picks the output folder `<prefix><name>`)."""
-    base: Optional[FinetuneStart] = Field(default_factory=FinetuneStart)
+    base: FinetuneStart | None = Field(default_factory=FinetuneStart)
     """The LLaMA-7B rows' runs (`--base`): instruction tuning and task fine-tuning of this model with the
     same settings (default: the demo's random init exported at `models/base`); null: not trained."""
 

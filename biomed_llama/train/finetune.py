@@ -52,7 +52,7 @@ class FinetuneParams:
     profile: str
 
     @classmethod
-    def of(cls, params: Any) -> "FinetuneParams":
+    def of(cls, params: Any) -> FinetuneParams:
         """Pick the stage's sections out of a loaded params object (`biomed_llama.config.Params`)."""
         return cls(params.finetune, params.pretrain, params.model, params.readers, params.instruct_mix.on_bad_record,
                    params.seed, params.profile)

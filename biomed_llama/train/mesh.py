@@ -16,7 +16,6 @@ import torch.distributed as dist
 
 from biomed_llama.errors import ConfigError, UserError
 
-
 # `pretrain.deterministic`: bitwise-repeatable steps on one kind of GPU. Why a switch and not the default: on CUDA
 # several backward kernels accumulate with atomics in whatever order the threads arrive (the embedding's
 # scatter-add, attention's dQ, split-K matmuls) and Inductor autotunes kernels by timing them, so two runs of the
@@ -78,7 +77,6 @@ def pick_device(pref: str, local_rank: int) -> torch.device:
 
 def init_distributed(device_pref: str = "auto", timeout_min: int = 60) -> DistEnv:
     """Initialise the default process group (once) and return this rank's DistEnv."""
-    rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))

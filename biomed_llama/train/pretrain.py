@@ -31,7 +31,7 @@ class PretrainParams:
     profile: str
 
     @classmethod
-    def of(cls, params: Any) -> "PretrainParams":
+    def of(cls, params: Any) -> PretrainParams:
         """Pick the stage's sections out of a loaded params object (`biomed_llama.config.Params`)."""
         return cls(params.pretrain, params.model, params.seed, params.profile)
 

@@ -56,7 +56,7 @@ class StopFlag:
         self.signum = 0
         self._previous = {}
 
-    def install(self) -> "StopFlag":
+    def install(self) -> StopFlag:
         """Install the handlers (main thread only), remembering the previous ones."""
         for s in self.SIGNALS:
             self._previous[s] = signal.signal(s, self._handle)
