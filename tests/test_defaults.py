@@ -24,7 +24,7 @@ ORIGINAL_VALUE = {
     "eval.dtype", "eval.device", "eval.batch_size", "eval.token_budget", "eval.generation.max_new_tokens",
 }
 # Speed only: one worker by default, two on the demo's two cores (outputs are the same for any count).
-WORKERS = {"extract.workers", "tokenize.workers"}
+WORKERS = {"extract.workers", "tokenize.workers", "contamination.workers"}
 # The demo's rows of the table and their inputs: a default names no model but the pretrained one, no few-shot
 # pool beyond the test sets, no second fine-tune start and no init export, so a params file says what it adds.
 DEMO_ROWS = {

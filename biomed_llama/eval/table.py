@@ -22,6 +22,7 @@ paper's value, which belongs to the full set only.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -82,7 +83,7 @@ class Measured:
 
     def clean_text(self, task: str) -> str:
         """The clean-subset part, e.g. `0.2571 on 35` (`– on 0` when every item is contaminated)."""
-        v = "–" if self.clean is None else Measured(self.clean).text(task)
+        v = "–" if self.clean is None or math.isnan(self.clean) else Measured(self.clean).text(task)
         return f"{v} on {self.clean_items}"
 
 

@@ -91,3 +91,36 @@ def test_contaminated_items_reads_a_verified_output(tmp_path: Path):
     (out / "medqa4.json").write_text(json.dumps([{"idx": 0, "contaminated": False}]))
     with pytest.raises(IntegrityError):
         contaminated_items(out)
+
+
+def test_evaluate_reads_the_verdicts_and_scores_the_clean_items(prepared, tmp_path: Path):
+    """A real `evaluate` of the tiny model: each MC run's clean value is its per-sample metric over the items the
+    verdicts call clean, the Random row gets one too, and the table and its DVC cells show them."""
+    from biomed_llama.eval.run import evaluate
+
+    verdicts = tmp_path / "contamination"
+    verdicts.mkdir()
+    tasks = {"medqa4": {0, 1}, "medqa5": set(), "medmcqa": {3}, "pubmedqa": {0, 1, 2, 3}}
+    for task, bad in tasks.items():
+        n = sum(1 for _ in (Path(prepared.output) / f"{task}.test.jsonl").open())
+        (verdicts / f"{task}.json").write_text(json.dumps([{"idx": i, "contaminated": i in bad} for i in range(n)]))
+    (verdicts / "summary.json").write_text(json.dumps({"tasks": {t: {} for t in tasks}}))
+    write_manifest(verdicts, stage="contamination", params={})
+    cfg = prepared.model_copy(update={
+        "limit": 4, "shots": ["zero"], "contamination": str(verdicts), "metrics_dir": str(tmp_path / "metrics"),
+        "table_metrics": str(tmp_path / "table.json"), "results_dir": str(tmp_path / "rep"),
+        "table": str(tmp_path / "table.md"), "figure": str(tmp_path / "loss.png")})
+    metrics = evaluate(cfg, "test")
+    m = metrics["tiny"]
+    for task, bad in tasks.items():
+        key = f"seed.{task}.0shot"
+        samples = [json.loads(ln) for ln in (tmp_path / "rep/tiny" / f"{key}.samples.jsonl").open()]
+        clean = [s["acc"] for s in samples if s["doc"]["idx"] not in bad]
+        assert m[f"{key}.clean_items"] == len(clean) == 4 - len(bad), task
+        assert m.get(f"{key}.acc_clean") == (sum(clean) / len(clean) if clean else None) or clean == [], task
+    assert metrics["random"]["random.medqa4.0shot.clean_items"] < 40  # over the whole test set, two contaminated
+    table = Path(cfg.table).read_text()
+    assert "· clean: " in table and "– on 0" in table  # PubMedQA: all four scored items contaminated
+    cells = json.loads((tmp_path / "table.json").read_text())
+    assert cells["main/BioMed-LLaMA-7B/0-shot/tiny/medqa4/clean_items"] == 2
+    assert json.loads((tmp_path / "rep/tiny/manifest.json").read_text())["inputs"][str(verdicts)]
