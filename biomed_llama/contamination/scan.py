@@ -79,14 +79,18 @@ class FileTask:
 
 def scan_file(task: FileTask) -> dict[str, Any]:
     """Scan one Parquet file of extracted documents (runs in worker processes); return a JSON-able report:
-    `docs`, `bytes` (UTF-8 text), and per touched item `[item, [n-gram ids found], [doc ids], n docs]`.
+    `docs`, `bytes` (UTF-8 text), `cpu_s` (this process's CPU seconds on it: a rate that a busy machine does not
+    skew; never written into the stage's output) and per touched item `[item, [n-gram ids found], [doc ids], n docs]`.
 
     A document's id is `<source>:<line>`, the Pile file and line it was extracted from (extract's `source`,
     `line` columns), so it names the same document whatever the extract's part layout."""
+    import time
+
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     index = index_for(task.spec)
+    cpu0 = time.process_time()
     n = json.loads(task.spec)["n"]
     keys, gram_items = index.gram_ids, index.gram_items
     found: dict[int, set[int]] = {}
@@ -112,7 +116,7 @@ def scan_file(task: FileTask) -> dict[str, Any]:
                 listed = docs.setdefault(k, [])
                 if len(listed) < task.max_doc_ids:
                     listed.append(doc_id)
-    return {"file": task.path, "docs": n_rows, "bytes": n_bytes,
+    return {"file": task.path, "docs": n_rows, "bytes": n_bytes, "cpu_s": time.process_time() - cpu0,
             "items": [[k, sorted(found[k]), docs.get(k, []), ndocs[k]] for k in sorted(ndocs)]}
 
 

@@ -123,24 +123,29 @@ def finish(cfg: ContaminationConfig, spec: str, params: dict[str, Any], reports:
     return summary
 
 
-def _metrics(summary: dict[str, Any], wall: float, workers: int) -> dict[str, Any]:
+def _metrics(summary: dict[str, Any], wall: float, workers: int, reports: list[dict[str, Any]]) -> dict[str, Any]:
     t, corpus = summary["tasks"], summary["corpus"]
+    cpu = sum(r.get("cpu_s", 0.0) for r in reports)
     return {"contaminated": {k: v["contaminated"] for k, v in t.items()},
             "share": {k: v["share"] for k, v in t.items()},
             "docs": corpus["docs"],
             # diagnostics (the details file): sizes, short items, throughput of this run
             "items": {k: v["items"] for k, v in t.items()}, "short": {k: v["short"] for k, v in t.items()},
             "files": corpus["files"], "bytes": corpus["bytes"], "wall_s": wall, "workers": workers,
-            "mb_per_s": corpus["bytes"] / 1e6 / wall if wall > 0 else None}
+            "mb_per_s": corpus["bytes"] / 1e6 / wall if wall > 0 else None,
+            # per busy core: what one scanning process reaches, whatever else shares the machine
+            "cpu_s": cpu, "mb_per_cpu_s": corpus["bytes"] / 1e6 / cpu if cpu > 0 else None}
 
 
-def print_summary(summary: dict[str, Any], where: str, wall: float | None = None) -> None:
-    """One line per task: contaminated / items (share), short items; then the corpus scanned (and MB/s)."""
+def print_summary(summary: dict[str, Any], where: str, wall: float | None = None, cpu: float | None = None) -> None:
+    """One line per task: contaminated / items (share), short items; then the corpus scanned (MB/s, MB per CPU s)."""
     for task, v in summary["tasks"].items():
         print(f"contamination: {task}: {v['contaminated']}/{v['items']} items contaminated ({v['share']:.1%}), "
               f"{v['short']} shorter than {summary['ngram']} words")
     c = summary["corpus"]
     rate = f" in {wall:.1f}s ({c['bytes'] / 1e6 / wall:.1f} MB/s)" if wall else ""
+    if cpu:
+        rate += f", {c['bytes'] / 1e6 / cpu:.1f} MB per CPU second"
     print(f"contamination: scanned {c['docs']:,} documents, {c['bytes'] / 1e6:.1f} MB of text "
           f"({c['files']} files){rate} → {where}")
 
@@ -180,9 +185,9 @@ def run_contamination(cfg: ContaminationConfig, benchmarks: BenchmarkFiles, read
         reports = _scan(cfg, spec, files, workers)
         wall = time.perf_counter() - t0
         summary = finish(cfg, spec, params, reports, [cfg.input, *tests.values()], tmp)
-    metrics = _metrics(summary, wall, workers)
+    metrics = _metrics(summary, wall, workers, reports)
     write_metrics(cfg.metrics, metrics, HEADLINE)
-    print_summary(summary, cfg.output, wall)
+    print_summary(summary, cfg.output, wall, metrics["cpu_s"])
     return metrics
 
 
@@ -213,7 +218,7 @@ def merge_contamination(cfg: ContaminationConfig, benchmarks: BenchmarkFiles, re
     reports = [by_file[f] for f in files]
     with atomic_dir(cfg.output) as tmp:
         summary = finish(cfg, spec, params, reports, [cfg.input, *tests.values()], tmp)
-    metrics = _metrics(summary, 0.0, 1)
+    metrics = _metrics(summary, 0.0, 1, reports)
     metrics["mb_per_s"] = None  # the scan ran in the parts (each part's manifest and log say how fast)
     write_metrics(cfg.metrics, metrics, HEADLINE)
     print_summary(summary, cfg.output)
