@@ -17,6 +17,7 @@ from biomed_llama.eval.config import GEN_SUITES, EvalConfig, EvalModel
 from biomed_llama.eval.table import RANDOM, render_table, table_cells
 from biomed_llama.fsutil import atomic_write_json, atomic_write_text
 from biomed_llama.provenance import require_verified, trusted_model, write_manifest
+from biomed_llama.stage_metrics import write_split
 
 
 def _progress(enabled: bool):
@@ -171,7 +172,8 @@ def _keep(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -
 def write_report(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -> list[str]:
     """The table (`cfg.table`), its cells as DVC metrics (`cfg.table_metrics`) and the loss figure."""
     atomic_write_text(cfg.table, render_table(cfg, metrics, profile))
-    atomic_write_json(cfg.table_metrics, table_cells(cfg, metrics))
+    details: dict[str, float] = {}  # the clean counts, the generation cells' clean values: beside the headline
+    write_split(cfg.table_metrics, table_cells(cfg, metrics, details), details)
     return draw_loss_figure(cfg)
 
 

@@ -16,7 +16,8 @@ also shows its value on the uncontaminated test items and their count (`clean: 0
 paper's value, which belongs to the full set only.
 
 `table_cells` gives the same cells as flat `section/model/method/ours/task` keys for
-`metrics/table.json` (and `…/clean`, `…/clean_items`), so `dvc metrics diff` compares them cell by cell.
+`metrics/table.json` (and the accuracy cells' `…/clean`), so `dvc metrics diff` compares them cell by cell;
+the clean counts and the generation cells' clean values go beside it, to `metrics/table.details.json`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from biomed_llama.eval.aggregate import CLEAN, CLEAN_ITEMS
-from biomed_llama.eval.config import EvalConfig
+from biomed_llama.eval.config import GEN_SUITES, EvalConfig
 from biomed_llama.fsutil import sha256_file
 from biomed_llama.provenance import MANIFEST, lock_drift
 
@@ -321,9 +322,16 @@ def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile:
     return "\n".join(out) + "\n"
 
 
-def table_cells(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Every measured cell of both tables as `section/model/method/ours/task` → value (and `…/std`)."""
+def table_cells(cfg: EvalConfig, metrics: dict[str, dict[str, float]],
+                details: dict[str, float] | None = None) -> dict[str, float]:
+    """Every measured cell of both tables as `section/model/method/ours/task` → value (and `…/std`), and the
+    accuracy cells' (Random, 0-shot, few-shot) value on the uncontaminated items as `…/clean`.
+
+    What `dvc metrics show` lists stays a headline (biomed_llama/stage_metrics.py): the clean items' count of
+    every cell (`…/clean_items`; per task it is the contamination stage's `clean`) and the generation cells'
+    clean value go to `details` when it is given."""
     out: dict[str, float] = {}
+    details = {} if details is None else details
     for section in ("main", "instructed"):
         for r in table_rows(cfg, metrics, section):
             for t, x in r.cells.items():
@@ -332,6 +340,6 @@ def table_cells(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> dict[s
                 if x.std is not None:
                     out[f"{key}/std"] = x.std
                 if x.clean_items is not None:
-                    out[f"{key}/clean"] = x.clean
-                    out[f"{key}/clean_items"] = x.clean_items
+                    (details if METHOD_SUITE[r.method][0] in GEN_SUITES else out)[f"{key}/clean"] = x.clean
+                    details[f"{key}/clean_items"] = x.clean_items
     return out

@@ -72,9 +72,11 @@ def test_table_shows_the_clean_value_and_count_after_the_paper_value():
     assert "0.3100 / 0.2000 (paper: 0.3535 / 0.3032) · clean: 0.2500 on 36 / – on 0 |" in row
     assert "99.0000 (paper: 15.7774) |" in row  # perplexity: no clean part
     assert "`clean: v on k`" in table
-    cells = table_cells(cfg, metrics)
+    details: dict = {}
+    cells = table_cells(cfg, metrics, details)
     key = "main/BioMed-LLaMA-7B/0-shot/p/medqa4"
-    assert (cells[key], cells[f"{key}/clean"], cells[f"{key}/clean_items"]) == (0.31, 0.25, 36)
+    assert (cells[key], cells[f"{key}/clean"], details[f"{key}/clean_items"]) == (0.31, 0.25, 36)
+    assert f"{key}/clean_items" not in cells  # `dvc metrics show` stays a headline: counts beside it
     assert "main/BioMed-LLaMA-7B/0-shot/p/pubmed_a/clean" not in cells
     plain = render_table(cfg, {"p": {"seed.medqa4.0shot.acc": 0.31}})  # no verdicts read: no clean part
     assert "clean" not in plain and "0.3100 / – (paper: 0.3535 / 0.3032) |" in plain
@@ -122,5 +124,19 @@ def test_evaluate_reads_the_verdicts_and_scores_the_clean_items(prepared, tmp_pa
     table = Path(cfg.table).read_text()
     assert "· clean: " in table and "– on 0" in table  # PubMedQA: all four scored items contaminated
     cells = json.loads((tmp_path / "table.json").read_text())
-    assert cells["main/BioMed-LLaMA-7B/0-shot/tiny/medqa4/clean_items"] == 2
+    assert cells["main/BioMed-LLaMA-7B/0-shot/tiny/medqa4/clean"] == m["seed.medqa4.0shot.acc_clean"]
+    details = json.loads((tmp_path / "table.details.json").read_text())
+    assert details["main/BioMed-LLaMA-7B/0-shot/tiny/medqa4/clean_items"] == 2
     assert json.loads((tmp_path / "rep/tiny/manifest.json").read_text())["inputs"][str(verdicts)]
+
+
+def test_generation_cells_clean_values_go_beside_the_headline():
+    cfg = EvalConfig(models={"ft": EvalModel(path="x", paper_row="BioMed-LLaMA-7B", suites=["finetune"],
+                                             tasks=["pubmedqa"])})
+    em = "finetune.pubmedqa.0shot.exact_match"
+    metrics = {"ft": {em: 0.5, f"{em}_clean": 0.4, "finetune.pubmedqa.0shot.clean_items": 26.0}}
+    details: dict = {}
+    cells = table_cells(cfg, metrics, details)
+    key = "main/BioMed-LLaMA-7B/fine-tune/ft/pubmedqa"
+    assert cells == {key: 0.5} and details == {f"{key}/clean": 0.4, f"{key}/clean_items": 26}
+    assert "0.5000 (paper: 0.763) · clean: 0.4000 on 26" in render_table(cfg, metrics)
