@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from biomed_llama.benchmarks.config import ReadersConfig
+from biomed_llama.contamination.config import ContaminationConfig
 from biomed_llama.data.config import ExtractConfig, TokenizeConfig
 from biomed_llama.errors import ConfigError
 from biomed_llama.eval.config import EvalConfig
@@ -53,6 +54,8 @@ class Params(StrictModel):
     """Instruction mixture (stage `instruct-mix`)."""
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     """Instruction tuning and task fine-tuning (stage `finetune`)."""
+    contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
+    """Benchmark contamination of the pretraining corpus (stage `contamination`)."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """Evaluation (stages `prepare-eval`, `evaluate`)."""
     launch: LaunchConfig = Field(default_factory=LaunchConfig)

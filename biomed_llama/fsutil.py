@@ -318,7 +318,15 @@ def _declared(p: Any) -> list[Declared]:
     for field, value in ev.benchmarks:
         add("prepare-eval", "in" if field == "pile_extracted" else "raw", f"eval.benchmarks.{field}", value)
     add("prepare-eval", "out", "eval.output", ev.output)
+    cn = p.contamination
+    add("contamination", "in", "contamination.input", cn.input)
+    for field, value in ev.benchmarks:
+        if field != "pile_extracted":
+            add("contamination", "raw", f"eval.benchmarks.{field}", value)
+    add("contamination", "out", "contamination.output", cn.output)
+    add("contamination", "out", "contamination.metrics", cn.metrics)
     add("evaluate", "in", "eval.output", ev.output)
+    add("evaluate", "in", "eval.contamination", ev.contamination)
     for name, model in ev.models.items():
         add("evaluate", "in", f"eval.models.{name}.path", model.path)
     for name, path in ev.loss_plots.items():
@@ -331,7 +339,7 @@ def _declared(p: Any) -> list[Declared]:
 # The commands that write a stage's outputs (`extract-merge` writes extract's).
 STAGE_OF_COMMAND = {"extract": "extract", "extract-merge": "extract", "tokenize": "tokenize", "pretrain": "pretrain",
                     "instruct-mix": "instruct-mix", "finetune": "finetune", "prepare-eval": "prepare-eval",
-                    "evaluate": "evaluate"}
+                    "evaluate": "evaluate", "contamination": "contamination", "contamination-merge": "contamination"}
 
 
 def output_problems(params: Any, stage: str, sanctioned: Any = None) -> list[str]:

@@ -7,18 +7,39 @@ Writes `data/sample/eval/` (tens of items each, generated text, nothing copied f
 - `medqa/US/{test,train}.jsonl`: 5-option JSON lines (options A..E, no `metamap_phrases`);
 - `medmcqa/{dev,train}.json`: MedMCQA JSON lines (`opa`..`opd`, `cop` 1–4 as in the original release);
 - `pubmedqa/ori_pqal.json`: PubMedQA labeled set, one object keyed by PMID.
+Contaminated on purpose (`CONTAMINATED`): a few test items quote a span of a document of the demo's Pile
+train split (data/sample/pile/train, made by scripts/make_sample.py), as a real PubMedQA context is a PubMed
+abstract, so the `contamination` stage and the table's clean-subset cells have something to find: some
+quotes verbatim, some upper-cased or with punctuation and whitespace changed (lm-eval's normalisation
+undoes both), and one of 12 words per task (fewer than 13: not contaminated). Only the quoting items' question
+(PubMedQA: contexts) changes; every other byte is what the seeded draw gives.
 Deterministic (seeded): `python scripts/make_eval_fixtures.py --check` verifies the committed copy.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "data/sample/eval"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "data/sample/eval"
+PILE_TRAIN = ROOT / "data/sample/pile/train"
+# Per test file: (item position, train document number, first word, words, variant) of each quoting item. The
+# documents are the train split's PubMed records in file order (PubMedQA's: its PubMed Abstracts records only); `verbatim`, `upper` (upper-cased) and `punct`
+# (punctuation and line breaks added) are found, a quote of 12 words (< n = 13) is not.
+CONTAMINATED = {
+    "medqa/US/4_options/phrases_no_exclude_test.jsonl": [(2, 7, 20, 20, "verbatim"), (9, 31, 12, 16, "upper"),
+                                                         (17, 60, 25, 18, "punct"), (25, 140, 8, 22, "verbatim"),
+                                                         (33, 95, 10, 12, "verbatim")],
+    "medqa/US/test.jsonl": [(4, 15, 30, 20, "verbatim"), (13, 77, 9, 18, "punct"), (38, 150, 14, 12, "upper")],
+    "medmcqa/dev.json": [(6, 22, 5, 16, "verbatim"), (18, 101, 11, 15, "upper"), (30, 170, 16, 12, "verbatim")],
+    "pubmedqa/ori_pqal.json": [(1, 3, 0, 30, "verbatim"), (8, 40, 0, 26, "upper"), (15, 88, 0, 28, "punct"),
+                               (22, 120, 0, 24, "verbatim"), (27, 170, 6, 12, "verbatim")],
+}
 
 AGES = ["23-year-old", "35-year-old", "47-year-old", "58-year-old", "64-year-old", "71-year-old"]
 PEOPLE = ["man", "woman"]
@@ -102,6 +123,51 @@ def pubmedqa(rnd: random.Random, n: int) -> dict:
     return out
 
 
+def train_documents(prefix: str = "PubMed") -> list[str]:
+    """The texts of the demo's Pile train split's records of the subsets named `prefix…`, in file order (malformed
+    lines skipped)."""
+    import zstandard
+
+    texts = []
+    for path in sorted(PILE_TRAIN.glob("*.jsonl.zst")):
+        with path.open("rb") as f:
+            lines = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(f), encoding="utf-8").read().splitlines()
+        for line in lines:
+            try:
+                rec = json.loads(line)
+                if rec["text"] and rec["meta"]["pile_set_name"].startswith(prefix):
+                    texts.append(rec["text"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return texts
+
+
+def quote(doc: str, first: int, words: int, variant: str) -> str:
+    """`words` words of `doc` from word `first`, verbatim, upper-cased, or with punctuation and line breaks added."""
+    span = doc.split()[first:first + words]
+    if variant == "upper":
+        return " ".join(span).upper()
+    if variant == "punct":
+        return " ".join(w + (",\n" if i % 4 == 3 else "") + ("  " if i % 5 == 4 else "")
+                        for i, w in enumerate(span)).replace(" ", " (", 1) + ")!"
+    return " ".join(span)
+
+
+def contaminate(rel: str, records: list[dict] | dict, docs: list[str]) -> None:
+    """Make the `CONTAMINATED` items of one test file quote their train documents (in place)."""
+    for pos, doc, first, words, variant in CONTAMINATED.get(rel, []):
+        text = quote(docs[doc], first, words, variant)
+        if isinstance(records, dict):  # PubMedQA: the quote is the abstract, one context per line
+            rec = list(records.values())[pos]
+            rec["CONTEXTS"] = [text]
+            rec["LABELS"] = ["BACKGROUND"]
+            continue
+        rec = records[pos]
+        rec["question"] = f"{text} {rec['question'].split('. ')[-1]}"
+        if "metamap_phrases" in rec:
+            rec["metamap_phrases"] = rec["question"].rstrip("?").split(". ")
+
+
 def _jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
@@ -109,15 +175,20 @@ def _jsonl(records: list[dict]) -> str:
 def build() -> dict[str, str]:
     """Return {relative path: file text} of every fixture (deterministic)."""
     rnd = random.Random(20230601)
-    return {
-        "medqa/US/4_options/phrases_no_exclude_test.jsonl": _jsonl(medqa(rnd, 40, 4)),
-        "medqa/US/4_options/phrases_no_exclude_train.jsonl": _jsonl(medqa(rnd, 24, 4)),
-        "medqa/US/test.jsonl": _jsonl(medqa(rnd, 40, 5)),
-        "medqa/US/train.jsonl": _jsonl(medqa(rnd, 24, 5)),
-        "medmcqa/dev.json": _jsonl(medmcqa(rnd, 40, 0)),
-        "medmcqa/train.json": _jsonl(medmcqa(rnd, 30, 1000)),
-        "pubmedqa/ori_pqal.json": json.dumps(pubmedqa(rnd, 30), indent=1) + "\n",
+    records = {
+        "medqa/US/4_options/phrases_no_exclude_test.jsonl": medqa(rnd, 40, 4),
+        "medqa/US/4_options/phrases_no_exclude_train.jsonl": medqa(rnd, 24, 4),
+        "medqa/US/test.jsonl": medqa(rnd, 40, 5),
+        "medqa/US/train.jsonl": medqa(rnd, 24, 5),
+        "medmcqa/dev.json": medmcqa(rnd, 40, 0),
+        "medmcqa/train.json": medmcqa(rnd, 30, 1000),
+        "pubmedqa/ori_pqal.json": pubmedqa(rnd, 30),
     }
+    docs, abstracts = train_documents(), train_documents("PubMed Abstracts")
+    for rel, recs in records.items():
+        contaminate(rel, recs, abstracts if rel.startswith("pubmedqa/") else docs)
+    return {rel: json.dumps(recs, indent=1) + "\n" if isinstance(recs, dict) else _jsonl(recs)
+            for rel, recs in records.items()}
 
 
 def main() -> int:

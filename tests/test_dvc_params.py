@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from biomed_llama.config import Params, load_params
+from biomed_llama.contamination.config import ContaminationConfig
 from biomed_llama.data.config import ExtractConfig, TokenizeConfig
 from biomed_llama.profiles import write_composed
 from biomed_llama.schema import StrictModel, _section_type
@@ -66,10 +67,11 @@ def test_no_stage_tracks_a_speed_only_key(stage):
 
 @pytest.mark.parametrize("stage, section", [("extract", ExtractConfig), ("tokenize", TokenizeConfig),
                                             ("pretrain", PretrainConfig), ("finetune-instruct", FinetuneConfig),
-                                            ("finetune-task", FinetuneConfig)])
+                                            ("finetune-task", FinetuneConfig),
+                                            ("contamination", ContaminationConfig)])
 def test_each_stage_tracks_every_other_key_of_its_section(stage, section):
     name = {ExtractConfig: "extract", TokenizeConfig: "tokenize", PretrainConfig: "pretrain",
-            FinetuneConfig: "finetune"}[section]
+            FinetuneConfig: "finetune", ContaminationConfig: "contamination"}[section]
     assert covered(stage_params()[stage]) >= leaves(section, name + ".") - SPEED
 
 

@@ -66,7 +66,9 @@ def test_data_deps_follow_the_profile(tmp_path: Path, profile: str) -> None:
         "finetune-instruct-base": [p.finetune.mixture, p.finetune.base.model],
         **{f"finetune-task-base@{t}": [f"{p.inputs.instruct}/{t}", p.finetune.base.model]
            for t in ("medqa", "medmcqa", "pubmedqa")},
-        "prepare-eval": [p.inputs.benchmarks, p.eval.benchmarks.pile_extracted], "evaluate": [p.eval.output],
+        "prepare-eval": [p.inputs.benchmarks, p.eval.benchmarks.pile_extracted],
+        "contamination": [p.contamination.input, p.inputs.benchmarks],
+        "evaluate": [p.eval.output, p.contamination.output],
     }
     assert set(deps) == set(want)
     for stage, paths in want.items():

@@ -23,7 +23,8 @@ DATA = {"extract", "tokenize"}
 FINETUNE = {f"{stage}@{task}" for stage in ("finetune-task", "finetune-task-base")
             for task in ("medqa", "medmcqa", "pubmedqa")} | {"finetune-instruct", "finetune-instruct-base"}
 EVAL = {"prepare-eval", "evaluate"}
-ALL = DATA | {"pretrain", "instruct-mix"} | FINETUNE | EVAL
+CONTAMINATION = {"contamination"}
+ALL = DATA | {"pretrain", "instruct-mix"} | FINETUNE | EVAL | CONTAMINATION
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +84,20 @@ def with_params(repo: Path, **values) -> set[str]:
 
 @pytest.mark.parametrize("rel, expected", [
     # the benchmark readers: instruct-mix, task fine-tuning and evaluation read them; data and pretraining do not
-    ("biomed_llama/benchmarks/readers.py", {"instruct-mix"} | FINETUNE | EVAL),
+    ("biomed_llama/benchmarks/readers.py", {"instruct-mix"} | FINETUNE | EVAL | CONTAMINATION),
+    # a benchmark test file: the two stages that read it, no training (`dvc status` names the stages whose own
+    # deps changed; evaluate, which reads both outputs, follows them in `dvc repro`)
+    ("data/sample/eval/medqa/US/test.jsonl", {"prepare-eval"} | CONTAMINATION),
+    ("data/sample/eval/pubmedqa/ori_pqal.json", {"prepare-eval"} | CONTAMINATION),
+    ("biomed_llama/contamination/scan.py", CONTAMINATION),
+    ("biomed_llama/contamination/results.py", {"evaluate"}),
     ("biomed_llama/eval/harness.py", {"evaluate"}),  # prepare-eval plans with eval/plan.py, runs nothing
     ("biomed_llama/eval/plan.py", EVAL),
     ("biomed_llama/instruct/mixture.py", {"instruct-mix"} | FINETUNE),  # fine-tuning reads the mixture file
     ("biomed_llama/train/finetune.py", FINETUNE),
     ("biomed_llama/train/engine.py", {"pretrain"} | FINETUNE),
     ("biomed_llama/data/tokenize.py", {"tokenize"}),
+    ("biomed_llama/eval/table.py", {"evaluate"}),
 ])
 def test_an_edit_reruns_only_the_stages_that_use_the_file(recorded, rel, expected):
     assert edited(recorded, rel) == expected
@@ -105,3 +113,9 @@ def test_a_numbers_key_reruns_its_stage_and_fine_tuning_only_what_it_inherits(re
     assert with_params(recorded, pretrain__optim__lr=1e-3) == {"pretrain"}  # fine-tuning has its own optimiser
     assert with_params(recorded, pretrain__param_dtype="bfloat16") == {"pretrain"} | FINETUNE  # inherited
     assert with_params(recorded, seed=7) == {"pretrain"} | FINETUNE  # extraction draws nothing at random
+
+
+def test_contamination_params_rerun_it_alone(recorded):
+    assert with_params(recorded, contamination__ngram=8) == CONTAMINATION
+    assert with_params(recorded, contamination__workers=1) == set()  # speed only
+    assert with_params(recorded, eval__contamination=None) == {"evaluate"}

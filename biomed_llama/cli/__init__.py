@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from biomed_llama.cli import data, env, evaluate, instruct, launch, profile, show, train  # noqa: F401  (registers commands)
+from biomed_llama.cli import contamination, data, env, evaluate, instruct, launch, profile, show, train  # noqa: F401  (registers commands)
 from biomed_llama.cli.common import app
 from biomed_llama.errors import UserError, output_error, report
 from biomed_llama.procs import die_with_torchrun_agent

@@ -213,6 +213,10 @@ class EvalConfig(StrictModel):
     """Which multiple-choice metric the table shows (both are always stored)."""
     random_baseline: bool = True
     """Compute the Random row: the chance accuracy of each prepared test set (`metrics/eval/random.json`)."""
+    contamination: str | None = "data/contamination"
+    """The `contamination` stage's output (its `output`): when it holds one, every multiple-choice cell also gets
+    its value on the uncontaminated test items and their count (`<key>_clean`, `<suite>.<task>.<N>shot.clean_items`);
+    null or absent: full-set cells only."""
     metrics_dir: str = "metrics/eval"
     """Flat per-model metrics JSON files and the Random row (a DVC output; `report` renders from them)."""
     table_metrics: str = "metrics/table.json"

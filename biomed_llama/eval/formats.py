@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from biomed_llama.benchmarks.jsonio import Positioned
-from biomed_llama.benchmarks.records import LETTERS, YES_NO_MAYBE, MCItem, YesNoItem
+from biomed_llama.benchmarks.config import ReadersConfig
+from biomed_llama.benchmarks.jsonio import Positioned, require_file
+from biomed_llama.benchmarks.readers import BenchmarkFormat, read_benchmark
+from biomed_llama.benchmarks.records import LETTERS, YES_NO_MAYBE, BadRecords, MCItem, YesNoItem
 from biomed_llama.errors import UserError
 
 # Lazy imports: pyarrow is imported only where the Pile's Parquet test split is read.
@@ -44,6 +46,31 @@ def mc_docs(items: Positioned) -> list[dict[str, Any]]:
         assert isinstance(item, (MCItem, YesNoItem)), f"a benchmark reader returned {type(item).__name__}"
         docs.append(mc_doc(item))
     return _finish(docs)
+
+
+# Each MC task's test file and format (MedQA: its option count).
+MC_FILES: dict[str, tuple[str, BenchmarkFormat, int | None]] = {
+    "medqa4": ("medqa4_test", "medqa", 4), "medqa5": ("medqa5_test", "medqa", 5),
+    "medmcqa": ("medmcqa_dev", "medmcqa", None), "pubmedqa": ("pubmedqa_labeled", "pubmedqa", None)}
+
+
+def read_docs(task: str, path: str, readers: ReadersConfig, dropped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Read one benchmark file of MC task `task` into lm-eval documents, every item kept.
+
+    An evaluation set never loses an item: a skipped record would change the denominator of every
+    score. So a bad record always aborts prepare-eval (BadRecordError naming file and line, exit
+    code 4), whatever `instruct_mix.on_bad_record` says for training data. The one exception is an
+    exact duplicate under `readers.duplicates: drop` (the same item twice is one item): each one dropped
+    is appended to `dropped` (`file:position: reason`), which prepare-eval records in its manifest.
+    """
+    _, fmt, n_options = MC_FILES[task]
+    bad = BadRecords("abort", advice="an evaluation set keeps every item: fix or replace the file",
+                     duplicates=readers.duplicates)
+    items = read_benchmark(fmt, require_file(path, "benchmark file"), bad,
+                           medmcqa_cop=readers.medmcqa_cop, n_options=n_options)
+    if dropped is not None:
+        dropped += [str(d) for d in bad.dropped]
+    return mc_docs(items)
 
 
 def read_pile_test(extracted: str | Path, task: str, max_docs: int | None = None) -> list[dict[str, Any]]:

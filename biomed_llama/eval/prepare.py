@@ -24,11 +24,12 @@ from typing import Any
 
 from biomed_llama.benchmarks.config import ReadersConfig
 from biomed_llama.benchmarks.jsonio import require_file
-from biomed_llama.benchmarks.readers import BenchmarkFormat, read_benchmark, read_medmcqa_unlabeled
+from biomed_llama.benchmarks.readers import read_medmcqa_unlabeled
 from biomed_llama.benchmarks.records import BadRecords
 from biomed_llama.errors import ConfigError
 from biomed_llama.eval.config import GEN_SUITES, MC_TASKS, PPL_TASKS, EvalConfig
-from biomed_llama.eval.formats import mc_docs, read_pile_test
+# read_docs and MC_FILES live in formats.py so the contamination stage reads the items without prepare-eval's code
+from biomed_llama.eval.formats import MC_FILES, mc_docs, read_docs, read_pile_test  # noqa: F401  (re-exported)
 from biomed_llama.eval.plan import plan_runs, task_name
 from biomed_llama.fsutil import atomic_dir
 from biomed_llama.provenance import require_verified, write_manifest
@@ -41,32 +42,7 @@ PREPARE_PARAMS: dict[str, bool | set[str]] = {"benchmarks": True, "output": True
                   "shots": True, "fewshot": True, "generation": {"medmcqa_split"}}
 # The split name (file `medmcqa.<split>.jsonl`) of the MedMCQA test set read with the released code's targets.
 UNLABELED_SPLIT = "unlabeled_test"
-# Each MC task's test file and format (MedQA: its option count).
-MC_FILES: dict[str, tuple[str, BenchmarkFormat, int | None]] = {
-    "medqa4": ("medqa4_test", "medqa", 4), "medqa5": ("medqa5_test", "medqa", 5),
-    "medmcqa": ("medmcqa_dev", "medmcqa", None), "pubmedqa": ("pubmedqa_labeled", "pubmedqa", None)}
 TaskData = dict[str, dict[str, list[dict[str, Any]]]]
-
-
-def read_docs(task: str, path: str, readers: ReadersConfig, dropped: list[str] | None = None) -> list[dict[str, Any]]:
-    """Read one benchmark file of MC task `task` into lm-eval documents, every item kept.
-
-    An evaluation set never loses an item: a skipped record would change the denominator of every
-    score. So a bad record always aborts prepare-eval (BadRecordError naming file and line, exit
-    code 4), whatever `instruct_mix.on_bad_record` says for training data. The one exception is an
-    exact duplicate under `readers.duplicates: drop` (the same item twice is one item): each one dropped
-    is appended to `dropped` (`file:position: reason`), which prepare-eval records in its manifest.
-    """
-    _, fmt, n_options = MC_FILES[task]
-    bad = BadRecords("abort", advice="an evaluation set keeps every item: fix or replace the file",
-                     duplicates=readers.duplicates)
-    items = read_benchmark(fmt, require_file(path, "benchmark file"), bad,
-                           medmcqa_cop=readers.medmcqa_cop, n_options=n_options)
-    if dropped is not None:
-        dropped += [str(d) for d in bad.dropped]
-    return mc_docs(items)
-
-
 def requested(cfg: EvalConfig) -> tuple[set[str], dict[str, int]]:
     """What `eval.models` × suites × shots ask for: the tasks run, and the seed suite's few-shot counts per task."""
     runs = plan_runs(cfg)

@@ -13,11 +13,13 @@ from typing import Any
 
 from biomed_llama.errors import ConfigError, UserError
 from biomed_llama.eval import generate, harness
-from biomed_llama.eval.aggregate import chance_accuracy, combine_members, model_members
+from biomed_llama.contamination.results import contaminated_items
+from biomed_llama.eval.aggregate import chance_accuracy, clean_metrics, combine_members, model_members
 from biomed_llama.eval.config import GEN_SUITES, EvalConfig, EvalModel
 from biomed_llama.eval.table import RANDOM, render_table, table_cells
 from biomed_llama.fsutil import atomic_write_json, atomic_write_text
 from biomed_llama.provenance import require_verified, trusted_model, write_manifest
+from biomed_llama.stage_metrics import write_split
 
 # Lazy imports: torch, matplotlib and rich are imported where they are used: the report and planning paths start
 # without them.
@@ -95,15 +97,18 @@ def _run(model_runs: ModelRuns, tm, run: harness.Run) -> dict[str, Any]:
 
 
 def _evaluate_member(cfg: EvalConfig, tm, runs: list, folder: Path, out_dir: Path, metrics: dict[str, float],
-                     prog, bar) -> None:
-    """All runs of one model folder: flat metrics into `metrics` as each run finishes; full results, samples
-    and timing under `out_dir`."""
+                     prog, bar, verdicts: dict[str, dict[int, bool]] | None = None) -> None:
+    """All runs of one model folder: flat metrics into `metrics` as each run finishes (with `verdicts`, the
+    contamination stage's, also over the uncontaminated items); full results, samples and timing under `out_dir`."""
     model_runs, timing = ModelRuns(cfg, str(folder), runs), {}
     for run in runs:
         if prog:
             prog.update(bar, description=f"{out_dir.name}: {run.key}")
         res = _run(model_runs, tm, run)
-        metrics.update(harness.flat_metrics(run, res))
+        flat = harness.flat_metrics(run, res)
+        metrics.update(flat)
+        metrics.update(clean_metrics(run.key, run.suite, run.task, res.get("samples", {}).get(run.lm_eval_task, []),
+                                     flat, verdicts, cfg.generation.medmcqa_split))
         timing[run.key] = res["biomed_wall_s"]
         harness.save_run(out_dir, run, res)
         if prog:
@@ -121,6 +126,7 @@ def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
     each model's metrics file holds the runs it finished, and the table shows them.
     """
     require_verified(cfg.output)
+    verdicts = contaminated_items(cfg.contamination)  # None: no contamination output, full-set cells only
     checked = {name: _check_model(name, m) for name, m in cfg.models.items() if m.path}
     measured = cfg.model_copy(update={"models": {n: m for n, m in cfg.models.items() if m.path}})
     runs = harness.plan_runs(measured)
@@ -129,7 +135,7 @@ def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
     metrics: dict[str, dict[str, float]] = {}
     pending: dict[str, dict[str, dict[str, float]]] = {}  # model → member → metrics of the model being run
     if cfg.random_baseline:
-        metrics[RANDOM] = chance_accuracy(cfg.output)
+        metrics[RANDOM] = chance_accuracy(cfg.output, verdicts)
     try:
         with _progress(cfg.progress) as prog:
             total = sum(len([r for r in runs if r.model == n]) * len(ms) for n, (ms, _) in checked.items())
@@ -142,10 +148,11 @@ def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
                         prog.update(bar, description=f"{name}: loading {folder}")
                     out_dir = Path(cfg.results_dir) / name / label if label else Path(cfg.results_dir) / name
                     per_member[label] = {}
-                    _evaluate_member(cfg, tm, mine, folder, out_dir, per_member[label], prog, bar)
+                    _evaluate_member(cfg, tm, mine, folder, out_dir, per_member[label], prog, bar, verdicts)
                 metrics[name] = combine_members(pending.pop(name))
                 atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
-                write_manifest(Path(cfg.results_dir) / name, stage="evaluate", inputs=[cfg.output], described=described,
+                inputs = [cfg.output] + ([cfg.contamination] if verdicts is not None else [])
+                write_manifest(Path(cfg.results_dir) / name, stage="evaluate", inputs=inputs, described=described,
                                params={"model": name, **cfg.models[name].model_dump(mode="json"), "eval": recorded})
     except BaseException:
         for name, per_member in pending.items():  # the runs the failing model finished are kept too
@@ -170,7 +177,8 @@ def _keep(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -
 def write_report(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -> list[str]:
     """The table (`cfg.table`), its cells as DVC metrics (`cfg.table_metrics`) and the loss figure."""
     atomic_write_text(cfg.table, render_table(cfg, metrics, profile))
-    atomic_write_json(cfg.table_metrics, table_cells(cfg, metrics))
+    details: dict[str, float] = {}  # the clean counts, the generation cells' clean values: beside the headline
+    write_split(cfg.table_metrics, table_cells(cfg, metrics, details), details)
     return draw_loss_figure(cfg)
 
 

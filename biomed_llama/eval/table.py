@@ -11,19 +11,26 @@ rows. `modern` gets its own table, marked as not the paper's method. The header 
 says whether the outputs behind the cells (each evaluated model's folder and its eval results) were made
 in an environment that differs from the lock (their manifests' `environment.lock.drift`).
 
+Where the `contamination` stage's verdicts were read (`eval.contamination`), every multiple-choice cell
+also shows its value on the uncontaminated test items and their count (`clean: 0.2571 on 35`), after the
+paper's value, which belongs to the full set only.
+
 `table_cells` gives the same cells as flat `section/model/method/ours/task` keys for
-`metrics/table.json`, so `dvc metrics diff` compares them cell by cell.
+`metrics/table.json` (and the accuracy cells' `…/clean`), so `dvc metrics diff` compares them cell by cell;
+the clean counts and the generation cells' clean values go beside it, to `metrics/table.details.json`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from biomed_llama.eval.config import EvalConfig
+from biomed_llama.eval.aggregate import CLEAN, CLEAN_ITEMS
+from biomed_llama.eval.config import GEN_SUITES, EvalConfig
 from biomed_llama.fsutil import sha256_file
 from biomed_llama.provenance import MANIFEST, lock_drift
 
@@ -58,6 +65,10 @@ class Measured:
     n: int | None = None
     shots: int | None = None
     mark: str = ""
+    clean: float | None = None
+    """The value over the uncontaminated test items (None: not computed, or no such item)."""
+    clean_items: int | None = None
+    """How many uncontaminated test items the cell has (None: the contamination verdicts were not read)."""
 
     def text(self, task: str) -> str:
         """The cell's own part, e.g. `0.4072±0.0120 (n=3)`, `0.3668 (3)`, `15.7774`."""
@@ -70,6 +81,11 @@ class Measured:
         if self.shots:
             s += f" ({self.shots})"
         return s + self.mark
+
+    def clean_text(self, task: str) -> str:
+        """The clean-subset part, e.g. `0.2571 on 35` (`– on 0` when every item is contaminated)."""
+        v = "–" if self.clean is None or math.isnan(self.clean) else Measured(self.clean).text(task)
+        return f"{v} on {self.clean_items}"
 
 
 @dataclass
@@ -99,7 +115,9 @@ def measured(m: dict[str, float], suite: str, task: str, shots: int, cfg: EvalCo
     if key not in m:
         return None
     n = m.get(f"{key}_n")
-    return Measured(m[key], m.get(f"{key}_std"), None if n is None else int(n), shots or None, mark)
+    items = m.get(f"{suite}.{task}.{shots}shot.{CLEAN_ITEMS}")
+    return Measured(m[key], m.get(f"{key}_std"), None if n is None else int(n), shots or None, mark,
+                    m.get(f"{key}{CLEAN}"), None if items is None else int(items))
 
 
 def _cells(cfg: EvalConfig, ms: list[dict[str, float]], method: str) -> dict[str, Measured]:
@@ -147,18 +165,22 @@ def table_rows(cfg: EvalConfig, metrics: dict[str, dict[str, float]], section: s
 
 
 def _cell(tasks: list[str], row: Row) -> str:
-    """`ours (paper: theirs)` for one column; several tasks (USMLE 4/5) joined by ` / `."""
+    """`ours (paper: theirs) · clean: …` for one column; several tasks (USMLE 4/5) joined by ` / `."""
     theirs = [row.paper.get(t) for t in tasks]
     mine = [row.cells.get(t) for t in tasks]
     if all(x is None for x in mine):
         ours = "not measured" if any(x is not None for x in theirs) else "–"
     else:
         ours = " / ".join("–" if x is None else x.text(t) for t, x in zip(tasks, mine, strict=True))
+    clean = ""
+    if any(x is not None and x.clean_items is not None for x in mine):
+        clean = " · clean: " + " / ".join("–" if x is None or x.clean_items is None else x.clean_text(t)
+                                          for t, x in zip(tasks, mine, strict=True))
     if all(x is None for x in theirs):
-        return ours
+        return ours + clean
     pm = row.paper.get("pm", {})
     ref = " / ".join("–" if x is None else f"{x}" + (f"±{pm[t]}" if t in pm else "") for t, x in zip(tasks, theirs, strict=True))
-    return f"{ours} (paper: {ref})"
+    return f"{ours} (paper: {ref}){clean}"
 
 
 def _markdown(columns, rows: list[Row]) -> list[str]:
@@ -285,6 +307,11 @@ def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile:
             "in brackets; `not measured` = no model of ours was evaluated for that row (reference models: set "
             "`eval.models.<name>.path`). Fine-tune cells over several seeds: mean ± sample std (n seeds).", ""]
     out += [generation_note(cfg), ""]
+    if any(x.clean_items is not None for section in ("main", "instructed")
+           for r in table_rows(cfg, metrics, section) for x in r.cells.values()):
+        out += ["`clean: v on k` = the same score over the k test items none of whose word 13-grams (lm-eval's "
+                "normalisation; n = `contamination.ngram`) occurs in the pretraining corpus (stage `contamination`, "
+                f"verdicts in `{cfg.contamination}`); the paper's value belongs to the full-set number only.", ""]
     out += _markdown(MAIN_COLUMNS, table_rows(cfg, metrics, "main"))
     out += ["", "## Instruction tuning", ""]
     out += _markdown(INSTRUCT_COLUMNS, table_rows(cfg, metrics, "instructed"))
@@ -297,9 +324,16 @@ def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile:
     return "\n".join(out) + "\n"
 
 
-def table_cells(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Every measured cell of both tables as `section/model/method/ours/task` → value (and `…/std`)."""
+def table_cells(cfg: EvalConfig, metrics: dict[str, dict[str, float]],
+                details: dict[str, float] | None = None) -> dict[str, float]:
+    """Every measured cell of both tables as `section/model/method/ours/task` → value (and `…/std`), and the
+    accuracy cells' (Random, 0-shot, few-shot) value on the uncontaminated items as `…/clean`.
+
+    What `dvc metrics show` lists stays a headline (biomed_llama/stage_metrics.py): the clean items' count of
+    every cell (`…/clean_items`; per task it is the contamination stage's `clean`) and the generation cells'
+    clean value go to `details` when it is given."""
     out: dict[str, float] = {}
+    details = {} if details is None else details
     for section in ("main", "instructed"):
         for r in table_rows(cfg, metrics, section):
             for t, x in r.cells.items():
@@ -307,4 +341,7 @@ def table_cells(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> dict[s
                 out[key] = x.value
                 if x.std is not None:
                     out[f"{key}/std"] = x.std
+                if x.clean_items is not None:
+                    (details if METHOD_SUITE[r.method][0] in GEN_SUITES else out)[f"{key}/clean"] = x.clean
+                    details[f"{key}/clean_items"] = x.clean_items
     return out

@@ -27,7 +27,7 @@ from biomed_llama.launch.local import run_torchrun
 
 # Training stages run under torchrun (one process per GPU) or Slurm; the others are one process.
 TRAIN_STAGES = ("pretrain", "finetune")
-DATA_STAGES = ("extract", "tokenize", "instruct-mix", "prepare-eval", "evaluate")
+DATA_STAGES = ("extract", "tokenize", "instruct-mix", "prepare-eval", "contamination", "evaluate")
 STAGES = TRAIN_STAGES + DATA_STAGES
 # Stages that use a GPU when the machine has one (the container then gets it: --nv / CDI).
 GPU_STAGES = ("pretrain", "finetune", "evaluate")

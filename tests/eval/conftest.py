@@ -66,7 +66,8 @@ def base_config(root: Path, repo: Path, **over) -> EvalConfig:
               max_length=48, generation=GenerationConfig(max_new_tokens=8), progress=False,
               models={"tiny": EvalModel(path=str(root / "model"), paper_row="BioMed-LLaMA-7B", suites=["seed"])},
               metrics_dir=str(root / "metrics/eval"), table_metrics=str(root / "metrics/table.json"), results_dir=str(root / "reports/eval"),
-              table=str(root / "reports/table.md"), figure=str(root / "reports/loss.png"))
+              table=str(root / "reports/table.md"), figure=str(root / "reports/loss.png"),
+              contamination=str(root / "contamination"))  # absent unless a test makes it: full-set cells
     kw.update(over)
     return EvalConfig(**kw)
 
