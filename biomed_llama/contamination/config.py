@@ -28,8 +28,8 @@ class ContaminationConfig(StrictModel):
     n-gram and so can never be found contaminated (lm-eval's rule); it is counted as `short`."""
     max_doc_ids: int = Field(20, ge=0)
     """How many matching documents (`<Pile file>:<line>`, in corpus order) are listed per item; all are counted."""
-    workers: int = Field(1, ge=1)
-    """Processes scanning extracted files in parallel (output bytes do not depend on it)."""
+    workers: int = Field(2, ge=1)
+    """Processes scanning extracted files in parallel (output bytes do not depend on it; the demo's 2 cores)."""
     output: str = "data/contamination"
     """Output folder: `<task>.json` (one verdict per test item), `summary.json`, manifest.json."""
     metrics: str = "metrics/contamination.json"
