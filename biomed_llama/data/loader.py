@@ -58,7 +58,7 @@ def open_stores(root: str | Path, subsets: Sequence[str], split: str) -> list[St
     """Open `<root>/<subset>/<split>` token stores in the given order; a missing one is a UserError."""
     from biomed_llama.data.tokens import TokenStore
 
-    stores = []
+    stores: list[Store] = []
     for slug in subsets:
         path = Path(root) / slug / split
         if not (path / "tokens.bin").is_file():

@@ -112,6 +112,7 @@ class LogCallback(Callback):
         if tr.env.world_size > 1:
             dist.all_reduce(out.loss)
         loss, grad_norm = float(out.loss), float(out.grad_norm)  # syncs the device
+        assert self._t0 is not None, "pre_step starts the sample before every post_step"
         tok_s = tr.tokens_per_step * self._steps / (time.perf_counter() - self._t0)
         self._t0, self._steps = None, 0
         per_dev, peak = tok_s / tr.env.world_size, M.peak_flops(tr.env.device)

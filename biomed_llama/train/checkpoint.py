@@ -32,6 +32,7 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,9 @@ def _unb64(s: str) -> torch.Tensor:
 
 def rng_state() -> dict[str, Any]:
     """This process's RNG states as JSON-able data (no pickles in checkpoints)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple), "legacy=True (the default): the global MT19937's 5-tuple, not a dict"
+    kind, keys, pos, has_gauss, gauss = state
     version, pystate, pygauss = random.getstate()
     out = {"torch": _b64(torch.get_rng_state()),
            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
@@ -143,7 +146,9 @@ def _disk_errors(final: Path):
         causes = [c for c in (_disk_cause(exc, final.parent) for exc, _ in e.failures.values()) if c is not None]
         if not causes:
             raise
-        raise output_error(causes[0], final, note) from None
+        err = output_error(causes[0], final, note)
+        assert err is not None, "_disk_cause returns only OSErrors that output_error names"
+        raise err from None
 
 
 FULL_BELOW = 64 * 1024
@@ -168,7 +173,7 @@ def _disk_cause(exc: BaseException | None, where: Path | None = None) -> OSError
     return None
 
 
-def _short_write(exc: BaseException) -> bool:
+def _short_write(exc: BaseException | None) -> bool:
     """True for torch.save's zip writer finding that fewer bytes reached the file than it wrote."""
     return isinstance(exc, RuntimeError) and "unexpected pos" in str(exc)
 
@@ -182,16 +187,25 @@ def _quiet_writer_threads() -> None:
     previous = threading.excepthook
     if getattr(previous, "biomed_quiet", False):
         return
+    threading.excepthook = _QuietWriterHook(previous)
 
-    def hook(args) -> None:
+
+class _QuietWriterHook:
+    """The `threading.excepthook` of `_quiet_writer_threads`: silent for a DCP writer thread's disk error,
+    `previous` for anything else."""
+
+    biomed_quiet = True
+    """Marks the hook installed (`_quiet_writer_threads` installs it once)."""
+
+    def __init__(self, previous: Callable[[threading.ExceptHookArgs], object]):
+        self.previous = previous
+
+    def __call__(self, args: threading.ExceptHookArgs) -> None:
         # a short write is left to the saving thread, which re-raises it and checks the disk's free space
         if (args.thread is not None and "_write_files_from_queue" in args.thread.name
                 and (_disk_cause(args.exc_value) is not None or _short_write(args.exc_value))):
             return
-        previous(args)
-
-    hook.biomed_quiet = True
-    threading.excepthook = hook
+        self.previous(args)
 
 
 def _barrier() -> None:
@@ -319,7 +333,8 @@ class Checkpointer:
                  async_save: bool = False, device: torch.device | None = None):
         self.root, self.parts, self.keep, self.meta = Path(root), parts, keep, meta
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.async_save, self.saves = async_save, []
+        self.async_save = async_save
+        self.saves: list[SaveRecord] = []
         self._pending: _Pending | None = None
         self._prestaged = False
         _quiet_writer_threads()
@@ -373,7 +388,10 @@ class Checkpointer:
                 if isinstance(response, AsyncSaveResponse) else (response, None)
             done = self._pool.submit(_write_then_hash, upload, tmp, self.rank, written)
             if staged is not None:
-                staged.add_done_callback(lambda _, r=record: setattr(r, "staged_s", time.perf_counter() - t0))
+                def note_staged(_: Future[None], r: SaveRecord = record) -> None:
+                    r.staged_s = time.perf_counter() - t0
+
+                staged.add_done_callback(note_staged)
             self._pending = _Pending(record, tmp, final, t0, done, staged)
         else:
             dcp.save(tensors, storage_writer=writer)

@@ -173,13 +173,13 @@ def starting_weights(tr: Trainer) -> None:
         init_weights(tr.model, tr.spec.seed, tr.config.initializer_range)
 
 
-def _export_init(tr: Trainer) -> None:
-    """The starting weights as a HF model (the demo's stand-in for the untrained base row); exporting reads
-    the weights only, so training from here is unchanged."""
+def _export_init(tr: Trainer, out: str) -> None:
+    """The starting weights as a HF model in `out` (`pretrain.export_init`: the demo's stand-in for the untrained
+    base row); exporting reads the weights only, so training from here is unchanged."""
     from biomed_llama.train.export import export_hf
 
     spec, cfg = tr.spec, tr.cfg
-    export_hf(tr.model, tr.config, cfg.export_init, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
+    export_hf(tr.model, tr.config, out, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
               params={"seed": spec.seed, "model": spec.manifest_params.get("model")},
               inputs=[spec.model.base] if spec.model.base else [], extra={"init_of": cfg.output}, stage="init",
               drop_rows=cfg.added_tokens)
@@ -198,7 +198,7 @@ def restore(tr: Trainer) -> Path | None:
     if resume is None or cfg.export_init:
         starting_weights(tr)
     if cfg.export_init:
-        _export_init(tr)
+        _export_init(tr, cfg.export_init)
     tr.open_checkpoints(run_dir, run_id)
     if resume is not None:
         tr.load_checkpoint(resume)
@@ -264,7 +264,7 @@ class ExportCallback(Callback):
 def finish(tr: Trainer, end: LoopEnd, output: Path | None) -> TrainResult | None:
     """After the run (exported, checkpointer closed): rank 0 writes the metrics, with every checkpoint save, and the
     loss curve, and returns the result."""
-    metrics = final_metrics(tr, end, tr.checkpointer.saves)
+    metrics = final_metrics(tr, end, tr.opened_checkpointer().saves)
     if not tr.env.is_main:
         return None
     M.write_final_metrics(tr.cfg.metrics, metrics)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -20,17 +20,23 @@ from biomed_llama.fsutil import atomic_dir
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def gather_full_state_dict(model) -> dict[str, torch.Tensor]:
+def gather_full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Collective: the full (unsharded) state dict on CPU on rank 0, empty on other ranks, as plain tensors."""
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return {k: _plain(v) for k, v in get_model_state_dict(model, options=opts).items()}
+    # a model's state dict holds tensors only (torch types it as any state dict's values: lists, dicts, ...)
+    state = cast(dict[str, torch.Tensor], get_model_state_dict(model, options=opts))
+    return {k: _plain(v) for k, v in state.items()}
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:
     """The weight itself: with `pretrain.float8` a decoder weight is torchao's float8 training wrapper
     (`WeightWithDynamicFloat8CastTensor`), which keeps its high-precision value in `_tensor`; safetensors
     writes only plain tensors."""
-    return t._tensor if type(t) is not torch.Tensor and isinstance(getattr(t, "_tensor", None), torch.Tensor) else t
+    if type(t) is not torch.Tensor:
+        inner = getattr(t, "_tensor", None)
+        if isinstance(inner, torch.Tensor):
+            return inner
+    return t
 
 
 def export_hf(model, config, out: str | Path, *, tokenizer: str | Path, dtype: str, params: dict[str, Any],

@@ -118,7 +118,7 @@ def finetune_spec(params: FinetuneParams, mode: Mode, task: str | None = None, *
         model = ModelConfig.model_validate({**params.model.model_dump(), "base": start_model})
     except ValidationError as e:
         raise ConfigError(describe_error(e, f"finetune --mode {mode}: effective engine params")) from None
-    data_input = ft.mixture if mode == "instruct" else ft.tasks[task].path
+    data_input = ft.mixture if task is None else ft.tasks[task].path  # `_check_request`: a task in task mode only
     stats = ds.stats()
     start_id = _start_model_id(start_model)
     run_seed = params.seed if seed is None else seed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from biomed_llama.fsutil import finite_json
@@ -80,7 +81,7 @@ class ProgressCallback(Callback):
     def __init__(self, total: int, label: str):
         self.total, self.label = total, label
         self._stack = contextlib.ExitStack()
-        self._advance = None
+        self._advance: Callable[[int], None] | None = None  # moves the bar to a step (set by `pre_train`)
 
     def pre_train(self) -> None:
         from rich.console import Console

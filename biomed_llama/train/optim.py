@@ -27,7 +27,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False)
     exempt, and with `--fsdp` the optimizer was built after wrapping (`trainer.py:1729-1734,1763-1764`)
     over FSDP's flattened parameters, whose names hid the modules anyway.
     """
-    decay, skip = [], []
+    decay: list[nn.Parameter] = []
+    skip: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (skip if not decay_all and no_decay(name, p) else decay).append(p)
@@ -38,7 +39,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     """AdamW with the section's lr/betas/eps/decay over `param_groups`; fused CUDA kernel on GPU, foreach on CPU."""
     fused = device.type == "cuda"
     groups = param_groups(model, cfg.weight_decay, cfg.decay_norms_and_biases)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                              fused=fused, foreach=None if fused else True)
 
 

@@ -16,9 +16,23 @@ import torch
 from torch import nn
 
 from biomed_llama.errors import ConfigError
+from biomed_llama.model.lm import TrainableLlamaForCausalLM
 from biomed_llama.train.config import PretrainConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a causal LM, `model.model.layers` (HF LLaMA's layout: `LlamaForCausalLM.model` is the
+    `LlamaModel`, whose `layers` is an `nn.ModuleList`), typed (`nn.Module`'s attribute access is a union)."""
+    layers = model.get_submodule("model.layers")
+    assert isinstance(layers, nn.ModuleList), f"model.model.layers is a {type(layers).__name__}, not a ModuleList"
+    return layers
+
+
+def token_embedding(model: nn.Module) -> nn.Module:
+    """The token embedding of a causal LM, `model.model.embed_tokens` (HF LLaMA's layout), typed."""
+    return model.get_submodule("model.embed_tokens")
 
 
 def _selective_policy():
@@ -59,7 +73,7 @@ def apply_activation_checkpointing(model: nn.Module, mode: str) -> None:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     from torch.utils.checkpoint import create_selective_checkpoint_contexts
 
-    layers = model.model.layers
+    layers = decoder_layers(model)
     for i, layer in enumerate(layers):
         if mode == "full":
             layers[i] = checkpoint_wrapper(layer, preserve_rng_state=False)
@@ -81,9 +95,9 @@ def apply_compile(model: nn.Module, activation_memory_budget: float = 1.0) -> No
     import torch._functorch.config as functorch_config
 
     functorch_config.activation_memory_budget = activation_memory_budget
-    for layer in model.model.layers:
+    for layer in decoder_layers(model):
         layer.compile()
-    if hasattr(model, "compiled_loss"):
+    if isinstance(model, TrainableLlamaForCausalLM):  # the one model class with the compiled loss
         model.compiled_loss = True
 
 
@@ -103,18 +117,18 @@ def apply_fsdp(model: nn.Module, mesh, cfg: PretrainConfig) -> None:
     if mesh.size(0) == 1:
         mesh = mesh["shard"]
     reshard = cfg.reshard_after_forward
-    fully_shard(model.model.embed_tokens, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
-    layers = model.model.layers
+    fully_shard(token_embedding(model), mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
+    layers = decoder_layers(model)
     first_kept = len(layers) - max(1, _gathered_count(model, cfg))
     for i, layer in enumerate(layers):
         fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard and i < first_kept)
     if not getattr(model, "fused_loss", False):
-        fully_shard(model.lm_head, mesh=mesh, mp_policy=mp, reshard_after_forward=False)
+        fully_shard(model.get_submodule("lm_head"), mesh=mesh, mp_policy=mp, reshard_after_forward=False)
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
 
 
 def _gathered_count(model: nn.Module, cfg: PretrainConfig) -> int:
-    n = len(model.model.layers)
+    n = len(decoder_layers(model))
     if cfg.gathered_layers > n:
         raise ConfigError(f"pretrain.gathered_layers is {cfg.gathered_layers} but the model has {n} layers")
     return cfg.gathered_layers
@@ -125,7 +139,7 @@ def gathered_modules(model: nn.Module, cfg: PretrainConfig) -> list[nn.Module]:
     `reshard_after_forward: false`, else the last `gathered_layers` decoder layers (none by default)."""
     if not cfg.reshard_after_forward:
         return [model]
-    layers = list(model.model.layers)
+    layers = list(decoder_layers(model))
     return layers[len(layers) - _gathered_count(model, cfg):]
 
 

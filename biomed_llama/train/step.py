@@ -23,13 +23,16 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
 
 from biomed_llama.data.loader import IGNORE_INDEX, MicroBatch
 from biomed_llama.train.mesh import all_reduce_cpu
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FSDPModule
 
 
 def _targets(mb: MicroBatch) -> torch.Tensor:
@@ -156,12 +159,14 @@ class StepOptions:
     """Makes a fresh context for each forward (e.g. the SDPA kernel choice)."""
 
 
-def _fsdp_flags(model, k: int, n: int, opts: StepOptions) -> None:
+def _fsdp_flags(model: torch.nn.Module, k: int, n: int, opts: StepOptions) -> None:
     last = k == n - 1
     if hasattr(model, "set_requires_gradient_sync"):
-        model.set_requires_gradient_sync(last or opts.sync_every_micro)
+        # a `fully_shard`ed model (FSDP2 swaps its class for an `FSDPModule` subclass), and so are the modules
+        # `parallelize.gathered_modules` picked from it
+        cast("FSDPModule", model).set_requires_gradient_sync(last or opts.sync_every_micro)
         for module in opts.keep_gathered:
-            module.set_reshard_after_backward(last)
+            cast("FSDPModule", module).set_reshard_after_backward(last)
 
 
 @dataclass
@@ -182,7 +187,8 @@ class TrainStep:
 
     def lr(self) -> float:
         """The learning rate the next step uses."""
-        return self.scheduler.get_last_lr()[0]
+        # torch types it `float | Tensor`; here it is a float (`OptimConfig.lr` times the schedule's multiplier)
+        return float(self.scheduler.get_last_lr()[0])
 
     def normaliser(self, micros: list[MicroBatch], *also: float) -> tuple[int, list[float]]:
         """The global loss normaliser of this step: each rank's share (`count`) summed over the ranks, in one CPU

@@ -146,19 +146,24 @@ class Trainer:
         self.run_dir = run_dir
         return self.checkpointer
 
+    def opened_checkpointer(self) -> Checkpointer:
+        """The checkpointer `open_checkpoints` made: loading, saving and `fit` run only after it."""
+        assert self.checkpointer is not None, "Trainer.open_checkpoints was not called"
+        return self.checkpointer
+
     def load_checkpoint(self, path: Path) -> None:
         """Resume from the checkpoint folder `path` (collective): every part of the state, and the step."""
         from biomed_llama.model.build import reset_rotary
 
         reset_rotary(self.model)
-        self.global_step = self.checkpointer.load(path)
+        self.global_step = self.opened_checkpointer().load(path)
 
     def save_checkpoint(self, step: int) -> None:
         """Save the state at `step` (collective); weights that are not finite (a finite but huge update overflowed
         them) end the run unsaved instead."""
         if not weights_finite(self.model):
             raise _Diverged(f"non-finite weights after step {step}; not saved")
-        self.checkpointer.save(step)
+        self.opened_checkpointer().save(step)
 
     def train_step(self, stop: StopFlag | None = None) -> StepOutput | LoopEnd:
         """Step `global_step + 1` with every hook: its output, or where the run stops before it (any rank got a
@@ -219,7 +224,7 @@ class Trainer:
             if end.completed:
                 for cb in self.callbacks:
                     cb.post_train(end)  # the export: an async save may still be written meanwhile
-            self.checkpointer.close()
+            self.opened_checkpointer().close()
         finally:
             for cb in self.callbacks:
                 cb.close()
@@ -232,7 +237,7 @@ class Trainer:
 
     def _diverged_message(self, what: str) -> str:
         """One line naming `what` stopped the run, the steps skipped before and the last finite checkpoint kept."""
-        last = latest_checkpoint(self.run_dir)
+        last = latest_checkpoint(self.opened_checkpointer().root)  # = run_dir
         kept = f"the last finite checkpoint {last} is kept" if last else "no checkpoint was saved"
         skips = self.history.skipped
         skipped = f" after skipping {len(skips)} (steps {', '.join(map(str, skips))})" if skips else ""
