@@ -27,7 +27,16 @@ from biomed_llama.provenance import (
     versions_match,
 )
 
-__all__ = ["UNLOCKED_OK", "Drift", "check", "compare", "image_lock_hash", "read_lock", "require_locked", "versions_match"]
+__all__ = [
+    "UNLOCKED_OK",
+    "Drift",
+    "check",
+    "compare",
+    "image_lock_hash",
+    "read_lock",
+    "require_locked",
+    "versions_match",
+]
 
 LOCK_LABEL = "biomed.lock.sha256"
 
@@ -67,6 +76,8 @@ def require_locked(lock: str | Path | None = None) -> str:
     report = check(lock, allow_extra=True)
     if not report["ok"]:
         names = ", ".join(f"{d['name']} {d['installed'] or 'missing'} (locked {d['locked']})" for d in report["drift"])
-        raise UserError(f"launch.require_locked_env: the environment differs from {report['lock']}: "
-                        f"{names or report['problems'][0]}; run inside the image, or set launch.require_locked_env: false")
+        raise UserError(
+            f"launch.require_locked_env: the environment differs from {report['lock']}: "
+            f"{names or report['problems'][0]}; run inside the image, or set launch.require_locked_env: false"
+        )
     return report["lock"]

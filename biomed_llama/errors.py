@@ -54,8 +54,11 @@ class OutputError(UserError):
 
 
 # The OSErrors that are the environment's, not a bug: each becomes one line instead of a traceback.
-_UNWRITABLE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-               errno.EROFS: "read-only file system"}
+_UNWRITABLE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
 _DENIED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
 
 

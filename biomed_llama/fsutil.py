@@ -149,8 +149,10 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     named = Path(final)
     final = _write_through(named)
     if os.path.ismount(final):
-        raise OutputError(f"cannot replace {named}: it is a mount point, and an output folder is replaced whole; "
-                          f"name a folder inside it")
+        raise OutputError(
+            f"cannot replace {named}: it is a mount point, and an output folder is replaced whole; "
+            f"name a folder inside it"
+        )
     with _unwritable_as_error(named), _any_os_error_as_output_error(named, "create a folder beside"):
         final.parent.mkdir(parents=True, exist_ok=True)
         for stale in final.parent.glob(f".{final.name}.*.tmp"):
@@ -212,6 +214,7 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[Path]:
 
 
 # ---- Where a stage may write ----------------------------------------------------------------------------------
+
 
 def _real(path: str | Path) -> str:
     return os.path.realpath(os.path.expanduser(str(path)))
@@ -311,8 +314,13 @@ def _declared(p: Any) -> list[Declared]:
         runs += [ft.run_paths("task", t, start, seed) for t in ft.tasks for seed in ft.seeds_of(t)]
         for r in runs:
             for field in ("output", "checkpoint_dir", "metrics", "plots"):
-                add("finetune", "out", f"finetune ({r.name} {field})", getattr(r, field),
-                    adds=field in ("checkpoint_dir", "plots"))
+                add(
+                    "finetune",
+                    "out",
+                    f"finetune ({r.name} {field})",
+                    getattr(r, field),
+                    adds=field in ("checkpoint_dir", "plots"),
+                )
     ev = p.eval
     add("prepare-eval", "raw", "inputs.benchmarks", p.inputs.benchmarks)
     for field, value in ev.benchmarks:
@@ -337,9 +345,18 @@ def _declared(p: Any) -> list[Declared]:
 
 
 # The commands that write a stage's outputs (`extract-merge` writes extract's).
-STAGE_OF_COMMAND = {"extract": "extract", "extract-merge": "extract", "tokenize": "tokenize", "pretrain": "pretrain",
-                    "instruct-mix": "instruct-mix", "finetune": "finetune", "prepare-eval": "prepare-eval",
-                    "evaluate": "evaluate", "contamination": "contamination", "contamination-merge": "contamination"}
+STAGE_OF_COMMAND = {
+    "extract": "extract",
+    "extract-merge": "extract",
+    "tokenize": "tokenize",
+    "pretrain": "pretrain",
+    "instruct-mix": "instruct-mix",
+    "finetune": "finetune",
+    "prepare-eval": "prepare-eval",
+    "evaluate": "evaluate",
+    "contamination": "contamination",
+    "contamination-merge": "contamination",
+}
 
 
 def output_problems(params: Any, stage: str, sanctioned: Any = None) -> list[str]:
@@ -362,8 +379,12 @@ def output_problems(params: Any, stage: str, sanctioned: Any = None) -> list[str
     file_out = [_real(d.path) for d in (_declared(sanctioned) if sanctioned is not None else decl) if d.role == "out"]
     other_out = [real[d] for d in decl if d.role == "out" and d.stage != stage]
     own_out = {real[d] for d in decl if d.role == "out" and d.stage == stage}
-    raw = {d for d in decl if d.role == "raw" or (d.role == "in" and real[d] not in own_out
-                                                    and not any(_overlap(real[d], m) for m in file_out + other_out))}
+    raw = {
+        d
+        for d in decl
+        if d.role == "raw"
+        or (d.role == "in" and real[d] not in own_out and not any(_overlap(real[d], m) for m in file_out + other_out))
+    }
     file_value = {d.key: d.path for d in _declared(sanctioned)} if sanctioned is not None else {}
     root = checkout_root()
     tracked: list[str] | None = None
@@ -382,8 +403,11 @@ def output_problems(params: Any, stage: str, sanctioned: Any = None) -> list[str
             tracked = _tracked_files(root)
         inside = [t for t in tracked if _inside(t, ro)]
         if inside and not (inside == [ro] and file_value.get(o.key) == o.path):
-            what = ("is a git-tracked file" if inside == [ro] else
-                    f"holds {len(inside)} git-tracked files (e.g. {os.path.relpath(inside[0], root)})")
+            what = (
+                "is a git-tracked file"
+                if inside == [ro]
+                else f"holds {len(inside)} git-tracked files (e.g. {os.path.relpath(inside[0], root)})"
+            )
             problems.append(f"{here} {what}")
             continue
         if os.path.ismount(ro):
@@ -401,7 +425,7 @@ def _clash(o: Declared, ro: str, stage: str, decl: list[Declared], real: dict, r
     A declared folder that holds the whole checkout (an input root of `/`: inputs may lie anywhere) bounds
     nothing: every output lies inside it, so only being it or holding it counts there."""
     # the stage's own inputs first: the line names what this run would have destroyed first
-    for d in sorted(decl, key=lambda d: (d.stage != stage or d.role == "out")):
+    for d in sorted(decl, key=lambda d: d.stage != stage or d.role == "out"):
         if d.key == o.key and d.role == "out":
             continue  # itself (the seeds of a task share their checkpoint folder and metrics file)
         if d.stage != stage and d.role != "out" and d not in raw:
@@ -412,9 +436,15 @@ def _clash(o: Declared, ro: str, stage: str, decl: list[Declared], real: dict, r
             continue
         if rel != "is also" and o.adds and d.adds:
             continue  # two folders of files, nested: each writes its own files
-        whose = ("an input of this stage" if d.stage == stage and d.role != "out" else
-                 "another output of this stage" if d.stage == stage else
-                 f"an output of stage {d.stage}" if d.role == "out" else f"an input of stage {d.stage}")
+        whose = (
+            "an input of this stage"
+            if d.stage == stage and d.role != "out"
+            else "another output of this stage"
+            if d.stage == stage
+            else f"an output of stage {d.stage}"
+            if d.role == "out"
+            else f"an input of stage {d.stage}"
+        )
         return f"{rel} {d.key} ({d.path}), {whose}"
     return None
 

@@ -70,6 +70,8 @@ def check_roots(params: Any) -> str | None:
     """Return one line naming the first input path that lies outside its root, or None when all are inside."""
     for key, path, root_key, root in _listed(params):
         if not is_under(path, root):
-            return (f"{key}: {path} is not under {root_key} ({root}), the folder DVC tracks; "
-                    f"move the file there or set {root_key.split('/')[0]}")
+            return (
+                f"{key}: {path} is not under {root_key} ({root}), the folder DVC tracks; "
+                f"move the file there or set {root_key.split('/')[0]}"
+            )
     return None

@@ -96,8 +96,10 @@ def load_profile(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> 
 
 def header(paths: Sequence[str | Path]) -> str:
     """The composed file's header: each source with the sha256 of its bytes, and how to compose again."""
-    lines = ["# Composed by `biomed-llama compose`; do not edit: change a source and compose again.",
-             "# Sources, in merge order (the first is the base):"]
+    lines = [
+        "# Composed by `biomed-llama compose`; do not edit: change a source and compose again.",
+        "# Sources, in merge order (the first is the base):",
+    ]
     for path in paths:
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         lines.append(f"#   {path}  sha256:{digest}")

@@ -111,8 +111,12 @@ def container_identity() -> dict[str, Any] | None:
     if apptainer is None and podman is None and not labels and not os.environ.get("BIOMED_IMAGE"):
         return None
     runtime = _runtime(apptainer, podman)
-    image = (apptainer or (podman or {}).get("image") or os.environ.get("BIOMED_CONTAINER_IMAGE")
-             or os.environ.get("BIOMED_IMAGE"))
+    image = (
+        apptainer
+        or (podman or {}).get("image")
+        or os.environ.get("BIOMED_CONTAINER_IMAGE")
+        or os.environ.get("BIOMED_IMAGE")
+    )
     ident: dict[str, Any] = {"runtime": runtime, "image": image, "labels": labels}
     if podman and podman.get("imageid"):
         ident["image_id"] = podman["imageid"]
@@ -132,8 +136,12 @@ def _torch_versions() -> dict[str, Any]:
             nccl = ".".join(map(str, torch.cuda.nccl.version()))
         except Exception:  # NCCL absent from this build
             nccl = None
-    return {"torch": torch.__version__, "cuda": torch.version.cuda, "nccl": nccl,
-            "cuda_available": torch.cuda.is_available()}
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "nccl": nccl,
+        "cuda_available": torch.cuda.is_available(),
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -168,8 +176,11 @@ def fingerprint() -> dict[str, Any]:
         "platform": platform.platform(),
         **_torch_versions(),
         "git": git_state(),
-        "lock": {"path": str(lock), "sha256": sha256_file(lock) if lock.is_file() else None,
-                 "drift": lock_drift(lock, installed)},
+        "lock": {
+            "path": str(lock),
+            "sha256": sha256_file(lock) if lock.is_file() else None,
+            "drift": lock_drift(lock, installed),
+        },
         "container": container_identity(),
         "packages": installed,
     }
@@ -227,11 +238,13 @@ def versions_match(locked: str, installed: str) -> bool:
 
 def compare(locked: Mapping[str, str], installed: Mapping[str, str], *, allow_extra: bool = False) -> list[Drift]:
     """Drift between a lock and installed versions: missing, different, and (unless allowed) unlocked packages."""
-    drift = [Drift(n, v, installed.get(n)) for n, v in sorted(locked.items())
-             if n not in installed or not versions_match(v, installed[n])]
+    drift = [
+        Drift(n, v, installed.get(n))
+        for n, v in sorted(locked.items())
+        if n not in installed or not versions_match(v, installed[n])
+    ]
     if not allow_extra:
-        drift += [Drift(n, None, v) for n, v in sorted(installed.items())
-                  if n not in locked and n not in UNLOCKED_OK]
+        drift += [Drift(n, None, v) for n, v in sorted(installed.items()) if n not in locked and n not in UNLOCKED_OK]
     return sorted(drift, key=lambda d: d.name)
 
 
@@ -304,8 +317,10 @@ def require_trusted_model(path: str | Path, *, external: bool, opt_in: str) -> b
     """
     has_manifest = (Path(path) / MANIFEST).is_file()
     if not has_manifest and not external:
-        raise IntegrityError(f"refusing model {path}: no {MANIFEST} (a stage output whose manifest was removed, or a "
-                             f"model made elsewhere); for an external base model set {opt_in}: true")
+        raise IntegrityError(
+            f"refusing model {path}: no {MANIFEST} (a stage output whose manifest was removed, or a "
+            f"model made elsewhere); for an external base model set {opt_in}: true"
+        )
     return has_manifest
 
 
@@ -320,9 +335,15 @@ def trusted_model(path: str | Path, *, external: bool, opt_in: str) -> dict[str,
     return {str(path): {"external": True, "files": _hash_files(Path(path))}}
 
 
-def write_manifest(folder: str | Path, *, stage: str, params: dict[str, Any],
-                   inputs: Iterable[str | Path] = (), extra: dict[str, Any] | None = None,
-                   described: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_manifest(
+    folder: str | Path,
+    *,
+    stage: str,
+    params: dict[str, Any],
+    inputs: Iterable[str | Path] = (),
+    extra: dict[str, Any] | None = None,
+    described: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Hash every file in `folder` and write `folder/manifest.json`; return the manifest.
 
     `described`: inputs already checked and described (`trusted_model`), recorded as they are.
@@ -345,8 +366,9 @@ def _read_manifest(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
     """(manifest, []) or (None, [the one problem]) for `folder/manifest.json`."""
     mpath = folder / MANIFEST
     if not folder.exists():  # say so, not "no manifest": e.g. a relative path from outside the checkout
-        return None, [f"{folder}: no such folder (looked in {Path.cwd()}; run from the checkout, or run the stage "
-                      f"that makes it)"]
+        return None, [
+            f"{folder}: no such folder (looked in {Path.cwd()}; run from the checkout, or run the stage that makes it)"
+        ]
     if not mpath.is_file():
         return None, [f"{folder}: no {MANIFEST}"]
     try:

@@ -38,8 +38,15 @@ def print_summary(metrics_dir: Path, table: Path, console: Console | None = None
     """
     console = console or Console()
     # the diagnostics beside each metrics file (biomed_llama/stage_metrics.py) are for reading on their own
-    files = sorted(f for f in metrics_dir.rglob("*.json") if "eval" not in f.relative_to(metrics_dir).parts[:-1]
-                   and not f.name.endswith(DETAILS_SUFFIX)) if metrics_dir.is_dir() else []
+    files = (
+        sorted(
+            f
+            for f in metrics_dir.rglob("*.json")
+            if "eval" not in f.relative_to(metrics_dir).parts[:-1] and not f.name.endswith(DETAILS_SUFFIX)
+        )
+        if metrics_dir.is_dir()
+        else []
+    )
     if not files and not table.is_file():
         console.print(f"no metrics under {metrics_dir} and no {table}: run `dvc repro evaluate` first")
         return

@@ -39,8 +39,9 @@ class StrictModel(BaseModel):
     A scalar given for a list field is a one-item list (`--set extract.train=PATH` = `[PATH]`).
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
-                              protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True, protected_namespaces=()
+    )
 
     # The section's speed-only fields (DESIGN contract 11): they change how fast or where a stage runs, what it
     # logs or how often it saves, never a number it computes. Recorded in every manifest, but not DVC params

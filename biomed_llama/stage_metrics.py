@@ -26,8 +26,10 @@ def details_path(metrics_path: str | Path) -> Path:
 
 def split_metrics(metrics: dict[str, Any], headline: Collection[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the `headline` keys of `metrics`, every other key), each in the order of `metrics`."""
-    return ({k: v for k, v in metrics.items() if k in headline},
-            {k: v for k, v in metrics.items() if k not in headline})
+    return (
+        {k: v for k, v in metrics.items() if k in headline},
+        {k: v for k, v in metrics.items() if k not in headline},
+    )
 
 
 def write_split(metrics_path: str | Path, headline: dict[str, Any], details: dict[str, Any]) -> None:

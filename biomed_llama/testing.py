@@ -25,22 +25,35 @@ BOS_ID, EOS_ID = 1, 2
 """The special ids of the demo tokenizer (data/sample/tokenizer) and of LLaMA's: `<s>` 1, `</s>` 2."""
 
 
-def write_token_store(folder: str | Path, docs: Sequence[np.ndarray], *, vocab_size: int, bos_id: int | None = BOS_ID,
-                      eos_id: int | None = EOS_ID) -> dict[str, Any]:
+def write_token_store(
+    folder: str | Path,
+    docs: Sequence[np.ndarray],
+    *,
+    vocab_size: int,
+    bos_id: int | None = BOS_ID,
+    eos_id: int | None = EOS_ID,
+) -> dict[str, Any]:
     """Write one `<slug>/<split>` token store of `docs` (each followed by `eos_id` unless it is None) with
     `TokenWriter`, as `tokenize` writes it; return its meta."""
     eos = np.array([] if eos_id is None else [eos_id], dtype=np.int64)
     ids = [np.concatenate([np.asarray(d, dtype=np.int64), eos]) for d in docs]
     with TokenWriter(folder, vocab_size=vocab_size, bos_id=bos_id, eos_id=eos_id) as writer:
-        writer.append(np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64),
-                      np.array([len(d) for d in ids], dtype=np.int64))
+        writer.append(
+            np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64), np.array([len(d) for d in ids], dtype=np.int64)
+        )
     assert writer.meta is not None  # set by a successful close
     return writer.meta
 
 
-def write_token_stores(root: str | Path, stores: Mapping[tuple[str, str], Sequence[np.ndarray]], *, vocab_size: int,
-                       bos_id: int | None = BOS_ID, eos_id: int | None = EOS_ID,
-                       params: dict[str, Any] | None = None) -> Path:
+def write_token_stores(
+    root: str | Path,
+    stores: Mapping[tuple[str, str], Sequence[np.ndarray]],
+    *,
+    vocab_size: int,
+    bos_id: int | None = BOS_ID,
+    eos_id: int | None = EOS_ID,
+    params: dict[str, Any] | None = None,
+) -> Path:
     """A tokenize-stage output: `root/<slug>/<split>` per (slug, split) key of `stores` (`write_token_store`),
     then `root/manifest.json` recording `params`; return `root`."""
     root = Path(root)
@@ -57,8 +70,13 @@ def motif_docs(n_docs: int, doc_len: int, vocab_size: int, seed: int = 0) -> lis
     return [np.resize(rng.integers(3, vocab_size, size=32), doc_len) for _ in range(n_docs)]
 
 
-def write_extracted(root: str | Path, tree: Mapping[tuple[str, str], Sequence[Sequence[str]]], *,
-                    source: str = "00.jsonl.zst", params: dict[str, Any] | None = None) -> Path:
+def write_extracted(
+    root: str | Path,
+    tree: Mapping[tuple[str, str], Sequence[Sequence[str]]],
+    *,
+    source: str = "00.jsonl.zst",
+    params: dict[str, Any] | None = None,
+) -> Path:
     """An extract-stage output: per (slug, split) key of `tree`, one `part-NNNNN.parquet` per inner list of
     texts (written by `ParquetRows`, rows `source` and line 1, 2, … of that part), then `root/manifest.json`
     recording `params`; return `root`."""
@@ -68,9 +86,15 @@ def write_extracted(root: str | Path, tree: Mapping[tuple[str, str], Sequence[Se
         folder.mkdir(parents=True, exist_ok=True)  # a split with no part still exists, as extract writes it
         for k, texts in enumerate(parts):
             writer = ParquetRows(folder / part_name(k))
-            writer.write(pa.table({"text": pa.array(list(texts), pa.string()),
-                                   "source": pa.array([source] * len(texts), pa.string()),
-                                   "line": pa.array(np.arange(1, len(texts) + 1), pa.int64())}))
+            writer.write(
+                pa.table(
+                    {
+                        "text": pa.array(list(texts), pa.string()),
+                        "source": pa.array([source] * len(texts), pa.string()),
+                        "line": pa.array(np.arange(1, len(texts) + 1), pa.int64()),
+                    }
+                )
+            )
             writer.close()
     write_manifest(root, stage="extract", params=params or {})
     return root

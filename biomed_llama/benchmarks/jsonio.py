@@ -117,8 +117,9 @@ def _json_type(value: Any) -> str:
     return {dict: "object", list: "list", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
-def collect(path: str | Path, bad: BadRecords, entries: list[Entry],
-            parse: Callable[[Any, str], Item], *, unique: bool = False) -> Positioned:
+def collect(
+    path: str | Path, bad: BadRecords, entries: list[Entry], parse: Callable[[Any, str], Item], *, unique: bool = False
+) -> Positioned:
     """Parse every entry with `parse(value, key)`; a RecordProblem goes to `bad` with file and position.
 
     `unique` (the benchmark items): an item whose id repeats an earlier one's, or whose record is the same

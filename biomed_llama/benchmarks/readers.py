@@ -82,8 +82,9 @@ def detect_cop_base(path: str | Path, cops: list[Any], setting: CopConvention) -
         return 0
     if 4 in ints:
         return 1
-    raise UserError(f"{path}: cannot tell the MedMCQA cop convention (only 1–3 occur); "
-                    "set readers.medmcqa_cop to 0-3 or 1-4")
+    raise UserError(
+        f"{path}: cannot tell the MedMCQA cop convention (only 1–3 occur); set readers.medmcqa_cop to 0-3 or 1-4"
+    )
 
 
 def _medmcqa_id(rec: dict[str, Any], key: str) -> str:
@@ -101,8 +102,13 @@ def _medmcqa(value: Any, key: str, base: int) -> MCItem:
     cop = rec["cop"]
     if not _is_int(cop) or not base <= cop <= base + 3:
         raise RecordProblem(f"cop {cop!r} is not one of the options ({base}–{base + 3})")
-    return MCItem(question=question, options=options, answer=LETTERS[cop - base],
-                  explanation=optional_text(rec, "exp"), id=_medmcqa_id(rec, key))
+    return MCItem(
+        question=question,
+        options=options,
+        answer=LETTERS[cop - base],
+        explanation=optional_text(rec, "exp"),
+        id=_medmcqa_id(rec, key),
+    )
 
 
 def read_medmcqa(path: str | Path, bad: BadRecords, medmcqa_cop: CopConvention = "auto") -> Positioned:
@@ -119,8 +125,13 @@ def _medmcqa_unlabeled(value: Any, key: str) -> MCItem:
     # The released evaluation's rule on a split without answers: HF gives every test record cop = -1, and
     # `answer = options[original_sample['cop']]` (evaluation/mcqa_dataset.py:56) is then the last option,
     # lettered by its first occurrence (`options.index(answer)`, mcqa_dataset.py:22).
-    return MCItem(question=question, options=options, answer=LETTERS[options.index(options[-1])],
-                  explanation=optional_text(rec, "exp"), id=_medmcqa_id(rec, key))
+    return MCItem(
+        question=question,
+        options=options,
+        answer=LETTERS[options.index(options[-1])],
+        explanation=optional_text(rec, "exp"),
+        id=_medmcqa_id(rec, key),
+    )
 
 
 def read_medmcqa_unlabeled(path: str | Path, bad: BadRecords) -> Positioned:
@@ -140,8 +151,13 @@ def _pubmedqa(value: Any, key: str) -> YesNoItem:
     decision = text_field(rec, "final_decision").strip().lower()
     if decision not in YES_NO_MAYBE:
         raise RecordProblem(f"final_decision {rec['final_decision']!r} is not one of yes / no / maybe")
-    return YesNoItem(question=question, contexts=tuple(contexts), answer=decision,  # type: ignore[arg-type]
-                     explanation=optional_text(rec, "LONG_ANSWER"), id=key)
+    return YesNoItem(
+        question=question,
+        contexts=tuple(contexts),
+        answer=decision,  # type: ignore[arg-type]
+        explanation=optional_text(rec, "LONG_ANSWER"),
+        id=key,
+    )
 
 
 def read_pubmedqa(path: str | Path, bad: BadRecords) -> Positioned:
@@ -151,8 +167,14 @@ def read_pubmedqa(path: str | Path, bad: BadRecords) -> Positioned:
     return collect(path, bad, entries, _pubmedqa, unique=True)
 
 
-def read_benchmark(fmt: BenchmarkFormat, path: str | Path, bad: BadRecords, *,
-                   medmcqa_cop: CopConvention = "auto", n_options: int | None = None) -> Positioned:
+def read_benchmark(
+    fmt: BenchmarkFormat,
+    path: str | Path,
+    bad: BadRecords,
+    *,
+    medmcqa_cop: CopConvention = "auto",
+    n_options: int | None = None,
+) -> Positioned:
     """Read one benchmark file of format `fmt` (`n_options` applies to MedQA, `medmcqa_cop` to MedMCQA)."""
     if fmt == "medqa":
         return read_medqa(path, bad, n_options)

@@ -114,6 +114,9 @@ class BadRecords:
         if identical and self.duplicates == "drop":
             self.dropped.append(BadRecord(str(path), position, f"exact duplicate of {first} (id {item_id}), dropped"))
             return
-        advice = ("readers.duplicates: drop drops exact duplicates" if identical
-                  else "two different records share the id: fix or replace the file")
+        advice = (
+            "readers.duplicates: drop drops exact duplicates"
+            if identical
+            else "two different records share the id: fix or replace the file"
+        )
         raise BadRecordError(f"{path}:{position}: duplicate item id {item_id} ({what} of {first}; {advice})")

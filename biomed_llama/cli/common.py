@@ -20,7 +20,9 @@ app = typer.Typer(
 )
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params YAML (default params.yaml).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a param: KEY=VALUE, e.g. pretrain.optim.lr=3e-5.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a param: KEY=VALUE, e.g. pretrain.optim.lr=3e-5.")
+]
 
 
 def load(params: Path, overrides: list[str] | None, stage: str | None = None) -> Params:

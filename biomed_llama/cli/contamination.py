@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from biomed_llama.cli.common import ParamsOpt, SetOpt, app, load
 def contamination(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: contamination.workers).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (default: contamination.workers).")] = None,
     num_shards: Annotated[int, typer.Option(help="Split the extracted files over this many jobs (Slurm array).")] = 1,
     shard_index: Annotated[int, typer.Option(help="Which of the --num-shards jobs this is (0-based).")] = 0,
 ) -> None:
@@ -22,8 +22,14 @@ def contamination(
     cfg = load(params, set_, "contamination")
     from biomed_llama.contamination.stage import run_contamination
 
-    run_contamination(cfg.contamination, cfg.eval.benchmarks, cfg.readers, workers=workers, num_shards=num_shards,
-                      shard_index=shard_index)
+    run_contamination(
+        cfg.contamination,
+        cfg.eval.benchmarks,
+        cfg.readers,
+        workers=workers,
+        num_shards=num_shards,
+        shard_index=shard_index,
+    )
 
 
 @app.command("contamination-merge")

@@ -55,7 +55,13 @@ def tokenize(
 @app.command()
 def verify(
     path: Annotated[Path, typer.Argument(help="An output folder with a manifest.json.")],
-    inputs: Annotated[bool, typer.Option("--inputs", help="Also check the inputs the manifest recorded against those paths now (run from the checkout).")] = False,
+    inputs: Annotated[
+        bool,
+        typer.Option(
+            "--inputs",
+            help="Also check the inputs the manifest recorded against those paths now (run from the checkout).",
+        ),
+    ] = False,
 ) -> None:
     """Check every file of PATH against its manifest (and, with --inputs, its recorded inputs); exit 3 naming the first mismatch."""
     from biomed_llama.provenance import require_current_inputs, require_verified

@@ -12,8 +12,9 @@ from biomed_llama.cli.common import app
 from biomed_llama.errors import UserError
 from biomed_llama.fsutil import atomic_write_json
 
-env_app = typer.Typer(help="Print or check the environment fingerprint.", invoke_without_command=True,
-                      no_args_is_help=False)
+env_app = typer.Typer(
+    help="Print or check the environment fingerprint.", invoke_without_command=True, no_args_is_help=False
+)
 app.add_typer(env_app, name="env")
 
 
@@ -28,8 +29,12 @@ def env(ctx: typer.Context) -> None:
 
 @env_app.command("check")
 def env_check(
-    lock: Annotated[Path | None, typer.Option(help="Lock to compare with (default: BIOMED_LOCK or requirements/cpu.lock).")] = None,
-    allow_extra: Annotated[bool, typer.Option("--allow-extra", help="Do not count installed packages that the lock lacks.")] = False,
+    lock: Annotated[
+        Path | None, typer.Option(help="Lock to compare with (default: BIOMED_LOCK or requirements/cpu.lock).")
+    ] = None,
+    allow_extra: Annotated[
+        bool, typer.Option("--allow-extra", help="Do not count installed packages that the lock lacks.")
+    ] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON report (with the image identity) here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a summary.")] = False,
 ) -> None:
@@ -44,8 +49,11 @@ def env_check(
     image = report["container"]
     if image:
         labels = image.get("labels") or {}
-        typer.echo(f"image: {image.get('image')} ({image.get('runtime') or 'runtime unknown'}) "
-                   f"sha256={image.get('sha256', 'n/a')} base={labels.get('biomed.base.sha256', 'n/a')}", err=True)
+        typer.echo(
+            f"image: {image.get('image')} ({image.get('runtime') or 'runtime unknown'}) "
+            f"sha256={image.get('sha256', 'n/a')} base={labels.get('biomed.base.sha256', 'n/a')}",
+            err=True,
+        )
     for line in report["problems"]:
         typer.echo(f"drift: {line}", err=True)
     if not report["ok"]:

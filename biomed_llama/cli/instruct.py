@@ -16,5 +16,7 @@ def instruct_mix(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -
     from biomed_llama.instruct.mixture import run_instruct_mix
 
     metrics = run_instruct_mix(cfg.instruct_mix, cfg.readers)
-    typer.echo(f"instruct-mix: {metrics['n_records']} records from {len(metrics['sources'])} sources "
-               f"({metrics['bad_records']} bad records skipped) -> {cfg.instruct_mix.output}")
+    typer.echo(
+        f"instruct-mix: {metrics['n_records']} records from {len(metrics['sources'])} sources "
+        f"({metrics['bad_records']} bad records skipped) -> {cfg.instruct_mix.output}"
+    )

@@ -14,10 +14,17 @@ from biomed_llama.cli.common import ParamsOpt, SetOpt, app, load
 @app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def launch(
     ctx: typer.Context,
-    stage: Annotated[str, typer.Argument(help="Stage: extract, tokenize, pretrain, instruct-mix, finetune, prepare-eval, contamination or evaluate.")],
+    stage: Annotated[
+        str,
+        typer.Argument(
+            help="Stage: extract, tokenize, pretrain, instruct-mix, finetune, prepare-eval, contamination or evaluate."
+        ),
+    ],
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command (and its BIOMED_* variables), run nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the command (and its BIOMED_* variables), run nothing.")
+    ] = False,
 ) -> None:
     """Run STAGE as `launch:` says: here (torchrun for training) or on Slurm, inside `launch.container`'s image if set.
 

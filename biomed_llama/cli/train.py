@@ -24,10 +24,16 @@ def pretrain(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 
 @app.command()
 def finetune(
-    mode: Annotated[str, typer.Option("--mode", help="instruct: the instruction mixture; task: one benchmark's train set.")],
-    task: Annotated[str | None, typer.Option("--task", help="Task mode: a finetune.tasks name (medqa, medmcqa, pubmedqa).")] = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="instruct: the instruction mixture; task: one benchmark's train set.")
+    ],
+    task: Annotated[
+        str | None, typer.Option("--task", help="Task mode: a finetune.tasks name (medqa, medmcqa, pubmedqa).")
+    ] = None,
     # Not `--start`: torchrun's parser would take it for an abbreviation of its own --start-method.
-    base: Annotated[bool, typer.Option("--base", help="Fine-tune finetune.base (the LLaMA-7B rows) instead of finetune.model.")] = False,
+    base: Annotated[
+        bool, typer.Option("--base", help="Fine-tune finetune.base (the LLaMA-7B rows) instead of finetune.model.")
+    ] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:

@@ -36,7 +36,7 @@ class ContaminationConfig(StrictModel):
     """Metrics JSON: contaminated items and their share per task (details beside it: corpus size, MB/s)."""
 
     @model_validator(mode="after")
-    def _check(self) -> "ContaminationConfig":
+    def _check(self) -> ContaminationConfig:
         if len(set(self.subsets)) != len(self.subsets):
             raise ValueError(f"subsets lists a folder twice: {self.subsets}")
         if self.input == self.output:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Any, Callable, Iterable
+from typing import Any
 
 
 @lru_cache(maxsize=1)

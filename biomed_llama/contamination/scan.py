@@ -116,8 +116,13 @@ def scan_file(task: FileTask) -> dict[str, Any]:
                 listed = docs.setdefault(k, [])
                 if len(listed) < task.max_doc_ids:
                     listed.append(doc_id)
-    return {"file": task.path, "docs": n_rows, "bytes": n_bytes, "cpu_s": time.process_time() - cpu0,
-            "items": [[k, sorted(found[k]), docs.get(k, []), ndocs[k]] for k in sorted(ndocs)]}
+    return {
+        "file": task.path,
+        "docs": n_rows,
+        "bytes": n_bytes,
+        "cpu_s": time.process_time() - cpu0,
+        "items": [[k, sorted(found[k]), docs.get(k, []), ndocs[k]] for k in sorted(ndocs)],
+    }
 
 
 def merge_reports(reports: list[dict[str, Any]], max_doc_ids: int) -> dict[int, dict[str, Any]]:

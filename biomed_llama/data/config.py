@@ -46,7 +46,9 @@ class ExtractConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> ExtractConfig:
         if self.remote is not None and not is_remote_spec(self.remote):
-            raise ValueError(f"remote must be an http(s):// URL prefix or hf://datasets/owner/name (got {self.remote!r})")
+            raise ValueError(
+                f"remote must be an http(s):// URL prefix or hf://datasets/owner/name (got {self.remote!r})"
+            )
         slugs = [subset_slug(s) for s in self.subsets]
         if len(set(slugs)) != len(slugs):
             raise ValueError(f"subsets map to clashing folder names {slugs}")
@@ -56,7 +58,8 @@ class ExtractConfig(StrictModel):
 def is_remote_spec(remote: str) -> bool:
     """True for the remote forms extract accepts: `http(s)://prefix` or `hf://datasets/owner/name[@revision]`."""
     return remote.startswith(("http://", "https://")) or (
-        remote.startswith(HUB_PREFIX) and remote[len(HUB_PREFIX):].count("/") == 1)
+        remote.startswith(HUB_PREFIX) and remote[len(HUB_PREFIX) :].count("/") == 1
+    )
 
 
 def subset_slug(subset: str) -> str:

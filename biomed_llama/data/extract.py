@@ -57,6 +57,7 @@ HEADLINE = ("input_files", "lines", "docs", "chars", "bad_records", "bad_files",
 
 # --- planning --------------------------------------------------------------------------------
 
+
 def plan_inputs(cfg: ExtractConfig) -> list[InputFile]:
     """Return every input file of every split in the fixed order train, val, test (each sorted)."""
     files: list[InputFile] = []
@@ -91,8 +92,15 @@ def _data_params(cfg: ExtractConfig) -> dict[str, Any]:
 
 # --- assembling the output ---------------------------------------------------------------------
 
-def assemble(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict[str, Any]],
-             scan_dir: Callable[[int], Path], out: Path, workers: int) -> dict[str, dict[str, int]]:
+
+def assemble(
+    cfg: ExtractConfig,
+    files: list[InputFile],
+    reports: dict[int, dict[str, Any]],
+    scan_dir: Callable[[int], Path],
+    out: Path,
+    workers: int,
+) -> dict[str, dict[str, int]]:
     """Cut the intermediates, concatenated in input order, into `out/<slug>/<split>/part-*.parquet`.
 
     Parts are planned from the reports' row counts and written in parallel; every subset/split
@@ -104,8 +112,11 @@ def assemble(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict
     for subset in cfg.subsets:
         slug = subset_slug(subset)
         for split in SPLITS:
-            sources = [(str(scan_dir(f.index) / f"{slug}.parquet"), reports[f.index]["kept"][subset]["docs"])
-                       for f in files if f.split == split]
+            sources = [
+                (str(scan_dir(f.index) / f"{slug}.parquet"), reports[f.index]["kept"][subset]["docs"])
+                for f in files
+                if f.split == split
+            ]
             parts = plan_parts([s for s in sources if s[1]], cfg.rows_per_shard)
             for k, pieces in enumerate(parts):
                 tasks.append(PartTask(str(out / slug / split / part_name(k)), tuple(pieces)))
@@ -113,13 +124,16 @@ def assemble(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict
             nparts.setdefault(slug, {})[split] = len(parts)
     written = map_ordered(write_part, tasks, workers, "extract: writing parts")
     if written != expected:  # the per-file intermediates changed between the scan and now
-        raise IntegrityError(f"extract: the intermediate files hold {sum(written)} rows where the scan counted "
-                             f"{sum(expected)} (changed during the run?); rerun extract")
+        raise IntegrityError(
+            f"extract: the intermediate files hold {sum(written)} rows where the scan counted "
+            f"{sum(expected)} (changed during the run?); rerun extract"
+        )
     return nparts
 
 
-def build_metrics(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict[str, Any]],
-                  nparts: dict[str, dict[str, int]]) -> dict[str, Any]:
+def build_metrics(
+    cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict[str, Any]], nparts: dict[str, dict[str, int]]
+) -> dict[str, Any]:
     """Counts for metrics/extract.json: kept docs/chars/bytes per subset and split, dropped and bad records."""
     subsets: dict[str, Any] = {}
     for subset in cfg.subsets:
@@ -130,8 +144,12 @@ def build_metrics(cfg: ExtractConfig, files: list[InputFile], reports: dict[int,
             for f in files:
                 if f.split == split:
                     tot.update(reports[f.index]["kept"][subset])
-            subsets[slug][split] = {"docs": tot["docs"], "chars": tot["chars"], "bytes": tot["bytes"],
-                                    "parts": nparts[slug][split]}
+            subsets[slug][split] = {
+                "docs": tot["docs"],
+                "chars": tot["chars"],
+                "bytes": tot["bytes"],
+                "parts": nparts[slug][split],
+            }
     dropped: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
     for f in files:
         dropped[f.split].update(reports[f.index]["dropped"])
@@ -149,8 +167,9 @@ def build_metrics(cfg: ExtractConfig, files: list[InputFile], reports: dict[int,
     }
 
 
-def _manifest_extra(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict[str, Any]],
-                    metrics: dict[str, Any]) -> dict[str, Any]:
+def _manifest_extra(
+    cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict[str, Any]], metrics: dict[str, Any]
+) -> dict[str, Any]:
     rs = [reports[f.index] for f in files]
     examples = [e for r in rs for e in r["bad_examples"]][: cfg.max_reported_bad]
     return {
@@ -158,14 +177,27 @@ def _manifest_extra(cfg: ExtractConfig, files: list[InputFile], reports: dict[in
         "bad_records": examples,
         "bad_records_listed": len(examples),
         "bad_files": [{"file": r["file"], **r["corrupt"]} for r in rs if r["corrupt"]],
-        "files": [{"file": r["file"], "split": r["split"], "lines": r["lines"],
-                   "kept": sum(k["docs"] for k in r["kept"].values()), "bad_records": r["bad_records"]}
-                  for r in rs],
+        "files": [
+            {
+                "file": r["file"],
+                "split": r["split"],
+                "lines": r["lines"],
+                "kept": sum(k["docs"] for k in r["kept"].values()),
+                "bad_records": r["bad_records"],
+            }
+            for r in rs
+        ],
     }
 
 
-def _finish(cfg: ExtractConfig, files: list[InputFile], reports: dict[int, dict[str, Any]],
-            scan_dir: Callable[[int], Path], workers: int, tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _finish(
+    cfg: ExtractConfig,
+    files: list[InputFile],
+    reports: dict[int, dict[str, Any]],
+    scan_dir: Callable[[int], Path],
+    workers: int,
+    tmp: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Assemble into the temporary output folder `tmp` and write its manifest; return (metrics, manifest extra)."""
     nparts = assemble(cfg, files, reports, scan_dir, tmp, workers)
     shutil.rmtree(tmp / SCAN_DIR, ignore_errors=True)  # a single run's intermediates are not part of the output
@@ -192,12 +224,18 @@ def print_summary(metrics: dict[str, Any], where: str, extra: dict[str, Any], sh
     console = Console()
     console.print(t)
     dropped = sum(sum(c.values()) for c in metrics["dropped"].values())
-    console.print(f"{metrics['input_files']} files, {metrics['lines']:,} lines: {dropped:,} records of other subsets "
-                  f"dropped, {metrics['bad_records']:,} bad records, {metrics['bad_files']} bad files "
-                  f"({metrics['rows_discarded_from_bad_files']:,} rows discarded)")
+    console.print(
+        f"{metrics['input_files']} files, {metrics['lines']:,} lines: {dropped:,} records of other subsets "
+        f"dropped, {metrics['bad_records']:,} bad records, {metrics['bad_files']} bad files "
+        f"({metrics['rows_discarded_from_bad_files']:,} rows discarded)"
+    )
     for b in extra["bad_files"]:
-        console.print(f"[yellow]bad file[/] {b['file']}: {b['reason']} after line {b['line']}; "
-                      f"dropped with its {b['rows_discarded']} kept rows", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]bad file[/] {b['file']}: {b['reason']} after line {b['line']}; "
+            f"dropped with its {b['rows_discarded']} kept rows",
+            highlight=False,
+            soft_wrap=True,
+        )
     for b in extra["bad_records"][:show_bad]:
         console.print(f"[yellow]bad record[/] {b['file']}:{b['line']}: {b['reason']}", highlight=False, soft_wrap=True)
     if metrics["bad_records"] > show_bad:
@@ -206,9 +244,14 @@ def print_summary(metrics: dict[str, Any], where: str, extra: dict[str, Any], sh
 
 # --- entry points ------------------------------------------------------------------------------
 
+
 def _tasks(cfg: ExtractConfig, files: list[InputFile], root: Path) -> list[ScanTask]:
-    return [ScanTask(f, tuple(cfg.subsets), str(root / SCAN_DIR / f"{f.index:05d}"), cfg.on_bad_record,
-                     cfg.max_reported_bad) for f in files]
+    return [
+        ScanTask(
+            f, tuple(cfg.subsets), str(root / SCAN_DIR / f"{f.index:05d}"), cfg.on_bad_record, cfg.max_reported_bad
+        )
+        for f in files
+    ]
 
 
 def part_dir(cfg: ExtractConfig, num_shards: int, shard_index: int) -> Path:
@@ -216,8 +259,9 @@ def part_dir(cfg: ExtractConfig, num_shards: int, shard_index: int) -> Path:
     return Path(cfg.output + PARTS_SUFFIX) / f"shard-{shard_index}-of-{num_shards}"
 
 
-def run_extract(cfg: ExtractConfig, *, workers: int | None = None, num_shards: int = 1,
-                shard_index: int = 0) -> dict[str, Any]:
+def run_extract(
+    cfg: ExtractConfig, *, workers: int | None = None, num_shards: int = 1, shard_index: int = 0
+) -> dict[str, Any]:
     """Run the stage (or, with num_shards > 1, one job's part of it); return the metrics (or the part's counts)."""
     workers = cfg.workers if workers is None else workers
     _check_sharding(workers, num_shards, shard_index)
@@ -235,18 +279,34 @@ def run_extract(cfg: ExtractConfig, *, workers: int | None = None, num_shards: i
     return metrics
 
 
-def _run_part(cfg: ExtractConfig, mine: list[InputFile], workers: int, num_shards: int, shard_index: int) -> dict[str, Any]:
+def _run_part(
+    cfg: ExtractConfig, mine: list[InputFile], workers: int, num_shards: int, shard_index: int
+) -> dict[str, Any]:
     dest = part_dir(cfg, num_shards, shard_index)
     with atomic_dir(dest) as tmp:
         reports = scan_all(_tasks(cfg, mine, tmp), workers)
-        atomic_write_json(tmp / "plan.json", {"num_shards": num_shards, "shard_index": shard_index,
-                                              "params": _data_params(cfg), "files": [asdict(f) for f in mine]})
+        atomic_write_json(
+            tmp / "plan.json",
+            {
+                "num_shards": num_shards,
+                "shard_index": shard_index,
+                "params": _data_params(cfg),
+                "files": [asdict(f) for f in mine],
+            },
+        )
         atomic_write_json(tmp / "reports.json", [reports[f.index] for f in mine])
-        write_manifest(tmp, stage="extract-part", params=_data_params(cfg),
-                       inputs=[f.path for f in mine], extra={"num_shards": num_shards, "shard_index": shard_index})
+        write_manifest(
+            tmp,
+            stage="extract-part",
+            params=_data_params(cfg),
+            inputs=[f.path for f in mine],
+            extra={"num_shards": num_shards, "shard_index": shard_index},
+        )
     docs = sum(k["docs"] for r in reports.values() for k in r["kept"].values())
-    print(f"extract: part {shard_index + 1}/{num_shards} → {dest}: {len(mine)} files, {docs} docs kept; "
-          f"run `biomed-llama extract-merge --num-shards {num_shards}` when all parts are done")
+    print(
+        f"extract: part {shard_index + 1}/{num_shards} → {dest}: {len(mine)} files, {docs} docs kept; "
+        f"run `biomed-llama extract-merge --num-shards {num_shards}` when all parts are done"
+    )
     return {"part": str(dest), "input_files": len(mine), "docs": docs}
 
 
@@ -261,8 +321,10 @@ def merge_extract(cfg: ExtractConfig, *, num_shards: int, workers: int | None = 
     parts = [part_dir(cfg, num_shards, i) for i in range(num_shards)]
     missing = [p.name for p in parts if not (p / "manifest.json").is_file()]
     if missing:
-        raise UserError(f"extract-merge: missing part(s) {', '.join(missing)} under {cfg.output}{PARTS_SUFFIX}; "
-                        f"run `biomed-llama extract --num-shards {num_shards} --shard-index I` for each")
+        raise UserError(
+            f"extract-merge: missing part(s) {', '.join(missing)} under {cfg.output}{PARTS_SUFFIX}; "
+            f"run `biomed-llama extract --num-shards {num_shards} --shard-index I` for each"
+        )
     reports: dict[int, dict[str, Any]] = {}
     where: dict[int, Path] = {}
     for i, part in enumerate(parts):

@@ -100,8 +100,15 @@ def document_order_index(counts: Sequence[int], order: str, seed: int) -> np.nda
 class PackedDataset:
     """Random access to packed sequences over one or more token stores, in `document_order`."""
 
-    def __init__(self, stores: Sequence[Store], seq_len: int, packing: str, *, document_order: str = "subset_major",
-                 seed: int = 0):
+    def __init__(
+        self,
+        stores: Sequence[Store],
+        seq_len: int,
+        packing: str,
+        *,
+        document_order: str = "subset_major",
+        seed: int = 0,
+    ):
         if not stores:
             raise UserError("no token stores given")
         if packing not in ("truncate", "concat"):
@@ -144,7 +151,7 @@ class PackedDataset:
         s, j = self._locate(i)
         store = self.stores[s]
         if self.packing == "truncate":
-            doc = np.asarray(store.tokens[store.offsets[j]:store.offsets[j + 1]], dtype=np.int64)
+            doc = np.asarray(store.tokens[store.offsets[j] : store.offsets[j + 1]], dtype=np.int64)
             ids = np.concatenate([[self.bos_id], doc[: self.seq_len - 1]])
             n = len(ids)
             out = np.full(self.seq_len, self.pad_id, dtype=np.int64)
@@ -171,7 +178,7 @@ class PackedDataset:
             # stream position p (> doc_start) is token p - doc_start - 1 of document d
             lo = int(store.offsets[d]) + pos - doc_start - 1
             hi = int(store.offsets[d]) + take_end - doc_start - 1
-            out[pos - start: take_end - start] = store.tokens[lo:hi]
+            out[pos - start : take_end - start] = store.tokens[lo:hi]
             pos = take_end
             d += 1
         return out
@@ -196,13 +203,16 @@ def grad_accumulation(global_batch: int, micro_batch: int, dp_size: int) -> int:
     layout); a global batch the split does not divide is a UserError.
     """
     if global_batch % (micro_batch * dp_size):
-        raise UserError(f"global batch {global_batch} is not a multiple of micro batch {micro_batch} × "
-                        f"data-parallel size {dp_size}; change pretrain.global_batch_size or micro_batch_size")
+        raise UserError(
+            f"global batch {global_batch} is not a multiple of micro batch {micro_batch} × "
+            f"data-parallel size {dp_size}; change pretrain.global_batch_size or micro_batch_size"
+        )
     return global_batch // (micro_batch * dp_size)
 
 
-def released_global_indices(step: int, n: int, global_batch: int, workers: int, world_size: int,
-                            micro_batch: int) -> np.ndarray:
+def released_global_indices(
+    step: int, n: int, global_batch: int, workers: int, world_size: int, micro_batch: int
+) -> np.ndarray:
     """Sequence indices the released run's `world_size` ranks consumed at optimizer step `step` (rank-major).
 
     The chain it reproduces (`pretrain/train_multi_nodes.sh:38-44`, `utils/data.py:68-107`, HF Trainer
@@ -216,10 +226,11 @@ def released_global_indices(step: int, n: int, global_batch: int, workers: int, 
     accumulation = grad_accumulation(global_batch, micro_batch, world_size)
     share_batches = n // (micro_batch * world_size)
     if share_batches == 0:
-        raise UserError(f"the data holds {n} sequences, fewer than one batch on each of the released run's "
-                        f"{world_size} ranks")
+        raise UserError(
+            f"the data holds {n} sequences, fewer than one batch on each of the released run's {world_size} ranks"
+        )
     k = (step * accumulation + np.arange(accumulation)) % (workers * share_batches)  # DataLoader batch numbers
-    b = k // workers                                                             # the share's batch each one is
+    b = k // workers  # the share's batch each one is
     rank = np.arange(world_size)[:, None, None]
     offset = np.arange(micro_batch)[None, None, :]
     idx = b[None, :, None] * (micro_batch * world_size) + rank * micro_batch + offset  # [W, A, m]
@@ -232,8 +243,18 @@ class DistributedLoader:
     Same seed → same global batches for any `dp_size`; state is the count of global batches consumed.
     """
 
-    def __init__(self, dataset: PackedDataset, *, global_batch: int, micro_batch: int, dp_rank: int,
-                 dp_size: int, seed: int, shuffle: bool, released: Any = None):
+    def __init__(
+        self,
+        dataset: PackedDataset,
+        *,
+        global_batch: int,
+        micro_batch: int,
+        dp_rank: int,
+        dp_size: int,
+        seed: int,
+        shuffle: bool,
+        released: Any = None,
+    ):
         self.accumulation = grad_accumulation(global_batch, micro_batch, dp_size)
         if len(dataset) < global_batch:
             raise UserError(f"the data holds {len(dataset)} sequences, fewer than one global batch of {global_batch}")
@@ -248,8 +269,10 @@ class DistributedLoader:
             accumulation = grad_accumulation(global_batch, released.micro_batch, released.world_size)
             self.steps_per_epoch = per_rank // accumulation
             if self.steps_per_epoch == 0:
-                raise UserError(f"the data holds {len(dataset)} sequences, fewer than one released step "
-                                f"({released.world_size} ranks × {global_batch // released.world_size} sequences)")
+                raise UserError(
+                    f"the data holds {len(dataset)} sequences, fewer than one released step "
+                    f"({released.world_size} ranks × {global_batch // released.world_size} sequences)"
+                )
         self.step = 0
 
     # the loader lives as long as the run, so the cache cannot keep a dead instance alive; two epochs suffice
@@ -264,15 +287,16 @@ class DistributedLoader:
         """Sequence indices of the global batch of optimizer step `step` (0-based), on every rank alike."""
         if self.released is not None:
             r = self.released
-            return released_global_indices(step, len(self.dataset), self.global_batch, r.workers, r.world_size,
-                                           r.micro_batch)
+            return released_global_indices(
+                step, len(self.dataset), self.global_batch, r.workers, r.world_size, r.micro_batch
+            )
         epoch, b = divmod(step, self.steps_per_epoch)
-        return self._order(epoch)[b * self.global_batch:(b + 1) * self.global_batch]
+        return self._order(epoch)[b * self.global_batch : (b + 1) * self.global_batch]
 
     def local_indices(self, step: int) -> np.ndarray:
         """This rank's contiguous slice of the global batch of `step`."""
         per_rank = self.global_batch // self.dp_size
-        return self.global_indices(step)[self.dp_rank * per_rank:(self.dp_rank + 1) * per_rank]
+        return self.global_indices(step)[self.dp_rank * per_rank : (self.dp_rank + 1) * per_rank]
 
     def next_batch(self) -> list[MicroBatch]:
         """Return this rank's `accumulation` micro batches of the next step and advance."""
@@ -280,7 +304,7 @@ class DistributedLoader:
         self.step += 1
         micros = []
         for k in range(self.accumulation):
-            seqs = [self.dataset.sequence(int(i)) for i in idx[k * self.micro_batch:(k + 1) * self.micro_batch]]
+            seqs = [self.dataset.sequence(int(i)) for i in idx[k * self.micro_batch : (k + 1) * self.micro_batch]]
             ids = torch.from_numpy(np.stack([s[0] for s in seqs]))
             labels = torch.from_numpy(np.stack([s[1] for s in seqs]))
             micros.append(MicroBatch(ids, labels))
@@ -288,13 +312,20 @@ class DistributedLoader:
 
     def state_dict(self) -> dict[str, int]:
         """The resumable position (global batches consumed) and what it is only valid for."""
-        return {"step": self.step, "global_batch": self.global_batch, "n_sequences": len(self.dataset), "seed": self.seed}
+        return {
+            "step": self.step,
+            "global_batch": self.global_batch,
+            "n_sequences": len(self.dataset),
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore the position; refuse a state written for other data, seed or global batch."""
         for key in ("global_batch", "n_sequences", "seed"):
             mine = self.state_dict()[key]
             if state.get(key) != mine:
-                raise UserError(f"checkpoint's data loader has {key}={state.get(key)}, this run {mine}; "
-                                "the run folder holds a checkpoint of other data (tampered?); remove that run folder")
+                raise UserError(
+                    f"checkpoint's data loader has {key}={state.get(key)}, this run {mine}; "
+                    "the run folder holds a checkpoint of other data (tampered?); remove that run folder"
+                )
         self.step = int(state["step"])

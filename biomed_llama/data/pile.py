@@ -127,8 +127,9 @@ def _require_unicode(value: str, what: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise MalformedRecord(f"{what} is not valid Unicode (lone surrogate U+{ord(value[e.start]):04X} "
-                              f"at character {e.start + 1})") from None
+        raise MalformedRecord(
+            f"{what} is not valid Unicode (lone surrogate U+{ord(value[e.start]):04X} at character {e.start + 1})"
+        ) from None
 
 
 def expand(patterns: list[str], what: str) -> list[str]:
@@ -144,6 +145,7 @@ def expand(patterns: list[str], what: str) -> list[str]:
 
 # --- remote sources (only used when extract.remote is set) -----------------------------------
 
+
 def remote_url(remote: str, name: str) -> str:
     """Resolve a shard `name` (e.g. `train/00.jsonl.zst`) against an http(s) URL prefix."""
     if not remote.startswith(("http://", "https://")):
@@ -155,7 +157,7 @@ def hub_repo(remote: str) -> tuple[str, str | None]:
     """Split `hf://datasets/owner/name[@revision]` into (repo id, revision or None)."""
     if not remote.startswith(HUB_PREFIX):
         raise UserError(f"extract.remote {remote!r} is not a hf://datasets/ path")
-    repo, _, rev = remote[len(HUB_PREFIX):].partition("@")
+    repo, _, rev = remote[len(HUB_PREFIX) :].partition("@")
     return repo, rev or None
 
 

@@ -90,9 +90,17 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
             sink.close()
     if corrupt is not None:
         shutil.rmtree(dest, ignore_errors=True)  # a corrupt file is dropped whole (see biomed_llama.data.extract)
-    return {"index": f.index, "split": f.split, "file": f.path, "lines": lines, "kept": kept,
-            "dropped": dict(sorted(dropped.items())), "bad_records": bad, "bad_examples": examples,
-            "corrupt": corrupt}
+    return {
+        "index": f.index,
+        "split": f.split,
+        "file": f.path,
+        "lines": lines,
+        "kept": kept,
+        "dropped": dict(sorted(dropped.items())),
+        "bad_records": bad,
+        "bad_examples": examples,
+        "corrupt": corrupt,
+    }
 
 
 def scan_all(tasks: list[ScanTask], workers: int) -> dict[int, dict[str, Any]]:

@@ -22,8 +22,14 @@ import pyarrow.parquet as pq
 SCHEMA = pa.schema([("text", pa.string()), ("source", pa.string()), ("line", pa.int64())])
 ROW_GROUP_ROWS = 1024
 # Fixed writer options: changing any of them changes every output byte.
-WRITE_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["source"],
-                     write_statistics=["line"], version="2.6", data_page_version="1.0")
+WRITE_OPTIONS = dict(
+    compression="zstd",
+    compression_level=3,
+    use_dictionary=["source"],
+    write_statistics=["line"],
+    version="2.6",
+    data_page_version="1.0",
+)
 
 
 def part_name(i: int) -> str:

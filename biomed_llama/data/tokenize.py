@@ -179,8 +179,12 @@ class ParallelEncoder:
         if self.workers == 1:
             self._local = ChunkEncoder(self.spec)
         else:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.spec, os.getpid()))
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.spec, os.getpid()),
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -206,14 +210,24 @@ class ParallelEncoder:
                 fut, t = pending.popleft()
                 yield (*fut.result(), t)
         except BrokenProcessPool:
-            raise UserError(f"a tokenize worker process died (out of memory?); retry with fewer than "
-                            f"{self.workers} workers or a smaller tokenize.batch_size") from None
+            raise UserError(
+                f"a tokenize worker process died (out of memory?); retry with fewer than "
+                f"{self.workers} workers or a smaller tokenize.batch_size"
+            ) from None
 
 
 # The files of a HF tokenizer directory that define the tokenizer (a model directory also holds
 # weights, which must not be hashed or depended on just to record the tokenizer).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "tokenizer.model", "vocab.json", "merges.txt", "config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "config.json",
+)
 
 
 def tokenizer_files(path: str | Path) -> list[Path]:
@@ -224,8 +238,11 @@ def tokenizer_files(path: str | Path) -> list[Path]:
 def find_splits(root: str | Path) -> list[SplitInput]:
     """List the `<root>/<slug>/<split>/part-*.parquet` shards, sorted by slug, split and file name."""
     root = Path(root)
-    splits = [SplitInput(d.parent.name, d.name, tuple(sorted(d.glob("part-*.parquet"))))
-              for d in sorted(root.glob("*/*")) if d.is_dir()]
+    splits = [
+        SplitInput(d.parent.name, d.name, tuple(sorted(d.glob("part-*.parquet"))))
+        for d in sorted(root.glob("*/*"))
+        if d.is_dir()
+    ]
     if not splits:
         raise UserError(f"no <subset>/<split> folders under {root}; run `biomed-llama extract` first")
     return splits
@@ -249,8 +266,10 @@ def _texts(col, where: Path, first_row: int) -> list[str]:
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise BadRecordError(f"{where}: row {first_row + i + 1}: text is not valid UTF-8 "
-                                     f"(byte {e.start}); the file was not written by `biomed-llama extract`") from None
+                raise BadRecordError(
+                    f"{where}: row {first_row + i + 1}: text is not valid UTF-8 "
+                    f"(byte {e.start}); the file was not written by `biomed-llama extract`"
+                ) from None
         raise
 
 
@@ -273,8 +292,13 @@ def read_text_chunks(files: Iterable[Path], batch_size: int) -> Iterator[tuple[l
             row += len(col)
 
 
-def tokenize_split(split: SplitInput, encoder: ParallelEncoder, out_dir: Path, batch_size: int,
-                   on_chunk: Callable[[int, int], None] = lambda docs, nbytes: None) -> dict[str, int]:
+def tokenize_split(
+    split: SplitInput,
+    encoder: ParallelEncoder,
+    out_dir: Path,
+    batch_size: int,
+    on_chunk: Callable[[int, int], None] = lambda docs, nbytes: None,
+) -> dict[str, int]:
     """Tokenize one subset/split into the token store `out_dir`; return its docs/tokens/bytes counts."""
     spec = encoder.spec
     text_bytes = 0
@@ -295,9 +319,15 @@ class TokenizeProgress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(TextColumn("tokenize {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("docs  {task.fields[mbps]:.2f} MB/s"), TimeRemainingColumn(),
-                                  console=Console(stderr=True), disable=not enabled)
+        self._progress = Progress(
+            TextColumn("tokenize {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("docs  {task.fields[mbps]:.2f} MB/s"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
         self._task = self._progress.add_task("", total=total_docs, mbps=0.0)
         self._bytes = 0
         self._start = time.perf_counter()
@@ -320,8 +350,15 @@ class TokenizeProgress:
         self._progress.update(self._task, advance=docs, mbps=mbps)
 
 
-def tokenize_tree(splits: list[SplitInput], spec: TokenizerSpec, out_root: str | Path, *, workers: int,
-                  batch_size: int, progress: bool = True) -> dict[str, Any]:
+def tokenize_tree(
+    splits: list[SplitInput],
+    spec: TokenizerSpec,
+    out_root: str | Path,
+    *,
+    workers: int,
+    batch_size: int,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Tokenize every split into `out_root/<slug>/<split>/`; return metrics (per split and totals).
 
     This is the whole stage minus input verification and the manifest (`run_tokenize` adds those).
@@ -333,14 +370,21 @@ def tokenize_tree(splits: list[SplitInput], spec: TokenizerSpec, out_root: str |
     with TokenizeProgress(total_docs, enabled=progress) as bar, ParallelEncoder(spec, workers) as encoder:
         for split in splits:
             bar.describe(split.name)
-            per_split[split.name] = tokenize_split(split, encoder, out_root / split.slug / split.split,
-                                                   batch_size, on_chunk=bar.advance)
+            per_split[split.name] = tokenize_split(
+                split, encoder, out_root / split.slug / split.split, batch_size, on_chunk=bar.advance
+            )
     seconds = time.perf_counter() - start
     totals = {k: sum(s[k] for s in per_split.values()) for k in ("docs", "tokens", "text_bytes")}
-    return {"splits": per_split,
-            "total": {**totals, "seconds": round(seconds, 3), "workers": workers,
-                      "tokens_per_s": round(totals["tokens"] / seconds, 1),
-                      "mb_per_s": round(totals["text_bytes"] / 1e6 / seconds, 3)}}
+    return {
+        "splits": per_split,
+        "total": {
+            **totals,
+            "seconds": round(seconds, 3),
+            "workers": workers,
+            "tokens_per_s": round(totals["tokens"] / seconds, 1),
+            "mb_per_s": round(totals["text_bytes"] / 1e6 / seconds, 3),
+        },
+    }
 
 
 def run_tokenize(cfg: TokenizeConfig, workers: int | None = None) -> dict[str, Any]:
@@ -362,5 +406,6 @@ def run_tokenize(cfg: TokenizeConfig, workers: int | None = None) -> dict[str, A
     Console(stderr=True).print(
         f"tokenize: {t['docs']:,} documents, {t['tokens']:,} tokens, {t['text_bytes'] / 1e6:.1f} MB of text "
         f"in {t['seconds']:.1f} s ({t['tokens_per_s']:,.0f} tokens/s, {t['mb_per_s']:.2f} MB/s, "
-        f"{workers} worker{'s' if workers > 1 else ''}) → {cfg.output}")
+        f"{workers} worker{'s' if workers > 1 else ''}) → {cfg.output}"
+    )
     return metrics

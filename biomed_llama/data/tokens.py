@@ -76,8 +76,14 @@ class TokenWriter:
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         np.save(self.folder / OFFSETS, offsets.astype("<i8"), allow_pickle=False)
-        meta = {"dtype": self.dtype.name, "vocab_size": self.vocab_size, "bos_id": self.bos_id,
-                "eos_id": self.eos_id, "n_docs": self.n_docs, "n_tokens": self.n_tokens}
+        meta = {
+            "dtype": self.dtype.name,
+            "vocab_size": self.vocab_size,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "n_docs": self.n_docs,
+            "n_tokens": self.n_tokens,
+        }
         atomic_write_json(self.folder / META, meta)
         self.meta = meta
         return meta
@@ -114,7 +120,9 @@ class TokenStore:
         except (OSError, ValueError) as e:
             raise IntegrityError(f"{path}: unreadable document index ({e})") from None
         if offsets.dtype != np.dtype("<i8") or offsets.shape != (self.n_docs + 1,):
-            raise IntegrityError(f"{path}: expected int64[{self.n_docs + 1}], found {offsets.dtype}{list(offsets.shape)}")
+            raise IntegrityError(
+                f"{path}: expected int64[{self.n_docs + 1}], found {offsets.dtype}{list(offsets.shape)}"
+            )
         if offsets[0] != 0 or offsets[-1] != self.n_tokens or np.any(np.diff(offsets) < 0):
             raise IntegrityError(f"{path}: offsets are not a non-decreasing index from 0 to {self.n_tokens}")
         return offsets
@@ -147,7 +155,7 @@ class TokenStore:
         if not -self.n_docs <= i < self.n_docs:
             raise IndexError(f"document {i} out of range for {self.n_docs} documents")
         i %= self.n_docs
-        return self.tokens[self.offsets[i]:self.offsets[i + 1]]
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
 
     def doc_lengths(self) -> np.ndarray:
         """Return the number of tokens of every document (int64[n_docs])."""

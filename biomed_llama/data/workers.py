@@ -37,8 +37,9 @@ def map_ordered(fn: Callable[[T], R], tasks: Sequence[T], workers: int, label: s
             return results  # type: ignore[return-value]
 
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
-                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
             try:
                 for fut in as_completed(futures):

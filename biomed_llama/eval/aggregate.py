@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-
 from typing import Any
 
 from biomed_llama.errors import UserError
@@ -34,8 +33,10 @@ def model_members(name: str, path: str) -> list[tuple[str, Path]]:
         return [("", p)]
     seeds = sorted(d for d in p.glob("seed-*") if (d / "config.json").is_file()) if p.is_dir() else []
     if not seeds:
-        raise UserError(f"eval.models.{name}: {path} is not a HF model folder (no config.json, no seed-*/ models); "
-                        "run the stage that exports it")
+        raise UserError(
+            f"eval.models.{name}: {path} is not a HF model folder (no config.json, no seed-*/ models); "
+            "run the stage that exports it"
+        )
     return [(d.name, d) for d in seeds]
 
 
@@ -71,7 +72,7 @@ def chance_accuracy(prepared: str | Path, verdicts: dict[str, dict[int, bool]] |
             out[f"{key}.acc"] = sum(1.0 / len(d["options"]) for d in docs) / len(docs)
             if verdicts is not None and task in verdicts:
                 flags = _flags(verdicts, task, [d["idx"] for d in docs], path.as_posix())
-                clean = [1.0 / len(d["options"]) for d, bad in zip(docs, flags) if not bad]
+                clean = [1.0 / len(d["options"]) for d, bad in zip(docs, flags, strict=True) if not bad]
                 out[f"{key}.acc{CLEAN}"] = sum(clean) / len(clean) if clean else float("nan")
                 out[f"{key}.{CLEAN_ITEMS}"] = float(len(clean))
     return out
@@ -82,8 +83,10 @@ def _flags(verdicts: dict[str, dict[int, bool]], task: str, idxs: list[int], whe
     known = verdicts[task]
     missing = [i for i in idxs if i not in known]
     if missing:
-        raise UserError(f"{where}: {task} item {missing[0]} has no contamination verdict (the contamination output "
-                        f"was made from other benchmark files?): rerun `biomed-llama contamination`")
+        raise UserError(
+            f"{where}: {task} item {missing[0]} has no contamination verdict (the contamination output "
+            f"was made from other benchmark files?): rerun `biomed-llama contamination`"
+        )
     return [known[i] for i in idxs]
 
 
@@ -93,20 +96,32 @@ def sample_idx(sample: dict[str, Any]) -> int:
     return int(doc["idx"]) if isinstance(doc, dict) and "idx" in doc else int(sample["doc_id"])
 
 
-def clean_metrics(run_key: str, suite: str, task: str, samples: list[dict[str, Any]], full: dict[str, float],
-                  verdicts: dict[str, dict[int, bool]] | None, medmcqa_split: str = "validation") -> dict[str, float]:
+def clean_metrics(
+    run_key: str,
+    suite: str,
+    task: str,
+    samples: list[dict[str, Any]],
+    full: dict[str, float],
+    verdicts: dict[str, dict[int, bool]] | None,
+    medmcqa_split: str = "validation",
+) -> dict[str, float]:
     """The run's per-item MC metrics (those in `full`, its flat metrics) over its uncontaminated items, and their count.
 
     Nothing for a perplexity task, for a task the verdicts do not cover, or for the generation suites' MedMCQA on
     the unlabeled test split (`medmcqa_split: test`), whose items are not the validation items the verdicts name.
     """
-    if verdicts is None or task not in verdicts or (suite in GEN_SUITES and task == "medmcqa"
-                                                    and medmcqa_split == "test"):
+    if (
+        verdicts is None
+        or task not in verdicts
+        or (suite in GEN_SUITES and task == "medmcqa" and medmcqa_split == "test")
+    ):
         return {}
     flags = _flags(verdicts, task, [sample_idx(s) for s in samples], run_key)
-    kept = [s for s, bad in zip(samples, flags) if not bad]
+    kept = [s for s, bad in zip(samples, flags, strict=True) if not bad]
     out = {f"{run_key}.{CLEAN_ITEMS}": float(len(kept))}
     for metric in MC_METRICS:
         if f"{run_key}.{metric}" in full:
-            out[f"{run_key}.{metric}{CLEAN}"] = (sum(float(s[metric]) for s in kept) / len(kept)) if kept else float("nan")
+            out[f"{run_key}.{metric}{CLEAN}"] = (
+                (sum(float(s[metric]) for s in kept) / len(kept)) if kept else float("nan")
+            )
     return out

@@ -110,8 +110,10 @@ class GenerationSpeed(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> GenerationSpeed:
         if self.compile and not self.static_cache:
-            raise ValueError("eval.generation_speed.compile needs eval.generation_speed.static_cache: true "
-                             "(transformers compiles the decode step only over a static cache)")
+            raise ValueError(
+                "eval.generation_speed.compile needs eval.generation_speed.static_cache: true "
+                "(transformers compiles the decode step only over a static cache)"
+            )
         return self
 
 
@@ -141,7 +143,6 @@ class EvalModel(StrictModel):
     and without this opt-in is refused (exit 3): a stage output whose manifest was deleted is not trusted."""
 
 
-
 def _demo_models() -> dict[str, EvalModel]:
     """The demo's models (params.yaml's `eval.models`), fresh instances each call: `EvalConfig.models`' default."""
     ours, base = "BioMed-LLaMA-7B", "LLaMA-7B"
@@ -154,15 +155,18 @@ def _demo_models() -> dict[str, EvalModel]:
         "base": EvalModel(path="models/base", paper_row=base, suites=["seed"]),
         "base-instruct": EvalModel(path="models/base-instruct", paper_row=base, suites=["instruct"]),
         "base-ft-medqa": EvalModel(path="models/base-ft-medqa", paper_row=base, suites=["finetune"], tasks=["medqa4"]),
-        "base-ft-medmcqa": EvalModel(path="models/base-ft-medmcqa", paper_row=base, suites=["finetune"],
-                                     tasks=["medmcqa"]),
-        "base-ft-pubmedqa": EvalModel(path="models/base-ft-pubmedqa", paper_row=base, suites=["finetune"],
-                                      tasks=["pubmedqa"]),
+        "base-ft-medmcqa": EvalModel(
+            path="models/base-ft-medmcqa", paper_row=base, suites=["finetune"], tasks=["medmcqa"]
+        ),
+        "base-ft-pubmedqa": EvalModel(
+            path="models/base-ft-pubmedqa", paper_row=base, suites=["finetune"], tasks=["pubmedqa"]
+        ),
         # The seed's other models: not evaluated until a profile names their HF directory as `path`.
         "gpt-neo-2.7b": EvalModel(path=None, paper_row="GPT-Neo (2.7B)", suites=["seed"]),
         "biomedlm-2.7b": EvalModel(path=None, paper_row="BioMedLM (2.7B)", suites=["seed"]),
         "pmc-llama-7b": EvalModel(path=None, paper_row="PMC-LLaMA-7B", suites=["seed"]),
     }
+
 
 class EvalConfig(StrictModel):
     """Benchmark files, models to evaluate, suites and shot settings."""
@@ -181,7 +185,8 @@ class EvalConfig(StrictModel):
     shots: list[Literal["zero", "few"]] = Field(["zero", "few"], min_length=1)  # pydantic copies a mutable default
     """Shot settings of the `seed` and `modern` suites: zero-shot and/or the table's few-shot counts."""
     fewshot: dict[Literal["medqa4", "medqa5", "medmcqa", "pubmedqa"], int] = Field(
-        {"medqa4": 3, "medqa5": 3, "medmcqa": 10, "pubmedqa": 1})
+        {"medqa4": 3, "medqa5": 3, "medmcqa": 10, "pubmedqa": 1}
+    )
     """Few-shot counts per task (the table's 3, 3, 10, 1)."""
     fewshot_seed: int = 42
     """Seed of the fork's example selection (`random.Random(42)`, fork evaluator.py:231-233)."""
@@ -228,8 +233,9 @@ class EvalConfig(StrictModel):
     """The rendered results table (seed layout, paper values beside measured cells)."""
     figure: str = "reports/loss.png"
     """The training-loss figure `evaluate` (and `report`) draws from the DVC plots data, like the seed's training curve."""
-    loss_plots: dict[str, str] = Field(default_factory=lambda: {
-        "pretrain": "plots/pretrain/loss.tsv", "instruct": "plots/finetune/instruct/loss.tsv"})
+    loss_plots: dict[str, str] = Field(
+        default_factory=lambda: {"pretrain": "plots/pretrain/loss.tsv", "instruct": "plots/finetune/instruct/loss.tsv"}
+    )
     """Loss TSVs (DVCLive format: `step` + a value column) per training stage, drawn by `report`."""
     progress: bool = True
     """Show a rich progress display over the (model, suite, shots, task) runs."""

@@ -33,10 +33,20 @@ def _finish(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def mc_doc(item: MCItem | YesNoItem) -> dict[str, Any]:
     """One multiple-choice document (without `idx`/`n_docs`): PubMedQA scores Yes / No / Maybe, MC its options."""
     if isinstance(item, YesNoItem):
-        return {"id": item.id, "context": item.context, "question": item.question,
-                "options": list(PUBMEDQA_CHOICES), "label": YES_NO_MAYBE.index(item.answer)}
-    return {"id": item.id, "context": "", "question": item.question, "options": list(item.options),
-            "label": LETTERS.index(item.answer)}
+        return {
+            "id": item.id,
+            "context": item.context,
+            "question": item.question,
+            "options": list(PUBMEDQA_CHOICES),
+            "label": YES_NO_MAYBE.index(item.answer),
+        }
+    return {
+        "id": item.id,
+        "context": "",
+        "question": item.question,
+        "options": list(item.options),
+        "label": LETTERS.index(item.answer),
+    }
 
 
 def mc_docs(items: Positioned) -> list[dict[str, Any]]:
@@ -50,8 +60,11 @@ def mc_docs(items: Positioned) -> list[dict[str, Any]]:
 
 # Each MC task's test file and format (MedQA: its option count).
 MC_FILES: dict[str, tuple[str, BenchmarkFormat, int | None]] = {
-    "medqa4": ("medqa4_test", "medqa", 4), "medqa5": ("medqa5_test", "medqa", 5),
-    "medmcqa": ("medmcqa_dev", "medmcqa", None), "pubmedqa": ("pubmedqa_labeled", "pubmedqa", None)}
+    "medqa4": ("medqa4_test", "medqa", 4),
+    "medqa5": ("medqa5_test", "medqa", 5),
+    "medmcqa": ("medmcqa_dev", "medmcqa", None),
+    "pubmedqa": ("pubmedqa_labeled", "pubmedqa", None),
+}
 
 
 def read_docs(task: str, path: str, readers: ReadersConfig, dropped: list[str] | None = None) -> list[dict[str, Any]]:
@@ -64,10 +77,12 @@ def read_docs(task: str, path: str, readers: ReadersConfig, dropped: list[str] |
     is appended to `dropped` (`file:position: reason`), which prepare-eval records in its manifest.
     """
     _, fmt, n_options = MC_FILES[task]
-    bad = BadRecords("abort", advice="an evaluation set keeps every item: fix or replace the file",
-                     duplicates=readers.duplicates)
-    items = read_benchmark(fmt, require_file(path, "benchmark file"), bad,
-                           medmcqa_cop=readers.medmcqa_cop, n_options=n_options)
+    bad = BadRecords(
+        "abort", advice="an evaluation set keeps every item: fix or replace the file", duplicates=readers.duplicates
+    )
+    items = read_benchmark(
+        fmt, require_file(path, "benchmark file"), bad, medmcqa_cop=readers.medmcqa_cop, n_options=n_options
+    )
     if dropped is not None:
         dropped += [str(d) for d in bad.dropped]
     return mc_docs(items)

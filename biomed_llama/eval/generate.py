@@ -82,8 +82,9 @@ def pad_batch(ids: list[list[int]], filler: int, side: str) -> tuple[list[list[i
     return rows, masks
 
 
-def generate_rows(model, ids: list[list[int]], filler: int, eos: int | None, gen: GenerationConfig,
-                  cache=None, compile: bool = False) -> list[list[int]]:
+def generate_rows(
+    model, ids: list[list[int]], filler: int, eos: int | None, gen: GenerationConfig, cache=None, compile: bool = False
+) -> list[list[int]]:
     """Greedy continuation of each token list in one `generate` call: each whole output row (pads, prompt, new tokens).
 
     Without `cache` the call is main.py:174-181's (a growing KV cache, eager). With a static `cache`
@@ -99,10 +100,16 @@ def generate_rows(model, ids: list[list[int]], filler: int, eos: int | None, gen
     with torch.inference_mode():
         if cache is not None:  # (its tensors were made in inference mode: zeroed there)
             cache.reset()  # the same tensors for every batch of this shape: a compiled step keeps its addresses
-        out = model.generate(input_ids=torch.tensor(rows, device=device),
-                             attention_mask=torch.tensor(masks, device=device),
-                             max_new_tokens=gen.max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=filler, eos_token_id=eos, **extra)
+        out = model.generate(
+            input_ids=torch.tensor(rows, device=device),
+            attention_mask=torch.tensor(masks, device=device),
+            max_new_tokens=gen.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=filler,
+            eos_token_id=eos,
+            **extra,
+        )
     return out.tolist()
 
 
@@ -122,7 +129,10 @@ def static_cache(model, batch: int, length: int):
     kept = model.__dict__.get("_biomed_static_cache")
     if kept is None or kept[0] != (batch, length):
         model.__dict__.pop("_biomed_static_cache", None)  # freed before the next is made
-        kept = model.__dict__["_biomed_static_cache"] = ((batch, length), StaticCache(config=model.config, max_cache_len=length))
+        kept = model.__dict__["_biomed_static_cache"] = (
+            (batch, length),
+            StaticCache(config=model.config, max_cache_len=length),
+        )
     return kept[1]
 
 
@@ -147,8 +157,10 @@ def batches(lengths: list[int], gen: GenerationConfig, speed: GenerationSpeed) -
     (main.py:156-159: `DataLoader(batch_size=4, shuffle=False)`), or `speed`'s batch size, longest first
     when sorting; with a static cache the last batch is filled up with its last index (one shape for all)."""
     size = speed.batch_size or gen.batch_size
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if speed.sort_by_length else list(range(len(lengths)))
-    out = [order[i:i + size] for i in range(0, len(order), size)]
+    order = (
+        sorted(range(len(lengths)), key=lambda i: -lengths[i]) if speed.sort_by_length else list(range(len(lengths)))
+    )
+    out = [order[i : i + size] for i in range(0, len(order), size)]
     if speed.static_cache and out and len(out[-1]) < size and len(order) > size:
         out[-1] = out[-1] + [out[-1][-1]] * (size - len(out[-1]))
     return out
@@ -176,23 +188,38 @@ def score_docs(model, tok, docs: list[dict[str, Any]], suite: str, task: str, cf
     ids = [tok(t, truncation=True, max_length=cfg.max_length)["input_ids"] for t in inputs]
     plan = batches([len(x) for x in ids], gen, speed)
     # One cache per task, as long as its longest prompt needs: every batch of the task has one shape.
-    cache = static_cache(model, len(plan[0]), max(map(len, ids)) + gen.max_new_tokens) \
-        if plan and speed.static_cache else None
+    cache = (
+        static_cache(model, len(plan[0]), max(map(len, ids)) + gen.max_new_tokens)
+        if plan and speed.static_cache
+        else None
+    )
     rows: list[list[int] | None] = [None] * len(docs)
     counts = [0] * len(docs)
     for chunk in plan:
         out = generate_rows(model, [ids[i] for i in chunk], pad_id(tok), tok.eos_token_id, gen, cache, speed.compile)
         width = max(len(ids[i]) for i in chunk)
-        for i, row in zip(dict.fromkeys(chunk), out, strict=False):  # a filled-up batch's copies (at its end) are dropped
+        for i, row in zip(
+            dict.fromkeys(chunk), out, strict=False
+        ):  # a filled-up batch's copies (at its end) are dropped
             rows[i], counts[i] = row, new_tokens(row, width, tok.eos_token_id)
     decoded = tok.batch_decode(rows, skip_special_tokens=True)  # each whole row, pads skipped (main.py:182-183)
     samples = []
     for d, (prompt, target), text, n in zip(docs, pairs, decoded, counts, strict=True):
-        raw = text[len(prompt):]  # main.py:188
+        raw = text[len(prompt) :]  # main.py:188
         want = gold(target, suite, task)
-        samples.append({"doc_id": d["idx"], "id": d["id"], "prompt": prompt, "target": target, "output": raw,
-                        "prediction": clean(raw), "gold": want, "exact_match": float(clean(raw) == want),
-                        "new_tokens": n})
+        samples.append(
+            {
+                "doc_id": d["idx"],
+                "id": d["id"],
+                "prompt": prompt,
+                "target": target,
+                "output": raw,
+                "prediction": clean(raw),
+                "gold": want,
+                "exact_match": float(clean(raw) == want),
+                "new_tokens": n,
+            }
+        )
     return samples
 
 
@@ -201,11 +228,17 @@ def run_generation(model, tok, cfg: EvalConfig, suite: str, task: str, task_key:
     t0 = time.perf_counter()
     samples = score_docs(model, tok, task_docs(cfg, suite, task), suite, task, cfg)
     acc = sum(s["exact_match"] for s in samples) / max(len(samples), 1)
-    return {"results": {task_key: {"exact_match,none": acc, "n": len(samples)}},
-            "config": {"method": "evaluation/main.py: greedy generation, exact match",
-                       "generation": json.loads(cfg.generation.model_dump_json()),
-                       "generation_speed": json.loads(cfg.generation_speed.model_dump_json()), "dtype": cfg.dtype},
-            "samples": {task_key: samples}, "biomed_wall_s": time.perf_counter() - t0}
+    return {
+        "results": {task_key: {"exact_match,none": acc, "n": len(samples)}},
+        "config": {
+            "method": "evaluation/main.py: greedy generation, exact match",
+            "generation": json.loads(cfg.generation.model_dump_json()),
+            "generation_speed": json.loads(cfg.generation_speed.model_dump_json()),
+            "dtype": cfg.dtype,
+        },
+        "samples": {task_key: samples},
+        "biomed_wall_s": time.perf_counter() - t0,
+    }
 
 
 def load_generator(cfg: EvalConfig, path: str, model=None):

@@ -56,8 +56,14 @@ def hf_model_args(cfg: EvalConfig, path: str, suite: str | None = None) -> dict[
     from transformers import AutoTokenizer
 
     eos = AutoTokenizer.from_pretrained(path).eos_token_id
-    args = {"pretrained": path, "dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size,
-            "max_length": min(cfg.max_length, model_positions(path) or cfg.max_length), "prefix_token_id": eos}
+    args = {
+        "pretrained": path,
+        "dtype": cfg.dtype,
+        "device": cfg.device,
+        "batch_size": cfg.batch_size,
+        "max_length": min(cfg.max_length, model_positions(path) or cfg.max_length),
+        "prefix_token_id": eos,
+    }
     return {**args, "add_bos_token": False} if suite is not None and suite in NO_BOS_SUITES else args
 
 
@@ -70,9 +76,26 @@ def lm_eval_command(cfg: EvalConfig, path: str, run: Run, output_path: str) -> l
     """The stock `lm_eval` command line that reproduces `run` (used by the tests and printed for users)."""
     assert run.suite not in GEN_SUITES, "instruct / finetune runs are scored by eval/generate.py, not lm-eval"
     args = hf_model_args(cfg, path, run.suite)
-    cmd = ["lm_eval", "--model", "hf", "--model_args", model_args_string(args), "--tasks", run.lm_eval_task,
-           "--num_fewshot", str(run.shots), "--batch_size", str(cfg.batch_size), "--device", cfg.device,
-           "--include_path", str(Path(cfg.output) / "tasks"), "--output_path", output_path, "--log_samples"]
+    cmd = [
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        model_args_string(args),
+        "--tasks",
+        run.lm_eval_task,
+        "--num_fewshot",
+        str(run.shots),
+        "--batch_size",
+        str(cfg.batch_size),
+        "--device",
+        cfg.device,
+        "--include_path",
+        str(Path(cfg.output) / "tasks"),
+        "--output_path",
+        output_path,
+        "--log_samples",
+    ]
     return cmd + (["--limit", str(cfg.limit)] if cfg.limit else [])
 
 
@@ -108,11 +131,14 @@ def run_one(lm, tm, run: Run, limit: int | None = None) -> dict[str, Any]:
     from lm_eval import simple_evaluate
 
     t0 = time.perf_counter()
-    res = simple_evaluate(model=lm, tasks=[run.lm_eval_task], num_fewshot=run.shots, task_manager=tm,
-                          log_samples=True, limit=limit)
+    res = simple_evaluate(
+        model=lm, tasks=[run.lm_eval_task], num_fewshot=run.shots, task_manager=tm, log_samples=True, limit=limit
+    )
     if res is None:  # lm-eval returns results on rank 0 only
-        raise UserError(f"{run.lm_eval_task}: lm-eval returned no results: run `evaluate` as one process "
-                        f"(not under torchrun or accelerate launch)")
+        raise UserError(
+            f"{run.lm_eval_task}: lm-eval returned no results: run `evaluate` as one process "
+            f"(not under torchrun or accelerate launch)"
+        )
     res["biomed_wall_s"] = time.perf_counter() - t0
     return res
 
@@ -137,4 +163,5 @@ def save_run(folder: Path, run: Run, results: dict[str, Any]) -> None:
         for s in samples:
             f.write(json.dumps(s, default=handle_non_serializable, ensure_ascii=False) + "\n")
     (folder / f"{run.key}.results.json").write_text(
-        json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n")
+        json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n"
+    )

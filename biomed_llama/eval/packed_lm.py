@@ -37,8 +37,11 @@ class PackedHFLM(HFLM):
     def packable(self) -> bool:
         """Whether this model's forward takes packed rows (else HFLM's stock scoring is used)."""
         cfg = self.model.config
-        return (self.backend == "causal" and cfg.model_type in PACKABLE_MODEL_TYPES
-                and getattr(cfg, "_attn_implementation", "sdpa") in PACKABLE_ATTENTION)
+        return (
+            self.backend == "causal"
+            and cfg.model_type in PACKABLE_MODEL_TYPES
+            and getattr(cfg, "_attn_implementation", "sdpa") in PACKABLE_ATTENTION
+        )
 
     def _pad_id(self) -> int:
         tok = self.tokenizer
@@ -49,8 +52,9 @@ class PackedHFLM(HFLM):
         if not self.packable:
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         rows = packing.plan_rows([(ctx, cont) for _, ctx, cont in requests], self.max_length)
-        answers = packing.score_rows(self.model, rows, len(requests), pad_id=self._pad_id(),
-                                     token_budget=self.token_budget, device=self.device)
+        answers = packing.score_rows(
+            self.model, rows, len(requests), pad_id=self._pad_id(), token_budget=self.token_budget, device=self.device
+        )
         for (key, _, _), answer in zip(requests, answers, strict=True):
             if key is not None:
                 self.cache_hook.add_partial("loglikelihood", key, answer)
@@ -63,9 +67,15 @@ class PackedHFLM(HFLM):
         windows, owners = [], []
         for i, req in enumerate(requests):
             (string,) = req.args
-            for ctx, cont in map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
-                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
-                    max_seq_len=self.max_length, context_len=1)):
+            for ctx, cont in map(
+                lm_utils.make_disjoint_window,
+                lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                ),
+            ):
                 windows.append((None, ctx, cont))
                 owners.append(i)
         scored = self._loglikelihood_tokens(windows)

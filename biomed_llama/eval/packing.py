@@ -58,7 +58,7 @@ def plan_rows(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: 
         assert ctx and cont and len(cont) <= max_length, "lm-eval's invariants (fork base.py:327-329)"
         cont = tuple(cont)
         if len(ctx) + len(cont) > max_length + 1:
-            full = (tuple(ctx) + cont)[-(max_length + 1):]
+            full = (tuple(ctx) + cont)[-(max_length + 1) :]
             rows.append(Row(full[: len(full) - len(cont)], {cont: [i]}))
             continue
         key = tuple(ctx)
@@ -149,8 +149,8 @@ def _target_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor) -> tuple
     """log p(target) and argmax == target for each selected hidden state ([N, H] → [N], [N])."""
     lps, eqs = [], []
     for s in range(0, hidden.shape[0], HEAD_CHUNK):
-        logits = head(hidden[s:s + HEAD_CHUNK]).float()
-        tgt = targets[s:s + HEAD_CHUNK, None]
+        logits = head(hidden[s : s + HEAD_CHUNK]).float()
+        tgt = targets[s : s + HEAD_CHUNK, None]
         lps.append(torch.log_softmax(logits, dim=-1).gather(-1, tgt)[:, 0])
         eqs.append(logits.argmax(-1) == tgt[:, 0])
     return torch.cat(lps), torch.cat(eqs)
@@ -164,9 +164,12 @@ def score_batch(model, batch: Batch, device: torch.device) -> list[tuple[float, 
     (`float(logits.sum())`), so float32 results agree with it to the last bits of the hidden states."""
     dtype = next(model.parameters()).dtype
     seg = batch.segment_ids.to(device) if batch.segment_ids is not None else None
-    out = model.get_decoder()(input_ids=batch.input_ids.to(device), position_ids=batch.position_ids.to(device),
-                              attention_mask=attention_bias(seg, dtype) if seg is not None else None,
-                              use_cache=False)
+    out = model.get_decoder()(
+        input_ids=batch.input_ids.to(device),
+        position_ids=batch.position_ids.to(device),
+        attention_mask=attention_bias(seg, dtype) if seg is not None else None,
+        use_cache=False,
+    )
     hidden = out.last_hidden_state[batch.rows.to(device), batch.cols.to(device)]
     lp, eq = _target_logprobs(model.get_output_embeddings(), hidden, batch.targets.to(device))
     counts = torch.bincount(batch.owner, minlength=len(batch.requests)).tolist()
@@ -174,8 +177,9 @@ def score_batch(model, batch: Batch, device: torch.device) -> list[tuple[float, 
     return [(float(p.clone().sum()), bool(e.all())) for p, e in zip(lps, eqs, strict=True)]
 
 
-def score_rows(model, rows: list[Row], n_requests: int, *, pad_id: int, token_budget: int,
-               device: torch.device) -> list[tuple[float, bool]]:
+def score_rows(
+    model, rows: list[Row], n_requests: int, *, pad_id: int, token_budget: int, device: torch.device
+) -> list[tuple[float, bool]]:
     """(log-likelihood, is-greedy) of every request the rows cover, in request order."""
     out: list[tuple[float, bool] | None] = [None] * n_requests
     for group in batches(rows, token_budget):
@@ -183,8 +187,10 @@ def score_rows(model, rows: list[Row], n_requests: int, *, pad_id: int, token_bu
         try:
             scored = score_batch(model, batch, device)
         except torch.OutOfMemoryError as e:
-            raise UserError(f"out of accelerator memory on a {tuple(batch.input_ids.shape)} batch: "
-                            f"lower eval.token_budget (now {token_budget})") from e
+            raise UserError(
+                f"out of accelerator memory on a {tuple(batch.input_ids.shape)} batch: "
+                f"lower eval.token_budget (now {token_budget})"
+            ) from e
         for reqs, answer in zip(batch.requests, scored, strict=True):
             for i in reqs:
                 out[i] = answer

@@ -11,9 +11,9 @@ from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
+from biomed_llama.contamination.results import contaminated_items
 from biomed_llama.errors import ConfigError, UserError
 from biomed_llama.eval import generate, harness
-from biomed_llama.contamination.results import contaminated_items
 from biomed_llama.eval.aggregate import chance_accuracy, clean_metrics, combine_members, model_members
 from biomed_llama.eval.config import GEN_SUITES, EvalConfig, EvalModel
 from biomed_llama.eval.table import RANDOM, render_table, table_cells
@@ -30,8 +30,9 @@ def _progress(enabled: bool):
         return nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    )
 
 
 def _free_accelerator_memory() -> None:
@@ -91,13 +92,24 @@ def _run(model_runs: ModelRuns, tm, run: harness.Run) -> dict[str, Any]:
     except ValueError as e:
         if not str(e).startswith(_POOL_TOO_SMALL):
             raise
-        raise ConfigError(f"eval.fewshot.{run.task}={run.shots}: {run.lm_eval_task} has fewer examples than that "
-                          f"to draw from (its few-shot pool, or its test set less the item itself); lower it "
-                          f"(the runs already done are kept)") from None
+        raise ConfigError(
+            f"eval.fewshot.{run.task}={run.shots}: {run.lm_eval_task} has fewer examples than that "
+            f"to draw from (its few-shot pool, or its test set less the item itself); lower it "
+            f"(the runs already done are kept)"
+        ) from None
 
 
-def _evaluate_member(cfg: EvalConfig, tm, runs: list, folder: Path, out_dir: Path, metrics: dict[str, float],
-                     prog, bar, verdicts: dict[str, dict[int, bool]] | None = None) -> None:
+def _evaluate_member(
+    cfg: EvalConfig,
+    tm,
+    runs: list,
+    folder: Path,
+    out_dir: Path,
+    metrics: dict[str, float],
+    prog,
+    bar,
+    verdicts: dict[str, dict[int, bool]] | None = None,
+) -> None:
     """All runs of one model folder: flat metrics into `metrics` as each run finishes (with `verdicts`, the
     contamination stage's, also over the uncontaminated items); full results, samples and timing under `out_dir`."""
     model_runs, timing = ModelRuns(cfg, str(folder), runs), {}
@@ -107,8 +119,17 @@ def _evaluate_member(cfg: EvalConfig, tm, runs: list, folder: Path, out_dir: Pat
         res = _run(model_runs, tm, run)
         flat = harness.flat_metrics(run, res)
         metrics.update(flat)
-        metrics.update(clean_metrics(run.key, run.suite, run.task, res.get("samples", {}).get(run.lm_eval_task, []),
-                                     flat, verdicts, cfg.generation.medmcqa_split))
+        metrics.update(
+            clean_metrics(
+                run.key,
+                run.suite,
+                run.task,
+                res.get("samples", {}).get(run.lm_eval_task, []),
+                flat,
+                verdicts,
+                cfg.generation.medmcqa_split,
+            )
+        )
         timing[run.key] = res["biomed_wall_s"]
         harness.save_run(out_dir, run, res)
         if prog:
@@ -151,9 +172,14 @@ def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
                     _evaluate_member(cfg, tm, mine, folder, out_dir, per_member[label], prog, bar, verdicts)
                 metrics[name] = combine_members(pending.pop(name))
                 atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
-                inputs = [cfg.output] + ([cfg.contamination] if verdicts is not None else [])
-                write_manifest(Path(cfg.results_dir) / name, stage="evaluate", inputs=inputs, described=described,
-                               params={"model": name, **cfg.models[name].model_dump(mode="json"), "eval": recorded})
+                inputs = [cfg.output] + ([cfg.contamination] if verdicts is not None and cfg.contamination else [])
+                write_manifest(
+                    Path(cfg.results_dir) / name,
+                    stage="evaluate",
+                    inputs=inputs,
+                    described=described,
+                    params={"model": name, **cfg.models[name].model_dump(mode="json"), "eval": recorded},
+                )
     except BaseException:
         for name, per_member in pending.items():  # the runs the failing model finished are kept too
             done = {label: m for label, m in per_member.items() if m}
@@ -214,7 +240,7 @@ def smooth(values: list[float], weight: float | None = None) -> list[float]:
     out, avg = [], 0.0
     for i, v in enumerate(values, 1):
         avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight ** i))
+        out.append(avg / (1 - weight**i))
     return out
 
 
@@ -260,5 +286,9 @@ def report(cfg: EvalConfig, profile: str) -> dict[str, Any]:
         raise UserError(f"no metrics under {cfg.metrics_dir}: run `biomed-llama evaluate` first")
     t0 = time.perf_counter()
     stages = write_report(cfg, metrics, profile)
-    return {"table": cfg.table, "figure": cfg.figure if stages else None, "stages": stages,
-            "figure_s": time.perf_counter() - t0}
+    return {
+        "table": cfg.table,
+        "figure": cfg.figure if stages else None,
+        "stages": stages,
+        "figure_s": time.perf_counter() - t0,
+    }

@@ -34,16 +34,26 @@ from biomed_llama.eval.config import GEN_SUITES, EvalConfig
 from biomed_llama.fsutil import sha256_file
 from biomed_llama.provenance import MANIFEST, lock_drift
 
-MAIN_COLUMNS = [("PubMed-A", ["pubmed_a"]), ("PubMed-C", ["pubmed_c"]), ("USMLE (4/5)", ["medqa4", "medqa5"]),
-                ("MedMCQA", ["medmcqa"]), ("PubMedQA", ["pubmedqa"])]
+MAIN_COLUMNS = [
+    ("PubMed-A", ["pubmed_a"]),
+    ("PubMed-C", ["pubmed_c"]),
+    ("USMLE (4/5)", ["medqa4", "medqa5"]),
+    ("MedMCQA", ["medmcqa"]),
+    ("PubMedQA", ["pubmedqa"]),
+]
 INSTRUCT_COLUMNS = [("USMLE (4)", ["medqa4"]), ("MedMCQA", ["medmcqa"]), ("PubMedQA", ["pubmedqa"])]
 MC_ONLY_COLUMNS = MAIN_COLUMNS[2:]
 TASKS = [t for _, ts in MAIN_COLUMNS for t in ts]
 RANDOM = "random"
 """The metrics name of the chance-accuracy pseudo-model (`metrics/eval/random.json`)."""
 # Which suite (and whether few-shot) each of the seed's methods comes from.
-METHOD_SUITE = {"-": ("random", False), "0-shot": ("seed", False), "few-shot": ("seed", True),
-                "fine-tune": ("finetune", False), "instructed": ("instruct", False)}
+METHOD_SUITE = {
+    "-": ("random", False),
+    "0-shot": ("seed", False),
+    "few-shot": ("seed", True),
+    "fine-tune": ("finetune", False),
+    "instructed": ("instruct", False),
+}
 
 
 def paper_values() -> dict[str, list[dict[str, Any]]]:
@@ -116,8 +126,15 @@ def measured(m: dict[str, float], suite: str, task: str, shots: int, cfg: EvalCo
         return None
     n = m.get(f"{key}_n")
     items = m.get(f"{suite}.{task}.{shots}shot.{CLEAN_ITEMS}")
-    return Measured(m[key], m.get(f"{key}_std"), None if n is None else int(n), shots or None, mark,
-                    m.get(f"{key}{CLEAN}"), None if items is None else int(items))
+    return Measured(
+        m[key],
+        m.get(f"{key}_std"),
+        None if n is None else int(n),
+        shots or None,
+        mark,
+        m.get(f"{key}{CLEAN}"),
+        None if items is None else int(items),
+    )
 
 
 def _cells(cfg: EvalConfig, ms: list[dict[str, float]], method: str) -> dict[str, Measured]:
@@ -138,8 +155,11 @@ def our_rows(cfg: EvalConfig, metrics: dict[str, dict[str, float]], paper_model:
     """Our rows standing in for (`paper_model`, `method`): one per model, fine-tune models gathered into one."""
     suite, _ = METHOD_SUITE[method]
     if suite == RANDOM:
-        return [Row(paper_model, method, [RANDOM], _cells(cfg, [metrics[RANDOM]], method))] \
-            if paper_model == "Random" and RANDOM in metrics else []
+        return (
+            [Row(paper_model, method, [RANDOM], _cells(cfg, [metrics[RANDOM]], method))]
+            if paper_model == "Random" and RANDOM in metrics
+            else []
+        )
     names = [n for n, m in cfg.models.items() if m.paper_row == paper_model and suite in m.suites and n in metrics]
     groups = [names] if suite == "finetune" and names else [[n] for n in names]
     rows = [Row(paper_model, method, g, _cells(cfg, [metrics[n] for n in g], method)) for g in groups]
@@ -174,12 +194,15 @@ def _cell(tasks: list[str], row: Row) -> str:
         ours = " / ".join("–" if x is None else x.text(t) for t, x in zip(tasks, mine, strict=True))
     clean = ""
     if any(x is not None and x.clean_items is not None for x in mine):
-        clean = " · clean: " + " / ".join("–" if x is None or x.clean_items is None else x.clean_text(t)
-                                          for t, x in zip(tasks, mine, strict=True))
+        clean = " · clean: " + " / ".join(
+            "–" if x is None or x.clean_items is None else x.clean_text(t) for t, x in zip(tasks, mine, strict=True)
+        )
     if all(x is None for x in theirs):
         return ours + clean
     pm = row.paper.get("pm", {})
-    ref = " / ".join("–" if x is None else f"{x}" + (f"±{pm[t]}" if t in pm else "") for t, x in zip(tasks, theirs, strict=True))
+    ref = " / ".join(
+        "–" if x is None else f"{x}" + (f"±{pm[t]}" if t in pm else "") for t, x in zip(tasks, theirs, strict=True)
+    )
     return f"{ours} (paper: {ref}){clean}"
 
 
@@ -198,8 +221,13 @@ def _modern_rows(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> list[
     for name, m in cfg.models.items():
         if "modern" in m.suites and name in metrics:
             for method, few in (("0-shot", False), ("few-shot", True)):
-                cells = {t: x for t in TASKS if (not few or t in fewshot)
-                         for x in [measured(metrics[name], "modern", t, fewshot.get(t, 0) if few else 0, cfg)] if x}
+                cells = {
+                    t: x
+                    for t in TASKS
+                    if (not few or t in fewshot)
+                    for x in [measured(metrics[name], "modern", t, fewshot.get(t, 0) if few else 0, cfg)]
+                    if x
+                }
                 if cells:
                     rows.append(Row(m.paper_row, method, [name], cells))
     return rows
@@ -209,14 +237,20 @@ def generation_note(cfg: EvalConfig) -> str:
     """The line naming what the fine-tune and instructed cells measured: each `eval.generation` choice that the
     released evaluation/main.py made otherwise, labelled released or corrected (configs/paper.yaml's DEPARTS)."""
     gen = cfg.generation
-    split = ("MedMCQA on the validation split (a correction; released: the test split, main.py:119, whose "
-             "withheld answers make option D every target)" if gen.medmcqa_split == "validation" else
-             "MedMCQA on the test split as released (main.py:119: withheld answers, option D every target, "
-             "so its cells are agreement with option D)")
-    given = ("the fine-tuned models given the prompt alone (a correction; released: prompt + gold answer + </s>, "
-             "mcqa_dataset.py:124-135)" if gen.finetune_input == "prompt" else
-             "the fine-tuned models given prompt + gold answer + </s> as released (mcqa_dataset.py:124-135, so "
-             "their cells are not answer accuracy)")
+    split = (
+        "MedMCQA on the validation split (a correction; released: the test split, main.py:119, whose "
+        "withheld answers make option D every target)"
+        if gen.medmcqa_split == "validation"
+        else "MedMCQA on the test split as released (main.py:119: withheld answers, option D every target, "
+        "so its cells are agreement with option D)"
+    )
+    given = (
+        "the fine-tuned models given the prompt alone (a correction; released: prompt + gold answer + </s>, "
+        "mcqa_dataset.py:124-135)"
+        if gen.finetune_input == "prompt"
+        else "the fine-tuned models given prompt + gold answer + </s> as released (mcqa_dataset.py:124-135, so "
+        "their cells are not answer accuracy)"
+    )
     return f"Fine-tune and instructed cells: {split}; {given}."
 
 
@@ -275,16 +309,23 @@ def environment_note(cfg: EvalConfig, metrics: dict[str, dict[str, float]]) -> l
         drift = recorded_drift(env)
         lock = (env.get("lock") or {}).get("path") or "?"
         groups.setdefault((lock, None if drift is None else tuple(drift)), []).append(
-            f"`{folder}` ({manifest.get('stage', '?')})")
+            f"`{folder}` ({manifest.get('stage', '?')})"
+        )
     differ = {k: v for k, v in groups.items() if k[1] is None or k[1]}
     if not differ:
         locks = ", ".join(sorted({f"`{lock}`" for lock, _ in groups}))
-        return [f"Environment: all {len(outputs)} outputs behind these cells (evaluated models and their eval "
-                f"results) were made in an environment that matches its lock ({locks}).", ""]
+        return [
+            f"Environment: all {len(outputs)} outputs behind these cells (evaluated models and their eval "
+            f"results) were made in an environment that matches its lock ({locks}).",
+            "",
+        ]
     n = sum(len(v) for v in differ.values())
-    lines = [f"**Environment differs from the lock**: {n} of {len(outputs)} outputs behind these cells were made "
-             "in an environment other than the lock's (their manifests record the packages that ran; "
-             "`biomed-llama env check` compares one):", ""]
+    lines = [
+        f"**Environment differs from the lock**: {n} of {len(outputs)} outputs behind these cells were made "
+        "in an environment other than the lock's (their manifests record the packages that ran; "
+        "`biomed-llama env check` compares one):",
+        "",
+    ]
     for (lock, packages), folders in differ.items():
         if packages is None:
             what = "not known (the manifest names no drift and its lock file changed or is absent)"
@@ -299,33 +340,52 @@ def render_table(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile:
     mc = "accuracy" if cfg.mc_metric == "acc" else "length-normalised accuracy (acc_norm)"
     out = ["# Results", ""]
     if profile:
-        out += [f"Every measured number below was produced by the `{profile}` profile (`profile` in its params "
-                "file; each trained model's manifest records it too).", ""]
+        out += [
+            f"Every measured number below was produced by the `{profile}` profile (`profile` in its params "
+            "file; each trained model's manifest records it too).",
+            "",
+        ]
     out += environment_note(cfg, metrics)
-    out += [f"Measured cells: perplexity = word perplexity; multiple choice = {mc}; fine-tune and instructed = "
-            "exact match of greedy generation; Random = chance accuracy of the test sets. The paper's value is "
-            "in brackets; `not measured` = no model of ours was evaluated for that row (reference models: set "
-            "`eval.models.<name>.path`). Fine-tune cells over several seeds: mean ± sample std (n seeds).", ""]
+    out += [
+        f"Measured cells: perplexity = word perplexity; multiple choice = {mc}; fine-tune and instructed = "
+        "exact match of greedy generation; Random = chance accuracy of the test sets. The paper's value is "
+        "in brackets; `not measured` = no model of ours was evaluated for that row (reference models: set "
+        "`eval.models.<name>.path`). Fine-tune cells over several seeds: mean ± sample std (n seeds).",
+        "",
+    ]
     out += [generation_note(cfg), ""]
-    if any(x.clean_items is not None for section in ("main", "instructed")
-           for r in table_rows(cfg, metrics, section) for x in r.cells.values()):
-        out += ["`clean: v on k` = the same score over the k test items none of whose word 13-grams (lm-eval's "
-                "normalisation; n = `contamination.ngram`) occurs in the pretraining corpus (stage `contamination`, "
-                f"verdicts in `{cfg.contamination}`); the paper's value belongs to the full-set number only.", ""]
+    if any(
+        x.clean_items is not None
+        for section in ("main", "instructed")
+        for r in table_rows(cfg, metrics, section)
+        for x in r.cells.values()
+    ):
+        out += [
+            "`clean: v on k` = the same score over the k test items none of whose word 13-grams (lm-eval's "
+            "normalisation; n = `contamination.ngram`) occurs in the pretraining corpus (stage `contamination`, "
+            f"verdicts in `{cfg.contamination}`); the paper's value belongs to the full-set number only.",
+            "",
+        ]
     out += _markdown(MAIN_COLUMNS, table_rows(cfg, metrics, "main"))
     out += ["", "## Instruction tuning", ""]
     out += _markdown(INSTRUCT_COLUMNS, table_rows(cfg, metrics, "instructed"))
     modern = _modern_rows(cfg, metrics)
     if modern:
-        out += ["", "## lm-eval built-in style (letters scored) — NOT the paper's method", "",
-                "The prompt style of lm-eval 0.4's `medqa_4options` / `medmcqa` / `pubmedqa`, run on the same "
-                "local files; the paper has no such column, so there are no paper values.", ""]
+        out += [
+            "",
+            "## lm-eval built-in style (letters scored) — NOT the paper's method",
+            "",
+            "The prompt style of lm-eval 0.4's `medqa_4options` / `medmcqa` / `pubmedqa`, run on the same "
+            "local files; the paper has no such column, so there are no paper values.",
+            "",
+        ]
         out += _markdown(MC_ONLY_COLUMNS, modern)
     return "\n".join(out) + "\n"
 
 
-def table_cells(cfg: EvalConfig, metrics: dict[str, dict[str, float]],
-                details: dict[str, float] | None = None) -> dict[str, float]:
+def table_cells(
+    cfg: EvalConfig, metrics: dict[str, dict[str, float]], details: dict[str, float] | None = None
+) -> dict[str, float]:
     """Every measured cell of both tables as `section/model/method/ours/task` → value (and `…/std`), and the
     accuracy cells' (Random, 0-shot, few-shot) value on the uncontaminated items as `…/clean`.
 
@@ -341,7 +401,7 @@ def table_cells(cfg: EvalConfig, metrics: dict[str, dict[str, float]],
                 out[key] = x.value
                 if x.std is not None:
                     out[f"{key}/std"] = x.std
-                if x.clean_items is not None:
+                if x.clean_items is not None and x.clean is not None:
                     (details if METHOD_SUITE[r.method][0] in GEN_SUITES else out)[f"{key}/clean"] = x.clean
                     details[f"{key}/clean_items"] = x.clean_items
     return out

@@ -23,12 +23,14 @@ from biomed_llama.instruct.templates import mc_prompt, pubmedqa_prompt, render_t
 def _item(doc: dict[str, Any]) -> MCItem | YesNoItem:
     """The instruct package's item for a record, so eval prompts are the training templates, verbatim."""
     if doc["context"]:
-        return YesNoItem(question=doc["question"], contexts=(doc["context"],),
-                         answer=doc["options"][doc["label"]].lower())
+        return YesNoItem(
+            question=doc["question"], contexts=(doc["context"],), answer=doc["options"][doc["label"]].lower()
+        )
     return MCItem(question=doc["question"], options=tuple(doc["options"]), answer=LETTERS[doc["label"]])
 
 
 # ---- seed suite: the original's prompts (Question/Answer, Abstract/Question/Answer) ----
+
 
 def seed_text(doc: dict[str, Any]) -> str:
     """The original prompt: `Question: {q}\\nAnswer:`, with `Abstract: {contexts}\\n` first for PubMedQA."""
@@ -50,6 +52,7 @@ def pubmedqa_fewshot_target(doc: dict[str, Any]) -> str:
 
 # ---- instruct prompts (`instruct` generation suite and `instruct_letters`): `### Question:` … `### Answer:(` ----
 
+
 def instruct_text(doc: dict[str, Any]) -> str:
     """The instruction-tuned prompt (`instruct.templates`); MC ends in `### Answer:(`, PubMedQA in `### Answer:`."""
     item = _item(doc)
@@ -62,6 +65,7 @@ def letter_choices(doc: dict[str, Any]) -> list[str]:
 
 
 # ---- modern suite: lm-eval's built-in medqa_4options / medmcqa / pubmedqa prompt styles ----
+
 
 def modern_medqa_text(doc: dict[str, Any]) -> str:
     """lm-eval `medqa_4options` style: question, `A. …` lines, `Answer:`; letters scored."""
@@ -82,12 +86,14 @@ def modern_pubmedqa_choices(doc: dict[str, Any]) -> list[str]:
 
 # ---- finetune prompt (scored by eval/generate.py) ----
 
+
 def finetune_text(doc: dict[str, Any]) -> str:
     """The task fine-tune prompt (`instruct.templates.render_task`), ending in `### Answer:`."""
     return render_task(_item(doc))[0]
 
 
 # ---- the fork's few-shot example selection (lm-eval v0.3's: fork evaluator.py:229-255, base.py:598-602,710-735) ----
+
 
 def v03_fewshot_picks(n_eval: int, pool_size: int, k: int, from_eval_set: bool, seed: int = 42) -> list[list[int]]:
     """Replay the fork's (lm-eval v0.3's) example draws: which pool indices each eval item (by file position) got.
@@ -139,8 +145,10 @@ class V03Sampler(ContextSampler):
             # The v0.3 picks are indices into the pool as prepare-eval wrote it: `idx` 0, 1, … in order.
             if [d.get("idx") for d in pool] != list(range(len(pool))):
                 where = self.POOL or "the task's test file"
-                raise IntegrityError(f"{where}: the few-shot pool's `idx` fields are not 0..{len(pool) - 1} in "
-                                     f"order (edited after prepare-eval?); rerun prepare-eval")
+                raise IntegrityError(
+                    f"{where}: the few-shot pool's `idx` fields are not 0..{len(pool) - 1} in "
+                    f"order (edited after prepare-eval?); rerun prepare-eval"
+                )
             self._pool = pool
         return self._pool
 

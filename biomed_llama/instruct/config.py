@@ -39,23 +39,35 @@ class InstructSource(StrictModel):
 # The released code's 20 sources and epoch factors (`evaluation/instruct_dataset.py:33-54`), with the
 # seed table's row (group) each is counted in; the demo reads generated fixtures for each.
 RELEASED_SOURCES: tuple[tuple[str, float, str], ...] = (
-    ("usmleqa/train", 3, "MedQA-USMLE/train"), ("medmcqa/train", 0.2, "MedMCQA/train"),
-    ("pubmedqa/train", 0.1, "PubMedQA/train"), ("AlpacaDataCleaned", 0.5, "AlpacaDataCleaned"),
+    ("usmleqa/train", 3, "MedQA-USMLE/train"),
+    ("medmcqa/train", 0.2, "MedMCQA/train"),
+    ("pubmedqa/train", 0.1, "PubMedQA/train"),
+    ("AlpacaDataCleaned", 0.5, "AlpacaDataCleaned"),
     ("visual-med-alpaca", 0.5, "visual-med-alpaca"),
-    ("usmleqa/medpalm", 5, "medpalm"), ("medmcqa/medpalm", 5, "medpalm"), ("pubmedqa/medpalm", 5, "medpalm"),
-    ("liveqa/medpalm", 1, "medpalm"), ("medicationqa/medpalm", 1, "medpalm"),
-    ("usmleqa/medpalm-cot", 3, "medpalm-cot"), ("medmcqa/medpalm-cot", 3, "medpalm-cot"),
-    ("pubmedqa/medpalm-cot", 3, "medpalm-cot"), ("mmlu/medpalm-cot", 3, "medpalm-cot"),
-    ("usmleqa/medpalm2-cot", 3, "medpalm2-cot"), ("medmcqa/medpalm2-cot", 3, "medpalm2-cot"),
-    ("pubmedqa/medpalm2-cot", 3, "medpalm2-cot"), ("mmlu/medpalm2-cot", 3, "medpalm2-cot"),
-    ("mmlu-cot", 3, "mmlu-cot"), ("codex-cot", 3, "codex-cot"),
+    ("usmleqa/medpalm", 5, "medpalm"),
+    ("medmcqa/medpalm", 5, "medpalm"),
+    ("pubmedqa/medpalm", 5, "medpalm"),
+    ("liveqa/medpalm", 1, "medpalm"),
+    ("medicationqa/medpalm", 1, "medpalm"),
+    ("usmleqa/medpalm-cot", 3, "medpalm-cot"),
+    ("medmcqa/medpalm-cot", 3, "medpalm-cot"),
+    ("pubmedqa/medpalm-cot", 3, "medpalm-cot"),
+    ("mmlu/medpalm-cot", 3, "medpalm-cot"),
+    ("usmleqa/medpalm2-cot", 3, "medpalm2-cot"),
+    ("medmcqa/medpalm2-cot", 3, "medpalm2-cot"),
+    ("pubmedqa/medpalm2-cot", 3, "medpalm2-cot"),
+    ("mmlu/medpalm2-cot", 3, "medpalm2-cot"),
+    ("mmlu-cot", 3, "mmlu-cot"),
+    ("codex-cot", 3, "codex-cot"),
 )
 _DEMO_FILES = {
-    "usmleqa/train": ("medqa", "medqa/train_4opt.jsonl"), "medmcqa/train": ("medmcqa", "medmcqa/train_cop1.jsonl"),
+    "usmleqa/train": ("medqa", "medqa/train_4opt.jsonl"),
+    "medmcqa/train": ("medmcqa", "medmcqa/train_cop1.jsonl"),
     "pubmedqa/train": ("pubmedqa", "pubmedqa/ori_pqaa.json"),
     "AlpacaDataCleaned": ("alpaca", "alpaca/alpaca_data_cleaned.json"),
     "visual-med-alpaca": ("alpaca", "visual-med-alpaca/med_alpaca_data.json"),
-    "mmlu-cot": ("examples", "examples/mmlu_cot.json"), "codex-cot": ("examples", "examples/codex_cot.json"),
+    "mmlu-cot": ("examples", "examples/mmlu_cot.json"),
+    "codex-cot": ("examples", "examples/codex_cot.json"),
 }
 
 
@@ -63,8 +75,16 @@ def _demo_sources() -> list[InstructSource]:
     out = []
     for name, factor, group in RELEASED_SOURCES:
         fmt, rel = _DEMO_FILES.get(name, ("examples", f"examples/released/{name.replace('/', '_')}.json"))
-        out.append(InstructSource(name=name, format=fmt, paths=[f"{FIXTURES}/{rel}"], epochs=factor,
-                                  cot=name.endswith("-cot"), group=None if group == name else group))
+        out.append(
+            InstructSource(
+                name=name,
+                format=fmt,
+                paths=[f"{FIXTURES}/{rel}"],
+                epochs=factor,
+                cot=name.endswith("-cot"),
+                group=None if group == name else group,
+            )
+        )
     return out
 
 

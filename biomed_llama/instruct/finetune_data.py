@@ -66,8 +66,9 @@ Truncation = Literal["right", "prompt_left"]
 Tokenization = Literal["joint", "separate"]
 
 
-def assemble_body(body: Sequence[int], n_prompt: int, bos_id: int, eos_id: int, max_length: int,
-                  truncation: Truncation = "right") -> tuple[list[int], int] | None:
+def assemble_body(
+    body: Sequence[int], n_prompt: int, bos_id: int, eos_id: int, max_length: int, truncation: Truncation = "right"
+) -> tuple[list[int], int] | None:
     """Wrap one example's ids `body` (input then output, no specials) as `BOS + body + EOS` and truncate.
 
     The first `n_prompt` ids of `body` are the prompt's. Returns `(ids, n_masked)`, where the first
@@ -78,21 +79,28 @@ def assemble_body(body: Sequence[int], n_prompt: int, bos_id: int, eos_id: int, 
     ids = [bos_id, *body, eos_id]
     if truncation == "prompt_left" and len(ids) > max_length and n_prompt > 0:
         cut = min(len(ids) - max_length, n_prompt)  # drop the earliest prompt tokens, keep BOS
-        ids = ids[:1] + ids[1 + cut:]
+        ids = ids[:1] + ids[1 + cut :]
         n_prompt -= cut
     ids = ids[:max_length]  # right truncation, as the original's `truncation=True`
     n_masked = 1 + n_prompt
     return (ids, n_masked) if n_masked < len(ids) else None
 
 
-def assemble(prompt_ids: Sequence[int], output_ids: Sequence[int], bos_id: int, eos_id: int,
-             max_length: int, truncation: Truncation = "right") -> tuple[list[int], int] | None:
+def assemble(
+    prompt_ids: Sequence[int],
+    output_ids: Sequence[int],
+    bos_id: int,
+    eos_id: int,
+    max_length: int,
+    truncation: Truncation = "right",
+) -> tuple[list[int], int] | None:
     """`assemble_body` for separately tokenized prompt and output ids."""
     return assemble_body([*prompt_ids, *output_ids], len(prompt_ids), bos_id, eos_id, max_length, truncation)
 
 
-def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Any,
-                 tokenization: Tokenization = "joint") -> list[tuple[list[int], int]]:
+def encode_pairs(
+    pairs: Sequence[tuple[str, str]], tokenizer: Any, tokenization: Tokenization = "joint"
+) -> list[tuple[list[int], int]]:
     """Token ids (no specials) of each `(input, output)` pair and how many of them are the input's.
 
     `joint`: ids of `(input + output).rstrip()` and `len(ids(input))` (module docstring);
@@ -112,8 +120,17 @@ def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Any,
 class SFTDataset:
     """Tokenized SFT examples stored flat (ids, offsets, masked-prefix lengths); `ds[i]` builds tensors."""
 
-    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, n_masked: np.ndarray,
-                 sources: Sequence[str], *, seq_len: int, pad_id: int, n_dropped: int = 0):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        offsets: np.ndarray,
+        n_masked: np.ndarray,
+        sources: Sequence[str],
+        *,
+        seq_len: int,
+        pad_id: int,
+        n_dropped: int = 0,
+    ):
         # Internal invariants: `tokenize_pairs` builds all three arrays from one list of examples,
         # each cut to `max_length` by `assemble`; no file or param reaches them otherwise.
         assert offsets.ndim == 1 and len(offsets) == len(n_masked) + 1 == len(sources) + 1
@@ -134,7 +151,7 @@ class SFTDataset:
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
-        ids = torch.from_numpy(self.tokens[self.offsets[i]:self.offsets[i + 1]].astype(np.int64))
+        ids = torch.from_numpy(self.tokens[self.offsets[i] : self.offsets[i + 1]].astype(np.int64))
         labels = ids.clone()
         labels[: int(self.n_masked[i])] = IGNORE_INDEX
         return {"input_ids": ids, "labels": labels}
@@ -143,9 +160,9 @@ class SFTDataset:
         """Return (input_ids, labels) of example i as int64 arrays right-padded to `seq_len`."""
         n = int(self.offsets[i + 1] - self.offsets[i])
         ids = np.full(self.seq_len, self.pad_id, dtype=np.int64)
-        ids[:n] = self.tokens[self.offsets[i]:self.offsets[i + 1]]
+        ids[:n] = self.tokens[self.offsets[i] : self.offsets[i + 1]]
         labels = np.full(self.seq_len, IGNORE_INDEX, dtype=np.int64)
-        labels[int(self.n_masked[i]):n] = ids[int(self.n_masked[i]):n]
+        labels[int(self.n_masked[i]) : n] = ids[int(self.n_masked[i]) : n]
         return ids, labels
 
     @property
@@ -167,8 +184,13 @@ class SFTDataset:
     def stats(self) -> dict[str, Any]:
         """Counts for metrics: examples, dropped, tokens, supervised tokens, longest sequence."""
         lengths = self.lengths
-        return {"examples": len(self), "dropped": self.n_dropped, "tokens": int(lengths.sum()),
-                "label_tokens": self.n_label_tokens(), "max_length": int(lengths.max()) if len(self) else 0}
+        return {
+            "examples": len(self),
+            "dropped": self.n_dropped,
+            "tokens": int(lengths.sum()),
+            "label_tokens": self.n_label_tokens(),
+            "max_length": int(lengths.max()) if len(self) else 0,
+        }
 
 
 @dataclass(frozen=True)
@@ -203,16 +225,22 @@ def special_ids(tokenizer: Any) -> tuple[int, int, int]:
     return bos, eos, eos if pad is None else pad
 
 
-def tokenize_pairs(pairs: Sequence[tuple[str, str]], sources: Sequence[str], tokenizer: Any, max_length: int,
-                   truncation: Truncation = "right", batch_size: int = 1024,
-                   tokenization: Tokenization = "joint") -> SFTDataset:
+def tokenize_pairs(
+    pairs: Sequence[tuple[str, str]],
+    sources: Sequence[str],
+    tokenizer: Any,
+    max_length: int,
+    truncation: Truncation = "right",
+    batch_size: int = 1024,
+    tokenization: Tokenization = "joint",
+) -> SFTDataset:
     """Tokenize `(input, output)` pairs into an SFTDataset (see the module docstring for the layout)."""
     bos, eos, pad = special_ids(tokenizer)
     chunks: list[np.ndarray] = []
     lengths, masked, kept_sources = [], [], []
     dropped = 0
     for start in range(0, len(pairs), batch_size):
-        encoded = encode_pairs(pairs[start:start + batch_size], tokenizer, tokenization)
+        encoded = encode_pairs(pairs[start : start + batch_size], tokenizer, tokenization)
         for k, (body, n_prompt) in enumerate(encoded):
             got = assemble_body(body, n_prompt, bos, eos, max_length, truncation)
             if got is None:
@@ -226,12 +254,20 @@ def tokenize_pairs(pairs: Sequence[tuple[str, str]], sources: Sequence[str], tok
     tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return SFTDataset(tokens, offsets, np.asarray(masked, dtype=np.int64), kept_sources,
-                      seq_len=max_length, pad_id=pad, n_dropped=dropped)
+    return SFTDataset(
+        tokens,
+        offsets,
+        np.asarray(masked, dtype=np.int64),
+        kept_sources,
+        seq_len=max_length,
+        pad_id=pad,
+        n_dropped=dropped,
+    )
 
 
-def task_pairs(ft: FinetuneConfig, task: str, readers: ReadersConfig,
-               on_bad_record: Literal["skip", "abort"]) -> list[tuple[str, str]]:
+def task_pairs(
+    ft: FinetuneConfig, task: str, readers: ReadersConfig, on_bad_record: Literal["skip", "abort"]
+) -> list[tuple[str, str]]:
     """Read task `task`'s train set (`finetune.tasks`) and render it with the fine-tune prompt.
 
     Bad records follow `on_bad_record` (`instruct_mix.on_bad_record`), the MedMCQA `cop` convention `readers.medmcqa_cop`.
@@ -253,8 +289,14 @@ def instruct_pairs(ft: FinetuneConfig) -> tuple[list[tuple[str, str]], list[str]
     return [(r["input"], r["output"]) for r in rows], [r["source"] for r in rows]
 
 
-def build_sft_dataset(cfg: FinetuneConfig, mode: Literal["instruct", "task"], task: str | None, tokenizer: Any,
-                      readers: ReadersConfig, on_bad_record: Literal["skip", "abort"]) -> SFTDataset:
+def build_sft_dataset(
+    cfg: FinetuneConfig,
+    mode: Literal["instruct", "task"],
+    task: str | None,
+    tokenizer: Any,
+    readers: ReadersConfig,
+    on_bad_record: Literal["skip", "abort"],
+) -> SFTDataset:
     """Build the fine-tuning dataset of `mode` (`task` names a `finetune.tasks` entry in task mode).
 
     `readers` and `on_bad_record` (`instruct_mix.on_bad_record`) say how task mode reads a published train set.
@@ -268,8 +310,7 @@ def build_sft_dataset(cfg: FinetuneConfig, mode: Literal["instruct", "task"], ta
         sources = [task] * len(pairs)
     else:
         raise UserError(f"unknown finetune mode {mode!r}; use instruct or task")
-    ds = tokenize_pairs(pairs, sources, tokenizer, cfg.max_length, cfg.truncation,
-                        tokenization=cfg.tokenization)
+    ds = tokenize_pairs(pairs, sources, tokenizer, cfg.max_length, cfg.truncation, tokenization=cfg.tokenization)
     if len(ds) == 0:
         raise UserError(f"finetune {mode}: every example was truncated away (finetune.max_length={cfg.max_length})")
     return ds

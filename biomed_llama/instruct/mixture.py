@@ -69,8 +69,9 @@ def mixture_percentages(counts: dict[str, int], epochs: dict[str, float]) -> dic
     return {name: 100.0 * s for name, s in source_shares(counts, epochs).items()}
 
 
-def allocate(n: int, shares: dict[str, float], rng: np.random.Generator,
-             method: Literal["proportional", "multinomial"]) -> dict[str, int]:
+def allocate(
+    n: int, shares: dict[str, float], rng: np.random.Generator, method: Literal["proportional", "multinomial"]
+) -> dict[str, int]:
     """Split `n` records over sources by their shares (see the module docstring); counts sum to `n`."""
     names = list(shares)
     p = np.array([shares[k] for k in names], dtype=np.float64)
@@ -106,8 +107,12 @@ class SourceRecords:
     bad: list[BadRecord] = field(default_factory=list)
 
 
-def read_instruct_source(src: InstructSource, policy: Literal["skip", "abort"],
-                         medmcqa_cop: CopConvention = "auto", duplicates: Literal["abort", "drop"] = "abort") -> SourceRecords:
+def read_instruct_source(
+    src: InstructSource,
+    policy: Literal["skip", "abort"],
+    medmcqa_cop: CopConvention = "auto",
+    duplicates: Literal["abort", "drop"] = "abort",
+) -> SourceRecords:
     """Read all files of a source and render each item with the instruct templates (dropped duplicates are
     listed with the bad records, `readers.duplicates`)."""
     bad = BadRecords(policy, duplicates=duplicates)
@@ -148,8 +153,9 @@ def released_draw(read: Sequence[SourceRecords], n: int, seed: int) -> list[dict
     return records
 
 
-def allotted_draw(read: Sequence[SourceRecords], n: int, seed: int,
-                  allocation: Literal["proportional", "multinomial"]) -> list[dict[str, str]]:
+def allotted_draw(
+    read: Sequence[SourceRecords], n: int, seed: int, allocation: Literal["proportional", "multinomial"]
+) -> list[dict[str, str]]:
     """The package's alternatives: per-source counts first, records without needless repeats, one shuffle."""
     rng = np.random.Generator(np.random.PCG64(seed))
     shares = source_shares({r.source.name: len(r.pairs) for r in read}, {r.source.name: r.source.epochs for r in read})
@@ -171,15 +177,18 @@ def draw_mixture(read: Sequence[SourceRecords], n: int, seed: int, allocation: A
     drawn = {r.source.name: 0 for r in read}
     for rec in records:
         drawn[rec["source"]] += 1
-    stats = {r.source.name: {
-        "group": r.source.group or r.source.name,
-        "available": counts[r.source.name],
-        "epochs": r.source.epochs,
-        "weight_percent": round(100.0 * shares[r.source.name], 6),
-        "count": drawn[r.source.name],
-        "percent": round(100.0 * drawn[r.source.name] / n, 6),
-        "bad_records": len(r.bad),
-    } for r in read}
+    stats = {
+        r.source.name: {
+            "group": r.source.group or r.source.name,
+            "available": counts[r.source.name],
+            "epochs": r.source.epochs,
+            "weight_percent": round(100.0 * shares[r.source.name], 6),
+            "count": drawn[r.source.name],
+            "percent": round(100.0 * drawn[r.source.name] / n, 6),
+            "bad_records": len(r.bad),
+        }
+        for r in read
+    }
     return Mixture(records, stats, [b for r in read for b in r.bad])
 
 
@@ -205,8 +214,14 @@ def _jsonl(rows: Sequence[dict[str, Any]]) -> bytes:
 
 def mixture_metrics(cfg: InstructMixConfig, mix: Mixture) -> dict[str, Any]:
     """The `metrics/instruct_mix.json` content: count and percentage per source, bad-record totals."""
-    return {"n_records": cfg.n_records, "seed": cfg.seed, "allocation": cfg.allocation,
-            "bad_records": len(mix.bad), "sources": mix.sources, "groups": group_figures(mix.sources)}
+    return {
+        "n_records": cfg.n_records,
+        "seed": cfg.seed,
+        "allocation": cfg.allocation,
+        "bad_records": len(mix.bad),
+        "sources": mix.sources,
+        "groups": group_figures(mix.sources),
+    }
 
 
 def run_instruct_mix(cfg: InstructMixConfig, readers: ReadersConfig) -> dict[str, Any]:
@@ -219,10 +234,17 @@ def run_instruct_mix(cfg: InstructMixConfig, readers: ReadersConfig) -> dict[str
     inputs = [p for s in cfg.sources for p in s.paths]
     with atomic_dir(cfg.output) as tmp:
         atomic_write_bytes(Path(tmp) / MIXTURE_FILE, _jsonl(mix.records))
-        atomic_write_bytes(Path(tmp) / BAD_FILE, _jsonl(
-            [{"path": b.path, "position": b.position, "reason": b.reason} for b in mix.bad]))
-        write_manifest(tmp, stage="instruct-mix", inputs=inputs, extra={"sources": mix.sources},
-                       params={"instruct_mix": cfg.section_dict(), "readers": readers.section_dict()})
+        atomic_write_bytes(
+            Path(tmp) / BAD_FILE,
+            _jsonl([{"path": b.path, "position": b.position, "reason": b.reason} for b in mix.bad]),
+        )
+        write_manifest(
+            tmp,
+            stage="instruct-mix",
+            inputs=inputs,
+            extra={"sources": mix.sources},
+            params={"instruct_mix": cfg.section_dict(), "readers": readers.section_dict()},
+        )
     metrics = mixture_metrics(cfg, mix)
     write_metrics(cfg.metrics, metrics, HEADLINE)
     return metrics

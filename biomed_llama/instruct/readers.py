@@ -27,8 +27,11 @@ from biomed_llama.benchmarks.records import YES_NO_MAYBE, BadRecords, Instructio
 
 def _alpaca(value: Any, _key: str) -> InstructionItem:
     rec = as_object(value)
-    return InstructionItem(instruction=text_field(rec, "instruction"), input=text_field(rec, "input", empty_ok=True),
-                           output=text_field(rec, "output"))
+    return InstructionItem(
+        instruction=text_field(rec, "instruction"),
+        input=text_field(rec, "input", empty_ok=True),
+        output=text_field(rec, "output"),
+    )
 
 
 def read_alpaca(path: str | Path, bad: BadRecords) -> Positioned:
@@ -49,8 +52,12 @@ def _example(value: Any, cot: bool) -> Item:
         context = text_field(rec, "context")
         if answer.lower() not in YES_NO_MAYBE:
             raise RecordProblem(f"answer {answer!r} is not one of yes / no / maybe")
-        return YesNoItem(question=question, contexts=(context,), answer=answer.lower(),  # type: ignore[arg-type]
-                         explanation=explanation)
+        return YesNoItem(
+            question=question,
+            contexts=(context,),
+            answer=answer.lower(),  # type: ignore[arg-type]
+            explanation=explanation,
+        )
     return OpenItem(question=question, answer=answer, explanation=explanation)
 
 
@@ -65,8 +72,9 @@ def read_examples(path: str | Path, bad: BadRecords, cot: bool = False) -> Posit
     return collect(path, bad, list_entries(path), lambda v, _key: _example(v, cot))
 
 
-def read_source(fmt: str, path: str | Path, bad: BadRecords, *, cot: bool = False,
-                medmcqa_cop: CopConvention = "auto") -> Positioned:
+def read_source(
+    fmt: str, path: str | Path, bad: BadRecords, *, cot: bool = False, medmcqa_cop: CopConvention = "auto"
+) -> Positioned:
     """Read one instruction source file of format `fmt`; a missing file is a UserError."""
     require_file(path, "instruction source")
     if fmt == "alpaca":

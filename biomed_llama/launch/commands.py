@@ -53,8 +53,15 @@ def host_has_gpu() -> bool:
     return Path("/dev/nvidiactl").exists()
 
 
-def torchrun_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
-                     extra: Sequence[str] = (), *, workdir: Path | None = None) -> Command:
+def torchrun_command(
+    cfg: LaunchConfig,
+    stage: str,
+    params: str | Path,
+    overrides: Sequence[str] = (),
+    extra: Sequence[str] = (),
+    *,
+    workdir: Path | None = None,
+) -> Command:
     """Local mode: `torchrun --standalone --nproc-per-node N -m biomed_llama STAGE …` for a training
     stage, `python -m biomed_llama STAGE …` for the others; inside `launch.container`'s image if set.
 
@@ -65,8 +72,17 @@ def torchrun_command(cfg: LaunchConfig, stage: str, params: str | Path, override
     prefix = container_prefix(cfg, workdir=workdir or Path.cwd(), gpu=stage in GPU_STAGES and host_has_gpu())
     python = "python" if prefix else sys.executable
     if stage in TRAIN_STAGES:
-        argv = [python, "-m", "torch.distributed.run", "--standalone",
-                "--nproc-per-node", str(cfg.nproc_per_node), "-m", "biomed_llama", *args]
+        argv = [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(cfg.nproc_per_node),
+            "-m",
+            "biomed_llama",
+            *args,
+        ]
     else:
         argv = [python, "-m", "biomed_llama", *args]
     return Command([*prefix, *argv])
@@ -79,8 +95,14 @@ def job_torchrun(cfg: LaunchConfig, workdir: Path) -> list[str]:
     return [*prefix, "torchrun"] if prefix else [sys.executable, "-m", "torch.distributed.run"]
 
 
-def sbatch_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
-                   extra: Sequence[str] = (), workdir: Path | None = None) -> Command:
+def sbatch_command(
+    cfg: LaunchConfig,
+    stage: str,
+    params: str | Path,
+    overrides: Sequence[str] = (),
+    extra: Sequence[str] = (),
+    workdir: Path | None = None,
+) -> Command:
     """Slurm mode: `sbatch --parsable … scripts/slurm/STAGE.sbatch --set …` plus the BIOMED_* variables.
 
     Sizes and limits go as sbatch options (they override the script's #SBATCH defaults); what the
@@ -88,20 +110,39 @@ def sbatch_command(cfg: LaunchConfig, stage: str, params: str | Path, overrides:
     the torchrun command of a node (container prefix included) as one shell-quoted variable.
     """
     stage_args(stage, params, overrides)  # validates the stage name
-    opts = [f"--job-name=biomed-{stage}", f"--nodes={cfg.nnodes}", "--ntasks-per-node=1",
-            f"--gpus-per-node={cfg.gpus_per_node}", f"--cpus-per-task={cfg.cpus_per_task}",
-            f"--time={cfg.time}", f"--signal=B:USR1@{cfg.signal_seconds}",
-            "--requeue" if cfg.requeue else "--no-requeue", "--open-mode=append",
-            f"--output={cfg.log_dir}/%x-%j.out"]
-    opts += [f"--{k}={v}" for k, v in (("partition", cfg.partition), ("account", cfg.account),
-                                          ("qos", cfg.qos)) if v]
+    opts = [
+        f"--job-name=biomed-{stage}",
+        f"--nodes={cfg.nnodes}",
+        "--ntasks-per-node=1",
+        f"--gpus-per-node={cfg.gpus_per_node}",
+        f"--cpus-per-task={cfg.cpus_per_task}",
+        f"--time={cfg.time}",
+        f"--signal=B:USR1@{cfg.signal_seconds}",
+        "--requeue" if cfg.requeue else "--no-requeue",
+        "--open-mode=append",
+        f"--output={cfg.log_dir}/%x-%j.out",
+    ]
+    opts += [f"--{k}={v}" for k, v in (("partition", cfg.partition), ("account", cfg.account), ("qos", cfg.qos)) if v]
     script = str(Path(cfg.sbatch_dir) / f"{stage}.sbatch")
-    argv = ["sbatch", "--parsable", *opts, *cfg.extra_sbatch, script,
-            *(a for o in overrides for a in ("--set", o)), *extra]  # the script passes them to the stage
-    env = {"BIOMED_TORCHRUN": shlex.join(job_torchrun(cfg, workdir or Path.cwd())), "BIOMED_PARAMS": str(params),
-           "BIOMED_RANKS_PER_NODE": str(cfg.ranks_per_node), "BIOMED_RDZV_PORT": str(cfg.rdzv_port),
-           "BIOMED_SHUTDOWN_TIMEOUT": str(cfg.shutdown_timeout), "BIOMED_REQUEUE": "1" if cfg.requeue else "0",
-           "BIOMED_SHARD_PARAM": cfg.shard_param.get(stage, ""), "NCCL_DEBUG": cfg.nccl_debug}
+    argv = [
+        "sbatch",
+        "--parsable",
+        *opts,
+        *cfg.extra_sbatch,
+        script,
+        *(a for o in overrides for a in ("--set", o)),
+        *extra,
+    ]  # the script passes them to the stage
+    env = {
+        "BIOMED_TORCHRUN": shlex.join(job_torchrun(cfg, workdir or Path.cwd())),
+        "BIOMED_PARAMS": str(params),
+        "BIOMED_RANKS_PER_NODE": str(cfg.ranks_per_node),
+        "BIOMED_RDZV_PORT": str(cfg.rdzv_port),
+        "BIOMED_SHUTDOWN_TIMEOUT": str(cfg.shutdown_timeout),
+        "BIOMED_REQUEUE": "1" if cfg.requeue else "0",
+        "BIOMED_SHARD_PARAM": cfg.shard_param.get(stage, ""),
+        "NCCL_DEBUG": cfg.nccl_debug,
+    }
     return Command(argv, env)
 
 
@@ -110,8 +151,9 @@ def job_log(cfg: LaunchConfig, stage: str, job_id: str) -> Path:
     return Path(cfg.log_dir) / f"biomed-{stage}-{job_id}.out"
 
 
-def build(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
-          extra: Sequence[str] = ()) -> Command:
+def build(
+    cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (), extra: Sequence[str] = ()
+) -> Command:
     """The command of `cfg.mode` for `stage`; `extra` arguments follow the stage's own (e.g. `--mode task`).
 
     Only training stages go to Slurm; the others always run here (inside the image if one is set).
@@ -125,8 +167,12 @@ def require_container(cfg: LaunchConfig) -> None:
     if cfg.container == "none":
         return
     if shutil.which(cfg.container) is None:
-        hint = "apt-get install podman runc" if cfg.container == "podman" else "see README: Full reproduction on a cluster"
-        raise UserError(f"launch.container={cfg.container}: {cfg.container} not found ({hint}), or set launch.container: none")
+        hint = (
+            "apt-get install podman runc" if cfg.container == "podman" else "see README: Full reproduction on a cluster"
+        )
+        raise UserError(
+            f"launch.container={cfg.container}: {cfg.container} not found ({hint}), or set launch.container: none"
+        )
     if cfg.container == "apptainer":
         found = Path(cfg.image).is_file()
     else:
@@ -153,12 +199,15 @@ def require_locked_env(cfg: LaunchConfig, stage: str) -> None:
     done = subprocess.run([*prefix, "biomed-llama", "env", "check", "--allow-extra"], capture_output=True, text=True)
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise UserError(f"launch.require_locked_env: {stage} not started: inside {cfg.image}, {why}; "
-                        f"or set launch.require_locked_env: false")
+        raise UserError(
+            f"launch.require_locked_env: {stage} not started: inside {cfg.image}, {why}; "
+            f"or set launch.require_locked_env: false"
+        )
 
 
-def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (),
-           extra: Sequence[str] = ()) -> int:
+def launch(
+    cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequence[str] = (), extra: Sequence[str] = ()
+) -> int:
     """Run `stage` as `cfg.mode` says and return its exit status (0 only when it finished).
 
     A training stage run here without a container runs torchrun's agent in this process
@@ -178,13 +227,17 @@ def launch(cfg: LaunchConfig, stage: str, params: str | Path, overrides: Sequenc
     if shutil.which("sbatch") is None:
         raise UserError("launch.mode=slurm: sbatch not found; run on a Slurm login node or set launch.mode=local")
     if cfg.container == "apptainer" and not Path(cfg.image).is_file():
-        raise UserError(f"launch.image {cfg.image} not found; build it with `make sif` or pull it (README: Full reproduction on a cluster)")
+        raise UserError(
+            f"launch.image {cfg.image} not found; build it with `make sif` or pull it (README: Full reproduction on a cluster)"
+        )
     require_locked_env(cfg, stage)
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)  # Slurm does not create the log folder
     job_id = slurm.submit(cmd.argv, {**os.environ, **cmd.env})
     log = job_log(cfg, stage, job_id)
-    print(f"launch: submitted {stage} as Slurm job {job_id} ({cfg.nnodes} nodes × {cfg.ranks_per_node} ranks); "
-          f"log {log}", file=sys.stderr)
+    print(
+        f"launch: submitted {stage} as Slurm job {job_id} ({cfg.nnodes} nodes × {cfg.ranks_per_node} ranks); log {log}",
+        file=sys.stderr,
+    )
     try:
         job = slurm.wait_for_job(job_id, cfg.poll_seconds, log)
     except KeyboardInterrupt:

@@ -81,13 +81,17 @@ class LaunchConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> LaunchConfig:
         if self.signal_seconds and self.shutdown_timeout >= self.signal_seconds:
-            raise ValueError(f"launch.shutdown_timeout ({self.shutdown_timeout}) must be below "
-                             f"launch.signal_seconds ({self.signal_seconds}): the checkpoint must end before the limit")
+            raise ValueError(
+                f"launch.shutdown_timeout ({self.shutdown_timeout}) must be below "
+                f"launch.signal_seconds ({self.signal_seconds}): the checkpoint must end before the limit"
+            )
         limit = time_limit_seconds(self.time)
         if limit is not None and self.signal_seconds and limit <= self.signal_seconds:
             # the warning would come at once, every requeued job would checkpoint at its start and requeue again
-            raise ValueError(f"launch.time ({self.time} = {limit} s) must exceed launch.signal_seconds "
-                             f"({self.signal_seconds}): the warning comes that long before the limit")
+            raise ValueError(
+                f"launch.time ({self.time} = {limit} s) must exceed launch.signal_seconds "
+                f"({self.signal_seconds}): the warning comes that long before the limit"
+            )
         return self
 
 

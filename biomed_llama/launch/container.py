@@ -18,9 +18,23 @@ from biomed_llama.launch.config import LaunchConfig
 # BIOMED_* variables of the launch scripts, and the thread and device selection. A trailing `*`
 # passes every variable of that prefix; a bare name passes the variable when it is set.
 PODMAN_PASS_ENV = (
-    "SLURM_*", "NCCL_*", "GLOO_*", "TORCH_*", "TORCHELASTIC_*", "BIOMED_*",
-    "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "GROUP_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
-    "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "PYTHONHASHSEED", "TERM",
+    "SLURM_*",
+    "NCCL_*",
+    "GLOO_*",
+    "TORCH_*",
+    "TORCHELASTIC_*",
+    "BIOMED_*",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RANK",
+    "LOCAL_RANK",
+    "GROUP_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "PYTHONHASHSEED",
+    "TERM",
 )
 
 
@@ -66,10 +80,30 @@ def podman_prefix(cfg: LaunchConfig, workdir: Path, gpu: bool) -> list[str]:
     conf = ["env", f"CONTAINERS_CONF={(workdir / cfg.podman_conf).resolve()}"] if cfg.podman_conf else []
     volumes = [a for spec in bind_specs(cfg, workdir) for a in ("-v", spec if ":" in spec else f"{spec}:{spec}")]
     env = [a for name in PODMAN_PASS_ENV for a in ("--env", name)]
-    return [*conf, "podman", "run", "--rm", "--network", "host", "--ipc", "host", "--pid", "host",
-            "--security-opt", "label=disable", "--entrypoint", "", *volumes, "-w", str(workdir), *env,
-            "--env", f"BIOMED_CONTAINER_IMAGE={cfg.image}",
-            *(["--device", "nvidia.com/gpu=all"] if gpu else []), cfg.image]
+    return [
+        *conf,
+        "podman",
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--ipc",
+        "host",
+        "--pid",
+        "host",
+        "--security-opt",
+        "label=disable",
+        "--entrypoint",
+        "",
+        *volumes,
+        "-w",
+        str(workdir),
+        *env,
+        "--env",
+        f"BIOMED_CONTAINER_IMAGE={cfg.image}",
+        *(["--device", "nvidia.com/gpu=all"] if gpu else []),
+        cfg.image,
+    ]
 
 
 def container_prefix(cfg: LaunchConfig, *, workdir: Path, gpu: bool) -> list[str]:

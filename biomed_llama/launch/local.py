@@ -109,7 +109,7 @@ def clean_stale_error_dirs(root: str | Path | None = None) -> list[Path]:
     the removed ones."""
     removed = []
     for p in Path(root or tempfile.gettempdir()).glob(f"{ERROR_DIR_PREFIX}*"):
-        pid = p.name[len(ERROR_DIR_PREFIX):].split("-", 1)[0]
+        pid = p.name[len(ERROR_DIR_PREFIX) :].split("-", 1)[0]
         try:
             mine = p.is_dir() and not p.is_symlink() and p.stat().st_uid == os.getuid()
         except OSError:
@@ -146,7 +146,7 @@ def run_torchrun(argv: list[str], env: dict[str, str], stage: str) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    args = get_args_parser().parse_args(argv[argv.index(TORCHRUN_MODULE) + 1:])
+    args = get_args_parser().parse_args(argv[argv.index(TORCHRUN_MODULE) + 1 :])
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     with _worker_env(env) as folder:

@@ -24,8 +24,21 @@ from biomed_llama.errors import UserError
 
 # Base states after which the job will not run again (squeue(1) JOB STATE CODES). REQUEUED,
 # PENDING, RUNNING, COMPLETING, CONFIGURING, SUSPENDED, … are not final.
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-                          "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED"})
+FINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+        "SPECIAL_EXIT",
+        "REVOKED",
+    }
+)
 START_MARK = "biomed-llama: job "  # scripts/slurm/common.sh prints `biomed-llama: job ID start … restart N …`
 
 
@@ -70,8 +83,9 @@ def parse_scontrol(job_id: str, text: str) -> JobInfo:
     if state is None:
         raise UserError(f"scontrol show job {job_id}: no JobState in {text.strip()[:200]!r}")
     status, _, sig = (_field(text, "ExitCode") or "0:0").partition(":")
-    return JobInfo(job_id, state, int(status or 0), int(sig or 0), int(_field(text, "Restarts") or 0),
-                   _field(text, "Reason") or "")
+    return JobInfo(
+        job_id, state, int(status or 0), int(sig or 0), int(_field(text, "Restarts") or 0), _field(text, "Reason") or ""
+    )
 
 
 def parse_sacct(job_id: str, text: str) -> JobInfo | None:
@@ -96,8 +110,10 @@ def job_info(job_id: str, run: Callable[[list[str]], subprocess.CompletedProcess
     acct = run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,ExitCode"])
     info = parse_sacct(job_id, acct.stdout) if acct.returncode == 0 else None
     if info is None:
-        raise UserError(f"Slurm job {job_id}: slurmctld no longer knows it ({proc.stderr.strip()}) and sacct has "
-                        f"no record ({acct.stderr.strip() or 'empty'}); its outcome is unknown")
+        raise UserError(
+            f"Slurm job {job_id}: slurmctld no longer knows it ({proc.stderr.strip()}) and sacct has "
+            f"no record ({acct.stderr.strip() or 'empty'}); its outcome is unknown"
+        )
     return info
 
 
@@ -136,8 +152,15 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def wait_for_job(job_id: str, poll: float, log: Path, *, info: Callable[[str], JobInfo] = job_info,
-                 out: TextIO | None = None, say: Callable[[str], None] = _say) -> JobInfo:
+def wait_for_job(
+    job_id: str,
+    poll: float,
+    log: Path,
+    *,
+    info: Callable[[str], JobInfo] = job_info,
+    out: TextIO | None = None,
+    say: Callable[[str], None] = _say,
+) -> JobInfo:
     """Poll the job every `poll` s until a final state, copying its log to `out` (stdout) and saying each
     change of state; its last JobInfo."""
     follower, last = LogFollower(log, out or sys.stdout), None
@@ -146,8 +169,11 @@ def wait_for_job(job_id: str, poll: float, log: Path, *, info: Callable[[str], J
         follower.pump()
         seen = (now.state, now.restarts)
         if seen != last:
-            say(f"launch: Slurm job {job_id} {now.state}" + (f" (restart {now.restarts})" if now.restarts else "")
-                + (f", reason {now.reason}" if now.reason not in ("", "None") else ""))
+            say(
+                f"launch: Slurm job {job_id} {now.state}"
+                + (f" (restart {now.restarts})" if now.restarts else "")
+                + (f", reason {now.reason}" if now.reason not in ("", "None") else "")
+            )
             last = seen
         if now.final:
             return now
@@ -161,9 +187,9 @@ def stage_error(log: Path) -> str | None:
     except FileNotFoundError:
         return None
     starts = [i for i, ln in enumerate(lines) if ln.startswith(START_MARK) and " start " in ln]
-    for ln in lines[starts[-1] if starts else 0:]:
+    for ln in lines[starts[-1] if starts else 0 :]:
         if ln.startswith("error: "):
-            return ln[len("error: "):]
+            return ln[len("error: ") :]
     return None
 
 
@@ -172,5 +198,8 @@ def outcome(stage: str, job: JobInfo, log: Path) -> int:
     if job.succeeded:
         return 0
     err = stage_error(log)
-    raise JobFailed(f"{stage}: Slurm job {job.job_id} ended {job.state} (exit {job.exit_status}:{job.exit_signal}"
-                    f", {job.restarts} requeues)" + (f": {err}" if err else "") + f"; log {log}", job.exit_status)
+    raise JobFailed(
+        f"{stage}: Slurm job {job.job_id} ended {job.state} (exit {job.exit_status}:{job.exit_signal}"
+        f", {job.restarts} requeues)" + (f": {err}" if err else "") + f"; log {log}",
+        job.exit_status,
+    )

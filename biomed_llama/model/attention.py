@@ -29,9 +29,16 @@ from biomed_llama.errors import UserError
 BACKENDS = ("sdpa", "flash_attention_2", "xformers", "eager")
 
 
-def xformers_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                               attention_mask: torch.Tensor | None, scaling: float | None = None,
-                               dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, None]:
+def xformers_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
     """Causal memory-efficient attention; q/k/v [batch, heads, seq, head_dim] → out [batch, seq, heads, head_dim].
 
     Training sequences are causal and right-padded (padding carries no targets), so the causal
@@ -49,8 +56,9 @@ def xformers_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else value.dtype
     # xformers takes [batch, seq, heads, head_dim]
     q, k, v = (t.transpose(1, 2).to(dtype) for t in (query, key, value))
-    out = xops.memory_efficient_attention(q, k, v, attn_bias=xops.LowerTriangularMask(),
-                                         p=dropout if module.training else 0.0, scale=scaling)
+    out = xops.memory_efficient_attention(
+        q, k, v, attn_bias=xops.LowerTriangularMask(), p=dropout if module.training else 0.0, scale=scaling
+    )
     return out, None
 
 
@@ -113,8 +121,10 @@ def check_attention(backend: str, device: torch.device) -> str:
         try:
             from flash_attn import flash_attn_func
         except Exception as e:  # ImportError, or an undefined symbol from a wheel built for another torch
-            raise UserError(f"model.attention=flash_attention_2 but flash-attn does not import ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}); install flash-attn or use sdpa") from None
+            raise UserError(
+                f"model.attention=flash_attention_2 but flash-attn does not import ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); install flash-attn or use sdpa"
+            ) from None
         if torch.cuda.get_device_capability(device) < (8, 0):
             raise UserError("model.attention=flash_attention_2 needs an Ampere or newer GPU; use sdpa")
         fn = lambda q, k, v: flash_attn_func(q, k, v, causal=True)  # noqa: E731
@@ -124,14 +134,18 @@ def check_attention(backend: str, device: torch.device) -> str:
 
             enable_pt_operators()
         except Exception as e:
-            raise UserError(f"model.attention=xformers but xformers does not import ({type(e).__name__}); "
-                            "install xformers built for this torch or use sdpa") from None
+            raise UserError(
+                f"model.attention=xformers but xformers does not import ({type(e).__name__}); "
+                "install xformers built for this torch or use sdpa"
+            ) from None
         fn = lambda q, k, v: xops.memory_efficient_attention(q, k, v, attn_bias=xops.LowerTriangularMask())  # noqa: E731
     try:
         _probe(device, fn)
     except Exception as e:
-        raise UserError(f"model.attention={backend} imports but fails on {torch.cuda.get_device_name(device)} "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); use sdpa") from None
+        raise UserError(
+            f"model.attention={backend} imports but fails on {torch.cuda.get_device_name(device)} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); use sdpa"
+        ) from None
     if backend == "xformers":
         from transformers import AttentionInterface
 

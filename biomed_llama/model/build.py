@@ -42,13 +42,20 @@ def llama_config(cfg: ModelConfig, vocab_size: int | None = None):
         if vocab is None:
             raise UserError("model.vocab_size is null and no tokenizer gave a vocabulary size")
         config = LlamaConfig(
-            hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-            num_key_value_heads=cfg.num_kv_heads or cfg.num_heads, vocab_size=vocab,
-            max_position_embeddings=cfg.max_position_embeddings, rms_norm_eps=cfg.rms_norm_eps,
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
+            vocab_size=vocab,
+            max_position_embeddings=cfg.max_position_embeddings,
+            rms_norm_eps=cfg.rms_norm_eps,
             rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-            initializer_range=cfg.initializer_range, tie_word_embeddings=False,
-            bos_token_id=1, eos_token_id=2, pad_token_id=None,
+            initializer_range=cfg.initializer_range,
+            tie_word_embeddings=False,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=None,
         )
     config._attn_implementation = cfg.attention
     config.use_cache = False
@@ -170,8 +177,10 @@ def load_hf_weights(model: nn.Module, path: str | Path, added_rows: int = 0) -> 
                 shape = tuple(part.get_shape())
                 extend = added_rows if key in VOCAB_TENSORS else 0
                 if (shape[0] + extend, *shape[1:]) != tuple(param.shape):
-                    raise UserError(f"{file.name}: {key} has shape {shape}, model {tuple(param.shape)}"
-                                    + (f" ({extend} added rows)" if extend else ""))
+                    raise UserError(
+                        f"{file.name}: {key} has shape {shape}, model {tuple(param.shape)}"
+                        + (f" ({extend} added rows)" if extend else "")
+                    )
                 sl = _local_slices(param)
                 if extend:
                     full = _with_mean_rows(part[:], extend)
@@ -183,7 +192,10 @@ def load_hf_weights(model: nn.Module, path: str | Path, added_rows: int = 0) -> 
                 seen.add(key)
     missing = sorted(set(params) - seen)
     if missing:
-        raise UserError(f"model.base={path}: no weights for {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise UserError(
+            f"model.base={path}: no weights for {missing[0]}"
+            + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     reset_rotary(model)
 
 

@@ -32,8 +32,10 @@ def _liger():
     try:
         import liger_kernel.transformers as lk
     except Exception as e:  # ImportError, or triton missing / built for another torch
-        raise UserError(f"pretrain.kernels needs liger-kernel, which does not import ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:160] if str(e) else ''}); install it or set pretrain.kernels: []") from None
+        raise UserError(
+            f"pretrain.kernels needs liger-kernel, which does not import ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else ''}); install it or set pretrain.kernels: []"
+        ) from None
     return lk
 
 
@@ -42,8 +44,13 @@ def _replace_norms(model: nn.Module, lk) -> None:
         for name, child in list(parent.named_children()):
             if type(child).__name__ == "LlamaRMSNorm":
                 with torch.device("meta"):
-                    setattr(parent, name, lk.LigerRMSNorm(child.get_parameter("weight").shape[0],
-                                                          eps=child.variance_epsilon, casting_mode="llama"))
+                    setattr(
+                        parent,
+                        name,
+                        lk.LigerRMSNorm(
+                            child.get_parameter("weight").shape[0], eps=child.variance_epsilon, casting_mode="llama"
+                        ),
+                    )
 
 
 def _replace_mlps(model: nn.Module, lk) -> None:

@@ -44,8 +44,14 @@ def compiled_weighted_cross_entropy():
     return torch.compile(weighted_cross_entropy)
 
 
-def weighted_token_loss(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor,
-                        weights: torch.Tensor, fused: bool, compiled: bool = False) -> torch.Tensor:
+def weighted_token_loss(
+    hidden: torch.Tensor,
+    head: torch.nn.Linear,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    fused: bool,
+    compiled: bool = False,
+) -> torch.Tensor:
     """Σ w·ℓ of the head's logits on `hidden` [B, T, H] against `targets` [B, T] (weights [B, T]).
 
     `fused`: liger-kernel's fused linear cross-entropy (CUDA only): the [B·T, vocab] logits are never
@@ -87,6 +93,7 @@ class TrainableLlamaForCausalLM(LlamaForCausalLM):
         kwargs.pop("num_items_in_batch", None)
         hidden = self.model(input_ids=input_ids, **kwargs).last_hidden_state
         # position t predicts labels[t + 1]: drop the last position instead of shifting the labels
-        loss = weighted_token_loss(hidden[:, :-1, :], self.lm_head, labels[:, 1:], token_weights, self.fused_loss,
-                                   self.compiled_loss)
+        loss = weighted_token_loss(
+            hidden[:, :-1, :], self.lm_head, labels[:, 1:], token_weights, self.fused_loss, self.compiled_loss
+        )
         return CausalLMOutputWithPast(loss=loss)

@@ -116,9 +116,16 @@ class LogCallback(Callback):
         tok_s = tr.tokens_per_step * self._steps / (time.perf_counter() - self._t0)
         self._t0, self._steps = None, 0
         per_dev, peak = tok_s / tr.env.world_size, M.peak_flops(tr.env.device)
-        row = {"step": out.step, "loss": loss, "grad_norm": grad_norm, "lr": out.lr, "tokens_per_s": tok_s,
-               "tokens_per_s_per_device": per_dev, "mfu": M.mfu(per_dev, tr.flops_per_token, peak),
-               "memory_gib": M.memory_gib(tr.env.device)}
+        row = {
+            "step": out.step,
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "lr": out.lr,
+            "tokens_per_s": tok_s,
+            "tokens_per_s_per_device": per_dev,
+            "mfu": M.mfu(per_dev, tr.flops_per_token, peak),
+            "memory_gib": M.memory_gib(tr.env.device),
+        }
         tr.history.record(out.step, loss, tok_s, row)
         tr.log_metrics(row)
 

@@ -105,9 +105,11 @@ def rng_state() -> dict[str, Any]:
     assert isinstance(state, tuple), "legacy=True (the default): the global MT19937's 5-tuple, not a dict"
     kind, keys, pos, has_gauss, gauss = state
     version, pystate, pygauss = random.getstate()
-    out = {"torch": _b64(torch.get_rng_state()),
-           "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-           "python": [version, list(pystate), pygauss]}
+    out = {
+        "torch": _b64(torch.get_rng_state()),
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(pystate), pygauss],
+    }
     if torch.cuda.is_available():
         out["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
     return out
@@ -202,8 +204,11 @@ class _QuietWriterHook:
 
     def __call__(self, args: threading.ExceptHookArgs) -> None:
         # a short write is left to the saving thread, which re-raises it and checks the disk's free space
-        if (args.thread is not None and "_write_files_from_queue" in args.thread.name
-                and (_disk_cause(args.exc_value) is not None or _short_write(args.exc_value))):
+        if (
+            args.thread is not None
+            and "_write_files_from_queue" in args.thread.name
+            and (_disk_cause(args.exc_value) is not None or _short_write(args.exc_value))
+        ):
             return
         self.previous(args)
 
@@ -329,8 +334,16 @@ class Checkpointer:
     the `.tmp` folder.
     """
 
-    def __init__(self, root: str | Path, parts: dict[str, Part], *, keep: int, meta: dict[str, Any],
-                 async_save: bool = False, device: torch.device | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        parts: dict[str, Part],
+        *,
+        keep: int,
+        meta: dict[str, Any],
+        async_save: bool = False,
+        device: torch.device | None = None,
+    ):
         self.root, self.parts, self.keep, self.meta = Path(root), parts, keep, meta
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.async_save = async_save
@@ -382,12 +395,17 @@ class Checkpointer:
             # The stager refills its host buffers: the previous save is written (`self.wait()` above).
             from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
 
-            response = dcp.async_save(tensors, storage_writer=writer, process_group=self._group,
-                                      async_stager=self._stager)
-            upload, staged = (response.upload_completion, response.staging_completion) \
-                if isinstance(response, AsyncSaveResponse) else (response, None)
+            response = dcp.async_save(
+                tensors, storage_writer=writer, process_group=self._group, async_stager=self._stager
+            )
+            upload, staged = (
+                (response.upload_completion, response.staging_completion)
+                if isinstance(response, AsyncSaveResponse)
+                else (response, None)
+            )
             done = self._pool.submit(_write_then_hash, upload, tmp, self.rank, written)
             if staged is not None:
+
                 def note_staged(_: Future[None], r: SaveRecord = record) -> None:
                     r.staged_s = time.perf_counter() - t0
 
@@ -492,7 +510,7 @@ class Checkpointer:
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        for _, old in list_checkpoints(self.root)[:-self.keep]:
+        for _, old in list_checkpoints(self.root)[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         for stale in self.root.glob("step-*.tmp"):  # left by crashed saves (none is in flight now)
             shutil.rmtree(stale, ignore_errors=True)
@@ -524,4 +542,3 @@ def _write_then_hash(upload: Future, tmp: Path, rank: int, written: list[str]) -
     """Background: wait for this rank's DCP files, then record the hashes of everything it wrote."""
     upload.result()
     record_own_hashes(tmp, rank, written)
-

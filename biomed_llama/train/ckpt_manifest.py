@@ -82,14 +82,18 @@ def manifest_path(folder: Path) -> Path:
 def _read_checkpoint_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     path = manifest_path(folder)
     if not path.is_file():
-        raise IntegrityError(f"checkpoint {folder} has no {MANIFEST} (an older version's or an unfinished save); "
-                             "refusing to resume from it: remove that folder, and the run resumes from its newest complete "
-                             "checkpoint before it (from scratch if there is none)")
+        raise IntegrityError(
+            f"checkpoint {folder} has no {MANIFEST} (an older version's or an unfinished save); "
+            "refusing to resume from it: remove that folder, and the run resumes from its newest complete "
+            "checkpoint before it (from scratch if there is none)"
+        )
     try:
         files = json.loads(path.read_text())["files"]
         return {str(k): {"sha256": str(v["sha256"]), "bytes": int(v["bytes"])} for k, v in files.items()}
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise IntegrityError(f"checkpoint {folder}: {path.name} is not a manifest; refusing to resume from it") from None
+        raise IntegrityError(
+            f"checkpoint {folder}: {path.name} is not a manifest; refusing to resume from it"
+        ) from None
 
 
 def share(files: dict[str, dict[str, Any]], rank: int, world: int) -> list[str]:
@@ -120,11 +124,16 @@ def verify_checkpoint(folder: str | Path, rank: int, world: int) -> None:
         if got.get(n) != files[n]:
             bad[names.index(n)] = 1.0
     bad = all_reduce_cpu(bad) if names else bad
-    problems = [f"{n}: {'missing' if not (folder / n).is_file() else 'sha256 differs from ' + manifest}"
-                for n, b in zip(names, bad, strict=True) if b]
+    problems = [
+        f"{n}: {'missing' if not (folder / n).is_file() else 'sha256 differs from ' + manifest}"
+        for n, b in zip(names, bad, strict=True)
+        if b
+    ]
     extra = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name != manifest)
     problems += [f"{n}: not in {manifest}" for n in extra]
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise IntegrityError(f"checkpoint {folder} does not verify: {problems[0]}{more}; refusing to resume from it "
-                             "(checkpoints are trusted input: resuming unpickles their .metadata); remove that folder")
+        raise IntegrityError(
+            f"checkpoint {folder} does not verify: {problems[0]}{more}; refusing to resume from it "
+            "(checkpoints are trusted input: resuming unpickles their .metadata); remove that folder"
+        )

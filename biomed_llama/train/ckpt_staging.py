@@ -155,6 +155,7 @@ class HostStager(AsyncStager):
                 # writes it as the same shard. `from_local` would move the shard back to the mesh's device.
                 return DTensor(buf, t._spec, requires_grad=False)
             return buf
+
         return fill
 
     def synchronize_staging(self) -> None:

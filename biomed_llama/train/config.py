@@ -97,10 +97,27 @@ class PretrainConfig(StrictModel):
 
     # Speed, placement, logging and checkpoint cadence: the run id leaves them out too (train/runs.py), so a
     # resume may change them and a DVC run never reruns for them.
-    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({
-        "micro_batch_size", "device", "shard_size", "reshard_after_forward", "gathered_layers", "compile",
-        "sdpa_backend", "kernels", "grad_sync", "activation_checkpointing", "activation_memory_budget", "log_every",
-        "checkpoint_every", "checkpoint_async", "keep_checkpoints", "progress", "deterministic"})
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {
+            "micro_batch_size",
+            "device",
+            "shard_size",
+            "reshard_after_forward",
+            "gathered_layers",
+            "compile",
+            "sdpa_backend",
+            "kernels",
+            "grad_sync",
+            "activation_checkpointing",
+            "activation_memory_budget",
+            "log_every",
+            "checkpoint_every",
+            "checkpoint_async",
+            "keep_checkpoints",
+            "progress",
+            "deterministic",
+        }
+    )
 
     tokens: str = "data/tokens"
     """The tokenize stage's output folder (`<subset-slug>/<split>/tokens.bin` + manifest.json)."""
@@ -235,21 +252,31 @@ class PretrainConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
         if self.activation_memory_budget < 1 and not self.compile:
-            raise ValueError("pretrain.activation_memory_budget below 1 needs pretrain.compile: true "
-                             "(it is the compiler's recomputation budget)")
+            raise ValueError(
+                "pretrain.activation_memory_budget below 1 needs pretrain.compile: true "
+                "(it is the compiler's recomputation budget)"
+            )
         if self.gathered_layers and not self.reshard_after_forward:
-            raise ValueError("pretrain.gathered_layers applies with reshard_after_forward: true "
-                             "(false keeps every layer gathered already)")
+            raise ValueError(
+                "pretrain.gathered_layers applies with reshard_after_forward: true "
+                "(false keeps every layer gathered already)"
+            )
         if self.global_batch_size % self.micro_batch_size:
-            raise ValueError(f"pretrain.micro_batch_size ({self.micro_batch_size}) must divide "
-                             f"pretrain.global_batch_size ({self.global_batch_size})")
+            raise ValueError(
+                f"pretrain.micro_batch_size ({self.micro_batch_size}) must divide "
+                f"pretrain.global_batch_size ({self.global_batch_size})"
+            )
         rl = self.released_loader
         if rl is not None:
             if self.shuffle:
-                raise ValueError("pretrain.released_loader replays the released file-order stream; set pretrain.shuffle: false")
+                raise ValueError(
+                    "pretrain.released_loader replays the released file-order stream; set pretrain.shuffle: false"
+                )
             if self.global_batch_size % (rl.world_size * rl.micro_batch):
-                raise ValueError(f"pretrain.released_loader: world_size × micro_batch ({rl.world_size} × {rl.micro_batch}) "
-                                 f"must divide pretrain.global_batch_size ({self.global_batch_size})")
+                raise ValueError(
+                    f"pretrain.released_loader: world_size × micro_batch ({rl.world_size} × {rl.micro_batch}) "
+                    f"must divide pretrain.global_batch_size ({self.global_batch_size})"
+                )
         return self
 
 
@@ -355,12 +382,15 @@ class FinetuneHparams(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> FinetuneHparams:
         if self.global_batch_size % self.micro_batch_size:
-            raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must divide "
-                             f"global_batch_size ({self.global_batch_size})")
+            raise ValueError(
+                f"micro_batch_size ({self.micro_batch_size}) must divide global_batch_size ({self.global_batch_size})"
+            )
         ts = self.trainer_steps
         if ts is not None and self.global_batch_size % (ts.world_size * ts.micro_batch):
-            raise ValueError(f"trainer_steps: world_size × micro_batch ({ts.world_size} × {ts.micro_batch}) must divide "
-                             f"global_batch_size ({self.global_batch_size})")
+            raise ValueError(
+                f"trainer_steps: world_size × micro_batch ({ts.world_size} × {ts.micro_batch}) must divide "
+                f"global_batch_size ({self.global_batch_size})"
+            )
         return self
 
     def steps(self, n_examples: int) -> int:
@@ -383,11 +413,29 @@ class FinetuneConfig(StrictModel):
     SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"checkpoint_every"})
     # The `pretrain` keys a fine-tune's engine config takes (`engine_config`); every other pretrain key is
     # replaced by the mode's own or, for the token stream's keys, unused (the SFT dataset is the data).
-    INHERITED: ClassVar[frozenset[str]] = frozenset({
-        "loss_weighting", "device", "param_dtype", "reduce_dtype", "shard_size", "reshard_after_forward",
-        "gathered_layers", "compile", "sdpa_backend", "kernels", "grad_sync", "activation_checkpointing",
-        "activation_memory_budget", "log_every", "checkpoint_async", "keep_checkpoints", "export_dtype", "progress",
-        "deterministic"})
+    INHERITED: ClassVar[frozenset[str]] = frozenset(
+        {
+            "loss_weighting",
+            "device",
+            "param_dtype",
+            "reduce_dtype",
+            "shard_size",
+            "reshard_after_forward",
+            "gathered_layers",
+            "compile",
+            "sdpa_backend",
+            "kernels",
+            "grad_sync",
+            "activation_checkpointing",
+            "activation_memory_budget",
+            "log_every",
+            "checkpoint_async",
+            "keep_checkpoints",
+            "export_dtype",
+            "progress",
+            "deterministic",
+        }
+    )
 
     model: str = "models/pretrained"
     """Model to fine-tune: a HF directory (the pretrain stage's export by default)."""
@@ -430,12 +478,14 @@ class FinetuneConfig(StrictModel):
     task: FinetuneHparams = Field(default_factory=FinetuneHparams)
     """Task fine-tuning (the table's fine-tune rows; defaults: the demo's): the original's lr 2e-5, wd 1e-4, warmup
     0.03, cosine, 3 epochs, batch 128."""
-    tasks: dict[str, TaskTrainSet] = Field(default_factory=lambda: {
-        # USMLE over two seeds, as the demo: its fine-tune cells are a mean ± std
-        "medqa": TaskTrainSet(format="medqa", path=f"{FIXTURES}/medqa/train_4opt.jsonl", seeds=[1234, 1235]),
-        "medmcqa": TaskTrainSet(format="medmcqa", path=f"{FIXTURES}/medmcqa/train_cop1.jsonl"),
-        "pubmedqa": TaskTrainSet(format="pubmedqa", path=f"{FIXTURES}/pubmedqa/ori_pqaa.json"),
-    })
+    tasks: dict[str, TaskTrainSet] = Field(
+        default_factory=lambda: {
+            # USMLE over two seeds, as the demo: its fine-tune cells are a mean ± std
+            "medqa": TaskTrainSet(format="medqa", path=f"{FIXTURES}/medqa/train_4opt.jsonl", seeds=[1234, 1235]),
+            "medmcqa": TaskTrainSet(format="medmcqa", path=f"{FIXTURES}/medmcqa/train_cop1.jsonl"),
+            "pubmedqa": TaskTrainSet(format="pubmedqa", path=f"{FIXTURES}/pubmedqa/ori_pqaa.json"),
+        }
+    )
     """Train sets of `task` mode by task name (the name picks the output folder `<prefix><name>`)."""
     base: FinetuneStart | None = Field(default_factory=FinetuneStart)
     """The LLaMA-7B rows' runs (`--base`): instruction tuning and task fine-tuning of this model with the
@@ -469,21 +519,43 @@ class FinetuneConfig(StrictModel):
         seeds = self.tasks[task].seeds
         return [None] if seeds is None else list(seeds)
 
-    def run_paths(self, mode: Literal["instruct", "task"], task: str | None = None, start: Start = "pretrained",
-                  seed: int | None = None) -> RunPaths:
+    def run_paths(
+        self,
+        mode: Literal["instruct", "task"],
+        task: str | None = None,
+        start: Start = "pretrained",
+        seed: int | None = None,
+    ) -> RunPaths:
         """Output, checkpoint, metrics and plot paths of one run (`seed`: a run of a task's seed list)."""
         name = self.run_name(mode, task, start)
         _, instruct_out, task_prefix, prefix = self.start_of(start)
         if mode == "instruct":
-            return RunPaths(name, instruct_out, f"{self.checkpoints}/{name}", f"{self.metrics_prefix}{name}.json",
-                            f"{self.plots}/{name}")
+            return RunPaths(
+                name,
+                instruct_out,
+                f"{self.checkpoints}/{name}",
+                f"{self.metrics_prefix}{name}.json",
+                f"{self.plots}/{name}",
+            )
         sub = "" if seed is None else f"/seed-{seed}"
         # The seeds of a task share its checkpoint folder (their run ids differ) and its metrics file.
-        return RunPaths(name, f"{task_prefix}{task}{sub}", f"{self.checkpoints}/{prefix}task-{task}",
-                        f"{self.metrics_prefix}{name}.json", f"{self.plots}/{name}{sub}")
+        return RunPaths(
+            name,
+            f"{task_prefix}{task}{sub}",
+            f"{self.checkpoints}/{prefix}task-{task}",
+            f"{self.metrics_prefix}{name}.json",
+            f"{self.plots}/{name}{sub}",
+        )
 
-    def engine_config(self, pretrain: PretrainConfig, mode: Literal["instruct", "task"], task: str | None,
-                      n_examples: int, start: Start = "pretrained", seed: int | None = None) -> PretrainConfig:
+    def engine_config(
+        self,
+        pretrain: PretrainConfig,
+        mode: Literal["instruct", "task"],
+        task: str | None,
+        n_examples: int,
+        start: Start = "pretrained",
+        seed: int | None = None,
+    ) -> PretrainConfig:
         """The engine config of one fine-tune run: `pretrain`'s `INHERITED` keys (device, dtypes, sharding,
         compile, logging, keep-K) with this mode's optimiser, batch, step count, sequence length and paths.
         The token stream's keys stay at their defaults: a fine-tune reads its SFT dataset instead.
@@ -495,15 +567,23 @@ class FinetuneConfig(StrictModel):
         hp = self.instruct if mode == "instruct" else self.task
         paths = self.run_paths(mode, task, start, seed)
         replaced = {
-            "optim": hp.optim.model_dump(), "global_batch_size": hp.global_batch_size,
-            "micro_batch_size": hp.micro_batch_size, "max_steps": hp.steps(n_examples),
+            "optim": hp.optim.model_dump(),
+            "global_batch_size": hp.global_batch_size,
+            "micro_batch_size": hp.micro_batch_size,
+            "max_steps": hp.steps(n_examples),
             # map-style SFT datasets under the Trainer's sampler: shuffled, no worker replay (evaluation/main.py:150)
-            "max_seq_length": self.max_length, "shuffle": True, "released_loader": None,
+            "max_seq_length": self.max_length,
+            "shuffle": True,
+            "released_loader": None,
             "document_order": "subset_major",  # the SFT examples have no subsets; keeps the run id of pretrain's order
             "added_tokens": 1 if self.pad_token == "released" else 0,
             "checkpoint_every": self.checkpoint_every,
-            "checkpoint_dir": paths.checkpoint_dir, "tokenizer": self.start_of(start)[0], "output": paths.output,
-            "metrics": paths.metrics, "plots": paths.plots, "export_init": None,
+            "checkpoint_dir": paths.checkpoint_dir,
+            "tokenizer": self.start_of(start)[0],
+            "output": paths.output,
+            "metrics": paths.metrics,
+            "plots": paths.plots,
+            "export_init": None,
         }
         if hp.loss_weighting is not None:
             replaced["loss_weighting"] = hp.loss_weighting

@@ -98,8 +98,10 @@ def _model_config(spec: TrainSpec, device: torch.device, data_vocab: int | None)
     if data_vocab is not None and data_vocab > config.vocab_size:
         raise UserError(f"tokens were made with a vocabulary of {data_vocab}, the model has {config.vocab_size}")
     if cfg.max_seq_length > config.max_position_embeddings:
-        raise UserError(f"{spec.stage}: sequence length {cfg.max_seq_length} exceeds the model's "
-                        f"max_position_embeddings {config.max_position_embeddings}")
+        raise UserError(
+            f"{spec.stage}: sequence length {cfg.max_seq_length} exceeds the model's "
+            f"max_position_embeddings {config.max_position_embeddings}"
+        )
     return config
 
 
@@ -121,9 +123,16 @@ def build(spec: TrainSpec) -> Trainer:
     mesh = build_mesh(env, cfg.shard_size)
     accumulation = grad_accumulation(cfg.global_batch_size, cfg.micro_batch_size, env.world_size)
     dataset, data_vocab = spec.dataset()
-    loader = DistributedLoader(dataset, global_batch=cfg.global_batch_size, micro_batch=cfg.micro_batch_size,
-                               dp_rank=env.rank, dp_size=env.world_size, seed=spec.seed, shuffle=cfg.shuffle,
-                               released=cfg.released_loader)
+    loader = DistributedLoader(
+        dataset,
+        global_batch=cfg.global_batch_size,
+        micro_batch=cfg.micro_batch_size,
+        dp_rank=env.rank,
+        dp_size=env.world_size,
+        seed=spec.seed,
+        shuffle=cfg.shuffle,
+        released=cfg.released_loader,
+    )
     total = cfg.max_steps or loader.steps_per_epoch
     config = _model_config(spec, env.device, data_vocab)
     model = build_meta_model(config)
@@ -132,10 +141,31 @@ def build(spec: TrainSpec) -> Trainer:
     model.to_empty(device=env.device)
     optimizer = build_optimizer(model, cfg.optim, env.device)
     scheduler = build_scheduler(optimizer, cfg.optim, total)
-    step = TrainStep(model, optimizer, scheduler, env.device, env.world_size, cfg.optim.max_grad_norm,
-                     loss=loss_weighting(cfg.loss_weighting), options=_step_options(cfg, env, accumulation, model))
-    return Trainer(spec, env, mesh, loader, model, config, optimizer, scheduler, step, total, accumulation,
-                   *count_params(model), kernels=kernels)
+    step = TrainStep(
+        model,
+        optimizer,
+        scheduler,
+        env.device,
+        env.world_size,
+        cfg.optim.max_grad_norm,
+        loss=loss_weighting(cfg.loss_weighting),
+        options=_step_options(cfg, env, accumulation, model),
+    )
+    return Trainer(
+        spec,
+        env,
+        mesh,
+        loader,
+        model,
+        config,
+        optimizer,
+        scheduler,
+        step,
+        total,
+        accumulation,
+        *count_params(model),
+        kernels=kernels,
+    )
 
 
 def _kernels(model, cfg: PretrainConfig, env: DistEnv) -> list[str]:
@@ -144,8 +174,10 @@ def _kernels(model, cfg: PretrainConfig, env: DistEnv) -> list[str]:
 
     applied = apply_kernels(model, list(cfg.kernels), env.device)
     if cfg.kernels and not applied and env.is_main:
-        print_line(f"pretrain.kernels {', '.join(cfg.kernels)}: CUDA only (liger-kernel); the plain modules run "
-                   f"on {env.device.type}")
+        print_line(
+            f"pretrain.kernels {', '.join(cfg.kernels)}: CUDA only (liger-kernel); the plain modules run "
+            f"on {env.device.type}"
+        )
     return applied
 
 
@@ -157,10 +189,12 @@ def _step_options(cfg: PretrainConfig, env: DistEnv, accumulation: int, model) -
     from biomed_llama.model.attention import sdpa_context
     from biomed_llama.train.parallelize import gathered_modules
 
-    return StepOptions(sync_every_micro=cfg.grad_sync == "every",
-                       keep_gathered=tuple(gathered_modules(model, cfg)) if accumulation > 1 else (),
-                       weighted_head=bool(getattr(model, "weighted_loss_only", False)),
-                       forward_context=functools.partial(sdpa_context, cfg.sdpa_backend, env.device))
+    return StepOptions(
+        sync_every_micro=cfg.grad_sync == "every",
+        keep_gathered=tuple(gathered_modules(model, cfg)) if accumulation > 1 else (),
+        weighted_head=bool(getattr(model, "weighted_loss_only", False)),
+        forward_context=functools.partial(sdpa_context, cfg.sdpa_backend, env.device),
+    )
 
 
 def starting_weights(tr: Trainer) -> None:
@@ -179,10 +213,18 @@ def _export_init(tr: Trainer, out: str) -> None:
     from biomed_llama.train.export import export_hf
 
     spec, cfg = tr.spec, tr.cfg
-    export_hf(tr.model, tr.config, out, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
-              params={"seed": spec.seed, "model": spec.manifest_params.get("model")},
-              inputs=[spec.model.base] if spec.model.base else [], extra={"init_of": cfg.output}, stage="init",
-              drop_rows=cfg.added_tokens)
+    export_hf(
+        tr.model,
+        tr.config,
+        out,
+        tokenizer=cfg.tokenizer,
+        dtype=cfg.export_dtype,
+        params={"seed": spec.seed, "model": spec.manifest_params.get("model")},
+        inputs=[spec.model.base] if spec.model.base else [],
+        extra={"init_of": cfg.output},
+        stage="init",
+        drop_rows=cfg.added_tokens,
+    )
 
 
 def restore(tr: Trainer) -> Path | None:
@@ -204,9 +246,11 @@ def restore(tr: Trainer) -> Path | None:
         tr.load_checkpoint(resume)
     if env.is_main:
         mesh = "×".join(str(s) for s in tr.mesh.shape)
-        print_line(f"{spec.stage}: {tr.n_params:,} params ({tr.n_embed:,} embedding), mesh (replicate×shard) {mesh} "
-                   f"on {env.device.type}, accumulation {tr.accumulation}, steps {tr.total_steps}"
-                   + (f", resumed from {run_id}/{resume.name}" if resume is not None else ""))
+        print_line(
+            f"{spec.stage}: {tr.n_params:,} params ({tr.n_embed:,} embedding), mesh (replicate×shard) {mesh} "
+            f"on {env.device.type}, accumulation {tr.accumulation}, steps {tr.total_steps}"
+            + (f", resumed from {run_id}/{resume.name}" if resume is not None else "")
+        )
     return resume
 
 
@@ -230,15 +274,22 @@ def final_metrics(tr: Trainer, end: LoopEnd, saves: list | None = None) -> dict[
     peak_mem = history.peak_memory_gib()
     return {
         "final_loss": history.losses[max(history.losses)] if history.losses else None,
-        "steps": end.step, "tokens_seen": end.step * tr.tokens_per_step,
-        "tokens_per_s": tok_s, "tokens_per_s_per_device": per_dev,
+        "steps": end.step,
+        "tokens_seen": end.step * tr.tokens_per_step,
+        "tokens_per_s": tok_s,
+        "tokens_per_s_per_device": per_dev,
         "mfu": M.mfu(per_dev, tr.flops_per_token, M.peak_flops(env.device)) if per_dev else None,
         "flops_per_token": tr.flops_per_token,
         "peak_memory_gib": peak_mem if peak_mem is not None else M.memory_gib(env.device),
-        "world_size": env.world_size, "mesh": list(tr.mesh.shape), "device": env.device.type,
+        "world_size": env.world_size,
+        "mesh": list(tr.mesh.shape),
+        "device": env.device.type,
         "device_name": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu",
-        "n_params": tr.n_params, "n_embedding_params": tr.n_embed, "kernels": tr.kernels,
-        "checkpoint_saves": [dataclasses.asdict(r) for r in saves or []], "skipped_steps": list(history.skipped),
+        "n_params": tr.n_params,
+        "n_embedding_params": tr.n_embed,
+        "kernels": tr.kernels,
+        "checkpoint_saves": [dataclasses.asdict(r) for r in saves or []],
+        "skipped_steps": list(history.skipped),
         **tr.spec.extra_metrics,
     }
 
@@ -255,10 +306,18 @@ class ExportCallback(Callback):
 
         tr = self.trainer
         spec, cfg = tr.spec, tr.cfg
-        self.output = export_hf(tr.model, tr.config, cfg.output, tokenizer=cfg.tokenizer, dtype=cfg.export_dtype,
-                                params=spec.manifest_params, inputs=spec.inputs,
-                                extra={"metrics": final_metrics(tr, end)}, stage=spec.stage,
-                                drop_rows=cfg.added_tokens)
+        self.output = export_hf(
+            tr.model,
+            tr.config,
+            cfg.output,
+            tokenizer=cfg.tokenizer,
+            dtype=cfg.export_dtype,
+            params=spec.manifest_params,
+            inputs=spec.inputs,
+            extra={"metrics": final_metrics(tr, end)},
+            stage=spec.stage,
+            drop_rows=cfg.added_tokens,
+        )
 
 
 def finish(tr: Trainer, end: LoopEnd, output: Path | None) -> TrainResult | None:

@@ -39,9 +39,19 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def export_hf(model, config, out: str | Path, *, tokenizer: str | Path, dtype: str, params: dict[str, Any],
-              inputs: Iterable[str | Path], extra: dict[str, Any], stage: str = "pretrain",
-              drop_rows: int = 0) -> Path | None:
+def export_hf(
+    model,
+    config,
+    out: str | Path,
+    *,
+    tokenizer: str | Path,
+    dtype: str,
+    params: dict[str, Any],
+    inputs: Iterable[str | Path],
+    extra: dict[str, Any],
+    stage: str = "pretrain",
+    drop_rows: int = 0,
+) -> Path | None:
     """Collective: write the HF model directory `out` from rank 0; returns `out` on rank 0, None elsewhere.
 
     `drop_rows`: leave out the last rows of the embeddings and LM head (`pretrain.added_tokens`, the
@@ -56,8 +66,10 @@ def export_hf(model, config, out: str | Path, *, tokenizer: str | Path, dtype: s
 
     from biomed_llama.provenance import write_manifest
 
-    state = {k: (v[:-drop_rows] if drop_rows and k in VOCAB_TENSORS else v).to(_DTYPES[dtype]).contiguous()
-             for k, v in state.items()}
+    state = {
+        k: (v[:-drop_rows] if drop_rows and k in VOCAB_TENSORS else v).to(_DTYPES[dtype]).contiguous()
+        for k, v in state.items()
+    }
     config = config.__class__.from_dict(config.to_dict())
     config.vocab_size -= drop_rows
     config.use_cache = True  # inference default for the exported model

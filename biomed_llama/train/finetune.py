@@ -54,8 +54,15 @@ class FinetuneParams:
     @classmethod
     def of(cls, params: Any) -> FinetuneParams:
         """Pick the stage's sections out of a loaded params object (`biomed_llama.config.Params`)."""
-        return cls(params.finetune, params.pretrain, params.model, params.readers, params.instruct_mix.on_bad_record,
-                   params.seed, params.profile)
+        return cls(
+            params.finetune,
+            params.pretrain,
+            params.model,
+            params.readers,
+            params.instruct_mix.on_bad_record,
+            params.seed,
+            params.profile,
+        )
 
 
 def _start_model_id(folder: str) -> str | None:
@@ -91,8 +98,9 @@ def _check_request(ft, mode: Mode, task: str | None, start: Start) -> None:
         raise UserError(f"unknown fine-tune task {task!r}; finetune.tasks has {sorted(ft.tasks)}")
 
 
-def finetune_spec(params: FinetuneParams, mode: Mode, task: str | None = None, *, start: Start = "pretrained",
-                  seed: int | None = None) -> TrainSpec:
+def finetune_spec(
+    params: FinetuneParams, mode: Mode, task: str | None = None, *, start: Start = "pretrained", seed: int | None = None
+) -> TrainSpec:
     """The engine spec of a fine-tune run of `mode` (and `task` in task mode) from `start`, with `seed` if given."""
     from pydantic import ValidationError
 
@@ -102,8 +110,10 @@ def finetune_spec(params: FinetuneParams, mode: Mode, task: str | None = None, *
     _check_request(ft, mode, task, start)
     start_model = ft.start_of(start)[0]
     if not (Path(start_model) / "config.json").is_file() or not (Path(start_model) / "tokenizer_config.json").is_file():
-        raise UserError(f"finetune start model {start_model}: not a HF model directory with its tokenizer "
-                        "(run the stage that exports it first)")
+        raise UserError(
+            f"finetune start model {start_model}: not a HF model directory with its tokenizer "
+            "(run the stage that exports it first)"
+        )
     external, opt_in = ft.external_of(start)
     has_manifest = require_trusted_model(start_model, external=external, opt_in=opt_in)
     from transformers import AutoTokenizer
@@ -123,31 +133,52 @@ def finetune_spec(params: FinetuneParams, mode: Mode, task: str | None = None, *
     start_id = _start_model_id(start_model)
     run_seed = params.seed if seed is None else seed
     return TrainSpec(
-        stage="finetune", seed=run_seed, cfg=cfg, model=model,
+        stage="finetune",
+        seed=run_seed,
+        cfg=cfg,
+        model=model,
         dataset=lambda: (ds, int(ds.tokens.max()) + 1 if len(ds.tokens) else None),
         # a stage's output carries a manifest and is checked; an external model (the opt-in) has none: its files
         # are hashed into the fingerprint below and, as an input, into the export's manifest
-        verify=([start_model] if has_manifest else [])
-        + ([ft.mixture] if mode == "instruct" else []),
+        verify=([start_model] if has_manifest else []) + ([ft.mixture] if mode == "instruct" else []),
         inputs=[start_model, data_input],
-        manifest_params={"seed": run_seed, "profile": params.profile, "mode": mode, "task": task, "start": start,
-                         "model": model.section_dict(),
-                         "finetune": ft.section_dict(), "engine": cfg.model_dump(mode="json")},
-        data_fingerprint={"mode": mode, "task": task, "examples": ds.fingerprint(),
-                          "start_model": start_id or _downloaded_model_id(start_model)},
-        extra_metrics={"mode": mode, "task": task, "start": start, "seed": run_seed,
-                       **{f"data_{k}": v for k, v in stats.items()}},
+        manifest_params={
+            "seed": run_seed,
+            "profile": params.profile,
+            "mode": mode,
+            "task": task,
+            "start": start,
+            "model": model.section_dict(),
+            "finetune": ft.section_dict(),
+            "engine": cfg.model_dump(mode="json"),
+        },
+        data_fingerprint={
+            "mode": mode,
+            "task": task,
+            "examples": ds.fingerprint(),
+            "start_model": start_id or _downloaded_model_id(start_model),
+        },
+        extra_metrics={
+            "mode": mode,
+            "task": task,
+            "start": start,
+            "seed": run_seed,
+            **{f"data_{k}": v for k, v in stats.items()},
+        },
         resume_hint="finetune.checkpoints",
     )
 
 
-def run_finetune(params: FinetuneParams, mode: Mode, task: str | None = None, start: Start = "pretrained",
-                 seed: int | None = None) -> TrainResult | None:
+def run_finetune(
+    params: FinetuneParams, mode: Mode, task: str | None = None, start: Start = "pretrained", seed: int | None = None
+) -> TrainResult | None:
     """Fine-tune `start`'s model in `mode` (one run) through the engine; export, metrics and plots on rank 0."""
     return run_training(finetune_spec(params, mode, task, start=start, seed=seed))
 
 
-def run_task_seeds(params: FinetuneParams, task: str, start: Start = "pretrained") -> dict[int | None, TrainResult | None]:
+def run_task_seeds(
+    params: FinetuneParams, task: str, start: Start = "pretrained"
+) -> dict[int | None, TrainResult | None]:
     """Every seed of `task` (`finetune.tasks.<task>.seeds`) in turn, one process group for all.
 
     With a seed list, rank 0 rewrites the task's metrics file after each run with every finished seed's
@@ -162,12 +193,15 @@ def run_task_seeds(params: FinetuneParams, task: str, start: Start = "pretrained
     results: dict[int | None, TrainResult | None] = {}
     for i, seed in enumerate(seeds):
         last = i == len(seeds) - 1
-        results[seed] = run_training(finetune_spec(params, "task", task, start=start, seed=seed),
-                                     keep_process_group=not last)
+        results[seed] = run_training(
+            finetune_spec(params, "task", task, start=start, seed=seed), keep_process_group=not last
+        )
         done = {s: r for s, r in results.items() if r is not None}
         if seed is not None and done:
             parts = {f"seed-{s}": split_metrics(r.metrics, HEADLINE) for s, r in done.items()}
-            write_split(ft.run_paths("task", task, start, seed).metrics,
-                        {"seeds": list(done), **{k: head for k, (head, _) in parts.items()}},
-                        {k: details for k, (_, details) in parts.items()})
+            write_split(
+                ft.run_paths("task", task, start, seed).metrics,
+                {"seeds": list(done), **{k: head for k, (head, _) in parts.items()}},
+                {k: details for k, (_, details) in parts.items()},
+            )
     return results

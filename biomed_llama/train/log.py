@@ -47,8 +47,12 @@ class RunHistory:
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able copy (step keys as strings)."""
-        return {"losses": {str(k): v for k, v in self.losses.items()}, "tokens_per_s": list(self.tokens_per_s),
-                "rows": {str(k): v for k, v in self.rows.items()}, "skipped": list(self.skipped)}
+        return {
+            "losses": {str(k): v for k, v in self.losses.items()},
+            "tokens_per_s": list(self.tokens_per_s),
+            "rows": {str(k): v for k, v in self.rows.items()},
+            "skipped": list(self.skipped),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned (a checkpoint of an earlier version has no rows: step and loss only)."""
@@ -71,8 +75,18 @@ class ConsoleCallback(Callback):
         self.total_steps = total_steps
 
     def log_metrics(self, row: dict[str, Any]) -> None:
-        print_line(M.format_log_line(row["step"], self.total_steps, row["loss"], row["grad_norm"], row["lr"],
-                                     row["tokens_per_s"], row["mfu"], row["memory_gib"]))
+        print_line(
+            M.format_log_line(
+                row["step"],
+                self.total_steps,
+                row["loss"],
+                row["grad_norm"],
+                row["lr"],
+                row["tokens_per_s"],
+                row["mfu"],
+                row["memory_gib"],
+            )
+        )
 
 
 class ProgressCallback(Callback):
@@ -87,9 +101,18 @@ class ProgressCallback(Callback):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-        p = self._stack.enter_context(Progress(self.label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                               TimeRemainingColumn(), console=Console(stderr=True),
-                                               redirect_stdout=False, transient=False))
+        p = self._stack.enter_context(
+            Progress(
+                self.label,
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                redirect_stdout=False,
+                transient=False,
+            )
+        )
         task = p.add_task(self.label, total=self.total, completed=self.trainer.global_step)
         self._advance = lambda step: p.update(task, completed=step)
 

@@ -24,8 +24,18 @@ PEAK_BF16 = [("H200", 989e12), ("H100", 989e12), ("A100", 312e12)]
 LOSS_COLUMNS = ["step", "loss", "grad_norm", "lr", "tokens_per_s"]
 # What `dvc metrics show` lists of a training run: loss, steps, throughput, memory, the checkpoint stalls and
 # (fine-tuning) the examples; the model size, device, mesh and data statistics go to the details file.
-HEADLINE = ("final_loss", "steps", "tokens_seen", "tokens_per_s", "tokens_per_s_per_device", "mfu", "peak_memory_gib",
-            "checkpoint_saves", "data_examples", "skipped_steps")
+HEADLINE = (
+    "final_loss",
+    "steps",
+    "tokens_seen",
+    "tokens_per_s",
+    "tokens_per_s_per_device",
+    "mfu",
+    "peak_memory_gib",
+    "checkpoint_saves",
+    "data_examples",
+    "skipped_steps",
+)
 
 
 def flops_per_token(n_params: int, n_embed: int, n_layers: int, hidden: int, seq_len: int) -> float:
@@ -82,8 +92,10 @@ def write_loss_curve(folder: str | Path, rows: dict[int, dict]) -> None:
 def read_loss_curve(folder: str | Path) -> list[dict]:
     """Rows of `loss.tsv` as dicts of numbers, None for an empty cell (for tests and reports)."""
     with open(Path(folder) / "loss.tsv", newline="") as f:
-        return [{k: (None if v == "" else int(v) if k == "step" else float(v)) for k, v in r.items()}
-                for r in csv.DictReader(f, delimiter="\t")]
+        return [
+            {k: (None if v == "" else int(v) if k == "step" else float(v)) for k, v in r.items()}
+            for r in csv.DictReader(f, delimiter="\t")
+        ]
 
 
 def write_final_metrics(path: str | Path, metrics: dict) -> None:
@@ -92,10 +104,24 @@ def write_final_metrics(path: str | Path, metrics: dict) -> None:
     write_metrics(path, metrics, HEADLINE)
 
 
-def format_log_line(step: int, total: int, loss: float, grad_norm: float, lr: float, tok_s: float,
-                    mfu_value: float | None, mem: float | None) -> str:
+def format_log_line(
+    step: int,
+    total: int,
+    loss: float,
+    grad_norm: float,
+    lr: float,
+    tok_s: float,
+    mfu_value: float | None,
+    mem: float | None,
+) -> str:
     """The one log line per log step."""
-    parts = [f"step {step}/{total}", f"loss {loss:.4f}", f"gnorm {grad_norm:.3f}", f"lr {lr:.3e}",
-             f"tok/s {tok_s:,.0f}", "mfu " + (f"{100 * mfu_value:.1f}%" if mfu_value is not None else "n/a"),
-             "mem " + (f"{mem:.1f}GiB" if mem is not None else "n/a")]
+    parts = [
+        f"step {step}/{total}",
+        f"loss {loss:.4f}",
+        f"gnorm {grad_norm:.3f}",
+        f"lr {lr:.3e}",
+        f"tok/s {tok_s:,.0f}",
+        "mfu " + (f"{100 * mfu_value:.1f}%" if mfu_value is not None else "n/a"),
+        "mem " + (f"{mem:.1f}GiB" if mem is not None else "n/a"),
+    ]
     return " | ".join(parts)

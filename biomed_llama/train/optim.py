@@ -39,8 +39,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     """AdamW with the section's lr/betas/eps/decay over `param_groups`; fused CUDA kernel on GPU, foreach on CPU."""
     fused = device.type == "cuda"
     groups = param_groups(model, cfg.weight_decay, cfg.decay_norms_and_biases)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                             fused=fused, foreach=None if fused else True)
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused, foreach=None if fused else True
+    )
 
 
 def warmup_steps(total_steps: int, ratio: float) -> int:

@@ -140,7 +140,7 @@ def gathered_modules(model: nn.Module, cfg: PretrainConfig) -> list[nn.Module]:
     if not cfg.reshard_after_forward:
         return [model]
     layers = list(decoder_layers(model))
-    return layers[len(layers) - _gathered_count(model, cfg):]
+    return layers[len(layers) - _gathered_count(model, cfg) :]
 
 
 FLOAT8_MIN_CAPABILITY = (8, 9)
@@ -152,18 +152,24 @@ def check_float8(recipe: str | None, device: torch.device) -> None:
     if recipe is None:
         return
     if device.type != "cuda":
-        raise ConfigError(f"pretrain.float8: {recipe} needs a CUDA GPU of compute capability 8.9 or newer "
-                          f"(H100/H200/L40S); this run is on {device.type}. Set pretrain.float8: null")
+        raise ConfigError(
+            f"pretrain.float8: {recipe} needs a CUDA GPU of compute capability 8.9 or newer "
+            f"(H100/H200/L40S); this run is on {device.type}. Set pretrain.float8: null"
+        )
     capability = torch.cuda.get_device_capability(device)
     if capability < FLOAT8_MIN_CAPABILITY:
-        raise ConfigError(f"pretrain.float8: {recipe} needs compute capability 8.9 or newer (FP8 tensor cores); "
-                          f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}. "
-                          f"Set pretrain.float8: null")
+        raise ConfigError(
+            f"pretrain.float8: {recipe} needs compute capability 8.9 or newer (FP8 tensor cores); "
+            f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}. "
+            f"Set pretrain.float8: null"
+        )
     try:
         import torchao.float8  # noqa: F401
     except ImportError:
-        raise ConfigError(f"pretrain.float8: {recipe} needs torchao (pip install torchao); "
-                          f"it is not installed. Set pretrain.float8: null") from None
+        raise ConfigError(
+            f"pretrain.float8: {recipe} needs torchao (pip install torchao); "
+            f"it is not installed. Set pretrain.float8: null"
+        ) from None
 
 
 def float8_config(recipe: str, emulate: bool = False):

@@ -41,13 +41,19 @@ def stream_fingerprint(cfg: PretrainConfig) -> dict[str, Any]:
 
     The `tokens` path itself is left out: moving the folder does not change the run, new content does.
     """
-    return {"tokens_files": manifest_files_id(cfg.tokens), "subsets": list(cfg.subsets), "split": cfg.split,
-            "packing": cfg.packing}
+    return {
+        "tokens_files": manifest_files_id(cfg.tokens),
+        "subsets": list(cfg.subsets),
+        "split": cfg.split,
+        "packing": cfg.packing,
+    }
 
 
 def run_fingerprint(params: PretrainParams, total_steps: int) -> str:
     """Hash of everything that determines the trained numbers (seed, model, data, optimisation, steps)."""
-    return spec_fingerprint(params.seed, params.model, params.pretrain, total_steps, stream_fingerprint(params.pretrain))
+    return spec_fingerprint(
+        params.seed, params.model, params.pretrain, total_steps, stream_fingerprint(params.pretrain)
+    )
 
 
 def pretrain_spec(params: PretrainParams) -> TrainSpec:
@@ -60,10 +66,14 @@ def pretrain_spec(params: PretrainParams) -> TrainSpec:
         from biomed_llama.data.loader import PackedDataset, open_stores
 
         if not (Path(cfg.tokenizer) / "tokenizer_config.json").is_file():
-            raise UserError(f"pretrain.tokenizer={cfg.tokenizer}: not a HF tokenizer directory (no tokenizer_config.json)")
+            raise UserError(
+                f"pretrain.tokenizer={cfg.tokenizer}: not a HF tokenizer directory (no tokenizer_config.json)"
+            )
         stores = open_stores(cfg.tokens, cfg.subsets, cfg.split)
-        return (PackedDataset(stores, cfg.max_seq_length, cfg.packing, document_order=cfg.document_order,
-                              seed=params.seed), int(stores[0].meta["vocab_size"]))
+        return (
+            PackedDataset(stores, cfg.max_seq_length, cfg.packing, document_order=cfg.document_order, seed=params.seed),
+            int(stores[0].meta["vocab_size"]),
+        )
 
     base_checked = []
     if mcfg.base:
@@ -73,12 +83,22 @@ def pretrain_spec(params: PretrainParams) -> TrainSpec:
         # hashed into the export's manifest as an input)
         if require_trusted_model(mcfg.base, external=mcfg.base_external, opt_in="model.base_external"):
             base_checked = [mcfg.base]
-    return TrainSpec(stage="pretrain", seed=params.seed, cfg=cfg, model=mcfg, dataset=dataset,
-                     verify=[cfg.tokens] + base_checked,
-                     inputs=[cfg.tokens] + ([mcfg.base] if mcfg.base else []),
-                     manifest_params={"seed": params.seed, "profile": params.profile, "model": mcfg.section_dict(),
-                                      "pretrain": cfg.section_dict()},
-                     data_fingerprint=stream_fingerprint(cfg))
+    return TrainSpec(
+        stage="pretrain",
+        seed=params.seed,
+        cfg=cfg,
+        model=mcfg,
+        dataset=dataset,
+        verify=[cfg.tokens] + base_checked,
+        inputs=[cfg.tokens] + ([mcfg.base] if mcfg.base else []),
+        manifest_params={
+            "seed": params.seed,
+            "profile": params.profile,
+            "model": mcfg.section_dict(),
+            "pretrain": cfg.section_dict(),
+        },
+        data_fingerprint=stream_fingerprint(cfg),
+    )
 
 
 def run_pretrain(params: PretrainParams) -> TrainResult | None:

@@ -24,8 +24,15 @@ _OUTPUTS = {"checkpoint_dir", "output", "export_dtype", "export_init", "metrics"
 _RESUME_FREE = PretrainConfig.SPEED_ONLY | _OUTPUTS
 # Options added later: left out of the fingerprint at the value that means the earlier behaviour, so that the runs of earlier
 # versions (which computed exactly the default) keep their run ids and their checkpoints still resume.
-_LATER_DEFAULTS = {"loss_weighting": "token", "decay_norms_and_biases": False, "released_loader": None,
-                   "document_order": "subset_major", "added_tokens": 0, "float8": None, "max_nonfinite_skips": 0}
+_LATER_DEFAULTS = {
+    "loss_weighting": "token",
+    "decay_norms_and_biases": False,
+    "released_loader": None,
+    "document_order": "subset_major",
+    "added_tokens": 0,
+    "float8": None,
+    "max_nonfinite_skips": 0,
+}
 # Fields that only say where the packed token stream comes from: a run with its own data
 # fingerprint leaves them out (the fingerprint stands for the data).
 _STREAM_FIELDS = {"tokens", "subsets", "split", "packing"}
@@ -93,8 +100,11 @@ def spec_fingerprint(seed: int, model_cfg, cfg, total_steps: int, data: dict[str
     # of earlier versions keep their run ids, so their checkpoints still resume.
     optim = engine.pop("optim")
     assert not optim.keys() & engine.keys(), "an optim field shadows an engine field in the fingerprint"
-    pre = {k: v for k, v in {**engine, **optim}.items()
-           if k not in skip and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+    pre = {
+        k: v
+        for k, v in {**engine, **optim}.items()
+        if k not in skip and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
+    }
     # the attention kernel and the trust opt-in change no number: a run keeps its id across them
     model = {k: v for k, v in model_cfg.model_dump(mode="json").items() if k not in ("attention", "base_external")}
     what = {"seed": seed, "model": model, "pretrain": pre, "steps": total_steps}
@@ -113,8 +123,10 @@ def check_resumable(checkpoint: Path, run_id: str, hint: str) -> None:
     except (ValueError, AttributeError):
         raise IntegrityError(f"{checkpoint / TRAINER_FILE} is not a trainer state; remove that checkpoint") from None
     if theirs != run_id:
-        raise UserError(f"{checkpoint} lies in the folder of run {run_id} but was written by run {theirs}; "
-                        f"remove that folder (or restore it) under {hint}")
+        raise UserError(
+            f"{checkpoint} lies in the folder of run {run_id} but was written by run {theirs}; "
+            f"remove that folder (or restore it) under {hint}"
+        )
 
 
 def run_folder(root: str | Path, run_id: str, stage: str, is_main: bool) -> tuple[Path, Path | None]:
@@ -131,6 +143,8 @@ def run_folder(root: str | Path, run_id: str, stage: str, is_main: bool) -> tupl
     resume = latest_checkpoint(folder)
     if resume is None and is_main:
         others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != run_id) if root.is_dir() else []
-        print_line(f"{stage}: new run {run_id}, checkpoints in {folder}"
-                   + (f"; other runs' folders there, left untouched: {', '.join(others)}" if others else ""))
+        print_line(
+            f"{stage}: new run {run_id}, checkpoints in {folder}"
+            + (f"; other runs' folders there, left untouched: {', '.join(others)}" if others else "")
+        )
     return folder, resume

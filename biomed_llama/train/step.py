@@ -197,8 +197,9 @@ class TrainStep:
         total, *rest = all_reduce_cpu([float(self.loss.count(micros)), *map(float, also)])
         return int(total), rest
 
-    def __call__(self, micros: list[MicroBatch], total: int | None = None, *,
-                 pre_optim_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, micros: list[MicroBatch], total: int | None = None, *, pre_optim_step: Callable[[], None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward/backward each micro batch, clip, step; return (loss, grad norm).
 
         `total` is the global normaliser (`normaliser`; computed here when not given). The returned loss is this
@@ -210,9 +211,17 @@ class TrainStep:
         if total is None:
             total, _ = self.normaliser(micros)
         local_loss = torch.zeros((), device=self.device, dtype=torch.float32)
-        batches = [to_device({"input_ids": mb.input_ids, "labels": mb.labels,
-                              **self.loss.inputs(mb, total, self.options.weighted_head)}, self.device)
-                   for mb in micros]
+        batches = [
+            to_device(
+                {
+                    "input_ids": mb.input_ids,
+                    "labels": mb.labels,
+                    **self.loss.inputs(mb, total, self.options.weighted_head),
+                },
+                self.device,
+            )
+            for mb in micros
+        ]
         for k, kwargs in enumerate(batches):
             _fsdp_flags(self.model, k, len(batches), self.options)
             with self.options.forward_context():

@@ -123,8 +123,9 @@ class Trainer:
     @property
     def flops_per_token(self) -> float:
         """Training FLOPs per token (`metrics.flops_per_token`)."""
-        return M.flops_per_token(self.n_params, self.n_embed, self.config.num_hidden_layers, self.config.hidden_size,
-                                 self.cfg.max_seq_length)
+        return M.flops_per_token(
+            self.n_params, self.n_embed, self.config.num_hidden_layers, self.config.hidden_size, self.cfg.max_seq_length
+        )
 
     def add_callbacks(self, *callbacks: Callback) -> None:
         """Attach `callbacks` (called in the order added)."""
@@ -141,8 +142,14 @@ class Trainer:
         """The run's checkpointer over the training state (model, optimizer, schedule, data position, history, RNG)
         in `run_dir`, each checkpoint recording `run_id`."""
         parts = training_state(self.model, self.optimizer, self.scheduler, self.loader, self.history)
-        self.checkpointer = Checkpointer(run_dir, parts, keep=self.cfg.keep_checkpoints, meta={"run": run_id},
-                                         async_save=self.cfg.checkpoint_async, device=self.env.device)
+        self.checkpointer = Checkpointer(
+            run_dir,
+            parts,
+            keep=self.cfg.keep_checkpoints,
+            meta={"run": run_id},
+            async_save=self.cfg.checkpoint_async,
+            device=self.env.device,
+        )
         self.run_dir = run_dir
         return self.checkpointer
 
@@ -185,8 +192,11 @@ class Trainer:
         step = self.global_step + 1
         if (bad := self.step.skipped) is not None:
             if len(self.history.skipped) >= self.cfg.max_nonfinite_skips:
-                return LoopEnd(self.global_step, diverged=f"non-finite {bad.what} at step {step} (loss {bad.loss}, "
-                               f"grad norm {bad.grad_norm}); that update was not applied")
+                return LoopEnd(
+                    self.global_step,
+                    diverged=f"non-finite {bad.what} at step {step} (loss {bad.loss}, "
+                    f"grad norm {bad.grad_norm}); that update was not applied",
+                )
             self.history.skipped.append(step)
         self.global_step = step
         out = StepOutput(step, loss, grad_norm, lr)
@@ -229,8 +239,11 @@ class Trainer:
             for cb in self.callbacks:
                 cb.close()
         if end.interrupted_by:
-            raise TrainingInterrupted(f"stopped by signal {end.interrupted_by} at step {end.step}; checkpoint "
-                                      f"saved in {self.run_dir}; rerun the same command to resume", end.interrupted_by)
+            raise TrainingInterrupted(
+                f"stopped by signal {end.interrupted_by} at step {end.step}; checkpoint "
+                f"saved in {self.run_dir}; rerun the same command to resume",
+                end.interrupted_by,
+            )
         if end.diverged is not None:
             raise DivergedError(self._diverged_message(end.diverged))
         return end
@@ -241,5 +254,7 @@ class Trainer:
         kept = f"the last finite checkpoint {last} is kept" if last else "no checkpoint was saved"
         skips = self.history.skipped
         skipped = f" after skipping {len(skips)} (steps {', '.join(map(str, skips))})" if skips else ""
-        return (f"{self.spec.stage}: {what}{skipped}; stopped: nothing exported, no metrics written, {kept} "
-                f"(lower the learning rate, or let pretrain.max_nonfinite_skips skip such steps)")
+        return (
+            f"{self.spec.stage}: {what}{skipped}; stopped: nothing exported, no metrics written, {kept} "
+            f"(lower the learning rate, or let pretrain.max_nonfinite_skips skip such steps)"
+        )
