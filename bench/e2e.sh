@@ -24,7 +24,7 @@
 # Knobs: WORK_DIR (default .e2e-work in this checkout: git ignores it, so a second device call on the still-warm
 # machine finds it), CONTINUE=1 (keep WORK_DIR's pipeline and go on where it stopped: `dvc repro` reruns only
 # what is missing), GEN_ARGS (extra make_gpu_inputs.py arguments, e.g. "--hidden 4096 --heads 32 --ffn 11008"),
-# OVERLAY (one more overlay composed last, e.g. to try other sizes), BUDGET (seconds, 570).
+# OVERLAY (one more overlay composed last, e.g. to try other sizes), BUDGET (seconds, 570), PROBE=0 (no start-up probe).
 cd "$(dirname "$0")/.." && source bench/lib.sh
 REPO=$PWD
 DIR=${OUT:-/tmp}/e2e
@@ -48,7 +48,7 @@ else
 fi
 [ -n "${OVERLAY:-}" ] && LAYERS="$LAYERS $OVERLAY"
 environment "$DIR"
-if [ "${TINY:-0}" != 1 ]; then  # where a training process's start goes (each stage pays it once per process)
+if [ "${TINY:-0}" != 1 ] && [ "${PROBE:-1}" = 1 ]; then  # where a training process's start goes (each stage pays it once per process)
   $PY - >> "$DIR/environment.txt" 2>&1 <<'PYEOF'
 import time
 t = [("start", time.time())]
