@@ -73,9 +73,12 @@ fi
 # 1. the scratch checkout: what git tracks (or, without .git, the device copy's files less the carried ones)
 if [ "$CONTINUE" = 0 ]; then
   if git rev-parse --git-dir > /dev/null 2>&1; then
-    # tracked files only: a checkout that ran the demo holds its untracked records (dvc.lock, metrics/, plots/,
-    # reports/), which would make the scratch copy's pipeline look already run (the overlays are copied below)
-    git ls-files -z --cached | tar --null -T - -cf - | tar -C "$WORK" -xf -
+    # the files git tracks or would (untracked, not ignored: a device copy's .git index can be older than its
+    # files, and a module added since is then untracked there), less the records of a pipeline run (a checkout
+    # that ran the demo holds dvc.lock, metrics/, plots/, reports/, which would make the scratch copy's pipeline
+    # look already run); the overlays are copied below
+    git ls-files -z --cached --others --exclude-standard | grep -zvE '^(dvc\.lock|metrics/|plots/|reports/|\.e2e-work/)' |
+      tar --null -T - -cf - | tar -C "$WORK" -xf -
   else
     tar --exclude=./.whl --exclude=./.bench --exclude=./.venv --exclude=./.e2e-work -cf - . | tar -C "$WORK" -xf -
   fi
