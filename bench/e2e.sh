@@ -24,7 +24,7 @@
 # Knobs: WORK_DIR (default .e2e-work in this checkout: git ignores it, so a second device call on the still-warm
 # machine finds it), CONTINUE=1 (keep WORK_DIR's pipeline and go on where it stopped: `dvc repro` reruns only
 # what is missing), GEN_ARGS (extra make_gpu_inputs.py arguments, e.g. "--hidden 4096 --heads 32 --ffn 11008"),
-# OVERLAY (one more overlay composed last, e.g. to try other sizes), BUDGET (seconds, 570).
+# OVERLAY (one more overlay composed last, e.g. to try other sizes), BUDGET (seconds, 570), PROBE=0 (no start-up probe).
 cd "$(dirname "$0")/.." && source bench/lib.sh
 REPO=$PWD
 DIR=${OUT:-/tmp}/e2e
@@ -48,7 +48,7 @@ else
 fi
 [ -n "${OVERLAY:-}" ] && LAYERS="$LAYERS $OVERLAY"
 environment "$DIR"
-if [ "${TINY:-0}" != 1 ]; then  # where a training process's start goes (each stage pays it once per process)
+if [ "${TINY:-0}" != 1 ] && [ "${PROBE:-1}" = 1 ]; then  # where a training process's start goes (each stage pays it once per process)
   $PY - >> "$DIR/environment.txt" 2>&1 <<'PYEOF'
 import time
 t = [("start", time.time())]
@@ -73,9 +73,12 @@ fi
 # 1. the scratch checkout: what git tracks (or, without .git, the device copy's files less the carried ones)
 if [ "$CONTINUE" = 0 ]; then
   if git rev-parse --git-dir > /dev/null 2>&1; then
-    # tracked files only: a checkout that ran the demo holds its untracked records (dvc.lock, metrics/, plots/,
-    # reports/), which would make the scratch copy's pipeline look already run (the overlays are copied below)
-    git ls-files -z --cached | tar --null -T - -cf - | tar -C "$WORK" -xf -
+    # the files git tracks or would (untracked, not ignored: a device copy's .git index can be older than its
+    # files, and a module added since is then untracked there), less the records of a pipeline run (a checkout
+    # that ran the demo holds dvc.lock, metrics/, plots/, reports/, which would make the scratch copy's pipeline
+    # look already run); the overlays are copied below
+    git ls-files -z --cached --others --exclude-standard | grep -zvE '^(dvc\.lock|metrics/|plots/|reports/|\.e2e-work/)' |
+      tar --null -T - -cf - | tar -C "$WORK" -xf -
   else
     tar --exclude=./.whl --exclude=./.bench --exclude=./.venv --exclude=./.e2e-work -cf - . | tar -C "$WORK" -xf -
   fi
