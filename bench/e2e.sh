@@ -74,11 +74,11 @@ fi
 if [ "$CONTINUE" = 0 ]; then
   if git rev-parse --git-dir > /dev/null 2>&1; then
     # the files git tracks or would (untracked, not ignored: a device copy's .git index can be older than its
-    # files, and a module added since is then untracked there), less the records of a pipeline run (a checkout
+    # files, and a module added since is then untracked there, one deleted since still listed), less the records of a pipeline run (a checkout
     # that ran the demo holds dvc.lock, metrics/, plots/, reports/, which would make the scratch copy's pipeline
     # look already run); the overlays are copied below
     git ls-files -z --cached --others --exclude-standard | grep -zvE '^(dvc\.lock|metrics/|plots/|reports/|\.e2e-work/)' |
-      tar --null -T - -cf - | tar -C "$WORK" -xf -
+      tar --null --ignore-failed-read -T - -cf - 2> /dev/null | tar -C "$WORK" -xf -  # (and files since deleted)
   else
     tar --exclude=./.whl --exclude=./.bench --exclude=./.venv --exclude=./.e2e-work -cf - . | tar -C "$WORK" -xf -
   fi
