@@ -10,7 +10,7 @@ gives the same bytes, and prints MB/s of extracted text and the projected time f
 second of the scanning processes (the slowest worker count's), since the files are independent and each worker
 scans its own; wall-clock MB/s is printed too, but on a shared machine it mostly measures the other tenants.
 
-    python bench/bench_contamination.py --root /tmp/contam-bench --train-files 4 --workers 1,2
+    python -m bench.bench_contamination --root /tmp/contam-bench --train-files 4 --workers 1,2
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO))
 
 PAPER_GIB = 213  # the paper's PubMed corpus (shared/REPRODUCTION.md: PubMed Abstracts + PubMed Central)
 
@@ -39,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node-cores", type=int, default=16)
     args = ap.parse_args(argv)
 
-    import make_gpu_inputs as gi
-    from synth_benchmarks import write_benchmarks
+    from scripts import make_gpu_inputs as gi
+    from scripts.synth_benchmarks import write_benchmarks
     from transformers import AutoTokenizer
 
     from biomed_llama.benchmarks.config import ReadersConfig
