@@ -12,7 +12,9 @@ The flavour: dim 4096, 32 heads (no GQA), FFN 11008 = torchtitan's `compute_ffn_
 no frequency scaling (LLaMA-1/2; torchtitan's llama3 flavours use 500000 and "llama" scaling), sequence 2048,
 TITAN_LAYERS layers (32 for the 7B; 16 on one H200, 8 on one H100). Everything else is torchtitan's own choice in
 its llama3 configs: fused QKV projection, FlexAttention with the block-causal mask (one document per sequence here,
-so plain causal attention; TITAN_ATTN=flex_flash or varlen for its other kernels), the chunked linear cross-entropy
+so plain causal attention; TITAN_ATTN=flex_flash or varlen for its other kernels) where the running torch can run
+torchtitan 0.3.0's mask builder; on torch 2.11 it cannot (`flex_supported`), and the default is then its
+ScaledDotProductAttention (TITAN_ATTN=sdpa: cuDNN SDPA, causal, the kernel our CLI's per-card setting uses), the chunked linear cross-entropy
 (`ChunkedLossWrapper`), fused AdamW (betas 0.9/0.95, weight decay 0.1, as `default_adamw`), FSDP2 with bf16
 parameters and fp32 reduction (parameters kept gathered from forward to backward, TITAN_RESHARD=never, as our
 CLI's per-card setting; "default" is torchtitan's own policy), per-block torch.compile of the model and the loss,
@@ -64,6 +66,42 @@ def ffn_hidden_dim() -> int:
     return compute_ffn_hidden_dim(SHAPE["dim"], multiple_of=SHAPE["multiple_of"])
 
 
+def flex_supported() -> bool:
+    """Whether this torch's `create_block_mask` takes `separate_full_blocks`, which torchtitan 0.3.0's FlexAttention
+    mask builder passes (models/common/attention.py:627). torch 2.11 (the GPU machine's) does not: the first anchor
+    run there (one H100, 2026-12-07) failed with `TypeError: create_block_mask() got an unexpected keyword argument
+    'separate_full_blocks'` at its first step."""
+    import inspect
+
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return "separate_full_blocks" in inspect.signature(create_block_mask).parameters
+
+
+def default_attention() -> str:
+    """TITAN_ATTN, or torchtitan's own default (FlexAttention) where this torch can run it, else `sdpa`."""
+    return os.environ.get("TITAN_ATTN") or ("flex" if flex_supported() else "sdpa")
+
+
+def _use_sdpa_backend() -> None:
+    """Let `attn_backend="sdpa"` name torchtitan's `ScaledDotProductAttention` (cuDNN first, then flash: causal by
+    `is_causal`). Its `get_attention_config` refuses SDPA for language models because SDPA cannot take per-document
+    masks (models/common/config_utils.py:76-82); here every sequence is one document, so the block-causal mask is
+    the causal mask and SDPA computes the same attention, with the kernel our CLI's `sdpa_backend: cudnn` uses."""
+    import torchtitan.models.llama3 as llama3
+    from torchtitan.models.common.attention import ScaledDotProductAttention
+
+    stock = llama3.get_attention_config
+    if getattr(stock, "biomed_sdpa", False):
+        return
+
+    def with_sdpa(backend: str):
+        return ScaledDotProductAttention.Config() if backend == "sdpa" else stock(backend)
+
+    with_sdpa.biomed_sdpa = True  # type: ignore[attr-defined]
+    llama3.get_attention_config = with_sdpa
+
+
 def model_config(layers: int, attn_backend: str):
     """torchtitan's Llama3Model.Config of the LLaMA-7B shape with `layers` layers (built like its `_8b` flavour)."""
     from torchtitan.models.common import ComplexRoPE, Embedding, Linear, RMSNorm
@@ -75,6 +113,8 @@ def model_config(layers: int, attn_backend: str):
     )
     from torchtitan.models.llama3.model import Llama3Model
 
+    if attn_backend == "sdpa":
+        _use_sdpa_backend()
     dim, heads, vocab = SHAPE["dim"], SHAPE["n_heads"], SHAPE["vocab"]
     return Llama3Model.Config(
         dim=dim,
@@ -193,7 +233,7 @@ def _activation_checkpoint(choice: str):
 
 def llama7b():
     """The torchtitan Trainer.Config of the anchor run (torchtitan's config-registry entry point); the sizes come
-    from TITAN_* (layers 8, micro 8, accumulation 2, steps 10, AC none, attention flex)."""
+    from TITAN_* (layers 8, micro 8, accumulation 2, steps 10, AC none, attention `default_attention()`)."""
     from torchtitan.components.checkpoint import CheckpointManager
     from torchtitan.components.loss import ChunkedLossWrapper, CrossEntropyLoss
     from torchtitan.components.metrics import MetricsProcessor
@@ -206,7 +246,7 @@ def llama7b():
     tokenizer_cls, loader_cls = _synthetic_classes()
     layers, micro, acc = _env_int("TITAN_LAYERS", 8), _env_int("TITAN_MICRO", 8), _env_int("TITAN_ACC", 2)
     world = _env_int("WORLD_SIZE", 1)
-    spec = model_spec(layers, os.environ.get("TITAN_ATTN", "flex"))
+    spec = model_spec(layers, default_attention())
     steps = _env_int("TITAN_STEPS", 10)
     return Trainer.Config(
         loss=ChunkedLossWrapper.Config(loss_fn=CrossEntropyLoss.Config(global_vocab_size=decoder_vocab_size(spec))),
@@ -314,7 +354,7 @@ def main() -> None:
         row = {"name": "torchtitan", "torchtitan": _version(), "datasets": datasets_note, "torch_compat": compat_note,
                "spmd_backend": config.parallelism.spmd_backend, "layers": layers, "micro": micro,
                "acc": trainer.gradient_accumulation_steps, "world": torch.distributed.get_world_size(),
-               "ac": os.environ.get("TITAN_AC", "none"), "attention": os.environ.get("TITAN_ATTN", "flex"),
+               "ac": os.environ.get("TITAN_AC", "none"), "attention": default_attention(),
                "reshard_after_forward": config.parallelism.fsdp_reshard_after_forward,
                "cuda_graphs": not config.training.disable_cuda_graphs, "compile": config.compile.enable,
                "device": torch.cuda.get_device_name(trainer.device), "steps_timed": len(steady),
