@@ -42,8 +42,9 @@ from biomed_llama.procs import die_with_parent
 
 # How much more a unit that lm-eval's stock code scores costs per weighted byte than a packed one. On one H100
 # (bench/e2e.sh, issue 23) a stock-scored stand-in's zero-shot seed suite took ~104 s, a packed LLaMA's zero- and
-# few-shot seed suite ~68 s; the (1 + shots) weighting below counts the latter at ~5 times the former's bytes, so
-# the stock one costs ~1.5 x 5 = ~8 times as much per byte.
+# few-shot seed suite ~68 s; the (1 + shots) weighting below counts the latter at roughly 5 times the former's bytes
+# (its 3-, 10- and 1-shot runs weigh 4, 11 and 2 times their test sets), so the stock one costs ~1.5 x 5 = ~8 times
+# as much per byte: an estimate for the order of starting, not a fit.
 STOCK_COST = 8.0
 
 
