@@ -25,10 +25,11 @@ PAPER = REPO / "configs/paper.yaml"
 GPU_ALLOWED = {
     # SIZE: how much is run (the depth and the data volume come from the generated inputs)
     "pretrain.global_batch_size", "pretrain.max_steps", "instruct_mix.n_records", "finetune.tasks.*.seeds",
-    # SPEED: the trained and scored numbers are the same (micro batches, checkpoint cadence) or equal up to
+    # SPEED: the trained and scored numbers are the same (micro batches, checkpoint cadence, eval workers) or equal up to
     # fp16 near-ties (eval.generation_speed, not a DVC param; bench/bench_generate.py counts them)
     "pretrain.micro_batch_size", "pretrain.checkpoint_every", "finetune.instruct.micro_batch_size",
     "finetune.task.micro_batch_size", "eval.generation_speed.batch_size", "eval.token_budget", "eval.generation_speed.sort_by_length",
+    "eval.workers",
     # RUN: the profile's name and where the stages run
     "profile", "launch.mode", "launch.nproc_per_node", "launch.container",
     # INPUTS: the stand-in models of the seed table's other rows (generated; `external`: made by no stage)

@@ -14,6 +14,9 @@ GEN_SUITES = ("instruct", "finetune")
 TABLE_METRICS = "table"
 """A name no model may take (nor `random`): `table.json` held the table's cells in `metrics_dir` until they
 moved to `eval.table_metrics`; kept reserved so that a file of an earlier run is never read as a model's."""
+# The model types whose forward takes the packed rows of `eval.backend: packed` (eval/packed_lm.py); any other
+# is scored by lm-eval's stock HF code.
+PACKABLE_MODEL_TYPES = ("llama",)
 MC_TASKS = ("medqa4", "medqa5", "medmcqa", "pubmedqa")
 PPL_TASKS = ("pubmed_a", "pubmed_c")
 # The MC tasks whose seed-suite few-shot examples come from a train file, and the key naming it.
@@ -172,7 +175,7 @@ class EvalConfig(StrictModel):
     """Benchmark files, models to evaluate, suites and shot settings."""
 
     # Batching of the log-likelihood backends (the same per-item numbers, to float rounding) and the display.
-    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"batch_size", "token_budget", "progress"})
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"batch_size", "token_budget", "workers", "progress"})
 
     benchmarks: BenchmarkFiles = Field(default_factory=BenchmarkFiles)
     """Where the published benchmark files are."""
@@ -212,6 +215,12 @@ class EvalConfig(StrictModel):
     generation_speed: GenerationSpeed = Field(default_factory=GenerationSpeed)
     """Speed-only settings of the generation rows (larger batches, static KV cache, compile); default: as released.
     Not a DVC param (changing it reruns nothing); recorded in the eval manifests."""
+    workers: int = Field(1, ge=1)
+    """Worker processes that evaluate the (model member, suite) units concurrently (1: every run in this process, one
+    after the other). Each loads its own copy of its model, so on one GPU they share the card: size it to memory (the
+    paper's 7B needs ~13.5 GB in float16 per worker). The numbers are the same for any count (each run is scored as
+    in one process); what it speeds up is lm-eval's CPU-side work (building requests, tokenizing, few-shot contexts),
+    which a small model on a GPU waits on."""
     limit: int | None = Field(None, ge=1)
     """Evaluate only the first N documents of each task (debugging; None: all, as the table)."""
     mc_metric: Literal["acc", "acc_norm"] = "acc"
@@ -238,7 +247,8 @@ class EvalConfig(StrictModel):
     )
     """Loss TSVs (DVCLive format: `step` + a value column) per training stage, drawn by `report`."""
     progress: bool = True
-    """Show a rich progress display over the (model, suite, shots, task) runs."""
+    """Show a rich progress display over the (model, suite, shots, task) runs (with `workers` > 1: one line per
+    finished unit)."""
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from biomed_llama.errors import UserError
-from biomed_llama.eval.config import GEN_SUITES, EvalConfig
+from biomed_llama.eval.config import GEN_SUITES, PACKABLE_MODEL_TYPES, EvalConfig
 from biomed_llama.eval.plan import Run, plan_runs  # noqa: F401  (plan_runs: harness.plan_runs, what to run)
 
 # Lazy imports: transformers and lm_eval (seconds to import) are imported where a model is scored; `packed_lm` imports
@@ -29,6 +29,17 @@ NO_BOS_SUITES = ("seed",)
 KEPT_METRICS = ("acc", "acc_norm", "word_perplexity", "byte_perplexity", "bits_per_byte", "exact_match")
 
 
+def _hf_config(path: str | Path) -> dict[str, Any]:
+    """A HF model directory's `config.json` ({} without one)."""
+    cfg_file = Path(path) / "config.json"
+    return json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+
+
+def packable(path: str | Path) -> bool:
+    """Whether the model in `path` is of a type the packed backend packs (its attention is checked when loaded)."""
+    return _hf_config(path).get("model_type") in PACKABLE_MODEL_TYPES
+
+
 def model_positions(path: str) -> int | None:
     """The size of a HF model directory's learned position table (GPT-2's `n_positions` / `n_ctx`), or None.
 
@@ -36,10 +47,7 @@ def model_positions(path: str) -> int | None:
     fails with an index error in its position embedding (found by bench/e2e.sh's stand-in). LLaMA's rotary
     positions have no table (its `max_position_embeddings` is no limit), so a LLaMA is never capped.
     """
-    cfg_file = Path(path) / "config.json"
-    if not cfg_file.is_file():
-        return None
-    cfg = json.loads(cfg_file.read_text())
+    cfg = _hf_config(path)
     for key in ("n_positions", "n_ctx"):
         if isinstance(cfg.get(key), int):
             return cfg[key]

@@ -21,8 +21,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 from biomed_llama.eval import packing
+from biomed_llama.eval.config import PACKABLE_MODEL_TYPES
 
-PACKABLE_MODEL_TYPES = ("llama",)
 PACKABLE_ATTENTION = ("sdpa", "eager")
 
 

@@ -4,7 +4,6 @@ the chance baseline, the table with its cells, the loss figure."""
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import time
 from contextlib import nullcontext, suppress
@@ -12,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from biomed_llama.contamination.results import contaminated_items
-from biomed_llama.errors import ConfigError, UserError
-from biomed_llama.eval import generate, harness
-from biomed_llama.eval.aggregate import chance_accuracy, clean_metrics, combine_members, model_members
-from biomed_llama.eval.config import GEN_SUITES, EvalConfig, EvalModel
+from biomed_llama.errors import UserError
+from biomed_llama.eval import harness
+from biomed_llama.eval.aggregate import chance_accuracy, combine_members, model_members
+from biomed_llama.eval.config import EvalConfig, EvalModel
+from biomed_llama.eval.members import Checked, Evaluation, evaluate_member, member_dir
 from biomed_llama.eval.table import RANDOM, render_table, table_cells
 from biomed_llama.fsutil import atomic_write_json, atomic_write_text
 from biomed_llama.provenance import require_verified, trusted_model, write_manifest
@@ -35,41 +35,6 @@ def _progress(enabled: bool):
     )
 
 
-def _free_accelerator_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-class ModelRuns:
-    """One model's runs: its lm-eval backend and its generator, loaded on first use; one copy of the weights."""
-
-    def __init__(self, cfg: EvalConfig, path: str, runs: list[harness.Run]) -> None:
-        self.cfg, self.path = cfg, path
-        self.needs_lm = any(r.suite not in GEN_SUITES for r in runs)
-        self.lm: Any = None  # the lm-eval backend, loaded on first use
-        self.generator: tuple[Any, Any] | None = None  # (model, tokenizer), loaded on first use
-
-    def _lm(self):
-        if self.lm is None:
-            cfg = self.cfg
-            self.lm = harness.load_lm(harness.hf_model_args(cfg, self.path), cfg.backend, cfg.token_budget)
-        return self.lm
-
-    def run(self, run: harness.Run, tm) -> dict[str, Any]:
-        """lm-eval's results dict of one run (generation suites: shaped the same by eval/generate.py)."""
-        cfg = self.cfg
-        if run.suite in GEN_SUITES:
-            if self.generator is None:  # the lm-eval backend's weights when this model has lm-eval runs too
-                self.generator = generate.load_generator(cfg, self.path, self._lm().model if self.needs_lm else None)
-            model, tok = self.generator
-            return generate.run_generation(model, tok, cfg, run.suite, run.task, run.lm_eval_task)
-        harness.set_suite(self._lm(), run.suite)
-        return harness.run_one(self.lm, tm, run, cfg.limit)
-
-
 def _check_model(name: str, m: EvalModel) -> tuple[list[tuple[str, Path]], dict[str, Any]]:
     """The model's members (itself, or its seed runs), each a HF folder that is trusted (`trusted_model`: its
     manifest verifies, or `external` says it was made elsewhere); and their records for the eval manifest."""
@@ -81,107 +46,47 @@ def _check_model(name: str, m: EvalModel) -> tuple[list[tuple[str, Path]], dict[
     return members, described
 
 
-# What `random.sample` says when a few-shot count exceeds its pool (lm-eval's sampler and ours both use it).
-_POOL_TOO_SMALL = "Sample larger than population"
-
-
-def _run(model_runs: ModelRuns, tm, run: harness.Run) -> dict[str, Any]:
-    """One run; a few-shot count its pool cannot give is a ConfigError naming the param."""
-    try:
-        return model_runs.run(run, tm)
-    except ValueError as e:
-        if not str(e).startswith(_POOL_TOO_SMALL):
-            raise
-        raise ConfigError(
-            f"eval.fewshot.{run.task}={run.shots}: {run.lm_eval_task} has fewer examples than that "
-            f"to draw from (its few-shot pool, or its test set less the item itself); lower it "
-            f"(the runs already done are kept)"
-        ) from None
-
-
-def _evaluate_member(
-    cfg: EvalConfig,
-    tm,
-    runs: list,
-    folder: Path,
-    out_dir: Path,
-    metrics: dict[str, float],
-    prog,
-    bar,
-    verdicts: dict[str, dict[int, bool]] | None = None,
-) -> None:
-    """All runs of one model folder: flat metrics into `metrics` as each run finishes (with `verdicts`, the
-    contamination stage's, also over the uncontaminated items); full results, samples and timing under `out_dir`."""
-    model_runs, timing = ModelRuns(cfg, str(folder), runs), {}
-    for run in runs:
-        if prog:
-            prog.update(bar, description=f"{out_dir.name}: {run.key}")
-        res = _run(model_runs, tm, run)
-        flat = harness.flat_metrics(run, res)
-        metrics.update(flat)
-        metrics.update(
-            clean_metrics(
-                run.key,
-                run.suite,
-                run.task,
-                res.get("samples", {}).get(run.lm_eval_task, []),
-                flat,
-                verdicts,
-                cfg.generation.medmcqa_split,
-            )
-        )
-        timing[run.key] = res["biomed_wall_s"]
-        harness.save_run(out_dir, run, res)
-        if prog:
-            prog.advance(bar)
-    atomic_write_json(out_dir / "timing.json", timing)
-    del model_runs  # one model in memory at a time (the paper profile evaluates many 7B models)
-    _free_accelerator_memory()
-
-
 def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
     """Run every configured (model, suite, task, shots) of the models with a path (each seed of a seed-run folder);
     write metrics (and chance accuracy), full results, the table, its cells and the loss figure. Return metrics.
 
-    Every model is checked before any is loaded. What was measured is kept when a later run fails:
-    each model's metrics file holds the runs it finished, and the table shows them.
+    Every model is checked before any is loaded. With `eval.workers` > 1 the (model member, suite) units run in that
+    many worker processes (eval/units.py), with the same numbers and outputs. What was measured is kept when a run
+    fails: each model's metrics file holds the runs it finished, and the table shows them; the first error is raised.
     """
     require_verified(cfg.output)
     verdicts = contaminated_items(cfg.contamination)  # None: no contamination output, full-set cells only
-    checked = {name: _check_model(name, m) for name, m in cfg.models.items() if m.path}
+    checked: Checked = {name: _check_model(name, m) for name, m in cfg.models.items() if m.path}
     measured = cfg.model_copy(update={"models": {n: m for n, m in cfg.models.items() if m.path}})
-    runs = harness.plan_runs(measured)
-    tm = harness.task_manager(Path(cfg.output) / "tasks")
+    ev = Evaluation(cfg, checked, harness.plan_runs(measured), verdicts)
     recorded = cfg.model_dump(mode="json", exclude={"models", "progress"})
     metrics: dict[str, dict[str, float]] = {}
-    pending: dict[str, dict[str, dict[str, float]]] = {}  # model → member → metrics of the model being run
     if cfg.random_baseline:
         metrics[RANDOM] = chance_accuracy(cfg.output, verdicts)
+
+    def finish(name: str) -> None:
+        """Every run of model `name` is done: its metrics (mean ± std over seed members) and its manifest."""
+        metrics[name] = combine_members(ev.pending.pop(name))
+        atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
+        inputs = [cfg.output] + ([cfg.contamination] if verdicts is not None and cfg.contamination else [])
+        write_manifest(
+            Path(cfg.results_dir) / name,
+            stage="evaluate",
+            inputs=inputs,
+            described=checked[name][1],
+            params={"model": name, **cfg.models[name].model_dump(mode="json"), "eval": recorded},
+        )
+
+    ev.finish = finish
     try:
-        with _progress(cfg.progress) as prog:
-            total = sum(len([r for r in runs if r.model == n]) * len(ms) for n, (ms, _) in checked.items())
-            bar = prog.add_task("evaluate", total=total) if prog else None
-            for name, (ms, described) in checked.items():
-                mine = [r for r in runs if r.model == name]
-                per_member = pending[name] = {}
-                for label, folder in ms:
-                    if prog:
-                        prog.update(bar, description=f"{name}: loading {folder}")
-                    out_dir = Path(cfg.results_dir) / name / label if label else Path(cfg.results_dir) / name
-                    per_member[label] = {}
-                    _evaluate_member(cfg, tm, mine, folder, out_dir, per_member[label], prog, bar, verdicts)
-                metrics[name] = combine_members(pending.pop(name))
-                atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
-                inputs = [cfg.output] + ([cfg.contamination] if verdicts is not None and cfg.contamination else [])
-                write_manifest(
-                    Path(cfg.results_dir) / name,
-                    stage="evaluate",
-                    inputs=inputs,
-                    described=described,
-                    params={"model": name, **cfg.models[name].model_dump(mode="json"), "eval": recorded},
-                )
+        if cfg.workers > 1:
+            from biomed_llama.eval.units import evaluate_units
+
+            evaluate_units(ev)
+        else:
+            _evaluate_serially(ev)
     except BaseException:
-        for name, per_member in pending.items():  # the runs the failing model finished are kept too
+        for name, per_member in ev.pending.items():  # the runs the failing model finished are kept too
             done = {label: m for label, m in per_member.items() if m}
             if done:
                 metrics[name] = combine_members(done)
@@ -190,6 +95,27 @@ def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
         raise
     _keep(cfg, metrics, profile)
     return metrics
+
+
+def _evaluate_serially(ev: Evaluation) -> None:
+    """Every model member in this process, one after the other, under one progress bar; `ev.finish(name)` after
+    each model, whose members' metrics fill `ev.pending[name]` as its runs finish."""
+    cfg = ev.cfg
+    tm = harness.task_manager(Path(cfg.output) / "tasks")
+    with _progress(cfg.progress) as prog:
+        total = sum(len([r for r in ev.runs if r.model == n]) * len(ms) for n, (ms, _) in ev.checked.items())
+        bar = prog.add_task("evaluate", total=total) if prog else None
+        for name, (ms, _) in ev.checked.items():
+            mine = [r for r in ev.runs if r.model == name]
+            per_member = ev.pending[name] = {}
+            for label, folder in ms:
+                if prog:
+                    prog.update(bar, description=f"{name}: loading {folder}")
+                out_dir, timing = member_dir(cfg, name, label), dict[str, float]()
+                per_member[label] = {}
+                evaluate_member(cfg, tm, mine, folder, out_dir, per_member[label], timing, prog, bar, ev.verdicts)
+                atomic_write_json(out_dir / "timing.json", timing)
+            ev.finish(name)
 
 
 def _keep(cfg: EvalConfig, metrics: dict[str, dict[str, float]], profile: str) -> None:
