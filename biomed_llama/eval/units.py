@@ -123,13 +123,14 @@ _WORKER: dict[str, Any] = {}
 
 def _start_worker(parent_pid: int, cfg: EvalConfig, verdicts: Any, no_bytecode: bool, threads: int) -> None:
     """A worker's set-up: die with the parent, no bytecode under the verified task folders (cli/evaluate.py), the
-    config and contamination verdicts kept, on a CPU this worker's share of the cores."""
+    config and contamination verdicts kept, this worker's share of the cores."""
     die_with_parent(parent_pid)
     sys.dont_write_bytecode = no_bytecode  # a spawned process does not inherit it
     import torch
 
-    if torch.device(cfg.device).type == "cpu":
-        torch.set_num_threads(threads)
+    # On a GPU too: the work a worker does on the host (lm-eval's requests, tokenizing, the CPU side of each
+    # forward) would otherwise start one intra-op thread per core in every worker (8 workers x 16 threads on 16 cores).
+    torch.set_num_threads(threads)
     _WORKER.update(cfg=cfg, verdicts=verdicts)
 
 
