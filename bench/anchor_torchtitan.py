@@ -83,25 +83,6 @@ def default_attention() -> str:
     return os.environ.get("TITAN_ATTN") or ("flex" if flex_supported() else "sdpa")
 
 
-def _use_sdpa_backend() -> None:
-    """Let `attn_backend="sdpa"` name torchtitan's `ScaledDotProductAttention` (cuDNN first, then flash: causal by
-    `is_causal`). Its `get_attention_config` refuses SDPA for language models because SDPA cannot take per-document
-    masks (models/common/config_utils.py:76-82); here every sequence is one document, so the block-causal mask is
-    the causal mask and SDPA computes the same attention, with the kernel our CLI's `sdpa_backend: cudnn` uses."""
-    import torchtitan.models.llama3 as llama3
-    from torchtitan.models.common.attention import ScaledDotProductAttention
-
-    stock = llama3.get_attention_config
-    if getattr(stock, "biomed_sdpa", False):
-        return
-
-    def with_sdpa(backend: str):
-        return ScaledDotProductAttention.Config() if backend == "sdpa" else stock(backend)
-
-    with_sdpa.biomed_sdpa = True  # type: ignore[attr-defined]
-    llama3.get_attention_config = with_sdpa
-
-
 def model_config(layers: int, attn_backend: str):
     """torchtitan's Llama3Model.Config of the LLaMA-7B shape with `layers` layers (built like its `_8b` flavour)."""
     from torchtitan.models.common import ComplexRoPE, Embedding, Linear, RMSNorm
@@ -113,10 +94,8 @@ def model_config(layers: int, attn_backend: str):
     )
     from torchtitan.models.llama3.model import Llama3Model
 
-    if attn_backend == "sdpa":
-        _use_sdpa_backend()
     dim, heads, vocab = SHAPE["dim"], SHAPE["n_heads"], SHAPE["vocab"]
-    return Llama3Model.Config(
+    config = Llama3Model.Config(
         dim=dim,
         vocab_size=vocab,
         tok_embeddings=Embedding.Config(num_embeddings=vocab, embedding_dim=dim, param_init=_EMBEDDING_INIT),
@@ -127,9 +106,21 @@ def model_config(layers: int, attn_backend: str):
             # LLaMA-1/2 rotary: theta 10000, no frequency scaling
             rope=ComplexRoPE.Config(dim=dim // heads, max_seq_len=SHAPE["seq"], theta=SHAPE["rope_theta"],
                                     scaling="none"),
-            attn_backend=attn_backend,
+            # torchtitan's own builder refuses "sdpa" (below): built as flex, the inner attention swapped after
+            attn_backend="flex" if attn_backend == "sdpa" else attn_backend,
         ),
     )
+    if attn_backend == "sdpa":
+        # torchtitan's `get_attention_config` refuses SDPA for language models because SDPA cannot take per-document
+        # masks (models/common/config_utils.py:76-82); here every sequence is one document, so the block-causal mask
+        # is the causal mask, and its `ScaledDotProductAttention` (cuDNN first, then flash; causal by `is_causal`)
+        # computes the same attention with the kernel our CLI's `sdpa_backend: cudnn` uses. `make_gqa_config` keeps
+        # the inner attention's config as given (config_utils.py:187-200), so swapping it is building with it.
+        from torchtitan.models.common.attention import ScaledDotProductAttention
+
+        for layer in config.layers:
+            layer.attention.inner_attention = ScaledDotProductAttention.Config()
+    return config
 
 
 def model_spec(layers: int, attn_backend: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ class Evaluation:
     """Every run, grouped by model (plan order); a seed-run folder's runs are run for each member."""
     verdicts: dict[str, dict[int, bool]] | None
     """The contamination stage's verdicts (None: full-set cells only)."""
-    pending: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    pending: dict[str, dict[str, dict[str, float]]]
     """Model → member → metrics of the runs finished so far, of the models not finished yet."""
-    finish: Callable[[str], None] = lambda name: None
+    finish: Callable[[str], None]
     """Called once every run of a model is done (its metrics file, its manifest)."""

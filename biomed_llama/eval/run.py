@@ -58,7 +58,7 @@ def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
     verdicts = contaminated_items(cfg.contamination)  # None: no contamination output, full-set cells only
     checked: Checked = {name: _check_model(name, m) for name, m in cfg.models.items() if m.path}
     measured = cfg.model_copy(update={"models": {n: m for n, m in cfg.models.items() if m.path}})
-    ev = Evaluation(cfg, checked, harness.plan_runs(measured), verdicts)
+    pending: dict[str, dict[str, dict[str, float]]] = {}  # model → member → metrics of the runs finished so far
     recorded = cfg.model_dump(mode="json", exclude={"models", "progress"})
     metrics: dict[str, dict[str, float]] = {}
     if cfg.random_baseline:
@@ -66,7 +66,7 @@ def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
 
     def finish(name: str) -> None:
         """Every run of model `name` is done: its metrics (mean ± std over seed members) and its manifest."""
-        metrics[name] = combine_members(ev.pending.pop(name))
+        metrics[name] = combine_members(pending.pop(name))
         atomic_write_json(Path(cfg.metrics_dir) / f"{name}.json", metrics[name])
         inputs = [cfg.output] + ([cfg.contamination] if verdicts is not None and cfg.contamination else [])
         write_manifest(
@@ -77,7 +77,7 @@ def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
             params={"model": name, **cfg.models[name].model_dump(mode="json"), "eval": recorded},
         )
 
-    ev.finish = finish
+    ev = Evaluation(cfg, checked, harness.plan_runs(measured), verdicts, pending, finish)
     try:
         if cfg.workers > 1:
             from biomed_llama.eval.units import evaluate_units
@@ -86,7 +86,7 @@ def evaluate(cfg: EvalConfig, profile: str) -> dict[str, dict[str, float]]:
         else:
             _evaluate_serially(ev)
     except BaseException:
-        for name, per_member in ev.pending.items():  # the runs the failing model finished are kept too
+        for name, per_member in pending.items():  # the runs the failing model finished are kept too
             done = {label: m for label, m in per_member.items() if m}
             if done:
                 metrics[name] = combine_members(done)
