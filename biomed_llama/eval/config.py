@@ -15,8 +15,9 @@ TABLE_METRICS = "table"
 """A name no model may take (nor `random`): `table.json` held the table's cells in `metrics_dir` until they
 moved to `eval.table_metrics`; kept reserved so that a file of an earlier run is never read as a model's."""
 # The model types whose forward takes the packed rows of `eval.backend: packed` (eval/packed_lm.py); any other
-# is scored by lm-eval's stock HF code.
-PACKABLE_MODEL_TYPES = ("llama",)
+# is scored by lm-eval's stock HF code. GPT-2 (BioMedLM) and GPT-Neo take position ids and a 4D additive mask
+# as LLaMA does; GPT-Neo's local-window layers get the window in position ids (eval/packing.py).
+PACKABLE_MODEL_TYPES = ("llama", "gpt2", "gpt_neo")
 MC_TASKS = ("medqa4", "medqa5", "medmcqa", "pubmedqa")
 PPL_TASKS = ("pubmed_a", "pubmed_c")
 # The MC tasks whose seed-suite few-shot examples come from a train file, and the key naming it.

@@ -9,9 +9,12 @@ are scored together in length-sorted batches under a token budget, instead of on
 `batch_size` sequences at a time. Per-request results equal the stock `lm_eval --model hf` path
 (float32: to rounding; tests/eval/test_packed_lm.py).
 
-Packing needs position ids and a 4D attention mask to reach the attention kernels unchanged,
-which the LLaMA family does under SDPA or eager attention; any other model (or attention
-implementation) is scored by HFLM's own code, unchanged.
+Packing needs position ids and a 4D attention mask to reach the attention kernels unchanged, which
+LLaMA and GPT-2 do under SDPA or eager attention (transformers' `create_causal_mask` returns a 4D mask
+as it is: masking_utils.py `_preprocess_mask_arguments`), and GPT-Neo under eager attention, its only
+one besides FlashAttention, with its local layers' window moved onto position ids
+(`packing.position_windows`). Any other model (or attention implementation) is scored by HFLM's own
+code, unchanged.
 """
 
 from __future__ import annotations
@@ -35,8 +38,14 @@ class PackedHFLM(HFLM):
 
     @property
     def packable(self) -> bool:
-        """Whether this model's forward takes packed rows (else HFLM's stock scoring is used)."""
+        """Whether this model's forward takes packed rows (else HFLM's stock scoring is used).
+
+        A GPT-Neo also needs every local layer's window mask where `packing.local_attention_layers` finds
+        it: were transformers to keep it elsewhere, packed rows would see past the window, so stock it is."""
         cfg = self.model.config
+        n_local = list(getattr(cfg, "attention_layers", [])).count("local")
+        if cfg.model_type == "gpt_neo" and len(packing.local_attention_layers(self.model)) != n_local:
+            return False
         return (
             self.backend == "causal"
             and cfg.model_type in PACKABLE_MODEL_TYPES
@@ -53,7 +62,13 @@ class PackedHFLM(HFLM):
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         rows = packing.plan_rows([(ctx, cont) for _, ctx, cont in requests], self.max_length)
         answers = packing.score_rows(
-            self.model, rows, len(requests), pad_id=self._pad_id(), token_budget=self.token_budget, device=self.device
+            self.model,
+            rows,
+            len(requests),
+            pad_id=self._pad_id(),
+            token_budget=self.token_budget,
+            device=self.device,
+            max_length=self.max_length,
         )
         for (key, _, _), answer in zip(requests, answers, strict=True):
             if key is not None:

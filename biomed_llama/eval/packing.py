@@ -18,11 +18,20 @@ packs several short documents into one row, each attending only to itself.
 
 Only the positions that predict a continuation token go through the output head, in float32
 log-softmax: no `[batch, seq, vocab]` tensor is ever built.
+
+Learned absolute positions (GPT-2, GPT-Neo) take the same position ids as rotary ones: each token
+gets the index it has in lm-eval's right-padded input, and padding never reaches max_length. GPT-Neo's
+local layers see only the previous `window_size` tokens, which its attention cuts by *column*
+(`GPTNeoSelfAttention.bias`, transformers 5.24 models/gpt_neo/modeling_gpt_neo.py:58-70,114-124), not by
+position id; a later segment sits further right than its positions say, so the model's own window
+would hide context tokens lm-eval's input shows. `position_windows` gives those layers the window in
+position ids for the packed batch instead (`local_attention_layers`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -107,9 +116,13 @@ class Batch:
     requests: list[list[int]]
 
 
-def build_batch(rows: list[Row], pad_id: int) -> Batch:
-    """Lay the rows out (right-padded) with their positions, segment ids and target coordinates."""
-    width = _padded(max(len(r) for r in rows))
+def build_batch(rows: list[Row], pad_id: int, max_length: int | None = None) -> Batch:
+    """Lay the rows out (right-padded) with their positions, segment ids and target coordinates.
+
+    Padding is never wider than max_length (no row is longer): its position ids run on from the row's
+    last one, and a learned position table (BioMedLM: 1,024) has no entry past max_length - 1."""
+    longest = max(len(r) for r in rows)
+    width = max(longest, min(_padded(longest), max_length or _padded(longest)))
     ids, pos, seg = [], [], []
     coords: list[tuple[int, int, int, int]] = []  # (row, col, token, segment)
     requests: list[list[int]] = []
@@ -133,16 +146,56 @@ def build_batch(rows: list[Row], pad_id: int) -> Batch:
     return Batch(torch.tensor(ids), torch.tensor(pos), torch.tensor(seg) if packed else None, rr, cc, tt, oo, requests)
 
 
-def attention_bias(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask [B, 1, T, T]: causal, and a segment sees only the prefix (0) and itself.
+def allowed_pairs(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean [B, 1, T, T] (query, key): causal, and a segment sees only the prefix (0) and itself.
 
     Padding (-1) sees the prefix and other padding, so no query row is fully masked."""
     t = segment_ids.shape[1]
     causal = torch.ones(t, t, dtype=torch.bool, device=segment_ids.device).tril()
     q, k = segment_ids[:, :, None], segment_ids[:, None, :]
-    allowed = causal & ((k == 0) | (k == q))
+    return (causal & ((k == 0) | (k == q)))[:, None]
+
+
+def attention_bias(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask [B, 1, T, T] of `allowed_pairs`: 0 where allowed, the dtype's minimum elsewhere."""
+    allowed = allowed_pairs(segment_ids)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
-    return bias.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+    return bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+def local_attention_layers(model) -> list[torch.nn.Module]:
+    """GPT-Neo's local-attention modules: `attention_type == "local"` and a boolean `bias` buffer, the
+    column-indexed window mask its eager attention applies before the attention mask (5.24's modeling_gpt_neo.py:
+    58-70,114-124; the same in 5.17). Empty for any other model."""
+    return [
+        m
+        for m in model.modules()
+        if getattr(m, "attention_type", None) == "local"
+        and isinstance(getattr(m, "bias", None), torch.Tensor)
+        and m.bias.dtype == torch.bool
+    ]
+
+
+@contextmanager
+def position_windows(
+    layers: Sequence[torch.nn.Module], segment_ids: torch.Tensor, position_ids: torch.Tensor, window: int
+) -> Iterator[None]:
+    """For one packed batch, make each local layer's window count position ids instead of columns.
+
+    Its `bias` becomes `allowed_pairs` and `0 <= pos_q - pos_k < window` ([B, 1, T, T], which its
+    `bias[:, :, k - q : k, :k]` slice and `torch.where` broadcast over heads); restored afterwards.
+    Within a segment and its prefix the position ids are those of lm-eval's input, so each query sees
+    exactly the keys it sees there."""
+    near = (position_ids[:, :, None] - position_ids[:, None, :]) < window
+    mask = allowed_pairs(segment_ids) & near[:, None]
+    saved = [m.bias for m in layers]
+    try:
+        for m in layers:
+            m.bias = mask
+        yield
+    finally:
+        for m, b in zip(layers, saved, strict=True):
+            m.bias = b
 
 
 def _target_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,12 +217,18 @@ def score_batch(model, batch: Batch, device: torch.device) -> list[tuple[float, 
     (`float(logits.sum())`), so float32 results agree with it to the last bits of the hidden states."""
     dtype = next(model.parameters()).dtype
     seg = batch.segment_ids.to(device) if batch.segment_ids is not None else None
-    out = model.get_decoder()(
-        input_ids=batch.input_ids.to(device),
-        position_ids=batch.position_ids.to(device),
-        attention_mask=attention_bias(seg, dtype) if seg is not None else None,
-        use_cache=False,
-    )
+    pos = batch.position_ids.to(device)
+    windows: AbstractContextManager[None] = nullcontext()
+    # An unpacked batch's columns are its positions (0..n-1 per row): the model's own window is exact.
+    if seg is not None and (local := local_attention_layers(model)):
+        windows = position_windows(local, seg, pos, model.config.window_size)
+    with windows:
+        out = model.get_decoder()(
+            input_ids=batch.input_ids.to(device),
+            position_ids=pos,
+            attention_mask=attention_bias(seg, dtype) if seg is not None else None,
+            use_cache=False,
+        )
     hidden = out.last_hidden_state[batch.rows.to(device), batch.cols.to(device)]
     lp, eq = _target_logprobs(model.get_output_embeddings(), hidden, batch.targets.to(device))
     counts = torch.bincount(batch.owner, minlength=len(batch.requests)).tolist()
@@ -178,12 +237,19 @@ def score_batch(model, batch: Batch, device: torch.device) -> list[tuple[float, 
 
 
 def score_rows(
-    model, rows: list[Row], n_requests: int, *, pad_id: int, token_budget: int, device: torch.device
+    model,
+    rows: list[Row],
+    n_requests: int,
+    *,
+    pad_id: int,
+    token_budget: int,
+    device: torch.device,
+    max_length: int | None = None,
 ) -> list[tuple[float, bool]]:
     """(log-likelihood, is-greedy) of every request the rows cover, in request order."""
     out: list[tuple[float, bool] | None] = [None] * n_requests
     for group in batches(rows, token_budget):
-        batch = build_batch(group, pad_id)
+        batch = build_batch(group, pad_id, max_length)
         try:
             scored = score_batch(model, batch, device)
         except torch.OutOfMemoryError as e:

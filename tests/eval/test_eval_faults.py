@@ -98,6 +98,9 @@ def test_a_model_with_fewer_positions_than_max_length_is_scored_within_them(tmp_
     assert args["max_length"] == 64 and harness.model_positions(str(model_dir)) == 64
     from lm_eval.api.instance import Instance
 
-    lm = harness.load_lm(args, "stock")
-    (ll,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", None, ("word " * 300,), 0)])
+    doc = [Instance("loglikelihood_rolling", None, ("word " * 300,), 0)]
+    (ll,) = harness.load_lm(args, "stock").loglikelihood_rolling(doc)
     assert ll < 0
+    # The packed backend packs GPT-2 (issue 23) within the same 64 positions, to the same figure.
+    packed = harness.load_lm(args, "packed", token_budget=256)
+    assert packed.packable and packed.loglikelihood_rolling(doc)[0] == pytest.approx(ll, rel=1e-6)

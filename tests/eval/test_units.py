@@ -118,7 +118,8 @@ def _hf_folder(folder: Path, model_type: str) -> Path:
 
 
 def test_units_start_longest_first_lm_eval_before_generation(prepared, tmp_path):
-    llama, neo = _hf_folder(tmp_path / "llama", "llama"), _hf_folder(tmp_path / "neo", "gpt_neo")
+    # GPT-NeoX: a model type the packed backend does not pack (GPT-Neo and GPT-2 it does since issue 23).
+    llama, neo = _hf_folder(tmp_path / "llama", "llama"), _hf_folder(tmp_path / "neo", "gpt_neox")
     seeds = tmp_path / "ft"
     for s in (1, 2):
         _hf_folder(seeds / f"seed-{s}", "llama")
@@ -142,6 +143,9 @@ def test_units_start_longest_first_lm_eval_before_generation(prepared, tmp_path)
     assert costs["p modern"] == sum(size.values()) - size["pubmed_a"] - size["pubmed_c"]
     assert costs["neo seed"] == STOCK_COST * size["medqa4"] == STOCK_COST * costs["ft/seed-1 finetune"]  # stock-scored
     assert unit_cost(cfg, [Run("p", "seed", "medqa4", 3)], llama) == 4 * size["medqa4"]  # a 3-shot context: 4 items
+    for packed_type in ("gpt_neo", "gpt2"):
+        assert unit_cost(cfg, [Run("neo", "seed", "medqa4", 0)], _hf_folder(tmp_path / packed_type, packed_type)) == \
+            size["medqa4"]
     lm_eval = [u.cost for u in units[:3]]
     assert lm_eval == sorted(lm_eval, reverse=True) and units[3].cost >= units[4].cost >= units[5].cost
     assert {u.out_dir for u in units if u.model == "ft"} == {f"{cfg.results_dir}/ft/seed-1", f"{cfg.results_dir}/ft/seed-2"}
