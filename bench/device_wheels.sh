@@ -15,6 +15,10 @@
 # tokenizers, safetensors, pyarrow, pandas are on the machine already. About 17 MB in all.
 # WHEELS=e2e: instead, the wheels of requirements/e2e-wheels.txt, what bench/e2e.sh's pipeline (DVC, the
 # stages, lm-eval) imports that the GPU machine lacks; the compiled ones as cp312 manylinux wheels.
+# WHEELS=all: the e2e set and issue 26's extras together (about 63 MB, under the 64 MiB a call carries), so that
+# e2e.sh, bench_generate.sh and titan.sh run one after another on one warm machine with the same carry; the
+# e2e set's datasets/dill/multiprocess (newer than the default set's) serve torchtitan too, which imports
+# `datasets` only for its Hugging Face loader, never called by the synthetic-token anchor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -23,15 +27,16 @@ mkdir -p "$(dirname "$EXCLUDE")"
 for d in /.whl/ /.bench/; do grep -qxF "$d" "$EXCLUDE" 2> /dev/null || echo "$d" >> "$EXCLUDE"; done
 rm -rf .whl && mkdir .whl
 SDIST=()
-if [ "${WHEELS:-}" = e2e ]; then
+TITAN_EXTRAS=(torchao==0.18.0 torchtitan==0.3.0 tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1
+              torchdata==0.11.0 spmd_types==0.2.3 liger-kernel==0.8.5)
+if [ "${WHEELS:-}" = e2e ] || [ "${WHEELS:-}" = all ]; then
   # a pin marked `# sdist` has no wheel on PyPI: built here (pure Python, so the wheel fits any machine)
   mapfile -t PKGS < <(grep -vE '^\s*(#|$)' requirements/e2e-wheels.txt | grep -v '# sdist' | sed 's/ *#.*//')
   mapfile -t SDIST < <(grep '# sdist' requirements/e2e-wheels.txt | grep -v '^#' | sed 's/ *#.*//')
+  [ "${WHEELS:-}" = all ] && PKGS+=("${TITAN_EXTRAS[@]}")
 else
   PKGS=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-        liger-kernel==0.8.5 xformers==0.0.35
-        torchao==0.18.0 torchtitan==0.3.0 tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1 torchdata==0.11.0
-        spmd_types==0.2.3 datasets==4.7.0 dill==0.4.0 multiprocess==0.70.18)
+        xformers==0.0.35 "${TITAN_EXTRAS[@]}" datasets==4.7.0 dill==0.4.0 multiprocess==0.70.18)
 fi
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
