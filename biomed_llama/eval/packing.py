@@ -122,7 +122,7 @@ def build_batch(rows: list[Row], pad_id: int, max_length: int | None = None) -> 
     Padding is never wider than max_length (no row is longer): its position ids run on from the row's
     last one, and a learned position table (BioMedLM: 1,024) has no entry past max_length - 1."""
     longest = max(len(r) for r in rows)
-    width = max(longest, min(_padded(longest), max_length or _padded(longest)))
+    width = min(_padded(longest), max_length) if max_length else _padded(longest)  # longest <= max_length
     ids, pos, seg = [], [], []
     coords: list[tuple[int, int, int, int]] = []  # (row, col, token, segment)
     requests: list[list[int]] = []
@@ -210,8 +210,11 @@ def _target_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor) -> tuple
 
 
 @torch.inference_mode()
-def score_batch(model, batch: Batch, device: torch.device) -> list[tuple[float, bool]]:
-    """One forward pass; per segment: (sum of continuation log-probs, every token greedy).
+def score_batch(
+    model, batch: Batch, device: torch.device, local: Sequence[torch.nn.Module] = ()
+) -> list[tuple[float, bool]]:
+    """One forward pass; per segment: (sum of continuation log-probs, every token greedy). `local`: the
+    model's `local_attention_layers` (found once per `score_rows`, not per batch).
 
     Each segment's float32 log-probs are summed on their own, as lm-eval sums one pair's
     (`float(logits.sum())`), so float32 results agree with it to the last bits of the hidden states."""
@@ -220,7 +223,7 @@ def score_batch(model, batch: Batch, device: torch.device) -> list[tuple[float, 
     pos = batch.position_ids.to(device)
     windows: AbstractContextManager[None] = nullcontext()
     # An unpacked batch's columns are its positions (0..n-1 per row): the model's own window is exact.
-    if seg is not None and (local := local_attention_layers(model)):
+    if seg is not None and local:
         windows = position_windows(local, seg, pos, model.config.window_size)
     with windows:
         out = model.get_decoder()(
@@ -248,10 +251,11 @@ def score_rows(
 ) -> list[tuple[float, bool]]:
     """(log-likelihood, is-greedy) of every request the rows cover, in request order."""
     out: list[tuple[float, bool] | None] = [None] * n_requests
+    local = local_attention_layers(model)
     for group in batches(rows, token_budget):
         batch = build_batch(group, pad_id, max_length)
         try:
-            scored = score_batch(model, batch, device)
+            scored = score_batch(model, batch, device, local)
         except torch.OutOfMemoryError as e:
             raise UserError(
                 f"out of accelerator memory on a {tuple(batch.input_ids.shape)} batch: "
