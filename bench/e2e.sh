@@ -218,6 +218,6 @@ if has pipeline; then
   cp reports/table.md "$DIR/table.md" 2> /dev/null || FAIL+=("no reports/table.md")
 fi
 $PY -m bench.e2e_table summary --log "$DIR/repro.log" --mem "$WORK/gpu_mem.txt" --root "$WORK" \
-  --fail "$(printf '%s; ' "${FAIL[@]}")" | tee "$DIR/summary.txt"
+  --fail "$(printf '%s; ' "${FAIL[@]}")" --phases "$PHASES" | tee "$DIR/summary.txt"
 echo "== done ($(date +%T), ${SECONDS}s)"
 [ ${#FAIL[@]} = 0 ]

@@ -9,6 +9,14 @@ if [ "${TINY:-0}" != 1 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl ||
     { echo "bench: the carried wheels in .whl/ did not install" >&2; exit 1; }
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  # Bytecode that later processes reuse. The 2026-12-07 GPU pipeline's log showed torchao's compile-time
+  # SyntaxWarning in each of its 17 processes: the carried packages in /tmp/site (writable, installed without
+  # .pyc) were compiled from source again by every stage, DVC call and eval worker, so bytecode writing was off
+  # on that machine. Compiling DVC, lm-eval, datasets and transformers from source costs 3-5 s a process on
+  # this 2-core machine. With writing on, the first process to import a module compiles it and the rest load
+  # it. (No PYTHONPYCACHEPREFIX: it would make Python ignore the .pyc the machine's own packages ship.)
+  echo "bytecode: PYTHONDONTWRITEBYTECODE was ${PYTHONDONTWRITEBYTECODE:-unset}; writing on for this call"
+  unset PYTHONDONTWRITEBYTECODE
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -48,6 +56,7 @@ environment() {
     $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
     $PY -c "import liger_kernel, importlib.metadata as m; print('liger-kernel', m.version('liger-kernel'))" 2>&1 | tail -1
     $PY -c "import xformers, importlib.metadata as m; print('xformers', m.version('xformers'))" 2>&1 | tail -1
+    $PY -c "import sys, transformers, pathlib as p; d = p.Path(transformers.__file__).parent; print('bytecode written:', not sys.flags.dont_write_bytecode, '| transformers ships .pyc:', any(d.glob('__pycache__/*.pyc')))"
     df -h /tmp 2> /dev/null | tail -1
     free -g 2> /dev/null | head -2
   } > "$1/environment.txt" 2>&1
