@@ -15,10 +15,11 @@ its llama3 configs: fused QKV projection, FlexAttention with the block-causal ma
 so plain causal attention; TITAN_ATTN=flex_flash or varlen for its other kernels) where the running torch can run
 torchtitan 0.3.0's mask builder; on torch 2.11 it cannot (`flex_supported`), and the default is then its
 ScaledDotProductAttention (TITAN_ATTN=sdpa: cuDNN SDPA, causal, the kernel our CLI's per-card setting uses), the chunked linear cross-entropy
-(`ChunkedLossWrapper`), fused AdamW (betas 0.9/0.95, weight decay 0.1, as `default_adamw`), FSDP2 with bf16
-parameters and fp32 reduction (parameters kept gathered from forward to backward, TITAN_RESHARD=never, as our
-CLI's per-card setting; "default" is torchtitan's own policy), per-block torch.compile of the model and the loss,
-CUDA graphs of the forward/backward (its 0.3.0 default), float8 off. Activation checkpointing: TITAN_AC = none (default), selective,
+(`ChunkedLossWrapper`; on torch 2.11 with its FSDP group of norm and LM head mended, `_mend_head_group`;
+TITAN_LOSS=full for its plain `CrossEntropyLoss` over the whole logits), fused AdamW (betas 0.9/0.95, weight decay
+0.1, as `default_adamw`), FSDP2 with bf16 parameters and fp32 reduction (parameters kept gathered from forward to
+backward, TITAN_RESHARD=never, as our CLI's per-card setting; "default" is torchtitan's own policy), per-block
+torch.compile of the model and the loss, CUDA graphs of the forward/backward (its 0.3.0 default), float8 off. Activation checkpointing: TITAN_AC = none (default), selective,
 full, or budget:X (its MemoryBudgetAC, the compiler's recomputation budget, like our
 `pretrain.activation_memory_budget`).
 
@@ -123,15 +124,94 @@ def model_config(layers: int, attn_backend: str):
     return config
 
 
-def model_spec(layers: int, attn_backend: str):
-    """The flavour registered at run time: a `ModelSpec` like `llama3.model_registry` returns."""
-    from torchtitan.distributed.pipeline_parallel import pipeline_llm
+def partial_group_forward_supported() -> bool:
+    """Whether this torch's FSDP2 finishes the forward of a grouped `fully_shard([a, b])` of which only some modules
+    ran (torch 2.13's `FSDPState._force_complete_incomplete_states`, called from the root's post-forward). torch 2.11
+    (the GPU machine's) does not: its group post-forward hook runs only once every module of the group has run
+    forward (torch 2.11 distributed/fsdp/_fully_shard/_fsdp_state.py:381-423, `_register_group_forward_hooks`)."""
+    from torch.distributed.fsdp._fully_shard._fsdp_state import FSDPState
+
+    return hasattr(FSDPState, "_force_complete_incomplete_states")
+
+
+def default_loss() -> str:
+    """TITAN_LOSS: `chunked` (torchtitan's llama3 default, `ChunkedLossWrapper`) or `full` (its `CrossEntropyLoss`
+    over the whole logits, the LM head in the model's forward)."""
+    choice = os.environ.get("TITAN_LOSS", "chunked")
+    if choice not in ("chunked", "full"):
+        raise ValueError(f"TITAN_LOSS={choice}: chunked or full")
+    return choice
+
+
+def parallelize(model, **kwargs):
+    """torchtitan's `parallelize_llama`, and where this torch's FSDP2 predates partial group forwards
+    (`partial_group_forward_supported`), the norm/LM-head group's forwards mended (`_mend_head_group`)."""
     from torchtitan.models.llama3 import parallelize_llama
+
+    model = parallelize_llama(model, **kwargs)
+    if not partial_group_forward_supported():
+        _mend_head_group(model)
+    return model
+
+
+def _mend_head_group(model) -> None:
+    """Why torchtitan 0.3.0's chunked loss fails in backward on torch 2.11 ("The tensor has a non-zero number of
+    elements, but its data is not allocated yet", the first GPU runs of 2026-12-07), and the mend.
+
+    torchtitan shards the final norm and the LM head as ONE FSDP group (`fully_shard([model.norm, model.lm_head])`,
+    torchtitan/distributed/fsdp.py:202-207). With `ChunkedLossWrapper` the model's forward skips the LM head
+    (`_skip_lm_head`, models/common/decoder.py:245) and the loss calls the LM head alone, once a chunk. torch 2.11's
+    group hooks run the group's pre-forward only when no module of the group is pending and its post-forward only
+    once every module has run (torch 2.11 distributed/fsdp/_fully_shard/_fsdp_state.py:381-423), so after the norm
+    no post-forward runs and no pre-backward hook is put on the norm's output. The loss ends its chunk loop with
+    `lm_head.reshard()` (components/loss.py:768-772), which frees the group's unsharded parameters, the LM head's and
+    the norm's (storage resized to 0, `_fsdp_param.py` `free_storage`); `loss.backward()` (trainer.py:828) then
+    reaches the norm's backward with its saved weight unallocated and nothing unshards it again. FSDP of one rank,
+    compile, CUDA graphs, the SPMD backend and the reshard policy play no part (the first GPU runs failed alike
+    with each). torch 2.13 finishes such a group at the root's post-forward (`_force_complete_incomplete_states`)
+    and runs the group's pre-forward at every module call: a CPU run on torch 2.13 trains, and the same run with
+    torch 2.11.0's pure-Python FSDP2 package in its place fails as on the GPU.
+
+    The mend does what torch 2.13 does, by two forward hooks that run after FSDP's own and only while the model
+    skips the LM head (TITAN_LOSS=full leaves them idle): after the norm, the group's post-forward
+    (`FSDPState._post_forward`: a pre-backward hook on the norm's output, which unshards the group again before the
+    norm's backward); after each LM-head call of the loss, the group's pending set emptied, so that the next chunk
+    runs the group's pre-forward (which hooks that chunk's post-backward: every chunk's gradient goes through FSDP's
+    accumulation and the last chunk's reduction, as on torch 2.13). On the CPU, with torch 2.11's FSDP2 package,
+    the mended chunked loss gives the gradients of torch 2.13's and of the full loss to 7 digits."""
+    from torch.distributed.fsdp import FSDPModule
+
+    norm, head = getattr(model, "norm", None), getattr(model, "lm_head", None)
+    if not (isinstance(norm, FSDPModule) and isinstance(head, FSDPModule)):
+        return
+    state = norm._get_fsdp_state()
+    if head._get_fsdp_state() is not state:
+        return
+
+    def after_norm(module, args, output):
+        if getattr(model, "_skip_lm_head", False) and state._modules_to_run_forward:
+            state._modules_to_run_forward.clear()
+            return state._post_forward(module, args, output)
+        return output
+
+    def after_head(module, args, output):
+        if getattr(model, "_skip_lm_head", False):
+            state._modules_to_run_forward.clear()
+        return output
+
+    norm.register_forward_hook(after_norm)
+    head.register_forward_hook(after_head)
+
+
+def model_spec(layers: int, attn_backend: str):
+    """The flavour registered at run time: a `ModelSpec` like `llama3.model_registry` returns (its parallelize
+    function `parallelize`: torchtitan's, mended for torch 2.11's FSDP2)."""
+    from torchtitan.distributed.pipeline_parallel import pipeline_llm
     from torchtitan.models.llama3.state_dict_adapter import Llama3StateDictAdapter
     from torchtitan.protocols.model_spec import ModelSpec
 
     return ModelSpec(name="llama3", flavor=f"llama7b-{layers}L", model=model_config(layers, attn_backend),
-                     parallelize_fn=parallelize_llama, pipelining_fn=pipeline_llm, post_optimizer_build_fn=None,
+                     parallelize_fn=parallelize, pipelining_fn=pipeline_llm, post_optimizer_build_fn=None,
                      state_dict_adapter=Llama3StateDictAdapter)
 
 
@@ -224,7 +304,8 @@ def _activation_checkpoint(choice: str):
 
 def llama7b():
     """The torchtitan Trainer.Config of the anchor run (torchtitan's config-registry entry point); the sizes come
-    from TITAN_* (layers 8, micro 8, accumulation 2, steps 10, AC none, attention `default_attention()`)."""
+    from TITAN_* (layers 8, micro 8, accumulation 2, steps 10, AC none, attention `default_attention()`, loss
+    `default_loss()`)."""
     from torchtitan.components.checkpoint import CheckpointManager
     from torchtitan.components.loss import ChunkedLossWrapper, CrossEntropyLoss
     from torchtitan.components.metrics import MetricsProcessor
@@ -239,8 +320,9 @@ def llama7b():
     world = _env_int("WORLD_SIZE", 1)
     spec = model_spec(layers, default_attention())
     steps = _env_int("TITAN_STEPS", 10)
+    cross_entropy = CrossEntropyLoss.Config(global_vocab_size=decoder_vocab_size(spec))
     return Trainer.Config(
-        loss=ChunkedLossWrapper.Config(loss_fn=CrossEntropyLoss.Config(global_vocab_size=decoder_vocab_size(spec))),
+        loss=(ChunkedLossWrapper.Config(loss_fn=cross_entropy) if default_loss() == "chunked" else cross_entropy),
         hf_assets_path=str(REPO / "data" / "sample" / "tokenizer"),  # not read: the tokenizer is a stand-in
         tokenizer=tokenizer_cls.Config(),
         model_spec=spec,
@@ -346,6 +428,7 @@ def main() -> None:
                "spmd_backend": config.parallelism.spmd_backend, "layers": layers, "micro": micro,
                "acc": trainer.gradient_accumulation_steps, "world": torch.distributed.get_world_size(),
                "ac": os.environ.get("TITAN_AC", "none"), "attention": default_attention(),
+               "loss": default_loss(), "fsdp_group_mend": not partial_group_forward_supported(),
                "reshard_after_forward": config.parallelism.fsdp_reshard_after_forward,
                "cuda_graphs": not config.training.disable_cuda_graphs, "compile": config.compile.enable,
                "device": torch.cuda.get_device_name(trainer.device), "steps_timed": len(steady),

@@ -10,11 +10,14 @@
 #           `biomed-llama pretrain` with configs/paper.yaml's per-card settings for a 141 GB card (micro 8, no
 #           resharding, cuDNN attention, grad_sync every, compile, no AC, async checkpoint at the last step) against
 #           torchtitan 0.3.0 (bench/anchor_torchtitan.py: its FSDP2, per-block compile of model and loss, no AC,
-#           FlexAttention, chunked loss, CUDA graphs) at the same LAYERS (16 on a card of > 100 GiB, else 8), micro
+#           FlexAttention, chunked loss (on torch 2.11 with the anchor's mend of its norm/LM-head FSDP group), CUDA
+#           graphs) at the same LAYERS (16 on a card of > 100 GiB, else 8), micro
 #           MICRO 8 and accumulation ACC 2, STEPS 10 (steady: steps 3-9 for the CLI, the last holding its checkpoint;
 #           steps 4-10 for torchtitan); CAP_GIB caps both (bench/memcap) for "equal memory"; if torchtitan fails, it is
-#           retried once with TITAN_RETRY (default: its partial_dtensor SPMD backend, no CUDA graphs; TITAN_AC=selective
-#           too if the first ran out of memory), the first failure kept in titan_first.log;
+#           retried once with TITAN_RETRY (default: its partial_dtensor SPMD backend, no CUDA graphs, its plain
+#           cross-entropy over the whole logits, which leaves the norm/LM-head group's forward whole; TITAN_AC=selective
+#           too if the first ran out of memory), the first failure kept in titan_first.log; the result row names its
+#           loss, SPMD backend and CUDA graphs;
 #   tests   (≈ 90 s; limit T_TESTS 150): the FP8 GPU test (`pytest -k float8 tests/train/test_gpu_pretrain.py`: bf16 vs
 #           tensorwise and rowwise through the whole pretrain path, compiled); the CPU float8 tests run in CI;
 #   cap3    (≈ 4-5.5 min; limit T_CAP 130 per run): the 80 GiB setting three times. One GPU emulates a GPU of the 1x2
@@ -43,7 +46,7 @@ T_ATTN=${T_ATTN:-120} T_CAP=${T_CAP:-130}
 MICRO=${MICRO:-8} ACC=${ACC:-2} STEPS=${STEPS:-10} LOG=${LOG:-1} CAP_GIB=${CAP_GIB:-0}
 FP8_MICRO=${FP8_MICRO:-8} FP8_RECIPES=${FP8_RECIPES:-tensorwise}
 CAP_MICRO=${CAP_MICRO:-8} CAP_ACC=${CAP_ACC:-8} CAP80=${CAP80:-80}
-TITAN_RETRY=${TITAN_RETRY:-TITAN_SPMD=partial_dtensor TITAN_CUDA_GRAPHS=0}
+TITAN_RETRY=${TITAN_RETRY:-TITAN_SPMD=partial_dtensor TITAN_CUDA_GRAPHS=0 TITAN_LOSS=full}
 export NPROC=1
 mkdir -p "$DIR"
 rm -rf "$WORK"
