@@ -27,7 +27,9 @@ def _err(path: Path) -> str:
         return "not run"
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith(("DEBUG", "  "))]
     errs = [ln for ln in lines if "Error" in ln or ln.startswith("error:")]
-    return (errs or lines or ["no output"])[-1][:220]
+    # torchrun's closing `ChildFailedError:` line has no message; the worker's own error line above it has one
+    said = [ln for ln in errs if not ln.rstrip().endswith(":")]
+    return (said or errs or lines or ["no output"])[-1][:220]
 
 
 def _pct(x) -> str:
@@ -288,7 +290,8 @@ def titan(out: Path) -> None:
     if anchor:
         print(f"| torchtitan {anchor['torchtitan']}, {anchor['layers']} layers, micro {anchor['micro']} acc "
               f"{anchor['acc']}, AC {anchor['ac']}, {anchor['attention']}, CUDA graphs {anchor['cuda_graphs']}, reshard "
-              f"{anchor.get('reshard_after_forward')} "
+              f"{anchor.get('reshard_after_forward')}, loss {anchor.get('loss', 'chunked')}"
+              f"{' (norm/LM-head group mended)' if anchor.get('fsdp_group_mend') else ''}, SPMD {anchor.get('spmd_backend')} "
               f"({anchor['steps_timed']} steps timed) | {anchor['tok_s_per_gpu']:,.0f} | {_pct(anchor['mfu'])} | "
               f"{anchor['peak_mem_gib']:.1f} / {anchor['peak_reserved_gib']:.1f} | 1.000× |")
     elif (out / "titan.log").is_file():

@@ -80,3 +80,15 @@ def test_the_titan_summary_states_each_target_against_its_baseline(tmp_path, cap
     assert "max relative difference 0.0040" in out and "WITHIN 1%" in out
     assert "xformers costs 5.0% of cuDNN's throughput: target within 3%: FAIL" in out
     assert "min 56.9%, median 57.1%; target min >= 57%: FAIL" in out
+
+
+def test_a_failed_runs_line_is_the_workers_error_not_torchruns_empty_wrapper(tmp_path):
+    # as torchtitan's failure on torch 2.11 logged it (2026-12-07): the worker's error, then torchrun's wrapper line
+    log = tmp_path / "titan.log"
+    log.write_text("[rank0]:   File \"trainer.py\", line 828, in _forward_backward_body\n"
+                   "[rank0]: RuntimeError: The tensor has a non-zero number of elements, but its data is not allocated yet.\n"
+                   "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n")
+    assert S._err(log) == ("[rank0]: RuntimeError: The tensor has a non-zero number of elements, but its data is not "
+                           "allocated yet.")
+    log.write_text("torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n")
+    assert S._err(log).startswith("torch.distributed.elastic")  # nothing better: the wrapper itself
