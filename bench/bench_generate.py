@@ -20,12 +20,17 @@ What it does, in order (one process, one GPU):
      one warm-up batch of the same shape (its compile time is reported apart and charged to every model);
    and compares the greedy outputs of the two on the items both ran (how many differ);
 4. projects the whole table's evaluation time on this GPU from `configs/paper.yaml`'s eval section: every
-   model's runs (`harness.plan_runs`), the fine-tunes' seed runs (`finetune.tasks.<task>.seeds`), the
-   seed suite's measured time per base model (bench/RESULTS.md: 6.8 min on one H200, or `--seed-suite-s`),
-   and this run's per-set generation times, faithful and fast.
+   model's runs (`harness.plan_runs`), the fine-tunes' seed runs (`finetune.tasks.<task>.seeds`), each base
+   model's seed-suite time, and this run's per-set generation times, faithful and fast. A base model's seed suite
+   is `--seed-suite-s-model NAME=S`, else the packed time of a `--seed-suite-json` (bench_eval.py's output) of its
+   arch (`model_arch`: gpt-neo-2.7b and biomedlm-2.7b by name, the rest LLaMA-7B), else one LLaMA-7B's
+   (bench/RESULTS.md: 6.8 min on one H200, or `--seed-suite-s`): for the 2.7B rows that is the 7B fallback, an
+   over-charge; the projection's table names each row's source.
 
 GPU (one H200, ~8 min):  bash bench/bench_generate.sh        (the wheels of requirements/bench-eval-wheels.txt carried
                          in .whl/; --fast-fraction 1 --faithful-limit 48 measure more, --cells/--merge split a run)
+  with the 2.7B rows' own seed suites (call A: bench/bench_eval.sh's header), call B:
+                         bash bench/bench_generate.sh --fast-batch 128 --seed-suite-json bench/seed-2p7b
 CPU smoke (a minute):    bash bench/bench_generate.sh --tiny (tiny model and sets; fast = batch 8, sort, static cache,
                                                               no compile on the CPU)
 Results: the tables on stdout and `<out>/bench_generate.json` (written after every cell); out = $OUT if set,
@@ -47,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_eval import REAL, TINY, build_model, card, imported_distributions, write_benchmarks
+from bench.bench_eval import ARCHS, REAL, TINY, build_model, card, imported_distributions, write_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,6 +98,55 @@ def seed_suite_seconds(override: float | None) -> tuple[float, str]:
     if not m:
         raise SystemExit(f"no whole-seed-suite row in {RESULTS}; pass --seed-suite-s")
     return float(m.group(1)), "bench/RESULTS.md (packed path, one H200)"
+
+
+def model_arch(name: str) -> str:
+    """The `bench_eval.py --arch` shape of an eval.models base model. The two 2.7B rows go by their names
+    (configs/paper.yaml's and eval/config.py's `gpt-neo-2.7b`, `biomedlm-2.7b`: their folders are unset there, so there
+    is no model_type to read); every other base model (llama-7b, pretrained, pmc-llama-7b) is a LLaMA-7B."""
+    return name if name in ARCHS else "llama-7b"
+
+
+def measured_seed_suites(path: Path) -> list[dict[str, Any]]:
+    """The packed seed-suite time of each bench_eval.json in `path` (a file, or a folder: its own and its subfolders'),
+    with its arch and where it ran. A file whose packed suite did not finish every cell is refused."""
+    files = [path] if path.is_file() else sorted([*path.glob("bench_eval.json"), *path.glob("*/bench_eval.json")])
+    if not files:
+        raise SystemExit(f"--seed-suite-json {path}: no bench_eval.json there")
+    out = []
+    for f in files:
+        d = json.loads(f.read_text())
+        arch, tot = d.get("arch", "llama-7b"), d.get("summary", {})  # a bench_eval.json of before --arch: LLaMA-7B
+        if not tot.get("packed_complete", tot.get("complete")):
+            raise SystemExit(f"{f}: its packed seed suite did not finish every cell; rerun bench_eval.py --arch {arch}")
+        gpu = ((d.get("cards") or {}).get("packed") or {}).get("gpu") or "CPU"
+        note = "" if d.get("packable", True) else "; NOT packed: the stock scoring ran"
+        out.append({"arch": arch, "s": tot["packed_s"], "source": f"measured, {arch} packed on {gpu} "
+                                                                    f"({f.parent.name}/{f.name}{note})"})
+    return out
+
+
+def seed_suite_times(plan: dict[str, Any], default: tuple[float, str], measured: list[dict[str, Any]],
+                     per_model: dict[str, float]) -> dict[str, tuple[float, str]]:
+    """(seconds, source) of each base model's seed suite: `--seed-suite-s-model` for that model, else a
+    `--seed-suite-json` of its arch (`model_arch`), else `default`, one LLaMA-7B's (bench/RESULTS.md or
+    `--seed-suite-s`), which a model of another arch is charged as the labelled 7B fallback."""
+    by_arch = {m["arch"]: (m["s"], m["source"]) for m in measured}
+    out = {}
+    for name, m in plan["models"].items():
+        if not m["seed_suite"]:
+            continue
+        arch = model_arch(name)
+        if name in per_model:
+            out[name] = (per_model[name], "--seed-suite-s-model")
+        elif arch in by_arch:
+            out[name] = by_arch[arch]
+        else:
+            out[name] = default if arch == "llama-7b" else (default[0], f"7B fallback ({arch} not measured): {default[1]}")
+    unknown = sorted(set(per_model) - set(out))
+    if unknown:
+        raise SystemExit(f"--seed-suite-s-model: {', '.join(unknown)} not a seed-suite model of the plan {sorted(out)}")
+    return out
 
 
 # ---- data and model ----
@@ -192,7 +246,7 @@ def prefix_agreement(pairs: list[tuple[str, str]]) -> float:
     batch shape flips one greedy token and the rest of the 128-token output diverges from there: this says
     how far the outputs agree before that happens, beside the count of outputs that differ anywhere."""
     def shared(a: str, b: str) -> float:
-        n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
         return n / max(len(a), len(b), 1)
 
     return sum(shared(a, b) for a, b in pairs) / max(len(pairs), 1)
@@ -218,10 +272,12 @@ def fp32_check(model, tok, cfg, cell: str, n: int, batch: int, args, speed) -> d
 
 # ---- the projection ----
 
-def project(plan: dict[str, Any], cells: dict[str, dict], seed_s: float, load_s: float = 0.0) -> dict[str, Any]:
-    """Per model and in all: the seed suite (measured per model) plus its generation cells × its seed runs,
-    faithful and fast (the fast one with its compile per cell: every model is a new one to compile for), and
-    `load_s` per model folder loaded (each seed run is one)."""
+def project(plan: dict[str, Any], cells: dict[str, dict], seed_s: float | dict[str, tuple[float, str]],
+            load_s: float = 0.0) -> dict[str, Any]:
+    """Per model and in all: the seed suite (`seed_s`: one time for every base model, or per base model its
+    (seconds, source) from `seed_suite_times`) plus its generation cells × its seed runs, faithful and fast (the
+    fast one with its compile per cell: every model is a new one to compile for), and `load_s` per model folder
+    loaded (each seed run is one)."""
     rows, missing = [], set()
     for name, m in plan["models"].items():
         gen = {"faithful": 0.0, "fast": 0.0}
@@ -231,10 +287,11 @@ def project(plan: dict[str, Any], cells: dict[str, dict], seed_s: float, load_s:
                 continue
             gen["faithful"] += cells[c]["faithful"]["full_s"] * m["members"]
             gen["fast"] += (cells[c]["fast"]["full_s"] + cells[c]["fast"]["compile_s"]) * m["members"]
-        seed = (seed_s + load_s) if m["seed_suite"] else 0.0
+        suite_s, source = (seed_s[name] if isinstance(seed_s, dict) else (seed_s, "")) if m["seed_suite"] else (0.0, "")
+        seed = (suite_s + load_s) if m["seed_suite"] else 0.0
         if m["gen_cells"]:
             gen = {k: v + load_s * m["members"] for k, v in gen.items()}
-        rows.append({"model": name, "path": m["path"], "members": m["members"], "seed_s": seed,
+        rows.append({"model": name, "path": m["path"], "members": m["members"], "seed_s": seed, "seed_source": source,
                      "gen_faithful_s": gen["faithful"], "gen_fast_s": gen["fast"], "cells": m["gen_cells"],
                      "not_counted": m["other_suites"]})
     tot = {k: sum(r[k] for r in rows) for k in ("seed_s", "gen_faithful_s", "gen_fast_s")}
@@ -260,20 +317,21 @@ def cell_table(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def projection_table(p: dict[str, Any], seed_source: str, gpu: str) -> str:
-    """The whole table's evaluation time: per model, then in all, faithful beside fast."""
-    lines = ["| model | seed runs | seed suite (min) | generation, faithful (min) | generation, fast (min) | cells |",
-             "|---|---:|---:|---:|---:|---|"]
+def projection_table(p: dict[str, Any], gpu: str) -> str:
+    """The whole table's evaluation time: per model (with where its seed-suite time comes from), then in all,
+    faithful beside fast."""
+    lines = ["| model | seed runs | seed suite (min) | seed suite from | generation, faithful (min) | "
+             "generation, fast (min) | cells |", "|---|---:|---:|---|---:|---:|---|"]
     for r in p["rows"]:
         note = f"; not in the 54 cells, not counted: {', '.join(r['not_counted'])}" if r["not_counted"] else ""
-        lines.append(f"| {r['model']} | {r['members']} | {r['seed_s'] / 60:.1f} | {r['gen_faithful_s'] / 60:.1f} | "
-                     f"{r['gen_fast_s'] / 60:.1f} | {', '.join(r['cells']) or '–'}{note} |")
+        lines.append(f"| {r['model']} | {r['members']} | {r['seed_s'] / 60:.1f} | {r.get('seed_source') or '–'} | "
+                     f"{r['gen_faithful_s'] / 60:.1f} | {r['gen_fast_s'] / 60:.1f} | {', '.join(r['cells']) or '–'}{note} |")
     t = p["total"]
-    lines.append(f"| **total** | | **{t['seed_s'] / 60:.1f}** | **{t['gen_faithful_s'] / 60:.1f}** | "
+    lines.append(f"| **total** | | **{t['seed_s'] / 60:.1f}** | | **{t['gen_faithful_s'] / 60:.1f}** | "
                  f"**{t['gen_fast_s'] / 60:.1f}** | |")
     lines.append(f"\nwhole 54-cell table on one {gpu}: faithful (batch 4) {t['faithful_min']:.1f} min, fast "
                  f"{t['fast_min']:.1f} min (target ≤ {p['target_min']:.0f} min: {'met' if p['met'] else 'NOT met'}); "
-                 f"seed suite per base model from {seed_source}; generation from this run (upper bound: the random "
+                 f"seed suite per base model as its row says; generation from this run (upper bound: the random "
                  f"model never stops early); model loading {p['load_s']:.0f} s per model folder"
                  + (f"; MISSING cells: {', '.join(p['missing_cells'])}" if p["missing_cells"] else ""))
     return "\n".join(lines)
@@ -287,7 +345,8 @@ def warm_up(model, tok, cfg) -> None:
     generate.generate_rows(model, [tok("warm up")["input_ids"]] * 4, generate.pad_id(tok), tok.eos_token_id, gen)
 
 
-def keep(report: dict[str, Any], plan: dict[str, Any], args, seed_s: float, t0: float) -> dict[str, Any]:
+def keep(report: dict[str, Any], plan: dict[str, Any], args, seed_s: dict[str, tuple[float, str]],
+         t0: float) -> dict[str, Any]:
     """The projection from the cells so far (and `--merge`'s), peak memory and wall time; written to the JSON."""
     import torch
 
@@ -318,7 +377,15 @@ def main() -> int:
                     help="after the cells, this many items of finetune.medqa4 through both settings in float32 "
                          "(default 16 on CUDA, 0 tiny; 0: skip)")
     ap.add_argument("--seed-suite-s", type=float, default=None,
-                    help="seconds of one 7B model's seed suite (default: bench/RESULTS.md's measured row)")
+                    help="seconds of one 7B model's seed suite (default: bench/RESULTS.md's measured row); charged to "
+                         "every base model without a time of its own (the 2.7B rows: labelled the 7B fallback)")
+    ap.add_argument("--seed-suite-json", type=Path, action="append", default=[],
+                    help="a bench_eval.json (or a folder of them: its own and its subfolders'): its packed seed-suite "
+                         "time is charged to the base models of its arch (gpt-neo-2.7b, biomedlm-2.7b; llama-7b: "
+                         "llama-7b, pretrained, pmc-llama-7b); repeatable")
+    ap.add_argument("--seed-suite-s-model", action="append", default=[], metavar="NAME=SECONDS",
+                    help="seconds of one base model's seed suite (an eval.models name of configs/paper.yaml); repeatable, "
+                         "before --seed-suite-json")
     ap.add_argument("--load-s", type=float, default=0.0,
                     help="seconds to load one model from disk, charged to every model run (default 0: not counted)")
     ap.add_argument("--budget-s", type=float, default=None,
@@ -352,6 +419,12 @@ def main() -> int:
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     plan = paper_plan()
     seed_s, seed_source = seed_suite_seconds(args.seed_suite_s)
+    try:
+        per_model = {k: float(v) for k, v in (x.split("=", 1) for x in args.seed_suite_s_model)}
+    except ValueError:
+        raise SystemExit(f"--seed-suite-s-model: NAME=SECONDS, got {args.seed_suite_s_model}") from None
+    seed_times = seed_suite_times(plan, (seed_s, seed_source),
+                                  [m for p in args.seed_suite_json for m in measured_seed_suites(p)], per_model)
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
     max_new = 16 if args.tiny else plan["max_new_tokens"]
@@ -361,7 +434,9 @@ def main() -> int:
     _, init_s = timed(lambda: warm_up(model, tok, cfg), args.device)  # CUDA and cuBLAS start-up, not any cell's
     report: dict[str, Any] = {"card": card(), "model_build_s": build_s, "init_s": init_s, "max_new_tokens": max_new,
                               "faithful_batch": plan["batch_size"], "fast": speed.model_dump(), "seed_suite_s": seed_s,
-                              "seed_suite_source": seed_source, "cells": [], "skipped": []}
+                              "seed_suite_source": seed_source,
+                              "seed_suite": {n: {"s": s_, "source": src} for n, (s_, src) in seed_times.items()},
+                              "cells": [], "skipped": []}
     wanted = args.cells.split(",") if args.cells else plan["cells"]
     unknown = sorted(set(wanted) - set(plan["cells"]))
     if unknown:
@@ -377,19 +452,19 @@ def main() -> int:
         print(f"[{cell}] faithful {res['faithful']['wall_s']:.1f}s/{res['faithful']['docs']} docs, fast "
               f"{res['fast']['wall_s']:.1f}s/{res['fast']['docs']} docs (warm-up {res['fast']['warmup_s']:.1f}s), "
               f"outputs differ {res['outputs_differ']}/{res['compared']}", flush=True)
-        keep(report, plan, args, seed_s, t0)  # after every cell: a run cut short keeps its cells and projection
+        keep(report, plan, args, seed_times, t0)  # after every cell: a run cut short keeps its cells and projection
     n_check = args.fp32_check if args.fp32_check is not None else (0 if args.tiny else 16)
     if n_check:
         report["fp32_check"] = check = fp32_check(model, tok, cfg, "finetune.medqa4", n_check, 8, args, speed)
         print(f"[fp32 check] {check['cell']}: {check['outputs_differ']} of {check['docs']} outputs differ between batch 4 "
               f"and the fast setting (batch {check['fast_batch']}) in float32", flush=True)
-    report = keep(report, plan, args, seed_s, t0)
+    report = keep(report, plan, args, seed_times, t0)
     gpu = report["card"].get("gpu") or "CPU (tiny: not a projection of anything real)"
     print(cell_table(report["cells"]))
     if report.get("merged", {}).get("cells"):
         print(f"\nfrom {report['merged']['file']} (card {report['merged']['card']}): {', '.join(report['merged']['cells'])}")
     print()
-    print(projection_table(report["projection"], seed_source, gpu))
+    print(projection_table(report["projection"], gpu))
     print(f"\n{gpu}; torch {report['card']['torch']}, transformers {report['card']['transformers']}; model build "
           f"{build_s:.1f}s; peak {report.get('peak_mem_gib', 0):.1f} GiB; wall {report['wall_s']:.1f}s")
     if args.print_deps:

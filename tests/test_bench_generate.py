@@ -54,7 +54,9 @@ def test_the_projection_adds_the_seed_suites_and_each_seed_runs_generation():
 def test_cpu_smoke_runs_every_cell_and_float32_outputs_agree(tmp_path: Path, repo_root: Path):
     """`bench/bench_generate.sh --tiny`: every generation cell of the paper profile, batch 4 and the fast setting
     (batch 8, longest first, static cache), outputs identical in float32, the table's projection printed."""
-    done = subprocess.run(["bash", "bench/bench_generate.sh", "--tiny"], cwd=repo_root, capture_output=True, text=True,
+    seed = _bench_eval_json(tmp_path / "seed" / "gpt-neo-2.7b", "gpt-neo-2.7b", 150.0).parent.parent
+    done = subprocess.run(["bash", "bench/bench_generate.sh", "--tiny", "--seed-suite-json", str(seed),
+                           "--seed-suite-s-model", "biomedlm-2.7b=100"], cwd=repo_root, capture_output=True, text=True,
                           env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "bench_generate.json").read_text())
@@ -63,5 +65,71 @@ def test_cpu_smoke_runs_every_cell_and_float32_outputs_agree(tmp_path: Path, rep
         assert c["compared"] > 0 and c["outputs_differ"] == 0 and c["scores_differ"] == 0, c
         assert c["faithful"]["new_tokens"] > c["compared"]  # text was generated, not only EOS
     assert report["fast"] == {"batch_size": 8, "sort_by_length": True, "static_cache": True, "compile": False}
-    assert report["projection"]["complete"] and report["projection"]["total"]["seed_s"] == 5 * 409.8
+    # the 2.7B rows charged their own seed suites (a bench_eval.json, a per-model time), the LLaMA-7B rows the 7B figure
+    assert report["projection"]["complete"]
+    assert report["projection"]["total"]["seed_s"] == pytest.approx(3 * 409.8 + 150 + 100)
+    assert report["seed_suite"]["biomedlm-2.7b"] == {"s": 100.0, "source": "--seed-suite-s-model"}
+    assert "| gpt-neo-2.7b | 1 | 2.5 | measured, gpt-neo-2.7b packed on NVIDIA H200" in done.stdout
     assert "whole 54-cell table on one CPU" in done.stdout
+
+
+def _bench_eval_json(path: Path, arch: str, packed_s: float, complete: bool = True, gpu: str = "NVIDIA H200") -> Path:
+    """A bench_eval.json as bench/bench_eval.py writes it (only the keys the projection reads)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "bench_eval.json").write_text(json.dumps({
+        "arch": arch, "params": 2_651_307_520, "packable": True,
+        "summary": {"packed_s": packed_s, "packed_complete": complete, "complete": complete},
+        "cards": {"packed": {"gpu": gpu}, "stock": {"gpu": gpu}}}))
+    return path / "bench_eval.json"
+
+
+def test_base_models_map_to_the_bench_eval_archs():
+    seed_models = [n for n, m in G.paper_plan()["models"].items() if m["seed_suite"]]
+    assert {n: G.model_arch(n) for n in seed_models} == {
+        "llama-7b": "llama-7b", "pretrained": "llama-7b", "pmc-llama-7b": "llama-7b",
+        "gpt-neo-2.7b": "gpt-neo-2.7b", "biomedlm-2.7b": "biomedlm-2.7b"}
+
+
+def test_each_base_model_is_charged_its_own_seed_suite_else_the_7b_fallback(tmp_path: Path):
+    """A bench_eval.json of an arch times that arch's base rows, `--seed-suite-s-model` one model; a 2.7B row with
+    neither gets the 7B figure, labelled the fallback; the projection adds what each row was charged."""
+    plan = G.paper_plan()
+    default = (409.8, "bench/RESULTS.md (packed path, one H200)")
+    _bench_eval_json(tmp_path / "a" / "gpt-neo-2.7b", "gpt-neo-2.7b", 150.0)
+    _bench_eval_json(tmp_path / "a" / "biomedlm-2.7b", "biomedlm-2.7b", 120.0, gpu="NVIDIA H100 80GB HBM3")
+    measured = G.measured_seed_suites(tmp_path / "a")  # a folder: its arch subfolders' files
+    assert sorted(m["arch"] for m in measured) == ["biomedlm-2.7b", "gpt-neo-2.7b"]
+
+    times = G.seed_suite_times(plan, default, measured, {})
+    assert times["gpt-neo-2.7b"] == (150.0, "measured, gpt-neo-2.7b packed on NVIDIA H200 (gpt-neo-2.7b/bench_eval.json)")
+    assert times["biomedlm-2.7b"][0] == 120.0 and "NVIDIA H100" in times["biomedlm-2.7b"][1]
+    assert {n: times[n] for n in ("llama-7b", "pretrained", "pmc-llama-7b")} == dict.fromkeys(
+        ("llama-7b", "pretrained", "pmc-llama-7b"), default)
+
+    cells = {c: {"faithful": {"full_s": 100.0}, "fast": {"full_s": 10.0, "compile_s": 2.0}} for c in plan["cells"]}
+    p = G.project(plan, cells, times, load_s=1.0)
+    rows = {r["model"]: r for r in p["rows"]}
+    assert rows["gpt-neo-2.7b"]["seed_s"] == 151 and rows["biomedlm-2.7b"]["seed_s"] == 121
+    assert rows["pmc-llama-7b"]["seed_s"] == 410.8 and rows["instruct"]["seed_s"] == 0
+    assert p["total"]["seed_s"] == pytest.approx(151 + 121 + 3 * 410.8)  # not 5 × 410.8: the 2.7B rows' own times count
+    table = G.projection_table(p, "NVIDIA H200")
+    assert "| gpt-neo-2.7b | 1 | 2.5 | measured, gpt-neo-2.7b packed on NVIDIA H200" in table
+
+    # one model's own time wins; the 2.7B row with no measurement falls back to the 7B figure, labelled so
+    times = G.seed_suite_times(plan, default, measured[1:], {"pmc-llama-7b": 300.0})
+    assert measured[1]["arch"] == "gpt-neo-2.7b"
+    assert times["pmc-llama-7b"] == (300.0, "--seed-suite-s-model") and times["llama-7b"] == default
+    assert times["biomedlm-2.7b"] == (409.8, "7B fallback (biomedlm-2.7b not measured): " + default[1])
+    p = G.project(plan, cells, times)
+    assert p["total"]["seed_s"] == pytest.approx(150 + 300 + 3 * 409.8)
+
+
+def test_seed_suite_inputs_are_checked(tmp_path: Path):
+    plan = G.paper_plan()
+    f = _bench_eval_json(tmp_path / "cut", "gpt-neo-2.7b", 90.0, complete=False)
+    with pytest.raises(SystemExit, match="did not finish every cell"):
+        G.measured_seed_suites(f)
+    with pytest.raises(SystemExit, match="no bench_eval.json"):
+        G.measured_seed_suites(tmp_path / "empty")
+    with pytest.raises(SystemExit, match="instruct"):  # no seed suite: nothing to charge
+        G.seed_suite_times(plan, (1.0, "x"), [], {"instruct": 5.0})
