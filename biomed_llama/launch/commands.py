@@ -1,5 +1,5 @@
-"""Command lines of the stages: here (`torchrun --standalone` for training, `python -m biomed_llama` for
-the others) or, for the training stages, a Slurm batch job.
+"""Command lines of the stages: here (`torchrun --standalone` for training on several ranks, `python -m
+biomed_llama` for the others and for one rank) or, for the training stages, a Slurm batch job.
 
 `biomed-llama launch STAGE` (every DVC stage's command) calls `launch`. The params choose how:
 `launch.mode` switches the training stages between this machine and the cluster, and
@@ -23,9 +23,9 @@ from biomed_llama.errors import UserError
 from biomed_llama.launch import slurm
 from biomed_llama.launch.config import LaunchConfig
 from biomed_llama.launch.container import container_prefix
-from biomed_llama.launch.local import run_torchrun
+from biomed_llama.launch.local import TORCHRUN_MODULE, run_torchrun
 
-# Training stages run under torchrun (one process per GPU) or Slurm; the others are one process.
+# Training stages run under torchrun (one process per GPU; one rank: the stage's own process) or Slurm; the others are one process.
 TRAIN_STAGES = ("pretrain", "finetune")
 DATA_STAGES = ("extract", "tokenize", "instruct-mix", "prepare-eval", "contamination", "evaluate")
 STAGES = TRAIN_STAGES + DATA_STAGES
@@ -63,19 +63,25 @@ def torchrun_command(
     workdir: Path | None = None,
 ) -> Command:
     """Local mode: `torchrun --standalone --nproc-per-node N -m biomed_llama STAGE …` for a training
-    stage, `python -m biomed_llama STAGE …` for the others; inside `launch.container`'s image if set.
+    stage of N > 1 ranks, `python -m biomed_llama STAGE …` for the others; inside `launch.container`'s image if set.
 
     Python runs as this interpreter, so the venv's torch is used even when its bin/ is not on PATH
     (DVC runs commands through a plain shell); inside an image it is the image's `python`.
+
+    One rank (`nproc_per_node: 1`) runs the stage as one process, without torchrun: the stage then makes its
+    own world of one (`train/mesh.py`, an in-process store, no rendezvous) and computes exactly what the
+    torchrun worker would. torchrun's agent would be a second process that imports torch and opens a TCP
+    rendezvous before the worker starts: about 5 s a training stage on the GPU machine (2026-12-07: import
+    torch 3.3 s of it), 45 s of the paper profile's nine training stages on one GPU.
     """
     args = stage_args(stage, params, overrides, extra)
     prefix = container_prefix(cfg, workdir=workdir or Path.cwd(), gpu=stage in GPU_STAGES and host_has_gpu())
     python = "python" if prefix else sys.executable
-    if stage in TRAIN_STAGES:
+    if stage in TRAIN_STAGES and cfg.nproc_per_node > 1:
         argv = [
             python,
             "-m",
-            "torch.distributed.run",
+            TORCHRUN_MODULE,
             "--standalone",
             "--nproc-per-node",
             str(cfg.nproc_per_node),
@@ -92,7 +98,7 @@ def job_torchrun(cfg: LaunchConfig, workdir: Path) -> list[str]:
     """How each node of the job starts torchrun: inside the container (the image's torchrun), or with
     this interpreter (`launch.container: none`; its venv must be at the same path on every node)."""
     prefix = container_prefix(cfg, workdir=workdir, gpu=cfg.gpus_per_node > 0)
-    return [*prefix, "torchrun"] if prefix else [sys.executable, "-m", "torch.distributed.run"]
+    return [*prefix, "torchrun"] if prefix else [sys.executable, "-m", TORCHRUN_MODULE]
 
 
 def sbatch_command(
@@ -210,10 +216,11 @@ def launch(
 ) -> int:
     """Run `stage` as `cfg.mode` says and return its exit status (0 only when it finished).
 
-    A training stage run here without a container runs torchrun's agent in this process
+    A training stage of several ranks run here without a container runs torchrun's agent in this process
     (`launch/local.py`: signals from DVC or the shell reach it directly, its workers die with it, a
-    failure is one line with the stage's own exit code). Any other local stage, and a training stage
-    inside `launch.container`'s image, replaces this process with its command (the stage, or the
+    failure is one line with the stage's own exit code). Any other local stage (a training stage of one
+    rank among them: it prints its own one line and exit code), and a training stage inside
+    `launch.container`'s image, replaces this process with its command (the stage, or the
     container runtime that starts it). Slurm mode checks the submission host, submits, then follows
     the job's log and waits for its final state across requeues; an interrupt (Ctrl-C) cancels the job.
     """
@@ -221,7 +228,7 @@ def launch(
     if cmd.argv[0] != "sbatch":
         require_container(cfg)
         require_locked_env(cfg, stage)
-        if stage in TRAIN_STAGES and cfg.container == "none":
+        if TORCHRUN_MODULE in cmd.argv and cfg.container == "none":
             return run_torchrun(cmd.argv, cmd.env, stage)
         os.execvpe(cmd.argv[0], cmd.argv, {**os.environ, **cmd.env})
     if shutil.which("sbatch") is None:

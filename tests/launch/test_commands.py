@@ -21,6 +21,14 @@ def test_local_is_torchrun_standalone():
                         "-m", "biomed_llama", "pretrain", "--params", "params.yaml", "--set", "pretrain.optim.lr=1e-4"]
 
 
+def test_one_local_rank_is_the_stage_itself_without_torchrun():
+    # world of one: no agent process, no rendezvous (commands.torchrun_command's docstring); the stage's own argv
+    for stage, extra in (("pretrain", []), ("finetune", ["--mode", "instruct"])):
+        cmd = torchrun_command(LaunchConfig(nproc_per_node=1), stage, "params.yaml", ["seed=1"], extra)
+        assert cmd.argv == [sys.executable, "-m", "biomed_llama", stage, "--params", "params.yaml", "--set", "seed=1",
+                            *extra]
+
+
 def test_slurm_is_sbatch_with_sizes_and_signal():
     cfg = LaunchConfig(mode="slurm", nnodes=2, gpus_per_node=4, partition="gpu", account="bio", time="12:00:00",
                        signal_seconds=900, shutdown_timeout=600, binds=["/a:/b", "/c"], image="/img/biomed.sif",
@@ -43,7 +51,7 @@ def test_slurm_is_sbatch_with_sizes_and_signal():
 
 def test_mode_param_switches_the_launcher(repo_root: Path):
     params = repo_root / "params.yaml"
-    local = build(load_params(params).launch, "finetune", params)
+    local = build(load_params(params, ["launch.nproc_per_node=2"]).launch, "finetune", params)
     slurm = build(load_params(params, ["launch.mode=slurm"]).launch, "finetune", params)
     assert "torch.distributed.run" in local.argv and slurm.argv[0] == "sbatch"
     assert slurm.env["BIOMED_SHARD_PARAM"] == ""  # finetune: the trainer's default shard (one node)

@@ -70,8 +70,10 @@ def test_every_stage_goes_into_the_image(tmp_path: Path):
         argv = build(cfg, stage, "params.yaml", [], ["--mode", "instruct"] if stage == "finetune" else []).argv
         inner = argv[argv.index("img") + 1:]
         assert inner[0] == "python" and "biomed_llama" in inner and stage in inner, stage
-    train = build(cfg, "pretrain", "params.yaml").argv
+    train = build(cfg.model_copy(update={"nproc_per_node": 2}), "pretrain", "params.yaml").argv
     assert "torch.distributed.run" in train[train.index("img") + 1:]
+    one = build(cfg, "pretrain", "params.yaml").argv  # one rank: the stage itself, in the image
+    assert one[one.index("img") + 1:][:3] == ["python", "-m", "biomed_llama"]
     # Slurm mode sends only training stages to sbatch; data stages still run here, in the image.
     slurm = cfg.model_copy(update={"mode": "slurm"})
     assert build(slurm, "pretrain", "params.yaml").argv[0] == "sbatch"

@@ -1,5 +1,5 @@
-"""`launch` in local mode: torchrun's agent in the launcher, one error line with the stage's exit code,
-no worker outliving a killed launcher, one run at a time per checkpoint folder.
+"""`launch` in local mode: torchrun's agent in the launcher (one rank: the stage's own process), one error line
+with the stage's exit code, no worker outliving a killed launcher, one run at a time per checkpoint folder.
 
 The integration tests run the real `biomed-llama launch pretrain` on a tiny model (CPU, gloo) and
 find the processes they started by a tag in their environment (`tests.helpers.procs`).
@@ -60,9 +60,11 @@ def _launch(params: Path) -> list[str]:
 
 
 @pytest.mark.integration
-def test_an_error_inside_torchrun_is_one_line_with_the_stage_exit_code(tmp_path):
-    # two ranks: rank 0 names the bad file, rank 1 only that rank 0 refused; the launcher prints rank 0's
-    params, raw = _workspace(tmp_path, ranks=2, max_steps=4)
+@pytest.mark.parametrize("ranks", [1, 2], ids=["one-rank", "torchrun-2"])
+def test_an_error_inside_torchrun_is_one_line_with_the_stage_exit_code(tmp_path, ranks):
+    # two ranks: rank 0 names the bad file, rank 1 only that rank 0 refused; the launcher prints rank 0's.
+    # One rank: no torchrun, the stage's own process prints its line (the same line and code)
+    params, raw = _workspace(tmp_path, ranks=ranks, max_steps=4)
     meta = tmp_path / "tokens" / "pubmed_abstracts" / "train" / "meta.json"
     good = meta.read_bytes()
     meta.write_bytes(good + b" ")  # tampered after its manifest was written: an integrity error, exit 3
@@ -81,9 +83,10 @@ def test_an_error_inside_torchrun_is_one_line_with_the_stage_exit_code(tmp_path)
 
 
 @pytest.mark.integration
-def test_one_run_per_checkpoint_folder_and_nothing_outlives_a_killed_launcher(tmp_path):
+@pytest.mark.parametrize("ranks", [1, 2], ids=["one-rank", "torchrun-2"])
+def test_one_run_per_checkpoint_folder_and_nothing_outlives_a_killed_launcher(tmp_path, ranks):
     # enough steps that the first run is still training when it is frozen (a tiny model runs ~100 steps/s)
-    params, raw = _workspace(tmp_path, max_steps=1500, checkpoint_every=20, log_every=50)
+    params, raw = _workspace(tmp_path, ranks=ranks, max_steps=1500, checkpoint_every=20, log_every=50)
     env, tag = H.env_for_subprocess(), P.new_tag()
     first = P.start_tagged(_launch(params), REPO, env, tag, tmp_path / "first.log")
     try:
@@ -99,7 +102,9 @@ def test_one_run_per_checkpoint_folder_and_nothing_outlives_a_killed_launcher(tm
         assert second.returncode == 1, second.stderr
         (line,) = [ln for ln in second.stderr.splitlines() if ln.startswith("error: ")]
         holder = int(re.search(r"in use by another pretrain run \(pid (\d+) on ", line).group(1))
-        assert holder in P.tagged(tag) and holder != first.pid  # the worker holds it, not the agent
+        assert holder in P.tagged(tag)
+        # torchrun: rank 0's worker holds it, not the agent (the launcher); one rank: the launcher became the stage
+        assert (holder != first.pid) if ranks > 1 else (holder == first.pid)
         # kill -9 of the launcher's process group (the workers run in sessions of their own)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)

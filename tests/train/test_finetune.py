@@ -265,7 +265,7 @@ def test_launch_passes_stage_args_through():
     from torch.distributed.run import get_args_parser
 
     for stage_extra in (["--mode", "instruct", "--base"], [*extra, "--base"]):
-        argv = build(LaunchConfig(), "finetune", "params.yaml", [], stage_extra).argv
+        argv = build(LaunchConfig(nproc_per_node=2), "finetune", "params.yaml", [], stage_extra).argv
         parsed = get_args_parser().parse_args(argv[argv.index("torch.distributed.run") + 1:])
         assert parsed.training_script == "biomed_llama" and parsed.training_script_args[-len(stage_extra):] == stage_extra
 
