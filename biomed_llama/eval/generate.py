@@ -238,6 +238,7 @@ def run_generation(model, tok, cfg: EvalConfig, suite: str, task: str, task_key:
         },
         "samples": {task_key: samples},
         "biomed_wall_s": time.perf_counter() - t0,
+        "biomed_backend": "generate",
     }
 
 

@@ -148,7 +148,15 @@ def run_one(lm, tm, run: Run, limit: int | None = None) -> dict[str, Any]:
             f"(not under torchrun or accelerate launch)"
         )
     res["biomed_wall_s"] = time.perf_counter() - t0
+    res["biomed_backend"] = scoring_backend(lm)
     return res
+
+
+def scoring_backend(lm) -> str:
+    """Which code scored a run's log-likelihoods: `packed` (PackedHFLM packing this model) or `stock` (lm-eval's
+    HFLM, or PackedHFLM falling back to it for a model it does not pack). Saved in `<key>.results.json` and named
+    in evaluate's progress lines, so a GPU log shows which path each model took, not only the CPU tests."""
+    return "packed" if getattr(lm, "packable", False) else "stock"
 
 
 def flat_metrics(run: Run, results: dict[str, Any]) -> dict[str, float]:

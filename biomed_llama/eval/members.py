@@ -81,9 +81,11 @@ def evaluate_member(
     prog=None,
     bar=None,
     verdicts: dict[str, dict[int, bool]] | None = None,
+    backends: dict[str, str] | None = None,
 ) -> None:
     """`runs` on one model folder: flat metrics into `metrics` (with `verdicts`, the contamination stage's, also over
-    the uncontaminated items) and each run's wall time into `timing` as it finishes; full results and samples under
+    the uncontaminated items) and each run's wall time into `timing` (and, given `backends`, which code scored it:
+    `harness.scoring_backend`) as it finishes; full results and samples under
     `out_dir`. The model is freed at the end, also on an error (one model in memory at a time: the paper profile
     evaluates many 7B models)."""
     model_runs = ModelRuns(cfg, str(folder), runs)
@@ -106,6 +108,8 @@ def evaluate_member(
                 )
             )
             timing[run.key] = res["biomed_wall_s"]
+            if backends is not None:
+                backends[run.key] = res["biomed_backend"]
             harness.save_run(out_dir, run, res)
             if prog:
                 prog.advance(bar)

@@ -78,6 +78,7 @@ class UnitResult:
 
     metrics: dict[str, float] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
+    backends: dict[str, str] = field(default_factory=dict)  # run key -> harness.scoring_backend
     wall_s: float = 0.0
     error: BaseException | None = None
 
@@ -165,6 +166,7 @@ def _evaluate_unit(unit: Unit) -> UnitResult:
             out.metrics,
             out.timing,
             verdicts=_WORKER["verdicts"],
+            backends=out.backends,
         )
     except Exception as e:  # the runs it finished go back with the error
         out.error = _portable(e, unit)
@@ -244,8 +246,10 @@ def evaluate_units(ev: Evaluation) -> None:
                 merge.add(unit, res)
                 if cfg.progress:
                     state = "failed after" if res.error else "done in"
+                    how = "+".join(sorted(set(res.backends.values()))) or "-"
                     print(
-                        f"evaluate: {unit.name}: {state} {res.wall_s:.1f} s ({finished}/{len(units)})", file=sys.stderr
+                        f"evaluate: {unit.name}: {state} {res.wall_s:.1f} s, {how} ({finished}/{len(units)})",
+                        file=sys.stderr,
                     )
                 if res.error is not None and error is None:
                     error = res.error

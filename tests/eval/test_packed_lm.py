@@ -12,6 +12,7 @@ import torch
 from lm_eval.models.huggingface import HFLM
 
 from biomed_llama.eval import harness, packing
+from biomed_llama.eval.harness import scoring_backend
 from biomed_llama.eval.packed_lm import PackedHFLM
 
 # Same tolerance as test_fidelity: 1e-5, or about two float32 ulps of larger sums.
@@ -81,7 +82,7 @@ def worst_excess(stock: HFLM, packed: PackedHFLM, prepared, runs=SEED_RUNS) -> f
 @pytest.mark.parametrize("max_length", [48, 2048])  # 48: contexts truncated from the left, windows roll
 def test_packed_equals_stock_on_every_seed_request(prepared, eval_root, max_length):
     stock, packed = both(str(eval_root / "model"), max_length, token_budget=2048)
-    assert packed.packable
+    assert packed.packable and scoring_backend(packed) == "packed" and scoring_backend(stock) == "stock"
     assert worst_excess(stock, packed, prepared) <= 0
 
 
@@ -180,5 +181,7 @@ def test_models_that_cannot_pack_use_the_stock_scoring(prepared, eval_root, tmp_
     tok.save_pretrained(tmp_path)
     stock, packed = both(str(tmp_path), 64)
     assert not packed.packable
+    # what results.json and evaluate's progress line then name: the stock code, for both backends
+    assert scoring_backend(packed) == scoring_backend(stock) == "stock"
     reqs = instances(prepared, "pubmedqa", 0)[:12]
     assert packed.loglikelihood(reqs, disable_tqdm=True) == stock.loglikelihood(reqs, disable_tqdm=True)

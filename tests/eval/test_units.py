@@ -64,16 +64,21 @@ def test_workers_give_the_serial_runs_numbers_and_files(prepared, eval_root, tmp
                    progress=workers > 1)
         got[workers] = (cfg, evaluate(cfg, "test"))
     # one line per finished unit (the workers' own progress bars may share a terminal line with one)
-    lines = re.findall(r"evaluate: (\S+ \S+): done in [0-9.]+ s \((\d)/6\)", capfd.readouterr().err)
-    assert sorted(n for _, n in lines) == list("123456")
-    assert {u for u, _ in lines} == {"tiny seed", "tiny-modern modern", "tiny-instruct instruct",
-                                     "tiny-instruct instruct_letters", "tiny-ft-seeds/seed-1 finetune",
-                                     "tiny-ft-seeds/seed-2 finetune"}
+    lines = re.findall(r"evaluate: (\S+ \S+): done in [0-9.]+ s, (\S+) \((\d)/6\)", capfd.readouterr().err)
+    assert sorted(n for _, _, n in lines) == list("123456")
+    # each line names the code that scored the unit: the tiny LLaMA packed, the generation suites generated
+    assert {u: how for u, how, _ in lines} == {
+        "tiny seed": "packed", "tiny-modern modern": "packed", "tiny-instruct instruct": "generate",
+        "tiny-instruct instruct_letters": "packed", "tiny-ft-seeds/seed-1 finetune": "generate",
+        "tiny-ft-seeds/seed-2 finetune": "generate"}
     (serial_cfg, serial), (cfg, parallel) = got[1], got[2]
     assert parallel == serial
     assert "seed.medqa4.3shot.acc_clean" in serial["tiny"] and "finetune.medqa4.0shot.exact_match_std" in \
         serial["tiny-ft-seeds"] and "instruct.medqa4.0shot.exact_match" in serial["tiny-instruct"]
     a, b = Path(serial_cfg.results_dir), Path(cfg.results_dir)
+    for f in a.rglob("*.results.json"):  # the serial path records it too
+        assert json.loads(f.read_text())["biomed_backend"] == ("generate" if "instruct." in f.name or
+                                                               "finetune." in f.name else "packed"), f
     assert _saved(b) == _saved(a) and len(_saved(a)) == 2 * 9  # 9 runs (one per seed member), results + samples
     timings = sorted(str(f.relative_to(a)) for f in a.rglob("timing.json"))
     assert timings == sorted(str(f.relative_to(b)) for f in b.rglob("timing.json")) and len(timings) == 5
