@@ -161,11 +161,6 @@ def build_model(tiny: bool, device: str, arch: str = "llama-7b"):
     return model.eval()
 
 
-def positions(model) -> int | None:
-    """A learned position table's size (GPT-2's `n_positions`), as `harness.model_positions` reads it from a folder."""
-    return next((v for k in ("n_positions", "n_ctx") if isinstance(v := getattr(model.config, k, None), int)), None)
-
-
 # ---- environment ----
 
 def card() -> dict:
@@ -238,8 +233,9 @@ def load_backend(path: str, model, tok, cfg) -> object:
     from biomed_llama.eval import harness
 
     # eval.max_length capped at a learned position table, as `harness.hf_model_args` caps it (BioMedLM: 1,024)
+    table = harness.config_positions(model.config.to_dict())
     args = {"pretrained": model, "tokenizer": tok, "batch_size": 8 if cfg.dtype == "float32" else 32,
-            "max_length": min(cfg.max_length, positions(model) or cfg.max_length), "prefix_token_id": tok.eos_token_id}
+            "max_length": min(cfg.max_length, table or cfg.max_length), "prefix_token_id": tok.eos_token_id}
     return harness.load_lm(args, "packed" if path == "packed" else "stock", cfg.token_budget)
 
 

@@ -43,12 +43,14 @@ def test_biomedlm_scores_at_its_1024_positions():
     from transformers import AutoTokenizer
 
     from biomed_llama.eval.config import EvalConfig
+    from biomed_llama.eval.harness import config_positions
 
     tok = AutoTokenizer.from_pretrained(E.REPO / "data/sample/tokenizer")
     cfg = EvalConfig(dtype="float32", max_length=2048, device="cpu")
     for arch, n in (("biomedlm-2.7b", 1024), ("gpt-neo-2.7b", 2048)):
         model = E.build_model(True, "cpu", arch)
-        assert E.positions(model) == (1024 if arch == "biomedlm-2.7b" else None)
+        # the same reading as a saved folder's (`harness.model_positions`)
+        assert config_positions(model.config.to_dict()) == (1024 if arch == "biomedlm-2.7b" else None)
         lm = E.load_backend("packed", model, tok, cfg)
         assert lm.max_length == n and lm.packable, arch
 

@@ -47,10 +47,14 @@ def model_positions(path: str) -> int | None:
     fails with an index error in its position embedding (found by bench/e2e.sh's stand-in). LLaMA's rotary
     positions have no table (its `max_position_embeddings` is no limit), so a LLaMA is never capped.
     """
-    cfg = _hf_config(path)
+    return config_positions(_hf_config(path))
+
+
+def config_positions(config: dict[str, Any]) -> int | None:
+    """`model_positions` of a HF config as a dict (`config.json`'s keys, or a loaded config's `to_dict()`)."""
     for key in ("n_positions", "n_ctx"):
-        if isinstance(cfg.get(key), int):
-            return cfg[key]
+        if isinstance(config.get(key), int):
+            return config[key]
     return None
 
 
