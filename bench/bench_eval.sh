@@ -16,10 +16,16 @@
 #     packed suite the budget cut shows `deadline` in its table and is refused by bench_generate.py: rerun that arch
 #     alone (--arch biomedlm-2.7b). Back come $OUT/<arch>/bench_eval.json (arch, parameters, per-cell walls, totals),
 #     workers.tgz (each worker's per-item JSON and log), bench_eval.txt (stdout), environment.txt.
-#   Call B, on one H200, after copying each <arch>/bench_eval.json to bench/seed-2p7b/<arch>/ in this checkout (an
-#   untracked file travels with the working tree; commit it as the measurement's record):
-#       bash bench/bench_generate.sh --fast-batch 128 --seed-suite-json bench/seed-2p7b
-#     the projection then charges GPT-Neo and BioMedLM their own seed suites (its table names each row's source).
+#   Call B, on one H200, right after A on the same warm machine (it is handed back after 30 s idle, too soon to copy
+#   A's files here and back): A writes into the ignored .bench/eval, which a warm machine keeps between calls when
+#   .bench is not carried (carry [".whl"] only), and hands a copy back:
+#       A: OUT=.bench/eval bash bench/bench_eval.sh --arch gpt-neo-2.7b,biomedlm-2.7b --stock-fraction 0.1; \
+#          cp -r .bench/eval/. "$OUT"/
+#       B: bash bench/bench_generate.sh --fast-batch 128 --seed-suite-json .bench/eval
+#     If the machine went back in between, copy A's <arch>/bench_eval.json files to bench/seed-2p7b/<arch>/ here (an
+#     untracked file travels with the working tree; commit them as the measurement's record) and run B with
+#     --seed-suite-json bench/seed-2p7b. The projection then charges GPT-Neo and BioMedLM their own seed suites (its
+#     table names each row's source).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TINY=0

@@ -4,9 +4,9 @@
 # Usage: bench/bench_generate.sh [--tiny] [--fast-fraction F] [--faithful-limit N] [--fast-batch B] [--cells C,..]
 #        [--merge earlier.json] [--seed-suite-s S] [--seed-suite-json P]... [--seed-suite-s-model NAME=S]...;
 #        results under $OUT (default .bench/generate).
-# Issue 23 item 6, call B (one H200), after call A timed the 2.7B base rows' seed suites (bench/bench_eval.sh's header)
-# and their <arch>/bench_eval.json were copied to bench/seed-2p7b/ in this checkout:
-#        bash bench/bench_generate.sh --fast-batch 128 --seed-suite-json bench/seed-2p7b
+# Issue 23 item 6, call B (one H200), right after call A timed the 2.7B base rows' seed suites into .bench/eval on the
+# same warm machine (bench/bench_eval.sh's header; else their <arch>/bench_eval.json copied to bench/seed-2p7b/ here):
+#        bash bench/bench_generate.sh --fast-batch 128 --seed-suite-json .bench/eval
 # GPT-Neo and BioMedLM are then charged their own packed seed suites, the LLaMA-7B rows bench/RESULTS.md's 7B figure;
 # the projection's table names each row's source (a 2.7B row without one: "7B fallback").
 # On the GPU machine the wheels of requirements/bench-eval-wheels.txt travel in .whl/ (bench/lib.sh unpacks them into
