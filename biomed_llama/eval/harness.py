@@ -9,6 +9,7 @@ gives the same numbers. The `instruct` and `finetune` suites are not lm-eval run
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -142,6 +143,7 @@ def run_one(lm, tm, run: Run, limit: int | None = None) -> dict[str, Any]:
     """Evaluate one run with `simple_evaluate` (per-sample logs kept); return lm-eval's results dict."""
     from lm_eval import simple_evaluate
 
+    _environment_report_once()
     t0 = time.perf_counter()
     res = simple_evaluate(
         model=lm, tasks=[run.lm_eval_task], num_fewshot=run.shots, task_manager=tm, log_samples=True, limit=limit
@@ -154,6 +156,17 @@ def run_one(lm, tm, run: Run, limit: int | None = None) -> dict[str, Any]:
     res["biomed_wall_s"] = time.perf_counter() - t0
     res["biomed_backend"] = scoring_backend(lm)
     return res
+
+
+def _environment_report_once() -> None:
+    """Have torch's environment report, which `simple_evaluate` adds to every run's results (`pretty_env_info`),
+    made once per process instead of once per run: it runs `pip list`, `nvidia-smi` and the like in subprocesses,
+    0.5 s a run on a 2-core CPU machine, 4 s of a seed suite's 8 multiple-choice runs, on the CPU while a GPU
+    waits. The report cannot change within a process; every results.json holds the same text as before."""
+    from torch.utils import collect_env
+
+    if not hasattr(collect_env.get_pretty_env_info, "cache_info"):
+        collect_env.get_pretty_env_info = functools.cache(collect_env.get_pretty_env_info)
 
 
 def scoring_backend(lm) -> str:

@@ -185,3 +185,30 @@ def test_models_that_cannot_pack_use_the_stock_scoring(prepared, eval_root, tmp_
     assert scoring_backend(packed) == scoring_backend(stock) == "stock"
     reqs = instances(prepared, "pubmedqa", 0)[:12]
     assert packed.loglikelihood(reqs, disable_tqdm=True) == stock.loglikelihood(reqs, disable_tqdm=True)
+
+
+def test_kept_encodings_are_the_stock_ids_and_skip_repeated_contexts(prepared, sp_model):
+    """`PackedHFLM.tok_encode` keeps recent encodings: every pair encodes as HFLM's does, under either BOS setting
+    (`harness.set_suite` switches it between suites, so it is part of the key), and an item's context, asked for
+    once per answer choice, reaches the tokenizer once."""
+    # loaded as `evaluate` loads a model (`harness.hf_model_args` without a suite): BOS left to `set_suite`
+    args = {"pretrained": str(sp_model), "dtype": "float32", "device": "cpu", "batch_size": 4, "max_length": 2048,
+            "prefix_token_id": 2}
+    stock, packed = HFLM(**args), PackedHFLM(**args)
+    pairs = [r.args for r in instances(prepared, "medqa4", 3)[:40]]  # 10 items x 4 choices, in item order
+    assert len({c for c, _ in pairs}) == 10
+    calls = []
+    encode = packed.tokenizer.encode
+    packed.tokenizer.encode = lambda *a, **k: calls.append(a[0]) or encode(*a, **k)
+    got = {}
+    for suite in ("seed", "modern"):  # no BOS, then the tokenizer's default (a BOS for this LLaMA)
+        harness.set_suite(stock, suite)
+        harness.set_suite(packed, suite)
+        bos = packed.add_bos_token
+        got[bos] = [packed._encode_pair(c, x) for c, x in pairs]
+        assert got[bos] == [stock._encode_pair(c, x) for c, x in pairs]
+    assert got[False] != got[None]  # the setting changes the ids: a cache blind to it would have answered wrongly
+    assert len(calls) == 2 * (40 + 10)  # per setting: each context + continuation, and each item's context once
+    ids = packed.tok_encode(pairs[0][0])
+    ids.append(-1)  # a caller's change does not reach the kept encoding
+    assert packed.tok_encode(pairs[0][0]) == stock.tok_encode(pairs[0][0])

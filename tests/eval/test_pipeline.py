@@ -25,6 +25,21 @@ def test_no_results_from_lm_eval_is_one_user_error(monkeypatch):
         run_one(None, None, Run("m", "seed", "medqa4", 0))
 
 
+def test_the_environment_report_is_made_once_a_process(prepared, eval_root, monkeypatch):
+    # lm-eval adds torch's environment report (subprocesses: pip list, nvidia-smi, ...) to every run's results
+    from torch.utils import collect_env
+
+    from biomed_llama.eval import harness
+
+    made = []
+    monkeypatch.setattr(collect_env, "get_pretty_env_info", lambda: made.append(1) or "the report")
+    lm = harness.load_lm(harness.hf_model_args(prepared, str(eval_root / "model")), "packed")
+    tm = harness.task_manager(Path(prepared.output) / "tasks")
+    results = [run_one(lm, tm, Run("m", "seed", task, 0), limit=2) for task in ("medqa4", "pubmedqa")]
+    assert len(made) == 1
+    assert [r["pretty_env_info"] for r in results] == ["the report"] * 2 and results[1]["results"]
+
+
 def test_plan_covers_models_suites_and_shots():
     cfg = EvalConfig(models={
         "p": EvalModel(path="m", paper_row="BioMed-LLaMA-7B", suites=["seed", "instruct"]),
