@@ -162,7 +162,8 @@ def _environment_report_once() -> None:
     """Have torch's environment report, which `simple_evaluate` adds to every run's results (`pretty_env_info`),
     made once per process instead of once per run: it runs `pip list`, `nvidia-smi` and the like in subprocesses,
     0.5 s a run on a 2-core CPU machine, 4 s of a seed suite's 8 multiple-choice runs, on the CPU while a GPU
-    waits. The report cannot change within a process; every results.json holds the same text as before."""
+    waits. The report cannot change within a process; every results.json holds the same text as before. (The
+    cache replaces torch's function for the whole process; lm-eval looks it up at each call, so it gets this one.)"""
     from torch.utils import collect_env
 
     if not hasattr(collect_env.get_pretty_env_info, "cache_info"):

@@ -25,7 +25,8 @@ from biomed_llama.launch.config import LaunchConfig
 from biomed_llama.launch.container import container_prefix
 from biomed_llama.launch.local import TORCHRUN_MODULE, run_torchrun
 
-# Training stages run under torchrun (one process per GPU; one rank: the stage's own process) or Slurm; the others are one process.
+# Training stages run under torchrun (one process per GPU; one rank: the stage's own process) or Slurm; the others
+# are one process.
 TRAIN_STAGES = ("pretrain", "finetune")
 DATA_STAGES = ("extract", "tokenize", "instruct-mix", "prepare-eval", "contamination", "evaluate")
 STAGES = TRAIN_STAGES + DATA_STAGES
