@@ -73,8 +73,7 @@ def torchrun_command(
     own world of one (`train/mesh.py`, an in-process store, no rendezvous) and computes exactly what the
     torchrun worker would. torchrun's agent would be a second process that imports torch and opens a TCP
     rendezvous before the worker starts: 1.5 s of a tiny 2-step `launch pretrain` on a 2-core CPU machine
-    (6.2 s -> 4.7 s); on the GPU machine, where `import torch` alone took 3.3 s (bench/RESULTS.md, seventh
-    session), about 5 s a training stage is expected, 45 s of the paper profile's nine on one GPU.
+    (6.2 s -> 4.7 s); a stage pays it once, the paper profile nine times on one GPU (not yet measured there).
     """
     args = stage_args(stage, params, overrides, extra)
     prefix = container_prefix(cfg, workdir=workdir or Path.cwd(), gpu=stage in GPU_STAGES and host_has_gpu())
